@@ -1,0 +1,95 @@
+using System.Numerics;
+
+namespace Shears.Pruning.Masks;
+
+/// <summary>
+/// One bit per element, row-major; a set bit means the element is masked (pruned to zero).
+/// Masks are cumulative across rounds: bits are only ever set, never cleared.
+/// </summary>
+public sealed class BitMask
+{
+    private readonly ulong[] _words;
+
+    public BitMask(long length)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        Length = length;
+        _words = new ulong[(length + 63) / 64];
+    }
+
+    private BitMask(long length, ulong[] words)
+    {
+        Length = length;
+        _words = words;
+    }
+
+    public long Length { get; }
+
+    /// <summary>The packed words; bits past <see cref="Length"/> are always zero.</summary>
+    public ReadOnlySpan<ulong> Words => _words;
+
+    public bool this[long index]
+    {
+        get => (_words[index >> 6] & (1UL << (int)(index & 63))) != 0;
+        set
+        {
+            if (value) _words[index >> 6] |= 1UL << (int)(index & 63);
+            else _words[index >> 6] &= ~(1UL << (int)(index & 63));
+        }
+    }
+
+    public void Set(long index) => _words[index >> 6] |= 1UL << (int)(index & 63);
+
+    /// <summary>Sets bits [start, start + count).</summary>
+    public void SetRange(long start, long count)
+    {
+        for (long i = start, end = start + count; i < end; i++) Set(i);
+    }
+
+    public long CountSet()
+    {
+        long n = 0;
+        foreach (ulong w in _words) n += BitOperations.PopCount(w);
+        return n;
+    }
+
+    public BitMask Clone() => new(Length, (ulong[])_words.Clone());
+
+    /// <summary>Little-endian packed bytes: element i is bit (i % 8) of byte i / 8.</summary>
+    public byte[] ToBytes()
+    {
+        var bytes = new byte[(Length + 7) / 8];
+        for (long i = 0; i < bytes.Length; i++)
+            bytes[i] = (byte)(_words[i >> 3] >> (int)((i & 7) * 8));
+        return bytes;
+    }
+
+    public static BitMask FromBytes(ReadOnlySpan<byte> bytes, long length)
+    {
+        if (bytes.Length != (length + 7) / 8)
+            throw new ArgumentException($"a mask of {length} elements takes {(length + 7) / 8} bytes, got {bytes.Length}", nameof(bytes));
+        var mask = new BitMask(length);
+        for (int i = 0; i < bytes.Length; i++)
+            mask._words[i >> 3] |= (ulong)bytes[i] << ((i & 7) * 8);
+        if (length % 8 != 0 && (bytes[^1] >> (int)(length % 8)) != 0)
+            throw new ArgumentException("mask bytes have bits set past the mask's length", nameof(bytes));
+        return mask;
+    }
+
+    public static BitMask FromBools(ReadOnlySpan<bool> masked)
+    {
+        var mask = new BitMask(masked.Length);
+        for (int i = 0; i < masked.Length; i++) if (masked[i]) mask.Set(i);
+        return mask;
+    }
+
+    public bool[] ToBools()
+    {
+        var result = new bool[Length];
+        for (long i = 0; i < Length; i++) result[i] = this[i];
+        return result;
+    }
+
+    public bool SequenceEqual(BitMask other) =>
+        Length == other.Length && _words.AsSpan().SequenceEqual(other._words);
+}
