@@ -26,6 +26,24 @@ public static class TensorDTypes
 
     public static string ToHeaderName(this TensorDType dtype) => dtype.ToString();
 
-    public static bool TryParse(string name, out TensorDType dtype) =>
-        Enum.TryParse(name, ignoreCase: false, out dtype) && Enum.IsDefined(dtype);
+    /// <summary>
+    /// Parses a header name exactly (case-sensitive). Unlike Enum.TryParse it refuses numbers
+    /// ("1"), padded names and comma lists ("F32,F16"), which are not dtypes.
+    /// </summary>
+    public static bool TryParse(string name, out TensorDType dtype)
+    {
+        foreach (var candidate in Enum.GetValues<TensorDType>())
+        {
+            if (string.Equals(candidate.ToHeaderName(), name, StringComparison.Ordinal))
+            {
+                dtype = candidate;
+                return true;
+            }
+        }
+        dtype = default;
+        return false;
+    }
+
+    /// <summary>The header names of every dtype, for error messages.</summary>
+    public static string AllHeaderNames => string.Join(", ", Enum.GetValues<TensorDType>().Select(d => d.ToHeaderName()));
 }

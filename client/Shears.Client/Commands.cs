@@ -1,0 +1,189 @@
+using System.CommandLine;
+using System.Globalization;
+using Shears.Contracts;
+
+namespace Shears.Client;
+
+/// <summary>The command line of DESIGN.md: run, status, list, cancel, report, demo.</summary>
+public static class Commands
+{
+    public const int Ok = 0, RunFailed = 1, BadInput = 2;
+
+    private static readonly Option<string?> Cluster = new("--cluster") { Description = "HOST:PORT[,HOST:PORT…] of a cluster's gateways; without it a silo runs in this process" };
+
+    public static IEnumerable<Command> All()
+    {
+        yield return Run();
+        yield return Status();
+        yield return List();
+        yield return Cancel();
+        yield return Report();
+        yield return Demo();
+    }
+
+    private static Command Run()
+    {
+        var model = new Option<string?>("--model") { Description = "checkpoint folder (Hugging Face safetensors, sharded or not) or .safetensors file" };
+        var output = new Option<string?>("--out") { Description = "folder for the pruned checkpoint and shears-report.json" };
+        var sparsity = new Option<string?>("--sparsity") { Description = "final fraction of the prunable weights to mask, in [0, 1]" };
+        var method = new Option<string>("--method") { Description = "magnitude | random | wanda | sparsegpt", DefaultValueFactory = _ => RunOptions.Methods.Magnitude };
+        var pattern = new Option<string>("--pattern") { Description = "unstructured | rows | columns | heads | 2:4 | 4:8", DefaultValueFactory = _ => RunOptions.Patterns.Unstructured };
+        var scope = new Option<string>("--scope") { Description = "global | layer | progressive", DefaultValueFactory = _ => RunOptions.Scopes.Global };
+        var schedule = new Option<string>("--schedule") { Description = "oneshot | linear | cubic", DefaultValueFactory = _ => RunOptions.Schedules.OneShot };
+        var rounds = new Option<int?>("--rounds") { Description = "rounds of the schedule (oneshot: 1)" };
+        var finetune = new Option<int>("--finetune-steps") { Description = "fine-tuning steps after each round" };
+        var eval = new Option<string?>("--eval") { Description = "evaluation data" };
+        var include = new Option<string[]>("--include") { Description = "also prune tensors whose names match this glob", AllowMultipleArgumentsPerToken = false, DefaultValueFactory = _ => [] };
+        var exclude = new Option<string[]>("--exclude") { Description = "never prune tensors whose names match this glob", DefaultValueFactory = _ => [] };
+        var seed = new Option<long>("--seed") { Description = "seed of --method random", DefaultValueFactory = _ => 0 };
+        var force = new Option<bool>("--force") { Description = "replace a non-empty --out" };
+        var detach = new Option<bool>("--detach") { Description = "print the run id and return (needs --cluster)" };
+        var shardElements = new Option<long>("--shard-elements") { Description = "most elements one shard grain holds", DefaultValueFactory = _ => RunOptions.DefaultShardElements };
+        var norm = new Option<string>("--norm") { Description = "Ln norm for rows/columns: 1, 2 or inf", DefaultValueFactory = _ => "1" };
+        var headScore = new Option<string>("--head-score") { Description = "q (L1 of q_proj rows) or qkvo", DefaultValueFactory = _ => RunOptions.HeadScores.Query };
+        var spread = new Option<double>("--progressive-spread") { Description = "spread α of --scope progressive", DefaultValueFactory = _ => 0.5 };
+        var runId = new Option<string?>("--run-id") { Description = "id for the run (default: generated)" };
+
+        var command = new Command("run", "prune a checkpoint");
+        foreach (Option o in new Option[] { model, output, sparsity, method, pattern, scope, schedule, rounds, finetune, eval, include, exclude, seed, force, detach, shardElements, norm, headScore, spread, runId, Cluster })
+            command.Add(o);
+        command.SetAction(async (parse, token) =>
+        {
+            var errors = new List<string>();
+            string? modelPath = parse.GetValue(model), outPath = parse.GetValue(output), sparsityText = parse.GetValue(sparsity);
+            if (string.IsNullOrWhiteSpace(modelPath)) errors.Add("--model is required");
+            if (string.IsNullOrWhiteSpace(outPath)) errors.Add("--out is required");
+            double s = 0;
+            if (sparsityText is null) errors.Add("--sparsity is required");
+            else if (!double.TryParse(sparsityText, NumberStyles.Float, CultureInfo.InvariantCulture, out s))
+                errors.Add($"--sparsity must be a number in [0, 1], got '{sparsityText}'");
+            string normText = parse.GetValue(norm)!;
+            double normValue = normText is "inf" or "Infinity" ? double.PositiveInfinity
+                : double.TryParse(normText, NumberStyles.Float, CultureInfo.InvariantCulture, out var n) ? n : double.NaN;
+            if (errors.Count > 0) return Fail(errors);
+            string scheduleName = parse.GetValue(schedule)!;
+            var spec = new RunSpec
+            {
+                ModelPath = Path.GetFullPath(modelPath!), OutputPath = Path.GetFullPath(outPath!), Sparsity = s,
+                Method = parse.GetValue(method)!, Pattern = parse.GetValue(pattern)!, Scope = parse.GetValue(scope)!,
+                Schedule = scheduleName, Rounds = parse.GetValue(rounds) ?? (scheduleName == RunOptions.Schedules.OneShot ? 1 : 3),
+                FinetuneSteps = parse.GetValue(finetune), EvalData = parse.GetValue(eval),
+                Include = parse.GetValue(include) ?? [], Exclude = parse.GetValue(exclude) ?? [],
+                Seed = parse.GetValue(seed), Force = parse.GetValue(force), ShardElements = parse.GetValue(shardElements),
+                Norm = normValue, HeadScore = parse.GetValue(headScore)!, ProgressiveSpread = parse.GetValue(spread),
+            };
+            var problems = RunOptions.Validate(spec);
+            if (problems.Count > 0) return Fail(problems);
+            string? cluster = parse.GetValue(Cluster);
+            if (parse.GetValue(detach) && cluster is null)
+                return Fail(["--detach needs --cluster: the embedded silo lives only as long as this command"]);
+            return await RunFollower.RunAsync(cluster, spec, parse.GetValue(runId) ?? NewRunId(), parse.GetValue(detach), token);
+        });
+        return command;
+    }
+
+    private static Command Demo()
+    {
+        var output = new Option<string>("--out") { Description = "folder for the demo's model and pruned output", DefaultValueFactory = _ => "shears-demo" };
+        var command = new Command("demo", "write a small LLaMA-layout checkpoint and prune it to 50% in 3 cubic rounds");
+        command.Add(output);
+        command.Add(Cluster);
+        command.SetAction(async (parse, token) =>
+        {
+            string root = Path.GetFullPath(parse.GetValue(output)!);
+            string modelDir = Path.Combine(root, "model");
+            if (Directory.Exists(modelDir)) Directory.Delete(modelDir, recursive: true);
+            Directory.CreateDirectory(modelDir);
+            Shears.Pruning.Checkpoints.DemoCheckpoint.Write(modelDir);
+            Console.WriteLine($"wrote a demo checkpoint (LLaMA layout, bf16, sharded) to {modelDir}");
+            var spec = new RunSpec
+            {
+                ModelPath = modelDir, OutputPath = Path.Combine(root, "pruned"), Sparsity = 0.5,
+                Scope = RunOptions.Scopes.Global, Schedule = RunOptions.Schedules.Cubic, Rounds = 3, Force = true,
+            };
+            return await RunFollower.RunAsync(parse.GetValue(Cluster), spec, NewRunId(), detach: false, token);
+        });
+        return command;
+    }
+
+    private static Command Status()
+    {
+        var run = new Argument<string>("run") { Description = "run id" };
+        var json = new Option<bool>("--json") { Description = "print the status as JSON" };
+        var command = new Command("status", "show a run's status") { run, json, Cluster };
+        command.SetAction((parse, token) => WithCluster(parse.GetValue(Cluster), "status", async client =>
+        {
+            var status = await client.GetGrain<IRunGrain>(parse.GetValue(run)!).GetStatusAsync();
+            if (status.Spec is null) return Fail([$"no run '{parse.GetValue(run)}' on this cluster"]);
+            if (parse.GetValue(json)) Console.WriteLine(RunView.Json(status));
+            else RunView.PrintStatus(status);
+            return Ok;
+        }, token));
+        return command;
+    }
+
+    private static Command List()
+    {
+        var command = new Command("list", "list the runs of a cluster") { Cluster };
+        command.SetAction((parse, token) => WithCluster(parse.GetValue(Cluster), "list", async client =>
+        {
+            foreach (string id in await client.GetGrain<IRunRegistryGrain>(0).ListAsync())
+            {
+                var status = await client.GetGrain<IRunGrain>(id).GetStatusAsync();
+                Console.WriteLine($"{id}\t{status.State.ToString().ToLowerInvariant()}\t{status.Phase}\t{status.Spec?.ModelPath}");
+            }
+            return Ok;
+        }, token));
+        return command;
+    }
+
+    private static Command Cancel()
+    {
+        var run = new Argument<string>("run") { Description = "run id" };
+        var command = new Command("cancel", "cancel a run; it leaves no output") { run, Cluster };
+        command.SetAction((parse, token) => WithCluster(parse.GetValue(Cluster), "cancel", async client =>
+        {
+            var status = await client.GetGrain<IRunGrain>(parse.GetValue(run)!).CancelAsync();
+            Console.WriteLine($"{status.RunId}\t{status.State.ToString().ToLowerInvariant()}");
+            return status.State == RunState.Cancelled ? Ok : RunFailed;
+        }, token));
+        return command;
+    }
+
+    private static Command Report()
+    {
+        var run = new Argument<string>("run") { Description = "run id" };
+        var command = new Command("report", "print a finished run's shears-report.json") { run, Cluster };
+        command.SetAction((parse, token) => WithCluster(parse.GetValue(Cluster), "report", async client =>
+        {
+            string? report = await client.GetGrain<IRunGrain>(parse.GetValue(run)!).GetReportJsonAsync();
+            if (report is null) return Fail([$"run '{parse.GetValue(run)}' has no report (not finished, failed, or unknown)"]);
+            Console.WriteLine(report);
+            return Ok;
+        }, token));
+        return command;
+    }
+
+    private static async Task<int> WithCluster(string? cluster, string verb, Func<IClusterClient, Task<int>> action, CancellationToken token)
+    {
+        if (cluster is null)
+            return Fail([$"'shears {verb}' needs --cluster HOST:PORT: runs on the embedded silo live only while 'shears run' runs"]);
+        try
+        {
+            await using var connection = await ClusterConnection.OpenAsync(cluster, token);
+            return await action(connection.Client);
+        }
+        catch (Exception e) when (e is ArgumentException or OrleansException or TimeoutException)
+        {
+            return Fail([e.Message]);
+        }
+    }
+
+    public static string NewRunId() => $"run-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..6]}";
+
+    public static int Fail(IEnumerable<string> errors)
+    {
+        foreach (string e in errors) Console.Error.WriteLine($"shears: {e}");
+        return BadInput;
+    }
+}

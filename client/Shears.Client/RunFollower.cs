@@ -1,0 +1,92 @@
+using System.Globalization;
+using Shears.Contracts;
+using Spectre.Console;
+
+namespace Shears.Client;
+
+/// <summary>Starts a run and follows it to the end: live bars and tables in a terminal, plain lines otherwise.</summary>
+public static class RunFollower
+{
+    public static async Task<int> RunAsync(string? cluster, RunSpec spec, string runId, bool detach, CancellationToken token)
+    {
+        ClusterConnection connection;
+        try { connection = await ClusterConnection.OpenAsync(cluster, token); }
+        catch (Exception e) when (e is ArgumentException or OrleansException or TimeoutException)
+        {
+            return Commands.Fail([$"cannot reach the cluster: {e.Message}"]);
+        }
+        await using var owned = connection;
+        var grain = connection.Client.GetGrain<IRunGrain>(runId);
+        RunStatus status;
+        try { status = await grain.StartAsync(spec); }
+        catch (RunRejectedException e) { return Commands.Fail([e.Message]); }
+        if (detach)
+        {
+            Console.WriteLine(runId);
+            return Commands.Ok;
+        }
+
+        using var cancelRegistration = token.Register(() => { _ = grain.CancelAsync(); });
+        status = Console.IsOutputRedirected || !AnsiConsole.Profile.Capabilities.Interactive
+            ? await FollowPlain(grain, status, token)
+            : await FollowLive(grain, status, token);
+
+        switch (status.State)
+        {
+            case RunState.Completed:
+                RunView.PrintRounds(status);
+                Console.WriteLine($"wrote {spec.OutputPath} (run {runId})");
+                return Commands.Ok;
+            case RunState.Cancelled:
+                Console.Error.WriteLine($"shears: run {runId} was cancelled; nothing was written to {spec.OutputPath}");
+                return Commands.RunFailed;
+            default:
+                Console.Error.WriteLine($"shears: run {runId} failed: {status.Error}");
+                return Commands.RunFailed;
+        }
+    }
+
+    private static async Task<RunStatus> FollowPlain(IRunGrain grain, RunStatus status, CancellationToken token)
+    {
+        string last = "";
+        int printedRounds = 0;
+        Console.WriteLine($"run {status.RunId}: {status.PrunableWeights:N0} prunable weights on {status.Shards} shards");
+        while (true)
+        {
+            if (status.Phase != last)
+            {
+                Console.WriteLine($"run {status.RunId}: {status.Phase}");
+                last = status.Phase;
+            }
+            for (; printedRounds < status.Rounds.Count; printedRounds++)
+                Console.WriteLine(RunView.RoundLine(status.Rounds[printedRounds], status.TotalRounds));
+            if (status.IsFinished) return status;
+            await Task.Delay(200, CancellationToken.None);
+            status = await grain.GetStatusAsync();
+        }
+    }
+
+    private static async Task<RunStatus> FollowLive(IRunGrain grain, RunStatus status, CancellationToken token)
+    {
+        await AnsiConsole.Progress()
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+            .StartAsync(async context =>
+            {
+                var rounds = context.AddTask("rounds", maxValue: Math.Max(1, status.TotalRounds));
+                var sparsity = context.AddTask("sparsity", maxValue: 1.0);
+                while (true)
+                {
+                    rounds.Description = status.Phase;
+                    rounds.Value = status.Rounds.Count;
+                    sparsity.Value = status.Rounds.Count > 0 ? status.Rounds[^1].AchievedSparsity : 0;
+                    sparsity.Description = string.Create(CultureInfo.InvariantCulture, $"sparsity → {status.Spec?.Sparsity:P1}");
+                    if (status.IsFinished) break;
+                    await Task.Delay(150, CancellationToken.None);
+                    status = await grain.GetStatusAsync();
+                }
+                rounds.StopTask();
+                sparsity.StopTask();
+            });
+        return status;
+    }
+}

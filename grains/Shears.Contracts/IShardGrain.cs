@@ -1,0 +1,122 @@
+namespace Shears.Contracts;
+
+/// <summary>
+/// A contiguous block of rows of one tensor (or the whole tensor) held by a shard grain.
+/// Pieces are listed in global-position order: tensor ordinal order, then row start.
+/// </summary>
+[GenerateSerializer, Immutable]
+public sealed record TensorPiece
+{
+    [Id(0)] public required string Tensor { get; init; }
+    [Id(1)] public required long RowStart { get; init; }
+    [Id(2)] public required long RowCount { get; init; }
+    /// <summary>Elements per row (product of the remaining dimensions).</summary>
+    [Id(3)] public required long RowElements { get; init; }
+    /// <summary>The selection group this piece belongs to: one for global scope, one per tensor for layer scope.</summary>
+    [Id(4)] public int Group { get; init; }
+    public long Elements => RowCount * RowElements;
+}
+
+/// <summary>What one shard grain holds for a run.</summary>
+[GenerateSerializer, Immutable]
+public sealed record ShardAssignment
+{
+    [Id(0)] public required string RunId { get; init; }
+    [Id(1)] public required int ShardIndex { get; init; }
+    [Id(2)] public required string ModelPath { get; init; }
+    [Id(3)] public required IReadOnlyList<TensorPiece> Pieces { get; init; }
+    /// <summary>Tensors this shard copies byte for byte into the output (not pruned).</summary>
+    [Id(4)] public IReadOnlyList<string> CopyTensors { get; init; } = [];
+    [Id(5)] public required RunSpec Spec { get; init; }
+    /// <summary>Folder all silos reach where the run keeps its masks between rounds.</summary>
+    [Id(6)] public required string StateDirectory { get; init; }
+    /// <summary>The last round whose masks were committed; the shard restores them on load (0: none).</summary>
+    [Id(7)] public int RestoreRound { get; init; }
+    /// <summary>Attention layout, for the heads pattern.</summary>
+    [Id(8)] public HeadLayout? Heads { get; init; }
+}
+
+/// <summary>Attention geometry read from config.json.</summary>
+[GenerateSerializer, Immutable]
+public sealed record HeadLayout
+{
+    [Id(0)] public int Heads { get; init; }
+    [Id(1)] public int KvHeads { get; init; }
+    [Id(2)] public int HeadDim { get; init; }
+    [Id(3)] public int Hidden { get; init; }
+}
+
+[GenerateSerializer, Immutable]
+public sealed record ShardInfo
+{
+    [Id(0)] public required string Silo { get; init; }
+    [Id(1)] public long Elements { get; init; }
+    [Id(2)] public long BytesRead { get; init; }
+    /// <summary>Masked elements per piece, in assignment order (after reloading any persisted masks).</summary>
+    [Id(3)] public long[] MaskedPerPiece { get; init; } = [];
+    /// <summary>Per piece: the mean |w| (for progressive allocation).</summary>
+    [Id(4)] public double[] MeanMagnitudePerPiece { get; init; } = [];
+    [Id(5)] public double[] AbsSumPerPiece { get; init; } = [];
+}
+
+/// <summary>Digit histograms over the unmasked scores of the selected pieces.</summary>
+[GenerateSerializer, Immutable]
+public sealed record HistogramRequest
+{
+    [Id(0)] public required int Group { get; init; }
+    [Id(1)] public required int Level { get; init; }
+    [Id(2)] public uint Prefix { get; init; }
+}
+
+/// <summary>The per-piece counts of unmasked scores below and equal to a threshold.</summary>
+[GenerateSerializer, Immutable]
+public sealed record ThresholdCounts
+{
+    [Id(0)] public long[] Less { get; init; } = [];
+    [Id(1)] public long[] Equal { get; init; } = [];
+}
+
+/// <summary>A round's decision for one shard. Per piece: mask below <see cref="Thresholds"/> and take that many ties.</summary>
+[GenerateSerializer, Immutable]
+public sealed record MaskDecision
+{
+    [Id(0)] public required int Round { get; init; }
+    /// <summary>Per piece: threshold key (scores below it are masked), or null where the piece masks nothing by threshold.</summary>
+    [Id(1)] public required uint?[] Thresholds { get; init; }
+    [Id(2)] public required long[] Ties { get; init; }
+}
+
+/// <summary>A round decided inside the shard: layer-wise groups that lie wholly on it.</summary>
+[GenerateSerializer, Immutable]
+public sealed record LocalRoundRequest
+{
+    [Id(0)] public required int Round { get; init; }
+    /// <summary>The round's cumulative target sparsity (rows, columns and heads count their units by it).</summary>
+    [Id(1)] public required double Sparsity { get; init; }
+    /// <summary>Per piece, the cumulative number of masked elements the piece must reach; -1 where the piece is not decided locally.</summary>
+    [Id(2)] public required long[] TargetMasked { get; init; }
+}
+
+[GenerateSerializer, Immutable]
+public sealed record ShardRoundResult
+{
+    [Id(0)] public long[] MaskedPerPiece { get; init; } = [];
+    [Id(1)] public double Seconds { get; init; }
+}
+
+/// <summary>
+/// Holds one shard's weights for a run: reads its own bytes from the checkpoint, keeps its masks,
+/// answers statistics, applies decisions and writes its tensors. Keyed "runId/shardIndex".
+/// </summary>
+public interface IShardGrain : IGrainWithStringKey
+{
+    Task<ShardInfo> LoadAsync(ShardAssignment assignment);
+    Task<long[]> HistogramAsync(HistogramRequest request);
+    Task<ThresholdCounts> CountAsync(int group, uint threshold);
+    Task<ShardRoundResult> ApplyAsync(MaskDecision decision);
+    Task<ShardRoundResult> ApplyLocalAsync(LocalRoundRequest request);
+    /// <summary>Persists this round's masks where all silos reach them.</summary>
+    Task CommitRoundAsync(int round);
+    Task<long> WriteAsync(string outputDirectory);
+    Task ReleaseAsync();
+}

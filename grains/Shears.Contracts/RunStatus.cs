@@ -1,0 +1,56 @@
+namespace Shears.Contracts;
+
+public enum RunState { Pending, Running, Completed, Failed, Cancelled }
+
+[GenerateSerializer, Immutable]
+public sealed record RoundResult
+{
+    [Id(0)] public int Round { get; init; }
+    [Id(1)] public double TargetSparsity { get; init; }
+    [Id(2)] public long MaskedWeights { get; init; }
+    [Id(3)] public double AchievedSparsity { get; init; }
+    /// <summary>Largest score masked in this round (global scope); null for layer-wise rounds.</summary>
+    [Id(4)] public double? Threshold { get; init; }
+    [Id(5)] public double Seconds { get; init; }
+    [Id(6)] public long SelectionBytes { get; init; }
+}
+
+[GenerateSerializer, Immutable]
+public sealed record TensorResult
+{
+    [Id(0)] public required string Name { get; init; }
+    [Id(1)] public required long[] Shape { get; init; }
+    [Id(2)] public required string DType { get; init; }
+    [Id(3)] public long Elements { get; init; }
+    [Id(4)] public long MaskedWeights { get; init; }
+    [Id(5)] public bool Prunable { get; init; }
+}
+
+[GenerateSerializer, Immutable]
+public sealed record ShardResult
+{
+    [Id(0)] public required string Grain { get; init; }
+    [Id(1)] public required string Silo { get; init; }
+    [Id(2)] public required IReadOnlyList<string> Tensors { get; init; }
+    [Id(3)] public long Elements { get; init; }
+}
+
+/// <summary>Where a run stands; what `shears status` shows and what clients poll.</summary>
+[GenerateSerializer, Immutable]
+public sealed record RunStatus
+{
+    [Id(0)] public required string RunId { get; init; }
+    [Id(1)] public RunState State { get; init; }
+    [Id(2)] public string Phase { get; init; } = "";
+    [Id(3)] public int Round { get; init; }
+    [Id(4)] public int TotalRounds { get; init; }
+    [Id(5)] public IReadOnlyList<RoundResult> Rounds { get; init; } = [];
+    [Id(6)] public string? Error { get; init; }
+    [Id(7)] public long PrunableWeights { get; init; }
+    [Id(8)] public RunSpec? Spec { get; init; }
+    [Id(9)] public DateTimeOffset? StartedAt { get; init; }
+    [Id(10)] public DateTimeOffset? FinishedAt { get; init; }
+    [Id(11)] public int Shards { get; init; }
+
+    public bool IsFinished => State is RunState.Completed or RunState.Failed or RunState.Cancelled;
+}

@@ -1,0 +1,30 @@
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Shears.Grains;
+using Shears.Grains.Compute;
+using Shears.Grains.Shards;
+
+namespace Orleans.Hosting;
+
+/// <summary>Registers Shears' grains and per-silo services. The silo host and the client's embedded silo both call this.</summary>
+public static class ShearsHostingExtensions
+{
+    public static ISiloBuilder AddShears(this ISiloBuilder builder, Action<ShearsOptions>? configure = null)
+    {
+        builder.Services.AddShears(builder.Configuration, configure);
+        return builder;
+    }
+
+    public static IServiceCollection AddShears(this IServiceCollection services, IConfiguration? configuration = null, Action<ShearsOptions>? configure = null)
+    {
+        var options = services.AddOptions<ShearsOptions>();
+        if (configuration is not null) options.Bind(configuration.GetSection(ShearsOptions.SectionName));
+        if (configure is not null) options.Configure(configure);
+        options.Validate(o => o.Role is "all" or "worker" or "coordinator", "Shears:Role must be all, worker or coordinator")
+               .Validate(o => o.ComputeThreads >= 0, "Shears:ComputeThreads must not be negative")
+               .ValidateOnStart();
+        services.AddSingleton<ComputeExecutor>();
+        services.AddSingleton<ManifestCache>();
+        return services;
+    }
+}

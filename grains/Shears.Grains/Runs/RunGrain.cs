@@ -1,0 +1,345 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Orleans.Concurrency;
+using Shears.Contracts;
+using Shears.Grains.Diagnostics;
+using Shears.Grains.Shards;
+using Shears.Pruning.Allocation;
+using Shears.Pruning.Checkpoints;
+using Shears.Pruning.Schedules;
+using Shears.Pruning.Scoring;
+using Shears.Pruning.Selection;
+
+namespace Shears.Grains.Runs;
+
+/// <summary>
+/// The coordinator of one run. It reads only the checkpoint's manifest, plans the shards, and drives
+/// the rounds from per-shard statistics; weights never pass through it. Calls return at once and the
+/// run proceeds in the background of this activation.
+/// </summary>
+[Reentrant]
+public sealed class RunGrain(
+    [PersistentState("run", ShearsStorage.Name)] IPersistentState<RunGrainState> state,
+    ManifestCache manifests,
+    IOptions<ShearsOptions> options,
+    ILogger<RunGrain> logger) : Grain, IRunGrain
+{
+    private CancellationTokenSource? _cancel;
+    private Task? _job;
+
+    private string RunId => this.GetPrimaryKeyString();
+    private RunStatus Status => state.State.Status ?? new RunStatus { RunId = RunId };
+
+    async Task<RunStatus> IRunGrain.StartAsync(RunSpec given)
+    {
+        if (state.State.Status is { } existing)
+        {
+            if (existing.Spec == given) return existing;
+            throw new RunRejectedException($"run id '{RunId}' is already taken by another run");
+        }
+        var errors = RunOptions.Validate(given);
+        if (errors.Count > 0) throw new RunRejectedException(string.Join("; ", errors));
+        var spec = given with { ModelPath = Path.GetFullPath(given.ModelPath), OutputPath = Path.GetFullPath(given.OutputPath) };
+        CheckPaths(spec);
+
+        CheckpointManifest manifest;
+        try { manifest = manifests.Get(spec.ModelPath); }
+        catch (CheckpointFormatException e) { throw new RunRejectedException(e.Message); }
+        var plan = RunPlanner.Plan(manifest, spec);
+        double[] targets;
+        try { targets = Schedule.Targets(ParseSchedule(spec.Schedule), spec.Sparsity, spec.Rounds); }
+        catch (ArgumentException e) { throw new RunRejectedException(e.Message); }
+
+        state.State.Plan = plan;
+        state.State.StateDirectory = Path.Combine(Path.GetDirectoryName(spec.OutputPath)!, $".shears-state-{RunId}");
+        state.State.Status = new RunStatus
+        {
+            RunId = RunId, State = RunState.Running, Phase = "loading", Spec = given,
+            TotalRounds = targets.Length, PrunableWeights = plan.PrunableWeights, Shards = plan.Shards.Count,
+            StartedAt = DateTimeOffset.UtcNow,
+        };
+        await state.WriteStateAsync();
+        await GrainFactory.GetGrain<IRunRegistryGrain>(0).RegisterAsync(RunId);
+        ShearsMetrics.RunState(RunId, "running");
+        StartJob(spec, manifest, targets);
+        return Status;
+    }
+
+    public override Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        // A coordinator that was lost mid-run resumes from its persisted state.
+        if (state.State.Status is { IsFinished: false, Spec: { } given } && state.State.Plan is not null)
+        {
+            var spec = given with { ModelPath = Path.GetFullPath(given.ModelPath), OutputPath = Path.GetFullPath(given.OutputPath) };
+            logger.LogInformation("Run {Run} resumes after round {Round}", RunId, state.State.CommittedRound);
+            var manifest = manifests.Get(spec.ModelPath);
+            var targets = Schedule.Targets(ParseSchedule(spec.Schedule), spec.Sparsity, spec.Rounds);
+            StartJob(spec, manifest, targets);
+        }
+        return Task.CompletedTask;
+    }
+
+    private void StartJob(RunSpec spec, CheckpointManifest manifest, double[] targets)
+    {
+        _cancel = new CancellationTokenSource();
+        var token = _cancel.Token;
+        _job = RunJobAsync(spec, manifest, targets, token);
+    }
+
+    private void CheckPaths(RunSpec spec)
+    {
+        var roots = options.Value.DataRoots.Select(r => Path.GetFullPath(r).TrimEnd('/') + "/").ToArray();
+        if (roots.Length > 0)
+        {
+            foreach (var (option, path) in new[] { ("--model", spec.ModelPath), ("--out", spec.OutputPath) })
+                if (!roots.Any(r => (path.TrimEnd('/') + "/").StartsWith(r, StringComparison.Ordinal)))
+                    throw new RunRejectedException($"{option} '{path}' lies outside the silo's data roots ({string.Join(", ", roots)})");
+        }
+        if (!File.Exists(spec.ModelPath) && !Directory.Exists(spec.ModelPath))
+            throw new RunRejectedException($"--model '{spec.ModelPath}' does not exist");
+        if (File.Exists(spec.OutputPath))
+            throw new RunRejectedException($"--out '{spec.OutputPath}' is a file; give a folder");
+        if (Directory.Exists(spec.OutputPath) && Directory.EnumerateFileSystemEntries(spec.OutputPath).Any() && !spec.Force)
+            throw new RunRejectedException($"--out '{spec.OutputPath}' exists and is not empty (use --force to replace it)");
+        string full = spec.OutputPath.TrimEnd('/') + "/";
+        string model = Directory.Exists(spec.ModelPath) ? spec.ModelPath.TrimEnd('/') + "/" : Path.GetDirectoryName(spec.ModelPath)! + "/";
+        if (model.StartsWith(full, StringComparison.Ordinal) || full.StartsWith(model, StringComparison.Ordinal) && Directory.Exists(spec.ModelPath) && full == model)
+            throw new RunRejectedException($"--out '{spec.OutputPath}' must not be the model's folder or contain it");
+    }
+
+    private static ScheduleKind ParseSchedule(string name) => name switch
+    {
+        RunOptions.Schedules.Linear => ScheduleKind.Linear,
+        RunOptions.Schedules.Cubic => ScheduleKind.Cubic,
+        _ => ScheduleKind.OneShot,
+    };
+
+    Task<RunStatus> IRunGrain.GetStatusAsync() => Task.FromResult(Status);
+
+    async Task<RunStatus> IRunGrain.CancelAsync()
+    {
+        if (Status.IsFinished) return Status;
+        _cancel?.Cancel();
+        if (_job is not null)
+        {
+            try { await _job; } catch { /* the job records its own outcome */ }
+        }
+        return Status;
+    }
+
+    Task<string?> IRunGrain.GetReportJsonAsync() => Task.FromResult(state.State.ReportJson);
+
+    private IShardGrain Shard(int index) => GrainFactory.GetGrain<IShardGrain>($"{RunId}/{index}");
+
+    private async Task SetStatus(Func<RunStatus, RunStatus> change)
+    {
+        state.State.Status = change(Status);
+        await state.WriteStateAsync();
+    }
+
+    private async Task RunJobAsync(RunSpec spec, CheckpointManifest manifest, double[] targets, CancellationToken token)
+    {
+        var plan = state.State.Plan!;
+        string? temp = null;
+        var total = Stopwatch.StartNew();
+        try
+        {
+            DelayDeactivation(TimeSpan.FromHours(24));
+            // Load: each shard reads its own bytes (and its committed masks when resuming).
+            var phase = Stopwatch.StartNew();
+            var assignments = plan.Shards.Select(s => new ShardAssignment
+            {
+                RunId = RunId, ShardIndex = s.Index, ModelPath = spec.ModelPath, Pieces = s.Pieces, CopyTensors = s.CopyTensors,
+                Spec = spec, StateDirectory = state.State.StateDirectory!, RestoreRound = state.State.CommittedRound, Heads = plan.Heads,
+            }).ToArray();
+            var infos = await Task.WhenAll(assignments.Select(a => Shard(a.ShardIndex).LoadAsync(a)));
+            ShearsMetrics.PhaseSeconds.Record(phase.Elapsed.TotalSeconds, ShearsMetrics.Tag("phase", "load"));
+            token.ThrowIfCancellationRequested();
+            var masked = infos.Select(i => i.MaskedPerPiece.ToArray()).ToArray();
+            state.State.Shards = plan.Shards.Select((s, i) => new ShardResult
+            {
+                Grain = $"{RunId}/{s.Index}", Silo = infos[i].Silo, Elements = infos[i].Elements,
+                Tensors = s.Pieces.Select(p => p.Tensor).Distinct().ToArray(),
+            }).ToList();
+
+            long[][]? progressive = spec.Scope == RunOptions.Scopes.Progressive ? ProgressiveTargets(plan, infos, targets, spec.ProgressiveSpread) : null;
+            for (int round = state.State.CommittedRound + 1; round <= targets.Length; round++)
+            {
+                token.ThrowIfCancellationRequested();
+                var roundClock = Stopwatch.StartNew();
+                double target = targets[round - 1];
+                await SetStatus(s => s with { Round = round, Phase = $"round {round}/{targets.Length}" });
+                ShearsMetrics.RoundStarted(RunId, round, target);
+                var (threshold, bytes) = await RunRoundAsync(plan, spec, round, target, masked, progressive?[round - 1], token);
+                await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).CommitRoundAsync(round)));
+                long maskedTotal = masked.Sum(m => m.Sum());
+                double achieved = plan.PrunableWeights == 0 ? 0 : (double)maskedTotal / plan.PrunableWeights;
+                var result = new RoundResult
+                {
+                    Round = round, TargetSparsity = target, MaskedWeights = maskedTotal, AchievedSparsity = achieved,
+                    Threshold = threshold is uint t ? ScoreKeys.ToScore(t) : null, Seconds = roundClock.Elapsed.TotalSeconds, SelectionBytes = bytes,
+                };
+                state.State.CommittedRound = round;
+                await SetStatus(s => s with { Rounds = s.Rounds.Append(result).ToArray() });
+                ShearsMetrics.RoundFinished(RunId, round, target, achieved, result.Threshold, result.Seconds);
+                ShearsMetrics.SelectionBytes.Add(bytes, ShearsMetrics.Tag("run", RunId));
+                logger.LogInformation("Run {Run} round {Round}: target {Target:P2}, masked {Masked}", RunId, round, target, maskedTotal);
+            }
+
+            // Export: a temporary folder beside --out, renamed into place when complete.
+            token.ThrowIfCancellationRequested();
+            await SetStatus(s => s with { Phase = "writing" });
+            phase.Restart();
+            string parent = Path.GetDirectoryName(spec.OutputPath)!;
+            Directory.CreateDirectory(parent);
+            temp = Path.Combine(parent, $".{Path.GetFileName(spec.OutputPath)}.shears-tmp-{RunId}");
+            if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
+            Directory.CreateDirectory(temp);
+            CheckpointOutput.CreateLayout(manifest, temp);
+            await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).WriteAsync(temp)));
+            token.ThrowIfCancellationRequested();
+            ShearsMetrics.PhaseSeconds.Record(phase.Elapsed.TotalSeconds, ShearsMetrics.Tag("phase", "export"));
+
+            var finished = Status with { State = RunState.Completed, Phase = "completed", FinishedAt = DateTimeOffset.UtcNow };
+            string report = RunReport.Build(finished, manifest, plan, masked, state.State.Shards, total.Elapsed.TotalSeconds);
+            await File.WriteAllTextAsync(Path.Combine(temp, RunReport.FileName), report, CancellationToken.None);
+            if (Directory.Exists(spec.OutputPath))
+            {
+                if (Directory.EnumerateFileSystemEntries(spec.OutputPath).Any() && !spec.Force)
+                    throw new RunRejectedException($"--out '{spec.OutputPath}' was filled by something else during the run");
+                Directory.Delete(spec.OutputPath, recursive: true);
+            }
+            Directory.Move(temp, spec.OutputPath);
+            temp = null;
+            state.State.ReportJson = report;
+            state.State.Status = finished;
+            await state.WriteStateAsync();
+            ShearsMetrics.RunsFinished.Add(1, ShearsMetrics.Tag("status", "completed"));
+        }
+        catch (Exception e) when (e is OperationCanceledException || token.IsCancellationRequested)
+        {
+            await Finish(RunState.Cancelled, "cancelled by the user");
+        }
+        catch (Exception e)
+        {
+            logger.LogError(e, "Run {Run} failed", RunId);
+            await Finish(RunState.Failed, Describe(e));
+        }
+        finally
+        {
+            if (temp is not null && Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
+            if (Status.IsFinished)
+            {
+                if (state.State.StateDirectory is { } dir && Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+                await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).ReleaseAsync()));
+                ShearsMetrics.ClearRunState(RunId);
+                ShearsMetrics.RunState(RunId, Status.State.ToString());
+            }
+        }
+    }
+
+    private static string Describe(Exception e)
+    {
+        while (e is AggregateException { InnerException: { } inner }) e = inner;
+        return e.Message;
+    }
+
+    private async Task Finish(RunState final, string message)
+    {
+        state.State.Status = Status with { State = final, Phase = final.ToString().ToLowerInvariant(), Error = message, FinishedAt = DateTimeOffset.UtcNow };
+        await state.WriteStateAsync();
+        ShearsMetrics.RunsFinished.Add(1, ShearsMetrics.Tag("status", final.ToString().ToLowerInvariant()));
+    }
+
+    /// <summary>Per round, per selection group (tensor): the cumulative masked count progressive allocation asks for.</summary>
+    private static long[][] ProgressiveTargets(RunPlan plan, ShardInfo[] infos, double[] targets, double spread)
+    {
+        var absSum = new double[plan.GroupElements.Length];
+        for (int s = 0; s < plan.Shards.Count; s++)
+            for (int p = 0; p < plan.Shards[s].Pieces.Count; p++)
+                absSum[plan.Shards[s].Pieces[p].Group] += infos[s].AbsSumPerPiece[p];
+        var importance = absSum.Select((sum, g) => sum / plan.GroupElements[g]).ToArray();
+        return targets.Select(t => ProgressiveAllocation.Allocate(plan.GroupElements, importance, t, spread).Counts).ToArray();
+    }
+
+    /// <summary>One round: local decisions where a group lies on one piece, distributed exact selection elsewhere.</summary>
+    private async Task<(uint? Threshold, long Bytes)> RunRoundAsync(
+        RunPlan plan, RunSpec spec, int round, double target, long[][] masked, long[]? groupTargets, CancellationToken token)
+    {
+        long bytes = 0;
+        if (spec.Pattern != RunOptions.Patterns.Unstructured)
+        {
+            // Rows, columns and heads rank units inside a tensor or layer, which lie whole on one shard.
+            var results = await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).ApplyLocalAsync(new LocalRoundRequest
+            {
+                Round = round, Sparsity = target, TargetMasked = new long[s.Pieces.Count],
+            })));
+            for (int s = 0; s < results.Length; s++) masked[s] = results[s].MaskedPerPiece;
+            return (null, 0);
+        }
+
+        var pieces = plan.Shards.SelectMany(s => s.Pieces.Select((p, i) => (Shard: s.Index, Index: i, Piece: p))).ToArray();
+        var tensorOrder = plan.Prunable.Select((name, i) => (name, i)).ToDictionary(x => x.name, x => x.i, StringComparer.Ordinal);
+        var local = plan.Shards.Select(s => Enumerable.Repeat(-1L, s.Pieces.Count).ToArray()).ToArray();
+        var thresholds = plan.Shards.Select(s => new uint?[s.Pieces.Count]).ToArray();
+        var ties = plan.Shards.Select(s => new long[s.Pieces.Count]).ToArray();
+        uint? globalThreshold = null;
+
+        for (int group = 0; group < plan.GroupElements.Length; group++)
+        {
+            token.ThrowIfCancellationRequested();
+            var members = pieces.Where(p => p.Piece.Group == group)
+                .OrderBy(p => tensorOrder[p.Piece.Tensor]).ThenBy(p => p.Piece.RowStart).ToArray();
+            long goal = groupTargets?[group] ?? Counts.Target(target, plan.GroupElements[group]);
+            long already = members.Sum(m => masked[m.Shard][m.Index]);
+            long need = goal - already;
+            if (need <= 0) continue;
+            if (members.Length == 1)
+            {
+                local[members[0].Shard][members[0].Index] = goal;
+                continue;
+            }
+            var shards = members.Select(m => m.Shard).Distinct().ToArray();
+            var search = new GlobalThresholdSearch(need);
+            while (!search.IsComplete)
+            {
+                var request = new HistogramRequest { Group = group, Level = search.Level, Prefix = search.Prefix };
+                var histograms = await Task.WhenAll(shards.Select(s => Shard(s).HistogramAsync(request)));
+                bytes += histograms.Sum(h => (long)h.Length * sizeof(long));
+                search.Submit(RadixSelect.MergeHistograms(histograms));
+            }
+            uint threshold = search.ThresholdKey;
+            var counts = await Task.WhenAll(shards.Select(s => Shard(s).CountAsync(group, threshold)));
+            bytes += counts.Sum(c => (long)(c.Less.Length + c.Equal.Length) * sizeof(long));
+            var countByShard = shards.Select((s, i) => (s, counts[i])).ToDictionary(x => x.s, x => x.Item2);
+            var assigned = RadixSelect.AssignTies(members.Select(m => countByShard[m.Shard].Equal[m.Index]).ToArray(), search.TiesNeeded);
+            for (int m = 0; m < members.Length; m++)
+            {
+                thresholds[members[m].Shard][members[m].Index] = threshold;
+                ties[members[m].Shard][members[m].Index] = assigned[m];
+            }
+            if (spec.Scope == RunOptions.Scopes.Global) globalThreshold = threshold;
+        }
+
+        var calls = new List<Task<(int Shard, ShardRoundResult Result)>>();
+        foreach (var s in plan.Shards)
+        {
+            int index = s.Index;
+            if (local[index].Any(t => t >= 0))
+                calls.Add(Tagged(index, Shard(index).ApplyLocalAsync(new LocalRoundRequest { Round = round, Sparsity = target, TargetMasked = local[index] })));
+        }
+        foreach (var r in await Task.WhenAll(calls)) masked[r.Shard] = r.Result.MaskedPerPiece;
+        calls.Clear();
+        foreach (var s in plan.Shards)
+        {
+            int index = s.Index;
+            if (thresholds[index].Any(t => t is not null))
+                calls.Add(Tagged(index, Shard(index).ApplyAsync(new MaskDecision { Round = round, Thresholds = thresholds[index], Ties = ties[index] })));
+        }
+        foreach (var r in await Task.WhenAll(calls)) masked[r.Shard] = r.Result.MaskedPerPiece;
+        return (globalThreshold, bytes);
+
+        static async Task<(int, ShardRoundResult)> Tagged(int shard, Task<ShardRoundResult> call) => (shard, await call);
+    }
+}

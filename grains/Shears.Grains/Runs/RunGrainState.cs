@@ -1,0 +1,16 @@
+using Shears.Contracts;
+
+namespace Shears.Grains.Runs;
+
+/// <summary>What the coordinator persists after every step: enough to resume the run elsewhere.</summary>
+[GenerateSerializer]
+public sealed class RunGrainState
+{
+    [Id(0)] public RunStatus? Status { get; set; }
+    [Id(1)] public RunPlan? Plan { get; set; }
+    /// <summary>The last round whose masks every shard has persisted.</summary>
+    [Id(2)] public int CommittedRound { get; set; }
+    [Id(3)] public List<ShardResult> Shards { get; set; } = [];
+    [Id(4)] public string? ReportJson { get; set; }
+    [Id(5)] public string? StateDirectory { get; set; }
+}

@@ -1,0 +1,164 @@
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Shears.Contracts;
+using Shears.Pruning.Checkpoints;
+
+namespace Shears.Grains.Runs;
+
+/// <summary>How a run's tensors are split over shard grains, decided from the manifest alone.</summary>
+[GenerateSerializer]
+public sealed record RunPlan
+{
+    /// <summary>Prunable tensors in ordinal name order (global position order).</summary>
+    [Id(0)] public required IReadOnlyList<string> Prunable { get; init; }
+    [Id(1)] public required IReadOnlyList<ShardPlan> Shards { get; init; }
+    /// <summary>Elements per selection group (one group for global scope; one per tensor otherwise).</summary>
+    [Id(2)] public required long[] GroupElements { get; init; }
+    [Id(3)] public long PrunableWeights { get; init; }
+    [Id(4)] public HeadLayout? Heads { get; init; }
+}
+
+[GenerateSerializer]
+public sealed record ShardPlan
+{
+    [Id(0)] public required int Index { get; init; }
+    [Id(1)] public required IReadOnlyList<TensorPiece> Pieces { get; init; }
+    [Id(2)] public required IReadOnlyList<string> CopyTensors { get; init; }
+}
+
+public static partial class RunPlanner
+{
+    /// <summary>Linear weights inside the transformer blocks; embeddings, head, norms and biases stay dense unless included.</summary>
+    public static bool IsDefaultPrunable(TensorEntry t) =>
+        t.Shape.Length == 2 && t.DType.IsPrunable() && BlockLinear().IsMatch(t.Name)
+        && !t.Name.Contains("norm", StringComparison.OrdinalIgnoreCase)
+        && !t.Name.Contains("embed", StringComparison.OrdinalIgnoreCase);
+
+    [GeneratedRegex(@"(^|\.)(layers|layer|h|blocks|block)\.\d+\..*\.weight$")]
+    private static partial Regex BlockLinear();
+
+    [GeneratedRegex(@"^(.*?(^|\.)(layers|layer|h|blocks|block)\.\d+)\.")]
+    private static partial Regex LayerPrefix();
+
+    public static IReadOnlyList<TensorEntry> SelectPrunable(CheckpointManifest manifest, RunSpec spec)
+    {
+        foreach (string glob in spec.Include.Concat(spec.Exclude))
+            if (!manifest.Tensors.Any(t => Glob.IsMatch(glob, t.Name)))
+                throw new RunRejectedException($"--include/--exclude pattern '{glob}' matches no tensor of {manifest.Root}");
+        var selected = new List<TensorEntry>();
+        foreach (var t in manifest.Tensors)
+        {
+            bool included = spec.Include.Any(g => Glob.IsMatch(g, t.Name));
+            bool take = (IsDefaultPrunable(t) || included) && !spec.Exclude.Any(g => Glob.IsMatch(g, t.Name));
+            if (!take) continue;
+            if (!t.DType.IsPrunable())
+                throw new RunRejectedException($"--include: tensor '{t.Name}' has dtype {t.DType}; only F32, F16 and BF16 tensors can be pruned");
+            if (t.Shape.Length == 0 || t.ElementCount == 0)
+                throw new RunRejectedException($"--include: tensor '{t.Name}' has no elements to prune");
+            if (spec.Pattern is RunOptions.Patterns.Rows or RunOptions.Patterns.Columns && t.Shape.Length != 2)
+                throw new RunRejectedException($"--pattern {spec.Pattern}: tensor '{t.Name}' is not 2-D (shape [{string.Join(", ", t.Shape)}])");
+            selected.Add(t);
+        }
+        if (spec.Pattern == RunOptions.Patterns.Heads)
+            selected = selected.Where(t => AttentionSuffix(t.Name) is not null).ToList();
+        if (selected.Count == 0)
+            throw new RunRejectedException($"no prunable tensor in {manifest.Root}: nothing matches the default rule (2-D linear weights inside the blocks) or --include");
+        return selected;
+    }
+
+    private static string? AttentionSuffix(string name) =>
+        new[] { "q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight" }.FirstOrDefault(s => name.EndsWith(s, StringComparison.Ordinal));
+
+    public static string LayerOf(string tensor)
+    {
+        var m = LayerPrefix().Match(tensor);
+        return m.Success ? m.Groups[1].Value : tensor;
+    }
+
+    public static RunPlan Plan(CheckpointManifest manifest, RunSpec spec)
+    {
+        var prunable = SelectPrunable(manifest, spec);
+        bool splittable = spec.Pattern is RunOptions.Patterns.Unstructured;
+        bool globalGroups = spec.Scope == RunOptions.Scopes.Global;
+        var shards = new List<(List<TensorPiece> Pieces, long Elements)>();
+        var groupElements = new List<long>();
+        if (globalGroups) groupElements.Add(prunable.Sum(t => t.ElementCount));
+
+        // One shard per layer; a layer larger than the limit spreads over several shards, and a
+        // matrix larger than the limit is split into row blocks (never for row/column/head patterns,
+        // which rank whole rows, columns or heads of a tensor).
+        int tensorIndex = 0;
+        foreach (var layer in prunable.GroupBy(t => LayerOf(t.Name)))
+        {
+            var current = new List<TensorPiece>();
+            long currentElements = 0;
+            foreach (var t in layer)
+            {
+                int group = globalGroups ? 0 : tensorIndex;
+                if (!globalGroups) groupElements.Add(t.ElementCount);
+                tensorIndex++;
+                long rows = t.Shape[0];
+                long rowElements = t.ElementCount / rows;
+                long maxRows = splittable ? Math.Max(1, spec.ShardElements / rowElements) : rows;
+                for (long start = 0; start < rows; start += maxRows)
+                {
+                    long count = Math.Min(maxRows, rows - start);
+                    long elements = count * rowElements;
+                    if (current.Count > 0 && currentElements + elements > spec.ShardElements && splittable)
+                    {
+                        shards.Add((current, currentElements));
+                        current = [];
+                        currentElements = 0;
+                    }
+                    current.Add(new TensorPiece { Tensor = t.Name, RowStart = start, RowCount = count, RowElements = rowElements, Group = group });
+                    currentElements += elements;
+                }
+            }
+            if (current.Count > 0) shards.Add((current, currentElements));
+        }
+
+        // The rest is copied byte for byte by the shards, spread by bytes.
+        var prunableNames = prunable.Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
+        var copies = shards.Select(_ => new List<string>()).ToList();
+        var copyBytes = new long[shards.Count];
+        foreach (var t in manifest.Tensors.Where(t => !prunableNames.Contains(t.Name)).OrderByDescending(t => t.ByteLength))
+        {
+            int target = Array.IndexOf(copyBytes, copyBytes.Min());
+            copies[target].Add(t.Name);
+            copyBytes[target] += t.ByteLength;
+        }
+
+        return new RunPlan
+        {
+            Prunable = prunable.Select(t => t.Name).ToArray(),
+            Shards = shards.Select((s, i) => new ShardPlan { Index = i, Pieces = s.Pieces, CopyTensors = copies[i] }).ToArray(),
+            GroupElements = groupElements.ToArray(),
+            PrunableWeights = prunable.Sum(t => t.ElementCount),
+            Heads = spec.Pattern == RunOptions.Patterns.Heads ? ReadHeadLayout(manifest) : null,
+        };
+    }
+
+    /// <summary>Attention geometry from config.json (num_attention_heads, num_key_value_heads, hidden_size, head_dim).</summary>
+    public static HeadLayout ReadHeadLayout(CheckpointManifest manifest)
+    {
+        string path = Path.Combine(manifest.Root, "config.json");
+        if (!File.Exists(path))
+            throw new RunRejectedException($"--pattern heads needs {path} (num_attention_heads, hidden_size)");
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllText(path));
+            var root = doc.RootElement;
+            int heads = root.GetProperty("num_attention_heads").GetInt32();
+            int hidden = root.GetProperty("hidden_size").GetInt32();
+            int kv = root.TryGetProperty("num_key_value_heads", out var k) && k.ValueKind == JsonValueKind.Number ? k.GetInt32() : heads;
+            int headDim = root.TryGetProperty("head_dim", out var d) && d.ValueKind == JsonValueKind.Number ? d.GetInt32() : hidden / heads;
+            if (heads <= 0 || kv <= 0 || heads % kv != 0 || headDim <= 0)
+                throw new RunRejectedException($"{path}: num_attention_heads {heads} must be a positive multiple of num_key_value_heads {kv}");
+            return new HeadLayout { Heads = heads, KvHeads = kv, HeadDim = headDim, Hidden = hidden };
+        }
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+        {
+            throw new RunRejectedException($"{path}: cannot read the attention layout: {e.Message}");
+        }
+    }
+}

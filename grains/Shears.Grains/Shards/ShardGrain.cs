@@ -1,0 +1,321 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Shears.Contracts;
+using Shears.Grains.Compute;
+using Shears.Grains.Diagnostics;
+using Shears.Pruning.Checkpoints;
+using Shears.Pruning.Heads;
+using Shears.Pruning.Masks;
+using Shears.Pruning.Scoring;
+using Shears.Pruning.Selection;
+using Shears.Pruning.Structured;
+
+namespace Shears.Grains.Shards;
+
+/// <summary>
+/// Holds the weights of one shard in memory (never as grain state), computes its statistics and
+/// applies the coordinator's decisions. All tensor work runs on the silo's compute executor.
+/// </summary>
+public sealed class ShardGrain(ComputeExecutor compute, ManifestCache manifests, ILocalSiloDetails silo, ILogger<ShardGrain> logger)
+    : Grain, IShardGrain
+{
+    private ShardAssignment? _assignment;
+    private CheckpointManifest? _manifest;
+    private LoadedPiece[] _pieces = [];
+
+    private ShardAssignment Assignment => _assignment ?? throw new InvalidOperationException($"shard {this.GetPrimaryKeyString()} has not been loaded");
+
+    async Task<ShardInfo> IShardGrain.LoadAsync(ShardAssignment assignment)
+    {
+        _assignment = assignment;
+        var stopwatch = Stopwatch.StartNew();
+        (_manifest, _pieces) = await compute.RunAsync(() => Load(assignment));
+        long bytes = _pieces.Sum(p => (long)p.Raw.Length);
+        ShearsMetrics.BytesRead.Add(bytes, new KeyValuePair<string, object?>("run", assignment.RunId));
+        ShearsMetrics.Shard(assignment.RunId, this.GetPrimaryKeyString(), _pieces.Sum(p => p.Mask.CountSet()));
+        logger.LogInformation("Shard {Shard} loaded {Pieces} pieces ({Bytes} bytes) in {Seconds:F2}s", this.GetPrimaryKeyString(), _pieces.Length, bytes, stopwatch.Elapsed.TotalSeconds);
+        return new ShardInfo
+        {
+            Silo = silo.SiloAddress.ToString(),
+            Elements = _pieces.Sum(p => p.Piece.Elements),
+            BytesRead = bytes,
+            MaskedPerPiece = _pieces.Select(p => p.Mask.CountSet()).ToArray(),
+            AbsSumPerPiece = _pieces.Select(p => AbsSum(p)).ToArray(),
+        };
+    }
+
+    private (CheckpointManifest, LoadedPiece[]) Load(ShardAssignment assignment)
+    {
+        var manifest = manifests.Get(assignment.ModelPath);
+        bool keyed = assignment.Spec.Pattern == RunOptions.Patterns.Unstructured;
+        var pieces = new LoadedPiece[assignment.Pieces.Count];
+        for (int i = 0; i < pieces.Length; i++)
+        {
+            var piece = assignment.Pieces[i];
+            var entry = manifest.Get(piece.Tensor);
+            int size = entry.DType.ElementSize();
+            var raw = new byte[checked((int)(piece.Elements * size))];
+            long byteStart = piece.RowStart * piece.RowElements * size;
+            CheckpointReader.ReadTensorRange(manifest, entry, byteStart, raw);
+            long elementOffset = piece.RowStart * piece.RowElements;
+            uint[]? keys = null;
+            if (keyed)
+            {
+                keys = new uint[piece.Elements];
+                if (assignment.Spec.Method == RunOptions.Methods.Random)
+                {
+                    ScoreKeys.Random((ulong)assignment.Spec.Seed, entry.Name, elementOffset, keys);
+                    // NaN is refused whatever the method.
+                    CheckFinite(raw, entry, elementOffset);
+                }
+                else
+                {
+                    ScoreKeys.Magnitude(raw, entry.DType, keys, entry.Name, elementOffset);
+                }
+            }
+            else
+            {
+                CheckFinite(raw, entry, elementOffset);
+            }
+            var mask = new BitMask(piece.Elements);
+            if (assignment.RestoreRound > 0)
+            {
+                string path = MaskPath(assignment, i, assignment.RestoreRound);
+                mask = BitMask.FromBytes(File.ReadAllBytes(path), piece.Elements);
+            }
+            pieces[i] = new LoadedPiece(piece, entry, raw, keys, mask);
+        }
+        return (manifest, pieces);
+    }
+
+    private static void CheckFinite(byte[] raw, TensorEntry entry, long elementOffset)
+    {
+        // Scoring by magnitude checks for NaN; a throwaway pass in chunks keeps memory flat.
+        const int chunk = 1 << 16;
+        int size = entry.DType.ElementSize();
+        var scratch = new uint[chunk];
+        for (long start = 0; start < raw.Length / size; start += chunk)
+        {
+            int n = (int)Math.Min(chunk, raw.Length / size - start);
+            ScoreKeys.Magnitude(raw.AsSpan((int)(start * size), n * size), entry.DType, scratch.AsSpan(0, n), entry.Name, elementOffset + start);
+        }
+    }
+
+    private static double AbsSum(LoadedPiece piece)
+    {
+        const int chunk = 1 << 16;
+        int size = piece.Entry.DType.ElementSize();
+        long n = piece.Piece.Elements;
+        var scratch = new uint[chunk];
+        double sum = 0;
+        for (long start = 0; start < n; start += chunk)
+        {
+            int count = (int)Math.Min(chunk, n - start);
+            var keys = piece.Keys is not null ? piece.Keys.AsSpan((int)start, count) : scratch.AsSpan(0, count);
+            if (piece.Keys is null)
+                ScoreKeys.Magnitude(piece.Raw.AsSpan((int)(start * size), count * size), piece.Entry.DType, keys, piece.Entry.Name, start);
+            double partial = 0;
+            foreach (uint key in keys) partial += ScoreKeys.ToScore(key);
+            sum += partial;
+        }
+        return sum;
+    }
+
+    Task<long[]> IShardGrain.HistogramAsync(HistogramRequest request) => compute.RunAsync(() =>
+    {
+        var histogram = new long[1 << 16];
+        foreach (var piece in _pieces)
+        {
+            if (piece.Piece.Group != request.Group || piece.Keys is null) continue;
+            RadixSelect.Histogram(piece.Keys, piece.Mask, 0, request.Level, request.Prefix, histogram);
+        }
+        return histogram;
+    });
+
+    Task<ThresholdCounts> IShardGrain.CountAsync(int group, uint threshold) => compute.RunAsync(() =>
+    {
+        var less = new long[_pieces.Length];
+        var equal = new long[_pieces.Length];
+        for (int i = 0; i < _pieces.Length; i++)
+        {
+            var piece = _pieces[i];
+            if (piece.Piece.Group != group || piece.Keys is null) continue;
+            RadixSelect.CountLessAndEqual(piece.Keys, piece.Mask, threshold, out less[i], out equal[i]);
+        }
+        return new ThresholdCounts { Less = less, Equal = equal };
+    });
+
+    async Task<ShardRoundResult> IShardGrain.ApplyAsync(MaskDecision decision)
+    {
+        var stopwatch = Stopwatch.StartNew();
+        await compute.RunAsync(() =>
+        {
+            for (int i = 0; i < _pieces.Length; i++)
+            {
+                if (decision.Thresholds[i] is not uint threshold) continue;
+                var piece = _pieces[i];
+                RadixSelect.ApplyThreshold(piece.Keys!, piece.Mask, threshold, decision.Ties[i]);
+            }
+        });
+        return Result(stopwatch);
+    }
+
+    async Task<ShardRoundResult> IShardGrain.ApplyLocalAsync(LocalRoundRequest request)
+    {
+        var stopwatch = Stopwatch.StartNew();
+        var spec = Assignment.Spec;
+        await compute.RunAsync(() =>
+        {
+            if (spec.Pattern == RunOptions.Patterns.Heads)
+            {
+                ApplyHeads(request.Sparsity);
+                return;
+            }
+            for (int i = 0; i < _pieces.Length; i++)
+            {
+                if (request.TargetMasked[i] < 0) continue;
+                var piece = _pieces[i];
+                switch (spec.Pattern)
+                {
+                    case RunOptions.Patterns.Unstructured:
+                        long more = request.TargetMasked[i] - piece.Mask.CountSet();
+                        if (more > 0) LocalSelection.MaskSmallest(piece.Keys!, piece.Mask, more);
+                        break;
+                    case RunOptions.Patterns.Rows or RunOptions.Patterns.Columns:
+                        var axis = spec.Pattern == RunOptions.Patterns.Rows ? StructuredAxis.Rows : StructuredAxis.Columns;
+                        var masked = Masked(piece);
+                        var norms = StructuredPruning.Norms(masked, piece.Entry.DType, piece.Rows, piece.Cols, axis, spec.Norm, piece.Entry.Name);
+                        StructuredPruning.MaskSmallest(norms, piece.Mask, piece.Rows, piece.Cols, axis, request.Sparsity);
+                        break;
+                    default:
+                        throw new NotSupportedException($"--pattern {spec.Pattern} is not decided by shards");
+                }
+            }
+        });
+        return Result(stopwatch);
+    }
+
+    private void ApplyHeads(double sparsity)
+    {
+        var layout = Assignment.Heads ?? throw new InvalidOperationException("--pattern heads needs the attention layout from config.json");
+        var kind = Assignment.Spec.HeadScore == RunOptions.HeadScores.Qkvo ? HeadScore.QkvoL1 : HeadScore.QueryL1;
+        foreach (var layer in AttentionLayers())
+        {
+            var weights = new HeadWeights(layer.Q.Raw, layer.K.Raw, layer.V.Raw, layer.O.Raw, layer.Q.Entry.DType, layout.Hidden, layout.Heads, layout.KvHeads, layout.HeadDim);
+            var scores = HeadPruning.Scores(weights, kind);
+            var already = PrunedHeads(layer.Q, layout);
+            var pruned = HeadPruning.SelectHeads(scores, sparsity, already);
+            var masks = HeadPruning.MaskHeads(weights, pruned.Union(already).ToArray());
+            Or(layer.Q.Mask, masks.Q);
+            Or(layer.K.Mask, masks.K);
+            Or(layer.V.Mask, masks.V);
+            Or(layer.O.Mask, masks.O);
+        }
+    }
+
+    private static int[] PrunedHeads(LoadedPiece q, HeadLayout layout)
+    {
+        var result = new List<int>();
+        long headElements = (long)layout.HeadDim * q.Cols;
+        for (int h = 0; h < layout.Heads; h++)
+        {
+            bool all = true;
+            for (long e = h * headElements; e < (h + 1) * headElements && all; e++) all = q.Mask[e];
+            if (all) result.Add(h);
+        }
+        return result.ToArray();
+    }
+
+    private IEnumerable<(LoadedPiece Q, LoadedPiece K, LoadedPiece V, LoadedPiece O)> AttentionLayers()
+    {
+        foreach (var q in _pieces.Where(p => p.Entry.Name.EndsWith("q_proj.weight", StringComparison.Ordinal)))
+        {
+            string prefix = q.Entry.Name[..^"q_proj.weight".Length];
+            LoadedPiece Find(string suffix) => _pieces.FirstOrDefault(p => p.Entry.Name == prefix + suffix)
+                ?? throw new InvalidOperationException($"--pattern heads: tensor '{prefix + suffix}' must be pruned with '{q.Entry.Name}'");
+            yield return (q, Find("k_proj.weight"), Find("v_proj.weight"), Find("o_proj.weight"));
+        }
+    }
+
+    private static void Or(BitMask target, BitMask source)
+    {
+        if (target.Length != source.Length) throw new InvalidOperationException("mask length mismatch");
+        for (long i = 0; i < source.Length; i++) if (source[i]) target.Set(i);
+    }
+
+    /// <summary>The piece's bytes with its masked elements written as +0.0.</summary>
+    private static byte[] Masked(LoadedPiece piece)
+    {
+        var bytes = (byte[])piece.Raw.Clone();
+        int size = piece.Entry.DType.ElementSize();
+        var words = piece.Mask.Words;
+        for (int w = 0; w < words.Length; w++)
+        {
+            ulong word = words[w];
+            while (word != 0)
+            {
+                int bit = System.Numerics.BitOperations.TrailingZeroCount(word);
+                long element = (long)w * 64 + bit;
+                bytes.AsSpan((int)(element * size), size).Clear();
+                word &= word - 1;
+            }
+        }
+        return bytes;
+    }
+
+    private ShardRoundResult Result(Stopwatch stopwatch)
+    {
+        var masked = _pieces.Select(p => p.Mask.CountSet()).ToArray();
+        ShearsMetrics.Shard(Assignment.RunId, this.GetPrimaryKeyString(), masked.Sum());
+        return new ShardRoundResult { MaskedPerPiece = masked, Seconds = stopwatch.Elapsed.TotalSeconds };
+    }
+
+    Task IShardGrain.CommitRoundAsync(int round) => compute.RunAsync(() =>
+    {
+        var assignment = Assignment;
+        for (int i = 0; i < _pieces.Length; i++)
+        {
+            string path = MaskPath(assignment, i, round);
+            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+            string temp = path + ".tmp";
+            File.WriteAllBytes(temp, _pieces[i].Mask.ToBytes());
+            File.Move(temp, path, overwrite: true);
+            if (round > 1) File.Delete(MaskPath(assignment, i, round - 1));
+        }
+    });
+
+    private static string MaskPath(ShardAssignment assignment, int piece, int round) =>
+        Path.Combine(assignment.StateDirectory, $"shard-{assignment.ShardIndex:D5}", $"piece-{piece:D5}.round-{round}.mask");
+
+    async Task<long> IShardGrain.WriteAsync(string outputDirectory)
+    {
+        var assignment = Assignment;
+        long written = await compute.RunAsync(() =>
+        {
+            long total = 0;
+            foreach (var piece in _pieces)
+            {
+                var bytes = Masked(piece);
+                CheckpointOutput.WriteTensorRange(outputDirectory, piece.Entry, piece.ByteStart, bytes);
+                total += bytes.Length;
+            }
+            foreach (string name in assignment.CopyTensors)
+            {
+                var entry = _manifest!.Get(name);
+                CheckpointOutput.CopyTensor(_manifest, entry, outputDirectory);
+                total += entry.ByteLength;
+            }
+            return total;
+        });
+        ShearsMetrics.BytesWritten.Add(written, new KeyValuePair<string, object?>("run", assignment.RunId));
+        return written;
+    }
+
+    Task IShardGrain.ReleaseAsync()
+    {
+        _pieces = [];
+        _manifest = null;
+        DeactivateOnIdle();
+        return Task.CompletedTask;
+    }
+}

@@ -1,0 +1,19 @@
+namespace Shears.Grains;
+
+/// <summary>Per-silo settings, bound from the configuration section "Shears".</summary>
+public sealed class ShearsOptions
+{
+    public const string SectionName = "Shears";
+
+    /// <summary>auto (CUDA when built in and present, else CPU), cpu, or cuda[:N].</summary>
+    public string Device { get; set; } = "auto";
+
+    /// <summary>Threads of the compute executor; 0 means one per core.</summary>
+    public int ComputeThreads { get; set; }
+
+    /// <summary>Folders model and output paths must lie in; empty allows any path.</summary>
+    public List<string> DataRoots { get; set; } = [];
+
+    /// <summary>What this silo does: worker (holds shards), coordinator (runs only), or all.</summary>
+    public string Role { get; set; } = "all";
+}

@@ -1,0 +1,131 @@
+using System.Buffers;
+using Microsoft.Win32.SafeHandles;
+
+namespace Shears.Pruning.Checkpoints;
+
+/// <summary>
+/// Writes a checkpoint in the input's own layout: the same files, headers and offsets, with the data
+/// regions filled tensor by tensor by positional writes (several processes may fill one file at once).
+/// </summary>
+public static class CheckpointOutput
+{
+    /// <summary>The largest piece a copy moves at once.</summary>
+    public const int CopyChunkBytes = 16 * 1024 * 1024;
+
+    /// <summary>
+    /// Creates every safetensors file of <paramref name="input"/> in <paramref name="outDir"/> with the same
+    /// name, its header copied verbatim and its full length (data to be written); copies the index and the
+    /// companion files byte for byte.
+    /// </summary>
+    public static void CreateLayout(CheckpointManifest input, string outDir)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentException.ThrowIfNullOrEmpty(outDir);
+        var outRoot = Path.GetFullPath(outDir);
+        if (string.Equals(Path.TrimEndingDirectorySeparator(outRoot), Path.TrimEndingDirectorySeparator(Path.GetFullPath(input.Root)), StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"The output directory '{outRoot}' is the input checkpoint's own directory.", nameof(outDir));
+        }
+        Directory.CreateDirectory(outRoot);
+
+        foreach (var file in input.Files)
+        {
+            var inPath = input.PathOf(file.FileName);
+            var header = GC.AllocateUninitializedArray<byte>(checked((int)file.HeaderBytes));
+            using (var source = CheckpointReader.OpenForRead(inPath, null))
+            {
+                CheckpointReader.ReadExactly(source, header, 0, inPath, null);
+            }
+
+            var outPath = Path.Combine(outRoot, file.FileName);
+            Directory.CreateDirectory(Path.GetDirectoryName(outPath)!);
+            using var target = File.OpenHandle(outPath, FileMode.Create, FileAccess.ReadWrite, FileShare.ReadWrite);
+            RandomAccess.Write(target, header, 0);
+            RandomAccess.SetLength(target, file.FileLength);
+        }
+
+        if (input.IndexFileName is { } index)
+        {
+            File.Copy(input.PathOf(index), Path.Combine(outRoot, index), overwrite: true);
+        }
+        foreach (var companion in input.CompanionFiles)
+        {
+            File.Copy(input.PathOf(companion), Path.Combine(outRoot, companion), overwrite: true);
+        }
+    }
+
+    /// <summary>Writes the whole tensor into its place in the output file made by <see cref="CreateLayout"/>.</summary>
+    public static void WriteTensor(string outDir, TensorEntry t, ReadOnlySpan<byte> data)
+    {
+        ArgumentNullException.ThrowIfNull(t);
+        if (data.Length != t.ByteLength)
+        {
+            throw new ArgumentException($"Data holds {data.Length} bytes; tensor '{t.Name}' has {t.ByteLength}.", nameof(data));
+        }
+        using var handle = OpenOutput(outDir, t);
+        RandomAccess.Write(handle, data, t.FileOffset);
+    }
+
+    /// <summary>Writes <paramref name="data"/> at byte <paramref name="byteStart"/> of the tensor's data (e.g. a block of rows).</summary>
+    public static void WriteTensorRange(string outDir, TensorEntry t, long byteStart, ReadOnlySpan<byte> data)
+    {
+        ArgumentNullException.ThrowIfNull(t);
+        CheckpointReader.CheckRange(t, byteStart, data.Length);
+        using var handle = OpenOutput(outDir, t);
+        RandomAccess.Write(handle, data, t.FileOffset + byteStart);
+    }
+
+    /// <summary>Copies one tensor's bytes unchanged from the input to the output, in pieces of at most 16 MB.</summary>
+    public static void CopyTensor(CheckpointManifest input, TensorEntry t, string outDir)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(t);
+        if (t.ByteLength == 0)
+        {
+            return;
+        }
+        var inPath = input.PathOf(t.FileName);
+        using var source = CheckpointReader.OpenForRead(inPath, t.Name);
+        using var target = OpenOutput(outDir, t);
+        var buffer = ArrayPool<byte>.Shared.Rent((int)Math.Min(CopyChunkBytes, t.ByteLength));
+        try
+        {
+            for (long done = 0; done < t.ByteLength;)
+            {
+                var chunk = buffer.AsSpan(0, (int)Math.Min(buffer.Length, t.ByteLength - done));
+                CheckpointReader.ReadExactly(source, chunk, t.FileOffset + done, inPath, t.Name);
+                RandomAccess.Write(target, (ReadOnlySpan<byte>)chunk, t.FileOffset + done);
+                done += chunk.Length;
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    // Never truncates and shares writing: other processes fill other ranges of the same file.
+    private static SafeFileHandle OpenOutput(string outDir, TensorEntry t)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(outDir);
+        var path = Path.Combine(outDir, t.FileName);
+        SafeFileHandle handle;
+        try
+        {
+            handle = File.OpenHandle(path, FileMode.Open, FileAccess.Write, FileShare.ReadWrite);
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            throw new InvalidOperationException(
+                $"Output file '{path}' for tensor '{t.Name}' does not exist; create the layout (CheckpointOutput.CreateLayout) first.", e);
+        }
+        var length = RandomAccess.GetLength(handle);
+        if (length < t.FileOffset + t.ByteLength)
+        {
+            handle.Dispose();
+            throw new InvalidOperationException(
+                $"Output file '{path}' has {length} bytes but tensor '{t.Name}' ends at {t.FileOffset + t.ByteLength}; the output layout does not match the input.");
+        }
+        return handle;
+    }
+}

@@ -1,0 +1,288 @@
+using System.Buffers;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using Shears.Pruning.Masks;
+
+namespace Shears.Pruning.Selection;
+
+/// <summary>
+/// Building blocks of the exact selection of the k smallest keys spread over many pieces
+/// (see DESIGN.md, "Exact global selection without gathering"). Shard side: <see cref="Histogram"/>,
+/// <see cref="CountLessAndEqual"/>, <see cref="ApplyThreshold"/>; coordinator side:
+/// <see cref="GlobalThresholdSearch"/>, <see cref="MergeHistograms"/>, <see cref="AssignTies"/>.
+/// </summary>
+/// <remarks>
+/// Every shard-side function reads the keys of one piece and the slice
+/// [<c>maskOffset</c>, <c>maskOffset + keys.Length</c>) of <c>mask</c>, so a row block can work on
+/// the mask of its whole tensor. Only unmasked elements take part: masks are cumulative.
+/// </remarks>
+public static class RadixSelect
+{
+    /// <summary>Buckets in a histogram: one per 16-bit digit.</summary>
+    public const int Buckets = 1 << 16;
+
+    /// <summary>
+    /// Adds to <paramref name="histogram"/> (<see cref="Buckets"/> long counts; the caller clears it)
+    /// the digits of the unmasked keys: at level 0 the top 16 bits of every key, at level 1 the low
+    /// 16 bits of the keys whose top 16 bits equal <paramref name="prefix"/>.
+    /// Returns whether every key counted has zero low 16 bits (always at level 1, or when all are
+    /// widened bf16 values): then level 0 alone is exact.
+    /// </summary>
+    public static bool Histogram(ReadOnlySpan<uint> keys, BitMask mask, long maskOffset, int level, uint prefix, Span<long> histogram)
+    {
+        CheckSlice(keys.Length, mask, maskOffset);
+        if (histogram.Length != Buckets)
+            throw new ArgumentException($"a histogram has {Buckets} buckets, got {histogram.Length}", nameof(histogram));
+        if (level is not (0 or 1))
+            throw new ArgumentOutOfRangeException(nameof(level), level, "level is 0 (top 16 bits) or 1 (low 16 bits)");
+        if (prefix >= Buckets)
+            throw new ArgumentOutOfRangeException(nameof(prefix), prefix, "a prefix is a 16-bit digit");
+
+        // A span holds fewer than 2^31 keys, so uint counts cannot overflow; they halve the
+        // histogram's cache footprint against longs.
+        uint[] counts = ArrayPool<uint>.Shared.Rent(Buckets);
+        try
+        {
+            Array.Clear(counts, 0, Buckets);
+            bool lowZero = level == 0 ? CountTop(keys, mask.Words, maskOffset, counts) : CountLow(keys, mask.Words, maskOffset, prefix, counts);
+            for (int b = 0; b < Buckets; b++) histogram[b] += counts[b];
+            return lowZero;
+        }
+        finally
+        {
+            ArrayPool<uint>.Shared.Return(counts);
+        }
+    }
+
+    private static bool CountTop(ReadOnlySpan<uint> keys, ReadOnlySpan<ulong> words, long maskOffset, uint[] counts)
+    {
+        ref uint h = ref MemoryMarshal.GetArrayDataReference(counts);
+        ref uint k = ref MemoryMarshal.GetReference(keys);
+        uint low = 0;
+        int n = keys.Length;
+        for (int start = 0; start < n; start += 64)
+        {
+            int len = Math.Min(64, n - start);
+            ulong unmasked = ~MaskBits(words, maskOffset + start) & LowBits(len);
+            if (unmasked == LowBits(len))
+            {
+                // The common case: nothing masked in this block of 64.
+                int end = start + len;
+                int i = start;
+                for (; i + 1 < end; i += 2)
+                {
+                    uint a = Unsafe.Add(ref k, i), b = Unsafe.Add(ref k, i + 1);
+                    Unsafe.Add(ref h, (int)(a >> 16))++;
+                    Unsafe.Add(ref h, (int)(b >> 16))++;
+                    low |= a | b;
+                }
+                if (i < end)
+                {
+                    uint a = Unsafe.Add(ref k, i);
+                    Unsafe.Add(ref h, (int)(a >> 16))++;
+                    low |= a;
+                }
+            }
+            else
+            {
+                while (unmasked != 0)
+                {
+                    uint a = Unsafe.Add(ref k, start + BitOperations.TrailingZeroCount(unmasked));
+                    Unsafe.Add(ref h, (int)(a >> 16))++;
+                    low |= a;
+                    unmasked &= unmasked - 1;
+                }
+            }
+        }
+        return (low & 0xFFFF) == 0;
+    }
+
+    private static bool CountLow(ReadOnlySpan<uint> keys, ReadOnlySpan<ulong> words, long maskOffset, uint prefix, uint[] counts)
+    {
+        int n = keys.Length;
+        for (int start = 0; start < n; start += 64)
+        {
+            int len = Math.Min(64, n - start);
+            ulong unmasked = ~MaskBits(words, maskOffset + start) & LowBits(len);
+            if (unmasked == LowBits(len))
+            {
+                foreach (uint a in keys.Slice(start, len))
+                {
+                    if (a >> 16 == prefix) counts[a & 0xFFFF]++;
+                }
+            }
+            else
+            {
+                while (unmasked != 0)
+                {
+                    uint a = keys[start + BitOperations.TrailingZeroCount(unmasked)];
+                    if (a >> 16 == prefix) counts[a & 0xFFFF]++;
+                    unmasked &= unmasked - 1;
+                }
+            }
+        }
+        return true;
+    }
+
+    /// <summary>Counts the unmasked keys below <paramref name="threshold"/> and equal to it.</summary>
+    public static void CountLessAndEqual(ReadOnlySpan<uint> keys, BitMask mask, uint threshold, out long less, out long equal, long maskOffset = 0)
+    {
+        CheckSlice(keys.Length, mask, maskOffset);
+        ReadOnlySpan<ulong> words = mask.Words;
+        long lt = 0, le = 0;
+        int n = keys.Length;
+        for (int start = 0; start < n; start += 64)
+        {
+            int len = Math.Min(64, n - start);
+            ulong unmasked = ~MaskBits(words, maskOffset + start) & LowBits(len);
+            if (unmasked == 0) continue;
+            ReadOnlySpan<uint> block = keys.Slice(start, len);
+            lt += BitOperations.PopCount(BitsBelow(block, threshold) & unmasked);
+            le += BitOperations.PopCount(BitsAtMost(block, threshold) & unmasked);
+        }
+        less = lt;
+        equal = le - lt;
+    }
+
+    /// <summary>
+    /// Masks every unmasked key below <paramref name="threshold"/> and the first
+    /// <paramref name="tiesToTake"/> unmasked keys equal to it, in index order. Returns how many
+    /// elements it newly masked. Throws, leaving the mask as it was, when fewer ties are unmasked.
+    /// </summary>
+    public static long ApplyThreshold(ReadOnlySpan<uint> keys, BitMask mask, uint threshold, long tiesToTake, long maskOffset = 0)
+    {
+        CheckSlice(keys.Length, mask, maskOffset);
+        ArgumentOutOfRangeException.ThrowIfNegative(tiesToTake);
+
+        // Last index whose tie is taken: found before any bit changes, so a bad count changes nothing.
+        long lastTie = -1;
+        if (tiesToTake > 0)
+        {
+            long seen = 0;
+            for (int i = 0; i < keys.Length && lastTie < 0; i++)
+            {
+                if (keys[i] == threshold && !mask[maskOffset + i] && ++seen == tiesToTake) lastTie = i;
+            }
+            if (lastTie < 0)
+                throw new ArgumentOutOfRangeException(nameof(tiesToTake), tiesToTake,
+                    $"only {seen} unmasked keys equal the threshold {threshold:X8}");
+        }
+
+        ReadOnlySpan<ulong> words = mask.Words;
+        long masked = 0;
+        int n = keys.Length;
+        for (int start = 0; start < n; start += 64)
+        {
+            int len = Math.Min(64, n - start);
+            ulong unmasked = ~MaskBits(words, maskOffset + start) & LowBits(len);
+            if (unmasked == 0) continue;
+            // Which keys go is data, not a pattern: build the block's bits without branches.
+            ReadOnlySpan<uint> block = keys.Slice(start, len);
+            ulong less = BitsBelow(block, threshold);
+            ulong take = less;
+            if (lastTie >= start)
+            {
+                ulong equal = BitsAtMost(block, threshold) ^ less;
+                take |= equal & LowBits((int)Math.Min(64, lastTie - start + 1));
+            }
+            take &= unmasked;
+            masked += BitOperations.PopCount(take);
+            while (take != 0)
+            {
+                mask.Set(maskOffset + start + BitOperations.TrailingZeroCount(take));
+                take &= take - 1;
+            }
+        }
+        return masked;
+    }
+
+    /// <summary>Sums histograms bucket by bucket; none gives an empty histogram.</summary>
+    public static long[] MergeHistograms(IEnumerable<long[]> histograms)
+    {
+        var sum = new long[Buckets];
+        foreach (long[] h in histograms)
+        {
+            if (h.Length != Buckets)
+                throw new ArgumentException($"a histogram has {Buckets} buckets, got {h.Length}", nameof(histograms));
+            for (int b = 0; b < Buckets; b++) sum[b] += h[b];
+        }
+        return sum;
+    }
+
+    /// <summary>
+    /// Shares out the <paramref name="needed"/> ties at the threshold: pieces are listed in global
+    /// position order (tensor ordinal order, then row-block start) with the count of unmasked keys
+    /// equal to the threshold in each, and the first pieces give all theirs first.
+    /// </summary>
+    public static long[] AssignTies(IReadOnlyList<long> tiesPerPiece, long needed)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(needed);
+        var take = new long[tiesPerPiece.Count];
+        long left = needed;
+        for (int p = 0; p < take.Length; p++)
+        {
+            if (tiesPerPiece[p] < 0)
+                throw new ArgumentOutOfRangeException(nameof(tiesPerPiece), tiesPerPiece[p], $"piece {p} reports a negative tie count");
+            take[p] = Math.Min(left, tiesPerPiece[p]);
+            left -= take[p];
+        }
+        if (left > 0)
+            throw new InvalidOperationException($"{needed} ties are needed at the threshold but the pieces hold only {needed - left}");
+        return take;
+    }
+
+    /// <summary>Bit j set where block[j] &lt; limit; blocks hold at most 64 keys.</summary>
+    private static ulong BitsBelow(ReadOnlySpan<uint> block, uint limit)
+    {
+        ulong bits = 0;
+        int j = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var l = Vector256.Create(limit);
+            for (; j + 8 <= block.Length; j += 8)
+                bits |= (ulong)Vector256.LessThan(Vector256.Create(block.Slice(j, 8)), l).ExtractMostSignificantBits() << j;
+        }
+        for (; j < block.Length; j++) bits |= (ulong)(block[j] < limit ? 1 : 0) << j;
+        return bits;
+    }
+
+    /// <summary>Bit j set where block[j] ≤ limit; blocks hold at most 64 keys.</summary>
+    private static ulong BitsAtMost(ReadOnlySpan<uint> block, uint limit)
+    {
+        ulong bits = 0;
+        int j = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var l = Vector256.Create(limit);
+            for (; j + 8 <= block.Length; j += 8)
+                bits |= (ulong)Vector256.LessThanOrEqual(Vector256.Create(block.Slice(j, 8)), l).ExtractMostSignificantBits() << j;
+        }
+        for (; j < block.Length; j++) bits |= (ulong)(block[j] <= limit ? 1 : 0) << j;
+        return bits;
+    }
+
+    /// <summary>The 64 mask bits from bit <paramref name="bit"/> on (bits past the end read as zero).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static ulong MaskBits(ReadOnlySpan<ulong> words, long bit)
+    {
+        long w = bit >> 6;
+        int shift = (int)(bit & 63);
+        ulong lo = words[(int)w];
+        if (shift == 0) return lo;
+        ulong hi = w + 1 < words.Length ? words[(int)w + 1] : 0;
+        return (lo >> shift) | (hi << (64 - shift));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong LowBits(int count) => count == 64 ? ulong.MaxValue : (1UL << count) - 1;
+
+    private static void CheckSlice(int keyCount, BitMask mask, long maskOffset)
+    {
+        ArgumentNullException.ThrowIfNull(mask);
+        if (maskOffset < 0 || maskOffset + keyCount > mask.Length)
+            throw new ArgumentOutOfRangeException(nameof(maskOffset), maskOffset,
+                $"{keyCount} keys from mask offset {maskOffset} do not fit a mask of {mask.Length} elements");
+    }
+}

@@ -1,0 +1,51 @@
+using System.Net;
+using Orleans.Configuration;
+using OpenTelemetry.Metrics;
+using Shears.Grains;
+using Shears.Grains.Diagnostics;
+using Shears.Silo;
+
+// Options come from the command line (--redis HOST:PORT, --silo-port N, ...), the environment
+// (SHEARS_ prefix, e.g. SHEARS_REDIS) or appsettings.json.
+var builder = WebApplication.CreateBuilder(args);
+builder.Configuration.AddEnvironmentVariables("SHEARS_");
+var settings = SiloSettings.From(builder.Configuration);
+
+builder.WebHost.UseUrls($"http://{settings.HttpAddress}:{settings.HttpPort}");
+builder.UseOrleans(silo =>
+{
+    if (settings.Redis is { } redis)
+    {
+        silo.UseRedisClustering(redis);
+        silo.AddRedisGrainStorage(ShearsStorage.Name, o => o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(redis));
+    }
+    else
+    {
+        silo.UseLocalhostClustering(settings.SiloPort, settings.GatewayPort, settings.Primary);
+        silo.AddMemoryGrainStorage(ShearsStorage.Name);
+    }
+    silo.Configure<ClusterOptions>(o => { o.ClusterId = "shears"; o.ServiceId = "shears"; });
+    silo.Configure<EndpointOptions>(o =>
+    {
+        o.SiloPort = settings.SiloPort;
+        o.GatewayPort = settings.GatewayPort;
+        o.AdvertisedIPAddress = settings.Advertise;
+        o.SiloListeningEndpoint = new IPEndPoint(IPAddress.Any, settings.SiloPort);
+        o.GatewayListeningEndpoint = new IPEndPoint(IPAddress.Any, settings.GatewayPort);
+    });
+    silo.AddShears(o =>
+    {
+        o.Device = settings.Device;
+        o.Role = settings.Role;
+        o.DataRoots = settings.DataRoots.ToList();
+    });
+});
+builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
+    .AddMeter(ShearsMetrics.MeterName)
+    .AddMeter("Microsoft.Orleans")
+    .AddPrometheusExporter());
+
+var app = builder.Build();
+app.MapPrometheusScrapingEndpoint("/metrics");
+app.MapGet("/healthz", () => Results.Text("ok"));
+app.Run();

@@ -1,0 +1,49 @@
+using System.Net;
+using System.Net.Sockets;
+
+namespace Shears.Silo;
+
+/// <summary>The silo's command-line options, read from configuration, each checked with a message naming it.</summary>
+public sealed record SiloSettings(
+    string? Redis, int SiloPort, int GatewayPort, IPEndPoint? Primary, IPAddress Advertise, string HttpAddress, int HttpPort,
+    string Device, string Role, IReadOnlyList<string> DataRoots)
+{
+    public static SiloSettings From(IConfiguration configuration)
+    {
+        string? redis = configuration["redis"];
+        if (redis is not null && redis.StartsWith("redis://", StringComparison.Ordinal)) redis = redis["redis://".Length..];
+        int siloPort = Port(configuration, "silo-port", 11111);
+        int gatewayPort = Port(configuration, "gateway-port", 30000);
+        int httpPort = Port(configuration, "http-port", 8080);
+        IPEndPoint? primary = configuration["primary"] is { } p ? Endpoint("--primary", p) : null;
+        var advertise = configuration["advertise"] is { } a ? Address("--advertise", a) : IPAddress.Loopback;
+        string role = configuration["role"] ?? "all";
+        if (role is not ("all" or "worker" or "coordinator"))
+            throw new ArgumentException($"--role must be worker, coordinator or all, got '{role}'");
+        var roots = configuration.GetSection("data-root").Get<string[]>() ?? (configuration["data-root"] is { } r ? [r] : []);
+        return new SiloSettings(redis, siloPort, gatewayPort, primary, advertise, configuration["http-address"] ?? "0.0.0.0", httpPort,
+            configuration["device"] ?? "auto", role, roots.Select(Path.GetFullPath).ToArray());
+    }
+
+    private static int Port(IConfiguration configuration, string name, int fallback)
+    {
+        string? text = configuration[name];
+        if (text is null) return fallback;
+        if (!int.TryParse(text, out int port) || port is < 0 or > 65535)
+            throw new ArgumentException($"--{name} must be a port number, got '{text}'");
+        return port;
+    }
+
+    private static IPAddress Address(string option, string text) =>
+        IPAddress.TryParse(text, out var ip) ? ip
+        : Dns.GetHostAddresses(text).FirstOrDefault(x => x.AddressFamily == AddressFamily.InterNetwork)
+          ?? throw new ArgumentException($"{option}: cannot resolve '{text}'");
+
+    private static IPEndPoint Endpoint(string option, string text)
+    {
+        int colon = text.LastIndexOf(':');
+        if (colon <= 0 || !int.TryParse(text[(colon + 1)..], out int port))
+            throw new ArgumentException($"{option} must be HOST:PORT, got '{text}'");
+        return new IPEndPoint(Address(option, text[..colon]), port);
+    }
+}

@@ -1,0 +1,69 @@
+using Shears.Pruning.Checkpoints;
+
+namespace Shears.Pruning.Tests.Checkpoints;
+
+public class FloatBitsTests
+{
+    [Theory]
+    [InlineData(1.0f, 0x3F80)]
+    [InlineData(-2.0f, 0xC000)]
+    [InlineData(0.0f, 0x0000)]
+    [InlineData(-0.0f, 0x8000)]
+    [InlineData(float.PositiveInfinity, 0x7F80)]
+    [InlineData(float.NegativeInfinity, 0xFF80)]
+    [InlineData(float.MaxValue, 0x7F80)] // rounds up past the largest bf16
+    public void SingleToBFloat16KnownValues(float value, int bits) =>
+        Assert.Equal((ushort)bits, FloatBits.SingleToBFloat16(value));
+
+    [Theory]
+    [InlineData(0x3F808000u, 0x3F80)] // exactly halfway, even below: down
+    [InlineData(0x3F818000u, 0x3F82)] // exactly halfway, odd below: up to even
+    [InlineData(0x3F808001u, 0x3F81)] // just above halfway: up
+    [InlineData(0x3F807FFFu, 0x3F80)] // just below halfway: down
+    [InlineData(0x7F7F8000u, 0x7F80)] // halfway to overflow, odd below: infinity
+    public void SingleToBFloat16RoundsToNearestEven(uint single, int bits) =>
+        Assert.Equal((ushort)bits, FloatBits.SingleToBFloat16(BitConverter.UInt32BitsToSingle(single)));
+
+    [Fact]
+    public void NaNStaysNaN()
+    {
+        Assert.True(float.IsNaN(FloatBits.BFloat16ToSingle(FloatBits.SingleToBFloat16(float.NaN))));
+        // A NaN whose payload sits only in the low bits would truncate to infinity.
+        var lowPayloadNaN = BitConverter.UInt32BitsToSingle(0xFF800001u);
+        var bits = FloatBits.SingleToBFloat16(lowPayloadNaN);
+        Assert.True(float.IsNaN(FloatBits.BFloat16ToSingle(bits)));
+        Assert.Equal(0x8000, bits & 0x8000);
+        Assert.True(float.IsNaN(FloatBits.HalfToSingle(FloatBits.SingleToHalf(float.NaN))));
+    }
+
+    [Fact]
+    public void EverySixteenBitValueRoundTrips()
+    {
+        for (var i = 0; i <= ushort.MaxValue; i++)
+        {
+            var bits = (ushort)i;
+            var bf16 = FloatBits.BFloat16ToSingle(bits);
+            Assert.Equal(BitConverter.SingleToUInt32Bits(bf16) >> 16, bits);
+            if (!float.IsNaN(bf16))
+            {
+                Assert.Equal(bits, FloatBits.SingleToBFloat16(bf16));
+            }
+            var half = FloatBits.HalfToSingle(bits);
+            if (!float.IsNaN(half))
+            {
+                Assert.Equal(bits, FloatBits.SingleToHalf(half));
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(1.0f, 0x3C00)]
+    [InlineData(-2.0f, 0xC000)]
+    [InlineData(65504f, 0x7BFF)]  // largest fp16
+    [InlineData(65520f, 0x7C00)]  // halfway to the next: ties to even, which is infinity
+    [InlineData(2049f, 0x6800)]   // halfway between 2048 and 2050: to 2048 (even)
+    [InlineData(2051f, 0x6802)]   // halfway between 2050 and 2052: to 2052 (even)
+    [InlineData(5.960464477539063e-8f, 0x0001)] // smallest subnormal
+    public void SingleToHalfKnownValues(float value, int bits) =>
+        Assert.Equal((ushort)bits, FloatBits.SingleToHalf(value));
+}

@@ -1,0 +1,144 @@
+using Shears.Pruning.Checkpoints;
+using Shears.Pruning.Scoring;
+
+namespace Shears.Pruning.Tests.Scoring;
+
+public class ScoreKeysTests
+{
+    private static byte[] F32(params float[] w) => w.SelectMany(BitConverter.GetBytes).ToArray();
+    private static byte[] U16(params ushort[] bits) => bits.SelectMany(BitConverter.GetBytes).ToArray();
+
+    private static uint[] Magnitude(byte[] raw, TensorDType dtype, string name = "w")
+    {
+        var keys = new uint[raw.Length / dtype.ElementSize()];
+        ScoreKeys.Magnitude(raw, dtype, keys, name);
+        return keys;
+    }
+
+    [Fact]
+    public void F32KeysAreTheBitsOfTheAbsoluteValue()
+    {
+        var keys = Magnitude(F32(1.5f, -1.5f, 0f, -0f, float.PositiveInfinity, float.NegativeInfinity, -float.Epsilon, -2f), TensorDType.F32);
+        Assert.Equal([0x3FC0_0000u, 0x3FC0_0000, 0, 0, 0x7F80_0000, 0x7F80_0000, 1, 0x4000_0000], keys);
+        Assert.Equal(1.5f, ScoreKeys.ToScore(keys[0]));
+    }
+
+    [Fact]
+    public void BF16KeysAreTheWidenedAbsoluteValue()
+    {
+        // 1.5, -1.5, -0, -Inf, smallest subnormal, -3.0
+        var keys = Magnitude(U16(0x3FC0, 0xBFC0, 0x8000, 0xFF80, 0x0001, 0xC040), TensorDType.BF16);
+        Assert.Equal([0x3FC0_0000u, 0x3FC0_0000, 0, 0x7F80_0000, 0x0001_0000, 0x4040_0000], keys);
+        Assert.Equal(3f, ScoreKeys.ToScore(keys[5]));
+    }
+
+    [Fact]
+    public void F16KeysAreTheExactFp32AbsoluteValue()
+    {
+        Half[] values = [(Half)1.5f, (Half)(-0.1f), Half.NegativeZero, Half.NegativeInfinity, -Half.Epsilon, Half.MaxValue];
+        var keys = Magnitude(U16(values.Select(BitConverter.HalfToUInt16Bits).ToArray()), TensorDType.F16);
+        for (int i = 0; i < values.Length; i++)
+            Assert.Equal(BitConverter.SingleToUInt32Bits(Math.Abs((float)values[i])), keys[i]);
+        Assert.Equal(ScoreKeys.InfinityKey, keys[3]);
+        Assert.Equal(0u, keys[2]);
+    }
+
+    [Fact]
+    public void KeyOrderIsMagnitudeOrder()
+    {
+        var rng = new Random(11);
+        var w = Enumerable.Range(0, 2000).Select(i => i % 7 == 0 ? (float)(rng.NextDouble() * 1e-40) : (float)(rng.NextDouble() * 200 - 100)).ToArray();
+        var keys = Magnitude(F32(w), TensorDType.F32);
+        for (int i = 1; i < w.Length; i++)
+            Assert.Equal(Math.Abs(w[i - 1]).CompareTo(Math.Abs(w[i])), keys[i - 1].CompareTo(keys[i]));
+    }
+
+    [Theory]
+    [InlineData(TensorDType.F32)]
+    [InlineData(TensorDType.BF16)]
+    [InlineData(TensorDType.F16)]
+    public void NaNNamesTheTensorAndTheElement(TensorDType dtype)
+    {
+        // 37 elements: the NaN sits past the vectorised part for F32; a negative NaN to be sure.
+        var w = Enumerable.Range(0, 37).Select(i => (float)i).ToArray();
+        w[33] = -float.NaN;
+        byte[] raw = dtype switch
+        {
+            TensorDType.F32 => F32(w),
+            TensorDType.BF16 => U16(w.Select(x => (ushort)(BitConverter.SingleToUInt32Bits(x) >> 16)).ToArray()),
+            _ => U16(w.Select(x => BitConverter.HalfToUInt16Bits((Half)x)).ToArray()),
+        };
+        var keys = new uint[37];
+
+        var e = Assert.Throws<NaNWeightException>(() => ScoreKeys.Magnitude(raw, dtype, keys, "model.layers.3.mlp.up_proj.weight", 1000));
+
+        Assert.Equal("model.layers.3.mlp.up_proj.weight", e.TensorName);
+        Assert.Equal(1033, e.Index);
+        Assert.Equal("tensor 'model.layers.3.mlp.up_proj.weight' holds NaN at element 1033", e.Message);
+    }
+
+    [Fact]
+    public void NaNInTheVectorisedPartIsFoundFirst()
+    {
+        var w = new float[64];
+        w[5] = float.NaN;
+        w[50] = float.NaN;
+        var e = Assert.Throws<NaNWeightException>(() => ScoreKeys.Magnitude(F32(w), TensorDType.F32, new uint[64], "w"));
+        Assert.Equal(5, e.Index);
+    }
+
+    [Fact]
+    public void UnsupportedDTypeAndWrongLengthAreRejected()
+    {
+        var e = Assert.Throws<ArgumentException>(() => ScoreKeys.Magnitude(new byte[8], TensorDType.I32, new uint[2], "ids"));
+        Assert.Contains("ids", e.Message);
+        Assert.Throws<ArgumentException>(() => ScoreKeys.Magnitude(new byte[6], TensorDType.F32, new uint[2], "w"));
+    }
+
+    [Fact]
+    public void RandomKeysAreTheSameWhateverTheSplit()
+    {
+        var whole = new uint[1000];
+        ScoreKeys.Random(42, "model.layers.0.self_attn.q_proj.weight", 0, whole);
+
+        var rng = new Random(1);
+        for (int trial = 0; trial < 20; trial++)
+        {
+            var pieces = new uint[1000];
+            int start = 0;
+            while (start < 1000)
+            {
+                int len = rng.Next(1, 1000 - start + 1);
+                ScoreKeys.Random(42, "model.layers.0.self_attn.q_proj.weight", start, pieces.AsSpan(start, len));
+                start += len;
+            }
+            Assert.Equal(whole, pieces);
+        }
+    }
+
+    [Fact]
+    public void RandomKeysAreUniformInZeroToOneAndDependOnSeedAndTensor()
+    {
+        var a = new uint[4096];
+        var b = new uint[4096];
+        var c = new uint[4096];
+        ScoreKeys.Random(1, "w", 0, a);
+        ScoreKeys.Random(2, "w", 0, b);
+        ScoreKeys.Random(1, "v", 0, c);
+
+        Assert.All(a, k => Assert.InRange(ScoreKeys.ToScore(k), 0f, 0.99999995f));
+        Assert.InRange(a.Average(k => ScoreKeys.ToScore(k)), 0.47, 0.53);
+        Assert.True(a.Zip(b).Count(p => p.First == p.Second) < 10);
+        Assert.True(a.Zip(c).Count(p => p.First == p.Second) < 10);
+        Assert.True(a.Distinct().Count() > 4000);
+    }
+
+    [Fact]
+    public void Fnv1aAndSplitMixMatchTheirPublishedValues()
+    {
+        Assert.Equal(0xCBF2_9CE4_8422_2325UL, ScoreKeys.Fnv1a64(""));
+        Assert.Equal(0xAF63_DC4C_8601_EC8CUL, ScoreKeys.Fnv1a64("a"));
+        // First output of SplitMix64 seeded with 0 (Vigna's reference implementation).
+        Assert.Equal(0xE220_A839_7B1D_CDAFUL, ScoreKeys.SplitMix64(0));
+    }
+}
