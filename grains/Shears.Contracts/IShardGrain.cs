@@ -120,3 +120,10 @@ public interface IShardGrain : IGrainWithStringKey
     Task<long> WriteAsync(string outputDirectory);
     Task ReleaseAsync();
 }
+
+/// <summary>A shard grain was asked for work before it was loaded: it was re-activated (its silo was lost) and must be reloaded.</summary>
+[GenerateSerializer]
+public sealed class ShardNotLoadedException : Exception
+{
+    public ShardNotLoadedException(string message) : base(message) { }
+}

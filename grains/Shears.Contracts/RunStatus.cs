@@ -51,6 +51,10 @@ public sealed record RunStatus
     [Id(9)] public DateTimeOffset? StartedAt { get; init; }
     [Id(10)] public DateTimeOffset? FinishedAt { get; init; }
     [Id(11)] public int Shards { get; init; }
+    /// <summary>Times the run went back to its last committed round after losing a shard or a silo.</summary>
+    [Id(12)] public int Recoveries { get; init; }
+    /// <summary>The silo the coordinator runs on.</summary>
+    [Id(13)] public string? Coordinator { get; init; }
 
     public bool IsFinished => State is RunState.Completed or RunState.Failed or RunState.Cancelled;
 }

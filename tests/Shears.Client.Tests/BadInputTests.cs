@@ -1,3 +1,4 @@
+using Shears.Testing;
 using System.Text;
 using Shears.Pruning.Checkpoints;
 

@@ -1,3 +1,4 @@
+using Shears.Testing;
 using System.Text.Json;
 using Shears.Pruning.Checkpoints;
 

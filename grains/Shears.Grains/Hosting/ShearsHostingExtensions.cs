@@ -1,7 +1,9 @@
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Shears.Grains;
+using Orleans.Runtime.MembershipService.SiloMetadata;
 using Shears.Grains.Compute;
+using Shears.Grains.Placement;
 using Shears.Grains.Shards;
 
 namespace Orleans.Hosting;
@@ -12,6 +14,12 @@ public static class ShearsHostingExtensions
     public static ISiloBuilder AddShears(this ISiloBuilder builder, Action<ShearsOptions>? configure = null)
     {
         builder.Services.AddShears(builder.Configuration, configure);
+        // The role travels as silo metadata so placement on any silo knows which silos hold weights.
+        var probe = new ShearsOptions();
+        builder.Configuration.GetSection(ShearsOptions.SectionName).Bind(probe);
+        configure?.Invoke(probe);
+        builder.UseSiloMetadata(new Dictionary<string, string> { [SiloRoles.MetadataKey] = probe.Role });
+        builder.AddPlacementDirector<ShardPlacement, ShardPlacementDirector>();
         return builder;
     }
 
@@ -25,6 +33,7 @@ public static class ShearsHostingExtensions
                .ValidateOnStart();
         services.AddSingleton<ComputeExecutor>();
         services.AddSingleton<ManifestCache>();
+        services.AddSingleton<SiloRoles>();
         return services;
     }
 }

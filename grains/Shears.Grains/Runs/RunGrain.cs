@@ -23,6 +23,7 @@ public sealed class RunGrain(
     [PersistentState("run", ShearsStorage.Name)] IPersistentState<RunGrainState> state,
     ManifestCache manifests,
     IOptions<ShearsOptions> options,
+    ILocalSiloDetails silo,
     ILogger<RunGrain> logger) : Grain, IRunGrain
 {
     private CancellationTokenSource? _cancel;
@@ -138,30 +139,70 @@ public sealed class RunGrain(
         await state.WriteStateAsync();
     }
 
+    private const int MaxRecoveries = 20;
+
+    private static bool IsTransient(Exception e)
+    {
+        while (e is AggregateException { InnerException: { } inner }) e = inner;
+        return e is ShardNotLoadedException or TimeoutException or OrleansException;
+    }
+
     private async Task RunJobAsync(RunSpec spec, CheckpointManifest manifest, double[] targets, CancellationToken token)
     {
         var plan = state.State.Plan!;
         string? temp = null;
         var total = Stopwatch.StartNew();
-        try
+        long[][] masked = [];
+        ShardInfo[] infos = [];
+        bool reload = true;
+
+        // Loads every shard at the last committed round: the first time, and after a lost shard or silo.
+        async Task LoadAll()
         {
-            DelayDeactivation(TimeSpan.FromHours(24));
-            // Load: each shard reads its own bytes (and its committed masks when resuming).
             var phase = Stopwatch.StartNew();
             var assignments = plan.Shards.Select(s => new ShardAssignment
             {
                 RunId = RunId, ShardIndex = s.Index, ModelPath = spec.ModelPath, Pieces = s.Pieces, CopyTensors = s.CopyTensors,
                 Spec = spec, StateDirectory = state.State.StateDirectory!, RestoreRound = state.State.CommittedRound, Heads = plan.Heads,
             }).ToArray();
-            var infos = await Task.WhenAll(assignments.Select(a => Shard(a.ShardIndex).LoadAsync(a)));
+            infos = await Task.WhenAll(assignments.Select(a => Shard(a.ShardIndex).LoadAsync(a)));
             ShearsMetrics.PhaseSeconds.Record(phase.Elapsed.TotalSeconds, ShearsMetrics.Tag("phase", "load"));
-            token.ThrowIfCancellationRequested();
-            var masked = infos.Select(i => i.MaskedPerPiece.ToArray()).ToArray();
+            masked = infos.Select(i => i.MaskedPerPiece.ToArray()).ToArray();
             state.State.Shards = plan.Shards.Select((s, i) => new ShardResult
             {
                 Grain = $"{RunId}/{s.Index}", Silo = infos[i].Silo, Elements = infos[i].Elements,
                 Tensors = s.Pieces.Select(p => p.Tensor).Distinct().ToArray(),
             }).ToList();
+            reload = false;
+        }
+
+        // Runs a step; when a shard or silo is lost it reloads every shard at the committed round and tries again.
+        async Task Resilient(string what, Func<Task> step)
+        {
+            for (int attempt = 0; ; attempt++)
+            {
+                token.ThrowIfCancellationRequested();
+                try
+                {
+                    if (reload) await LoadAll();
+                    await step();
+                    return;
+                }
+                catch (Exception e) when (IsTransient(e) && attempt < MaxRecoveries && !token.IsCancellationRequested)
+                {
+                    reload = true;
+                    logger.LogWarning("Run {Run}: {What} interrupted ({Error}); reloading shards at round {Round}", RunId, what, Describe(e), state.State.CommittedRound);
+                    await SetStatus(s => s with { Recoveries = s.Recoveries + 1 });
+                    await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(5000, 250 * (attempt + 1))), token);
+                }
+            }
+        }
+
+        try
+        {
+            DelayDeactivation(TimeSpan.FromHours(24));
+            await SetStatus(s => s with { Coordinator = silo.SiloAddress.ToString() });
+            await Resilient("loading", () => Task.CompletedTask);
 
             long[][]? progressive = spec.Scope == RunOptions.Scopes.Progressive ? ProgressiveTargets(plan, infos, targets, spec.ProgressiveSpread) : null;
             for (int round = state.State.CommittedRound + 1; round <= targets.Length; round++)
@@ -171,8 +212,13 @@ public sealed class RunGrain(
                 double target = targets[round - 1];
                 await SetStatus(s => s with { Round = round, Phase = $"round {round}/{targets.Length}" });
                 ShearsMetrics.RoundStarted(RunId, round, target);
-                var (threshold, bytes) = await RunRoundAsync(plan, spec, round, target, masked, progressive?[round - 1], token);
-                await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).CommitRoundAsync(round)));
+                uint? threshold = null;
+                long bytes = 0;
+                await Resilient($"round {round}", async () =>
+                {
+                    (threshold, bytes) = await RunRoundAsync(plan, spec, round, target, masked, progressive?[round - 1], token);
+                    await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).CommitRoundAsync(round)));
+                });
                 long maskedTotal = masked.Sum(m => m.Sum());
                 double achieved = plan.PrunableWeights == 0 ? 0 : (double)maskedTotal / plan.PrunableWeights;
                 var result = new RoundResult
@@ -190,14 +236,15 @@ public sealed class RunGrain(
             // Export: a temporary folder beside --out, renamed into place when complete.
             token.ThrowIfCancellationRequested();
             await SetStatus(s => s with { Phase = "writing" });
-            phase.Restart();
+            var phase = Stopwatch.StartNew();
             string parent = Path.GetDirectoryName(spec.OutputPath)!;
             Directory.CreateDirectory(parent);
             temp = Path.Combine(parent, $".{Path.GetFileName(spec.OutputPath)}.shears-tmp-{RunId}");
             if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
             Directory.CreateDirectory(temp);
             CheckpointOutput.CreateLayout(manifest, temp);
-            await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).WriteAsync(temp)));
+            string target_ = temp;
+            await Resilient("writing", () => Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).WriteAsync(target_))));
             token.ThrowIfCancellationRequested();
             ShearsMetrics.PhaseSeconds.Record(phase.Elapsed.TotalSeconds, ShearsMetrics.Tag("phase", "export"));
 
@@ -232,7 +279,8 @@ public sealed class RunGrain(
             if (Status.IsFinished)
             {
                 if (state.State.StateDirectory is { } dir && Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
-                await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).ReleaseAsync()));
+                try { await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).ReleaseAsync())); }
+                catch (Exception e) when (IsTransient(e)) { /* a shard on a lost silo has nothing to release */ }
                 ShearsMetrics.ClearRunState(RunId);
                 ShearsMetrics.RunState(RunId, Status.State.ToString());
             }

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging;
 using Shears.Contracts;
 using Shears.Grains.Compute;
 using Shears.Grains.Diagnostics;
+using Shears.Grains.Placement;
 using Shears.Pruning.Checkpoints;
 using Shears.Pruning.Heads;
 using Shears.Pruning.Masks;
@@ -16,6 +17,7 @@ namespace Shears.Grains.Shards;
 /// Holds the weights of one shard in memory (never as grain state), computes its statistics and
 /// applies the coordinator's decisions. All tensor work runs on the silo's compute executor.
 /// </summary>
+[ShardPlacement]
 public sealed class ShardGrain(ComputeExecutor compute, ManifestCache manifests, ILocalSiloDetails silo, ILogger<ShardGrain> logger)
     : Grain, IShardGrain
 {
@@ -23,13 +25,23 @@ public sealed class ShardGrain(ComputeExecutor compute, ManifestCache manifests,
     private CheckpointManifest? _manifest;
     private LoadedPiece[] _pieces = [];
 
-    private ShardAssignment Assignment => _assignment ?? throw new InvalidOperationException($"shard {this.GetPrimaryKeyString()} has not been loaded");
+    private ShardAssignment Assignment => _assignment ?? throw new ShardNotLoadedException($"shard {this.GetPrimaryKeyString()} has not been loaded on {silo.SiloAddress}");
 
     async Task<ShardInfo> IShardGrain.LoadAsync(ShardAssignment assignment)
     {
-        _assignment = assignment;
         var stopwatch = Stopwatch.StartNew();
-        (_manifest, _pieces) = await compute.RunAsync(() => Load(assignment));
+        if (_assignment is { } loaded && _pieces.Length == assignment.Pieces.Count && SameData(loaded, assignment))
+        {
+            // Already holding these weights: only go back to the committed masks.
+            await compute.RunAsync(() => RestoreMasks(assignment));
+            _assignment = assignment;
+        }
+        else
+        {
+            _assignment = null;
+            (_manifest, _pieces) = await compute.RunAsync(() => Load(assignment));
+            _assignment = assignment;
+        }
         long bytes = _pieces.Sum(p => (long)p.Raw.Length);
         ShearsMetrics.BytesRead.Add(bytes, new KeyValuePair<string, object?>("run", assignment.RunId));
         ShearsMetrics.Shard(assignment.RunId, this.GetPrimaryKeyString(), _pieces.Sum(p => p.Mask.CountSet()));
@@ -42,6 +54,17 @@ public sealed class ShardGrain(ComputeExecutor compute, ManifestCache manifests,
             MaskedPerPiece = _pieces.Select(p => p.Mask.CountSet()).ToArray(),
             AbsSumPerPiece = _pieces.Select(p => AbsSum(p)).ToArray(),
         };
+    }
+
+    private static bool SameData(ShardAssignment a, ShardAssignment b) =>
+        a.RunId == b.RunId && a.ModelPath == b.ModelPath && a.Pieces.SequenceEqual(b.Pieces) && a.Spec == b.Spec;
+
+    private void RestoreMasks(ShardAssignment assignment)
+    {
+        for (int i = 0; i < _pieces.Length; i++)
+            _pieces[i].Mask = assignment.RestoreRound > 0
+                ? BitMask.FromBytes(File.ReadAllBytes(MaskPath(assignment, i, assignment.RestoreRound)), _pieces[i].Piece.Elements)
+                : new BitMask(_pieces[i].Piece.Elements);
     }
 
     private (CheckpointManifest, LoadedPiece[]) Load(ShardAssignment assignment)
@@ -121,7 +144,13 @@ public sealed class ShardGrain(ComputeExecutor compute, ManifestCache manifests,
         return sum;
     }
 
-    Task<long[]> IShardGrain.HistogramAsync(HistogramRequest request) => compute.RunAsync(() =>
+    Task<long[]> IShardGrain.HistogramAsync(HistogramRequest request)
+    {
+        _ = Assignment;
+        return compute.RunAsync(() => Histogram(request));
+    }
+
+    private long[] Histogram(HistogramRequest request)
     {
         var histogram = new long[1 << 16];
         foreach (var piece in _pieces)
@@ -130,9 +159,15 @@ public sealed class ShardGrain(ComputeExecutor compute, ManifestCache manifests,
             RadixSelect.Histogram(piece.Keys, piece.Mask, 0, request.Level, request.Prefix, histogram);
         }
         return histogram;
-    });
+    }
 
-    Task<ThresholdCounts> IShardGrain.CountAsync(int group, uint threshold) => compute.RunAsync(() =>
+    Task<ThresholdCounts> IShardGrain.CountAsync(int group, uint threshold)
+    {
+        _ = Assignment;
+        return compute.RunAsync(() => Count(group, threshold));
+    }
+
+    private ThresholdCounts Count(int group, uint threshold)
     {
         var less = new long[_pieces.Length];
         var equal = new long[_pieces.Length];
@@ -143,10 +178,11 @@ public sealed class ShardGrain(ComputeExecutor compute, ManifestCache manifests,
             RadixSelect.CountLessAndEqual(piece.Keys, piece.Mask, threshold, out less[i], out equal[i]);
         }
         return new ThresholdCounts { Less = less, Equal = equal };
-    });
+    }
 
     async Task<ShardRoundResult> IShardGrain.ApplyAsync(MaskDecision decision)
     {
+        _ = Assignment;
         var stopwatch = Stopwatch.StartNew();
         await compute.RunAsync(() =>
         {
@@ -280,7 +316,8 @@ public sealed class ShardGrain(ComputeExecutor compute, ManifestCache manifests,
             string temp = path + ".tmp";
             File.WriteAllBytes(temp, _pieces[i].Mask.ToBytes());
             File.Move(temp, path, overwrite: true);
-            if (round > 1) File.Delete(MaskPath(assignment, i, round - 1));
+            // The previous round stays until the coordinator has recorded this one: a crash in between reloads it.
+            if (round > 2) File.Delete(MaskPath(assignment, i, round - 2));
         }
     });
 

@@ -1,6 +1,6 @@
 using Shears.Pruning.Checkpoints;
 
-namespace Shears.Client.Tests;
+namespace Shears.Testing;
 
 /// <summary>
 /// A small sharded LLaMA-layout checkpoint whose weights come from a handful of magnitudes, so

@@ -1,6 +1,6 @@
 using Shears.Pruning.Checkpoints;
 
-namespace Shears.Client.Tests;
+namespace Shears.Testing;
 
 /// <summary>
 /// The semantics written out the plain way: score every prunable weight, sort by (|w|, global

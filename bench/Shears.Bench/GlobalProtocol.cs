@@ -1,0 +1,102 @@
+using System.Diagnostics;
+using Shears.Pruning.Masks;
+using Shears.Pruning.Selection;
+
+namespace Shears.Bench;
+
+/// <summary>One shard's piece: a contiguous run of the weights, its keys and its mask.</summary>
+internal sealed class BenchShard(long start, uint[] keys)
+{
+    public long Start { get; } = start;
+    public uint[] Keys { get; } = keys;
+    public BitMask Mask { get; set; } = new(keys.Length);
+}
+
+/// <summary>Seconds per phase of one global selection, and what it decided.</summary>
+internal sealed record ProtocolRun
+{
+    public double Level0 { get; init; }
+    public double Level1 { get; init; }
+    public double Merge { get; init; }
+    public double Count { get; init; }
+    public double Ties { get; init; }
+    public double Apply { get; init; }
+    public double Total { get; init; }
+    public int Levels { get; init; }
+    public uint ThresholdKey { get; init; }
+    public long Masked { get; init; }
+    public long HistogramBytes { get; init; }
+    public long CountBytes { get; init; }
+}
+
+/// <summary>
+/// The coordinator's global selection (RunGrain's unstructured round) with the grain calls
+/// replaced by direct calls on the shards' keys: histograms per level from every shard, merge,
+/// GlobalThresholdSearch, counts at the threshold, ties shared out in position order, apply.
+/// </summary>
+internal static class GlobalProtocol
+{
+    public static ProtocolRun Run(IReadOnlyList<BenchShard> shards, long count, int threads)
+    {
+        int s = shards.Count;
+        double level0 = 0, level1 = 0, merge = 0;
+        long histogramBytes = 0;
+        int levels = 0;
+        long start = Stopwatch.GetTimestamp();
+
+        var search = new GlobalThresholdSearch(count);
+        while (!search.IsComplete)
+        {
+            int level = search.Level;
+            uint prefix = search.Prefix;
+            var histograms = new long[s][];
+            long t = Stopwatch.GetTimestamp();
+            Timing.ForEach(s, threads, i =>
+            {
+                // As ShardGrain.HistogramAsync: a fresh histogram per request.
+                var histogram = new long[RadixSelect.Buckets];
+                RadixSelect.Histogram(shards[i].Keys, shards[i].Mask, 0, level, prefix, histogram);
+                histograms[i] = histogram;
+            });
+            if (level == 0) level0 += Timing.Seconds(t);
+            else level1 += Timing.Seconds(t);
+            histogramBytes += (long)s * RadixSelect.Buckets * sizeof(long);
+            levels++;
+
+            t = Stopwatch.GetTimestamp();
+            search.Submit(RadixSelect.MergeHistograms(histograms));
+            merge += Timing.Seconds(t);
+        }
+        uint threshold = search.ThresholdKey;
+
+        long c = Stopwatch.GetTimestamp();
+        var less = new long[s];
+        var equal = new long[s];
+        Timing.ForEach(s, threads, i => RadixSelect.CountLessAndEqual(shards[i].Keys, shards[i].Mask, threshold, out less[i], out equal[i]));
+        double countSeconds = Timing.Seconds(c);
+        // ThresholdCounts: one Less and one Equal per piece.
+        long countBytes = (long)s * 2 * sizeof(long);
+
+        long a = Stopwatch.GetTimestamp();
+        long[] ties = RadixSelect.AssignTies(equal, search.TiesNeeded);
+        double tieSeconds = Timing.Seconds(a);
+
+        a = Stopwatch.GetTimestamp();
+        var masked = new long[s];
+        Timing.ForEach(s, threads, i => masked[i] = RadixSelect.ApplyThreshold(shards[i].Keys, shards[i].Mask, threshold, ties[i]));
+        double applySeconds = Timing.Seconds(a);
+
+        return new ProtocolRun
+        {
+            Level0 = level0, Level1 = level1, Merge = merge, Count = countSeconds, Ties = tieSeconds, Apply = applySeconds,
+            Total = Timing.Seconds(start), Levels = levels, ThresholdKey = threshold, Masked = masked.Sum(),
+            HistogramBytes = histogramBytes, CountBytes = countBytes,
+        };
+    }
+
+    /// <summary>
+    /// Coordinator memory while it merges one level: the shards' replies held at once
+    /// (Task.WhenAll), MergeHistograms' sum and GlobalThresholdSearch's own merged buffer.
+    /// </summary>
+    public static long CoordinatorPeakBytes(int shards) => (shards + 2L) * RadixSelect.Buckets * sizeof(long);
+}

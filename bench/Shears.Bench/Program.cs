@@ -1,0 +1,3 @@
+using Shears.Bench;
+
+return BenchCommand.Run(args);

@@ -1,0 +1,50 @@
+using Orleans.Metadata;
+using Orleans.Placement;
+using Orleans.Runtime;
+using Orleans.Runtime.Placement;
+
+namespace Shears.Grains.Placement;
+
+/// <summary>
+/// Spreads shard grains evenly over the silos that hold weights: shard i of a run goes to the
+/// (i mod n)-th worker silo in address order, so a run's shards land on every worker and a
+/// re-activated shard lands on a live one.
+/// </summary>
+[GenerateSerializer, Immutable, SuppressReferenceTracking]
+public sealed class ShardPlacement : PlacementStrategy
+{
+    public static readonly ShardPlacement Instance = new();
+}
+
+[AttributeUsage(AttributeTargets.Class, AllowMultiple = false)]
+public sealed class ShardPlacementAttribute() : PlacementAttribute(ShardPlacement.Instance);
+
+public sealed class ShardPlacementDirector(SiloRoles roles) : IPlacementDirector
+{
+    public Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target, IPlacementContext context)
+    {
+        var compatible = context.GetCompatibleSilos(target);
+        var workers = compatible.Where(roles.HoldsWeights).OrderBy(s => s.ToParsableString(), StringComparer.Ordinal).ToArray();
+        if (workers.Length == 0)
+            throw new OrleansException("no worker silo is available to hold shards (every silo runs with --role coordinator)");
+        string key = target.GrainIdentity.Key.ToString() ?? "";
+        int slash = key.LastIndexOf('/');
+        int index = slash >= 0 && int.TryParse(key[(slash + 1)..], out int i) ? i : Math.Abs(key.GetHashCode());
+        return Task.FromResult(workers[index % workers.Length]);
+    }
+}
+
+/// <summary>Which silos hold weights, from the silo metadata key "shears-role" (worker, coordinator or all).</summary>
+public sealed class SiloRoles(IServiceProvider services)
+{
+    public const string MetadataKey = "shears-role";
+
+    public bool HoldsWeights(SiloAddress silo)
+    {
+        var cache = services.GetService(typeof(Orleans.Runtime.MembershipService.SiloMetadata.ISiloMetadataCache))
+            as Orleans.Runtime.MembershipService.SiloMetadata.ISiloMetadataCache;
+        var metadata = cache?.GetSiloMetadata(silo);
+        if (metadata is null || !metadata.Metadata.TryGetValue(MetadataKey, out var role)) return true;
+        return role is not "coordinator";
+    }
+}

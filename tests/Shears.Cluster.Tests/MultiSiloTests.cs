@@ -1,0 +1,60 @@
+using System.Text.Json;
+using Shears.Contracts;
+using Shears.Pruning.Checkpoints;
+using Shears.Testing;
+
+namespace Shears.Cluster.Tests;
+
+[Collection(ClusterCollection.Name)]
+public class MultiSiloTests(ClusterFixture fixture)
+{
+    [Theory]
+    [InlineData("global", 400L)]
+    [InlineData("global", 100_000L)]
+    [InlineData("layer", 500L)]
+    public async Task ThreeSilosWriteTheSameMasksAsTheReference(string scope, long shardElements)
+    {
+        using var dir = new TempDir();
+        TieHeavyCheckpoint.Write(dir.Sub("in"));
+        var status = await Runs.RunToEndAsync(fixture.Cluster.Client, new RunSpec
+        {
+            ModelPath = dir.Sub("in"), OutputPath = dir.Sub("out"), Sparsity = 0.37, Scope = scope, ShardElements = shardElements,
+        });
+        Assert.True(status.State == RunState.Completed, status.Error);
+        var manifest = CheckpointReader.ReadManifest(dir.Sub("in"));
+        ReferencePruner.AssertOutput(dir.Sub("in"), dir.Sub("out"), ReferencePruner.Masks(manifest, 0.37, scope == "global"));
+
+        using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.Sub("out"), "shears-report.json")));
+        var silos = report.RootElement.GetProperty("shards").EnumerateArray().Select(s => s.GetProperty("silo").GetString()).Distinct().ToArray();
+        var shards = report.RootElement.GetProperty("shards").GetArrayLength();
+        Assert.Equal(Math.Min(3, shards), silos.Length); // shards spread over every silo
+    }
+
+    [Fact]
+    public async Task ShardsSpreadEvenly()
+    {
+        using var dir = new TempDir();
+        TieHeavyCheckpoint.Write(dir.Sub("in"));
+        var status = await Runs.RunToEndAsync(fixture.Cluster.Client, new RunSpec
+        {
+            ModelPath = dir.Sub("in"), OutputPath = dir.Sub("out"), Sparsity = 0.5, ShardElements = 300,
+        });
+        Assert.True(status.State == RunState.Completed, status.Error);
+        using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.Sub("out"), "shears-report.json")));
+        var perSilo = report.RootElement.GetProperty("shards").EnumerateArray().GroupBy(s => s.GetProperty("silo").GetString()).Select(g => g.Count()).ToArray();
+        Assert.Equal(3, perSilo.Length);
+        Assert.True(perSilo.Max() - perSilo.Min() <= 1, string.Join(",", perSilo));
+    }
+
+    [Fact]
+    public async Task BadInputIsRejectedBeforeTheRunStarts()
+    {
+        using var dir = new TempDir();
+        var grain = fixture.Cluster.Client.GetGrain<IRunGrain>(Guid.NewGuid().ToString("N"));
+        var e = await Assert.ThrowsAsync<RunRejectedException>(() => grain.StartAsync(new RunSpec
+        {
+            ModelPath = dir.Sub("missing"), OutputPath = dir.Sub("out"), Sparsity = 0.5,
+        }));
+        Assert.Contains(dir.Sub("missing"), e.Message);
+    }
+}

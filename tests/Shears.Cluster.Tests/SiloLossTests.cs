@@ -1,0 +1,40 @@
+using Shears.Contracts;
+using Shears.Pruning.Checkpoints;
+using Shears.Testing;
+
+namespace Shears.Cluster.Tests;
+
+/// <summary>A silo that holds shards stops in the middle of a many-round run; the run ends with the undisturbed output.</summary>
+public class SiloLossTests
+{
+    [Fact]
+    public async Task StoppingASiloMidRunChangesNothingInTheOutput()
+    {
+        using var dir = new TempDir();
+        DemoCheckpoint.Write(dir.Sub("in"), new DemoCheckpointOptions(HiddenSize: 384, Layers: 6, Heads: 6, KvHeads: 2, IntermediateSize: 1024));
+        RunSpec Spec(string output) => new()
+        {
+            ModelPath = dir.Sub("in"), OutputPath = dir.Sub(output), Sparsity = 0.6, Schedule = RunOptions.Schedules.Linear, Rounds = 16,
+            ShardElements = 400_000,
+        };
+
+        await using var cluster = ClusterFixture.Build(3);
+        await cluster.DeployAsync();
+        var calm = await Runs.RunToEndAsync(cluster.Client, Spec("calm"));
+        Assert.True(calm.State == RunState.Completed, calm.Error);
+
+        bool stopped = false;
+        var disturbed = await Runs.RunToEndAsync(cluster.Client, Spec("disturbed"), watch: async status =>
+        {
+            if (stopped || status.Round < 3 || status.Coordinator is null) return;
+            stopped = true;
+            var victim = cluster.Silos.First(s => s.SiloAddress.ToString() != status.Coordinator);
+            await cluster.StopSiloAsync(victim);
+        });
+        Assert.True(stopped, "the run ended before a silo could be stopped");
+        Assert.True(disturbed.State == RunState.Completed, disturbed.Error);
+        Assert.True(disturbed.Recoveries >= 1, "no recovery happened: the stop came too late to test anything");
+        foreach (string file in Directory.GetFiles(dir.Sub("calm")).Select(f => Path.GetFileName(f)!).Where(f => f.EndsWith(".safetensors")))
+            Assert.True(File.ReadAllBytes(Path.Combine(dir.Sub("calm"), file)).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(dir.Sub("disturbed"), file))), file);
+    }
+}
