@@ -27,6 +27,7 @@ internal sealed record ProtocolRun
     public long Masked { get; init; }
     public long HistogramBytes { get; init; }
     public long CountBytes { get; init; }
+    public long[] TiesPerShard { get; init; } = [];
 }
 
 /// <summary>
@@ -90,7 +91,7 @@ internal static class GlobalProtocol
         {
             Level0 = level0, Level1 = level1, Merge = merge, Count = countSeconds, Ties = tieSeconds, Apply = applySeconds,
             Total = Timing.Seconds(start), Levels = levels, ThresholdKey = threshold, Masked = masked.Sum(),
-            HistogramBytes = histogramBytes, CountBytes = countBytes,
+            HistogramBytes = histogramBytes, CountBytes = countBytes, TiesPerShard = ties,
         };
     }
 

@@ -13,6 +13,7 @@ internal static partial class Report
         Console.WriteLine($"command: dotnet run -c Release --project bench/Shears.Bench -- {string.Join(' ', Environment.GetCommandLineArgs().Skip(1))}");
         Console.WriteLine($"date: {DateTime.UtcNow:yyyy-MM-dd HH:mm:ss} UTC");
         Console.WriteLine($"machine: {Environment.ProcessorCount} cores, {CpuModel()}, {MemoryTotal()} memory; .NET {Environment.Version}; TorchSharp {typeof(TorchSharp.torch).Assembly.GetName().Version}");
+        Console.WriteLine($"load average at start: {LoadAverage()} (other processes share these cores)");
     }
 
     public static void Shears(int shards, int threads, long n, double keySeconds, ProtocolRun run, long coordinatorPeak)
@@ -33,6 +34,9 @@ internal static partial class Report
         Console.WriteLine($"  exchanged: histograms {Timing.Bytes(run.HistogramBytes)} ({run.Levels} × {shards} × 65536 × 8 B) + counts {run.CountBytes} B ({shards} × 2 × 8 B) = {Timing.Bytes(run.HistogramBytes + run.CountBytes)}");
         Console.WriteLine($"  coordinator peak for selection: {Timing.Bytes(coordinatorPeak)} = ({shards} replies + merged sum + search buffer) × 512 KiB; replies alone {Timing.Bytes(shards * 65536L * 8)}");
     }
+
+    public static void WordwiseApply(ProtocolRun run, double wordwiseSeconds, long n) =>
+        Console.WriteLine($"  what-if: ApplyThreshold OR-ing whole mask words (same mask, checked) {wordwiseSeconds:0.000} s {Rate(n * 4.0, wordwiseSeconds)} → selection {run.Total - run.Apply + wordwiseSeconds:0.000} s");
 
     public static void Torch(int threads, long n, int elementSize, long k, TorchRun run)
     {
@@ -71,6 +75,18 @@ internal static partial class Report
         catch (IOException)
         {
             return "unknown CPU";
+        }
+    }
+
+    public static string LoadAverage()
+    {
+        try
+        {
+            return string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3));
+        }
+        catch (IOException)
+        {
+            return "unknown";
         }
     }
 

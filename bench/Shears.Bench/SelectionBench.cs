@@ -54,6 +54,7 @@ internal static class SelectionBench
             {
                 var keySeconds = new List<double>();
                 var runs = new List<ProtocolRun>();
+                var wordwise = new List<double>();
                 for (int r = 0; r < o.Repeat; r++)
                 {
                     foreach (var shard in shards) shard.Mask = new(shard.Keys.Length);
@@ -67,10 +68,12 @@ internal static class SelectionBench
                     if (run.Masked != k || set != k)
                         throw new InvalidOperationException($"Shears masked {run.Masked} (mask bits {set}) where {k} were asked");
                     runs.Add(run);
+                    wordwise.Add(TimeWordwiseApply(shards, run, threads));
                 }
                 var median = MedianRun(runs);
                 shears[threads] = (Timing.Median(keySeconds), median);
                 Report.Shears(s, threads, n, Timing.Median(keySeconds), median, GlobalProtocol.CoordinatorPeakBytes(s));
+                Report.WordwiseApply(median, Timing.Median(wordwise), n);
             }
             uint thresholdKey = shears.Values.First().Run.ThresholdKey;
             if (shears.Values.Any(x => x.Run.ThresholdKey != thresholdKey))
@@ -93,6 +96,27 @@ internal static class SelectionBench
             foreach (var shard in shards) shard.Mask = new(0);
             Timing.Quiesce();
         }
+    }
+
+    /// <summary>
+    /// Times the word-wise what-if of ApplyThreshold on the same decision, from the same empty
+    /// masks, and checks that it gives the very mask the grains code gave.
+    /// </summary>
+    private static double TimeWordwiseApply(BenchShard[] shards, ProtocolRun run, int threads)
+    {
+        var words = shards.Select(x => new ulong[x.Mask.Words.Length]).ToArray();
+        foreach (var w in words) Array.Fill(w, 0UL); // fault the pages in, untimed
+        long t = Stopwatch.GetTimestamp();
+        var masked = new long[shards.Length];
+        Timing.ForEach(shards.Length, threads, i => masked[i] = WordwiseApply.Apply(shards[i].Keys, words[i], run.ThresholdKey, run.TiesPerShard[i]));
+        double seconds = Timing.Seconds(t);
+        for (int i = 0; i < shards.Length; i++)
+        {
+            if (!shards[i].Mask.Words.SequenceEqual(words[i]))
+                throw new InvalidOperationException($"the word-wise apply differs from ApplyThreshold on shard {i}");
+        }
+        if (masked.Sum() != run.Masked) throw new InvalidOperationException("the word-wise apply masked a different count");
+        return seconds;
     }
 
     private static void ComputeKeys(BenchShard shard, float[] weights, ushort[]? bits)
