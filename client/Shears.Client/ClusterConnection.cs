@@ -37,6 +37,16 @@ public sealed class ClusterConnection : IAsyncDisposable
                 silo.AddShears();
             });
         }
+        else if (cluster.StartsWith("redis://", StringComparison.Ordinal))
+        {
+            string redis = cluster["redis://".Length..];
+            if (redis.Length == 0) throw new ArgumentException("--cluster redis:// names no Redis server (redis://HOST:PORT)");
+            builder.UseOrleansClient(client =>
+            {
+                client.UseRedisClustering(redis);
+                client.Configure<ClusterOptions>(o => { o.ClusterId = "shears"; o.ServiceId = "shears"; });
+            });
+        }
         else
         {
             var endpoints = ParseGateways(cluster);

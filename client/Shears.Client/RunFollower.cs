@@ -46,13 +46,55 @@ public static class RunFollower
         }
     }
 
+    /// <summary>
+    /// The run's statuses as the coordinator streams them. When the stream breaks (the coordinator's
+    /// silo was lost) it subscribes again, which re-activates the coordinator from its persisted state.
+    /// </summary>
+    public static async IAsyncEnumerable<RunStatus> Statuses(IRunGrain grain, RunStatus first)
+    {
+        yield return first;
+        if (first.IsFinished) yield break;
+        var brokenSince = (DateTime?)null;
+        while (true)
+        {
+            var stream = grain.WatchAsync().GetAsyncEnumerator();
+            try
+            {
+                while (true)
+                {
+                    RunStatus? next = null;
+                    try
+                    {
+                        if (!await stream.MoveNextAsync()) break;
+                        next = stream.Current;
+                        brokenSince = null;
+                    }
+                    catch (Exception e) when (e is OrleansException or TimeoutException)
+                    {
+                        brokenSince ??= DateTime.UtcNow;
+                        if (DateTime.UtcNow - brokenSince > TimeSpan.FromMinutes(5)) throw;
+                        await Task.Delay(1000);
+                        break;
+                    }
+                    yield return next;
+                    if (next.IsFinished) yield break;
+                }
+            }
+            finally
+            {
+                try { await stream.DisposeAsync(); } catch (Exception e) when (e is OrleansException or TimeoutException) { }
+            }
+        }
+    }
+
     private static async Task<RunStatus> FollowPlain(IRunGrain grain, RunStatus status, CancellationToken token)
     {
         string last = "";
-        int printedRounds = 0;
+        int printedRounds = 0, recoveries = 0;
         Console.WriteLine($"run {status.RunId}: {status.PrunableWeights:N0} prunable weights on {status.Shards} shards");
-        while (true)
+        await foreach (var current in Statuses(grain, status))
         {
+            status = current;
             if (status.Phase != last)
             {
                 Console.WriteLine($"run {status.RunId}: {status.Phase}");
@@ -60,10 +102,13 @@ public static class RunFollower
             }
             for (; printedRounds < status.Rounds.Count; printedRounds++)
                 Console.WriteLine(RunView.RoundLine(status.Rounds[printedRounds], status.TotalRounds));
-            if (status.IsFinished) return status;
-            await Task.Delay(200, CancellationToken.None);
-            status = await grain.GetStatusAsync();
+            if (status.Recoveries > recoveries)
+            {
+                recoveries = status.Recoveries;
+                Console.WriteLine($"run {status.RunId}: lost a shard or silo; resumed from round {status.Rounds.Count} (recovery {recoveries})");
+            }
         }
+        return status;
     }
 
     private static async Task<RunStatus> FollowLive(IRunGrain grain, RunStatus status, CancellationToken token)
@@ -74,15 +119,13 @@ public static class RunFollower
             {
                 var rounds = context.AddTask("rounds", maxValue: Math.Max(1, status.TotalRounds));
                 var sparsity = context.AddTask("sparsity", maxValue: 1.0);
-                while (true)
+                await foreach (var current in Statuses(grain, status))
                 {
-                    rounds.Description = status.Phase;
+                    status = current;
+                    rounds.Description = status.Recoveries > 0 ? $"{status.Phase} (recovered {status.Recoveries}×)" : status.Phase;
                     rounds.Value = status.Rounds.Count;
                     sparsity.Value = status.Rounds.Count > 0 ? status.Rounds[^1].AchievedSparsity : 0;
                     sparsity.Description = string.Create(CultureInfo.InvariantCulture, $"sparsity → {status.Spec?.Sparsity:P1}");
-                    if (status.IsFinished) break;
-                    await Task.Delay(150, CancellationToken.None);
-                    status = await grain.GetStatusAsync();
                 }
                 rounds.StopTask();
                 sparsity.StopTask();

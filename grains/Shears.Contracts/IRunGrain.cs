@@ -11,6 +11,9 @@ public interface IRunGrain : IGrainWithStringKey
 
     Task<RunStatus> GetStatusAsync();
 
+    /// <summary>The run's status now and after every change, until it finishes (a stream, not polling).</summary>
+    IAsyncEnumerable<RunStatus> WatchAsync(CancellationToken cancellationToken = default);
+
     Task<RunStatus> CancelAsync();
 
     /// <summary>The report JSON (shears-report.json) once the run has finished, else null.</summary>

@@ -115,8 +115,8 @@ public interface IShardGrain : IGrainWithStringKey
     Task<ThresholdCounts> CountAsync(int group, uint threshold);
     Task<ShardRoundResult> ApplyAsync(MaskDecision decision);
     Task<ShardRoundResult> ApplyLocalAsync(LocalRoundRequest request);
-    /// <summary>Persists this round's masks where all silos reach them.</summary>
-    Task CommitRoundAsync(int round);
+    /// <summary>Persists this round's masks where all silos reach them; the round's outcome feeds this silo's metrics.</summary>
+    Task CommitRoundAsync(RoundResult round);
     Task<long> WriteAsync(string outputDirectory);
     Task ReleaseAsync();
 }

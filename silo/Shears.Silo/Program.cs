@@ -7,7 +7,7 @@ using Shears.Silo;
 
 // Options come from the command line (--redis HOST:PORT, --silo-port N, ...), the environment
 // (SHEARS_ prefix, e.g. SHEARS_REDIS) or appsettings.json.
-var builder = WebApplication.CreateBuilder(args);
+var builder = WebApplication.CreateBuilder(SiloSettings.IndexRepeated(args, "--data-root"));
 builder.Configuration.AddEnvironmentVariables("SHEARS_");
 var settings = SiloSettings.From(builder.Configuration);
 
@@ -25,6 +25,14 @@ builder.UseOrleans(silo =>
         silo.AddMemoryGrainStorage(ShearsStorage.Name);
     }
     silo.Configure<ClusterOptions>(o => { o.ClusterId = "shears"; o.ServiceId = "shears"; });
+    // Declare a silo that stops answering dead within a few seconds, so runs resume quickly.
+    silo.Configure<ClusterMembershipOptions>(o =>
+    {
+        o.ProbeTimeout = TimeSpan.FromSeconds(2);
+        o.NumMissedProbesLimit = 2;
+        o.NumVotesForDeathDeclaration = 1;
+        o.TableRefreshTimeout = TimeSpan.FromSeconds(2);
+    });
     silo.Configure<EndpointOptions>(o =>
     {
         o.SiloPort = settings.SiloPort;

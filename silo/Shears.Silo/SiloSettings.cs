@@ -20,9 +20,24 @@ public sealed record SiloSettings(
         string role = configuration["role"] ?? "all";
         if (role is not ("all" or "worker" or "coordinator"))
             throw new ArgumentException($"--role must be worker, coordinator or all, got '{role}'");
-        var roots = configuration.GetSection("data-root").Get<string[]>() ?? (configuration["data-root"] is { } r ? [r] : []);
+        var roots = configuration.GetSection("data-root").GetChildren().Select(c => c.Value).OfType<string>().ToArray();
+        if (roots.Length == 0 && configuration["data-root"] is { } single) roots = single.Split(',', StringSplitOptions.RemoveEmptyEntries);
         return new SiloSettings(redis, siloPort, gatewayPort, primary, advertise, configuration["http-address"] ?? "0.0.0.0", httpPort,
             configuration["device"] ?? "auto", role, roots.Select(Path.GetFullPath).ToArray());
+    }
+
+    /// <summary>Turns a repeated "--name value" into "--name:0 value --name:1 value" so configuration keeps every value.</summary>
+    public static string[] IndexRepeated(string[] args, string name)
+    {
+        var result = new List<string>();
+        int index = 0;
+        for (int i = 0; i < args.Length; i++)
+        {
+            if (args[i] == name && i + 1 < args.Length) { result.Add($"{name}:{index++}"); result.Add(args[++i]); }
+            else if (args[i].StartsWith(name + "=", StringComparison.Ordinal)) result.Add($"{name}:{index++}={args[i][(name.Length + 1)..]}");
+            else result.Add(args[i]);
+        }
+        return result.ToArray();
     }
 
     private static int Port(IConfiguration configuration, string name, int fallback)

@@ -21,8 +21,9 @@ public static class ShearsMetrics
     public static readonly Counter<long> BytesRead = Meter.CreateCounter<long>("shears_bytes_read", "By", "Checkpoint bytes read by shard grains");
     public static readonly Counter<long> BytesWritten = Meter.CreateCounter<long>("shears_bytes_written", "By", "Output bytes written by shard grains");
     public static readonly Counter<long> SelectionBytes = Meter.CreateCounter<long>("shears_selection_bytes", "By", "Bytes exchanged between coordinator and shards for selection");
-    public static readonly Histogram<double> RoundSeconds = Meter.CreateHistogram<double>("shears_round_seconds", "s", "Duration of pruning rounds");
-    public static readonly Histogram<double> PhaseSeconds = Meter.CreateHistogram<double>("shears_phase_seconds", "s", "Duration of run phases (load, select, apply, export)");
+    private static readonly InstrumentAdvice<double> SecondsBuckets = new() { HistogramBucketBoundaries = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600] };
+    public static readonly Histogram<double> RoundSeconds = Meter.CreateHistogram("shears_round_seconds", "s", "Duration of pruning rounds", tags: null, advice: SecondsBuckets);
+    public static readonly Histogram<double> PhaseSeconds = Meter.CreateHistogram("shears_phase_seconds", "s", "Duration of run phases (load, export)", tags: null, advice: SecondsBuckets);
 
     static ShearsMetrics()
     {
@@ -47,11 +48,16 @@ public static class ShearsMetrics
     public static void RoundStarted(string runId, int round, double target) =>
         Runs.AddOrUpdate(runId, _ => new RunGauges(round, target, 0, null, null), (_, g) => g with { Round = round, Target = target });
 
+    /// <summary>The coordinator's record of a finished round: gauges and the duration histogram.</summary>
     public static void RoundFinished(string runId, int round, double target, double achieved, double? threshold, double seconds)
     {
-        Runs[runId] = new RunGauges(round, target, achieved, threshold, Runs.TryGetValue(runId, out var g) ? g.Eval : null);
+        RoundGauges(runId, round, target, achieved, threshold);
         RoundSeconds.Record(seconds, Tag("run", runId));
     }
+
+    /// <summary>Gauges only: every silo holding shards of the run shows its rounds too.</summary>
+    public static void RoundGauges(string runId, int round, double target, double achieved, double? threshold) =>
+        Runs[runId] = new RunGauges(round, target, achieved, threshold, Runs.TryGetValue(runId, out var g) ? g.Eval : null);
 
     public static void Shard(string runId, string shard, long masked) => ShardMasked[(runId, shard)] = masked;
 }

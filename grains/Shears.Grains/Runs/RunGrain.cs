@@ -133,10 +133,28 @@ public sealed class RunGrain(
 
     private IShardGrain Shard(int index) => GrainFactory.GetGrain<IShardGrain>($"{RunId}/{index}");
 
+    private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
     private async Task SetStatus(Func<RunStatus, RunStatus> change)
     {
         state.State.Status = change(Status);
         await state.WriteStateAsync();
+        Signal();
+    }
+
+    private void Signal() => Interlocked.Exchange(ref _changed, new(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+
+    async IAsyncEnumerable<RunStatus> IRunGrain.WatchAsync([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var changed = _changed.Task;
+            var status = Status;
+            yield return status;
+            if (status.IsFinished || cancellationToken.IsCancellationRequested) yield break;
+            // A heartbeat every few seconds keeps the stream alive while a long phase runs.
+            await Task.WhenAny(changed, Task.Delay(TimeSpan.FromSeconds(5), cancellationToken));
+        }
     }
 
     private const int MaxRecoveries = 20;
@@ -212,25 +230,24 @@ public sealed class RunGrain(
                 double target = targets[round - 1];
                 await SetStatus(s => s with { Round = round, Phase = $"round {round}/{targets.Length}" });
                 ShearsMetrics.RoundStarted(RunId, round, target);
-                uint? threshold = null;
-                long bytes = 0;
+                RoundResult? result = null;
                 await Resilient($"round {round}", async () =>
                 {
-                    (threshold, bytes) = await RunRoundAsync(plan, spec, round, target, masked, progressive?[round - 1], token);
-                    await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).CommitRoundAsync(round)));
+                    var (threshold, bytes) = await RunRoundAsync(plan, spec, round, target, masked, progressive?[round - 1], token);
+                    long maskedTotal = masked.Sum(m => m.Sum());
+                    result = new RoundResult
+                    {
+                        Round = round, TargetSparsity = target, MaskedWeights = maskedTotal,
+                        AchievedSparsity = plan.PrunableWeights == 0 ? 0 : (double)maskedTotal / plan.PrunableWeights,
+                        Threshold = threshold is uint t ? ScoreKeys.ToScore(t) : null, Seconds = roundClock.Elapsed.TotalSeconds, SelectionBytes = bytes,
+                    };
+                    await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).CommitRoundAsync(result)));
                 });
-                long maskedTotal = masked.Sum(m => m.Sum());
-                double achieved = plan.PrunableWeights == 0 ? 0 : (double)maskedTotal / plan.PrunableWeights;
-                var result = new RoundResult
-                {
-                    Round = round, TargetSparsity = target, MaskedWeights = maskedTotal, AchievedSparsity = achieved,
-                    Threshold = threshold is uint t ? ScoreKeys.ToScore(t) : null, Seconds = roundClock.Elapsed.TotalSeconds, SelectionBytes = bytes,
-                };
                 state.State.CommittedRound = round;
-                await SetStatus(s => s with { Rounds = s.Rounds.Append(result).ToArray() });
-                ShearsMetrics.RoundFinished(RunId, round, target, achieved, result.Threshold, result.Seconds);
-                ShearsMetrics.SelectionBytes.Add(bytes, ShearsMetrics.Tag("run", RunId));
-                logger.LogInformation("Run {Run} round {Round}: target {Target:P2}, masked {Masked}", RunId, round, target, maskedTotal);
+                await SetStatus(s => s with { Rounds = s.Rounds.Append(result!).ToArray() });
+                ShearsMetrics.RoundFinished(RunId, round, target, result!.AchievedSparsity, result.Threshold, result.Seconds);
+                ShearsMetrics.SelectionBytes.Add(result.SelectionBytes, ShearsMetrics.Tag("run", RunId));
+                logger.LogInformation("Run {Run} round {Round}: target {Target:P2}, masked {Masked}", RunId, round, target, result.MaskedWeights);
             }
 
             // Export: a temporary folder beside --out, renamed into place when complete.
@@ -262,6 +279,7 @@ public sealed class RunGrain(
             state.State.ReportJson = report;
             state.State.Status = finished;
             await state.WriteStateAsync();
+            Signal();
             ShearsMetrics.RunsFinished.Add(1, ShearsMetrics.Tag("status", "completed"));
         }
         catch (Exception e) when (e is OperationCanceledException || token.IsCancellationRequested)
@@ -297,6 +315,7 @@ public sealed class RunGrain(
     {
         state.State.Status = Status with { State = final, Phase = final.ToString().ToLowerInvariant(), Error = message, FinishedAt = DateTimeOffset.UtcNow };
         await state.WriteStateAsync();
+        Signal();
         ShearsMetrics.RunsFinished.Add(1, ShearsMetrics.Tag("status", final.ToString().ToLowerInvariant()));
     }
 

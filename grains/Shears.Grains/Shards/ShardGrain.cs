@@ -306,9 +306,11 @@ public sealed class ShardGrain(ComputeExecutor compute, ManifestCache manifests,
         return new ShardRoundResult { MaskedPerPiece = masked, Seconds = stopwatch.Elapsed.TotalSeconds };
     }
 
-    Task IShardGrain.CommitRoundAsync(int round) => compute.RunAsync(() =>
+    Task IShardGrain.CommitRoundAsync(RoundResult result) => compute.RunAsync(() =>
     {
         var assignment = Assignment;
+        int round = result.Round;
+        ShearsMetrics.RoundGauges(assignment.RunId, round, result.TargetSparsity, result.AchievedSparsity, result.Threshold);
         for (int i = 0; i < _pieces.Length; i++)
         {
             string path = MaskPath(assignment, i, round);

@@ -1,0 +1,146 @@
+using System.Text.Json;
+using Shears.Contracts;
+using Shears.Pruning.Checkpoints;
+using Shears.Testing;
+
+namespace Shears.Client.Tests;
+
+/// <summary>Two silo processes clustered over Redis and the `shears` client against them, as users run it.</summary>
+[Collection("redis")]
+public class MultiProcessTests
+{
+    private static int _database = 1;
+
+    /// <summary>Each test gets its own Redis database, so no test sees another's silos in the membership table.</summary>
+    private static string Redis() => $"{RedisFactAttribute.Redis},defaultDatabase={Interlocked.Increment(ref _database)}";
+
+    private static async Task<(SiloProcess A, SiloProcess B)> TwoSilos(string redis, params string[] extra)
+    {
+        var a = await SiloProcess.StartAsync(["--redis", redis, "--silo-port", SiloProcess.FreePort().ToString(), "--gateway-port", SiloProcess.FreePort().ToString(), .. extra]);
+        var b = await SiloProcess.StartAsync(["--redis", redis, "--silo-port", SiloProcess.FreePort().ToString(), "--gateway-port", SiloProcess.FreePort().ToString(), .. extra]);
+        return (a, b);
+    }
+
+    private static void AssertSameCheckpoint(string expected, string actual)
+    {
+        foreach (string file in Directory.GetFiles(expected).Select(f => Path.GetFileName(f)!).Where(f => f != "shears-report.json"))
+            Assert.True(File.ReadAllBytes(Path.Combine(expected, file)).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(actual, file))), $"{file} differs");
+    }
+
+    [RedisFact]
+    public async Task TwoSilosOverRedisGiveTheEmbeddedOutputAndShowTheRunInMetrics()
+    {
+        using var dir = new TempDir();
+        TieHeavyCheckpoint.Write(dir.Sub("in"));
+        string[] Run(string output, params string[] extra) =>
+            ["run", "--model", dir.Sub("in"), "--out", dir.Sub(output), "--sparsity", "0.37", "--shard-elements", "1500", "--schedule", "linear", "--rounds", "2", .. extra];
+        var embedded = await ShearsProcess.RunAsync(Run("embedded"));
+        Assert.True(embedded.ExitCode == 0, embedded.ToString());
+
+        string redis = Redis();
+        var (a, b) = await TwoSilos(redis, "--data-root", dir.Path);
+        await using (a)
+        await using (b)
+        {
+            string cluster = "redis://" + redis;
+            var result = await ShearsProcess.RunAsync(Run("cluster", "--cluster", cluster, "--run-id", "two-silos"));
+            Assert.True(result.ExitCode == 0, result + "\n" + a.Log + b.Log);
+            AssertSameCheckpoint(dir.Sub("embedded"), dir.Sub("cluster"));
+
+            using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.Sub("cluster"), "shears-report.json")));
+            Assert.Equal(2, report.RootElement.GetProperty("shards").EnumerateArray().Select(s => s.GetProperty("silo").GetString()).Distinct().Count());
+            foreach (var silo in new[] { a, b })
+            {
+                string metrics = await silo.MetricsAsync();
+                Assert.Contains("shears_run_round{otel_scope_name=\"Shears\",otel_scope_version=\"1.0\",run=\"two-silos\"} 2", metrics);
+                Assert.Contains("shears_run_achieved_sparsity{otel_scope_name=\"Shears\",otel_scope_version=\"1.0\",run=\"two-silos\"} 0.37", metrics);
+                Assert.Contains("orleans_", metrics);
+            }
+
+            // The other verbs against the running cluster.
+            var status = await ShearsProcess.RunAsync("status", "two-silos", "--json", "--cluster", cluster);
+            Assert.True(status.ExitCode == 0, status.ToString());
+            Assert.Equal("completed", JsonDocument.Parse(status.Stdout).RootElement.GetProperty("state").GetString());
+            var list = await ShearsProcess.RunAsync("list", "--cluster", cluster);
+            Assert.Contains("two-silos\tcompleted", list.Stdout);
+            var printed = await ShearsProcess.RunAsync("report", "two-silos", "--cluster", cluster);
+            Assert.Equal(File.ReadAllText(Path.Combine(dir.Sub("cluster"), "shears-report.json")).Trim(), printed.Stdout.Trim());
+
+            // Paths outside the silos' data roots are refused by name.
+            var outside = await ShearsProcess.RunAsync("run", "--model", "/etc", "--out", dir.Sub("nope"), "--sparsity", "0.5", "--cluster", cluster);
+            Assert.Equal(2, outside.ExitCode);
+            Assert.Contains("--model '/etc' lies outside", outside.Stderr);
+        }
+    }
+
+    [RedisFact]
+    public async Task DetachAndCancelLeaveNoOutput()
+    {
+        using var dir = new TempDir();
+        DemoCheckpoint.Write(dir.Sub("in"), new DemoCheckpointOptions(HiddenSize: 256, Layers: 4));
+        string redis = Redis();
+        var (a, b) = await TwoSilos(redis);
+        await using (a)
+        await using (b)
+        {
+            string cluster = "redis://" + redis;
+            var detached = await ShearsProcess.RunAsync("run", "--model", dir.Sub("in"), "--out", dir.Sub("out"), "--sparsity", "0.5",
+                "--schedule", "linear", "--rounds", "400", "--cluster", cluster, "--detach", "--run-id", "long-run");
+            Assert.True(detached.ExitCode == 0, detached.ToString());
+            Assert.Equal("long-run", detached.Stdout.Trim());
+            var cancel = await ShearsProcess.RunAsync("cancel", "long-run", "--cluster", cluster);
+            Assert.True(cancel.ExitCode == 0, cancel.ToString());
+            Assert.Contains("cancelled", cancel.Stdout);
+            Assert.False(Directory.Exists(dir.Sub("out")));
+            Assert.Empty(Directory.GetDirectories(dir.Path, ".*"));
+        }
+    }
+
+    [RedisFact]
+    public async Task KillingTheCoordinatorsSiloMidRunStillEndsWithTheUndisturbedOutput()
+    {
+        using var dir = new TempDir();
+        DemoCheckpoint.Write(dir.Sub("in"), new DemoCheckpointOptions(HiddenSize: 384, Layers: 6, Heads: 6, KvHeads: 2, IntermediateSize: 1024));
+        string[] Run(string output, params string[] extra) =>
+            ["run", "--model", dir.Sub("in"), "--out", dir.Sub(output), "--sparsity", "0.6", "--schedule", "cubic", "--rounds", "24", "--shard-elements", "300000", .. extra];
+        var calm = await ShearsProcess.RunAsync(Run("calm"));
+        Assert.True(calm.ExitCode == 0, calm.ToString());
+
+        string redis = Redis();
+        var (a, b) = await TwoSilos(redis);
+        await using (a)
+        await using (b)
+        {
+            var started = await ShearsProcess.RunAsync(Run("disturbed", "--cluster", "redis://" + redis, "--detach", "--run-id", "kill-me"));
+            Assert.True(started.ExitCode == 0, started.ToString());
+            await using var connection = await ClusterConnection.OpenAsync("redis://" + redis, CancellationToken.None);
+            var grain = connection.Client.GetGrain<IRunGrain>("kill-me");
+            string? killed = null;
+            RunStatus status = await grain.GetStatusAsync();
+            var deadline = DateTime.UtcNow.AddMinutes(4);
+            while (!status.IsFinished)
+            {
+                Assert.True(DateTime.UtcNow < deadline, $"run did not finish: {status.Phase}\n{a.Log}\n{b.Log}");
+                if (killed is null && status.Round >= 3 && status.Coordinator is { } coordinator)
+                {
+                    var victim = coordinator.Contains($":{SiloPort(a)}:") ? a : b;
+                    victim.Kill();
+                    killed = coordinator;
+                }
+                await Task.Delay(100);
+                try { status = await grain.GetStatusAsync(); }
+                catch (Exception e) when (e is OrleansException or TimeoutException) { await Task.Delay(500); }
+            }
+            Assert.NotNull(killed);
+            Assert.True(status.State == RunState.Completed, status.Error + "\n" + a.Log + "\n" + b.Log);
+            Assert.NotEqual(killed, status.Coordinator);
+            Assert.Equal(24, status.Rounds.Count);
+            AssertSameCheckpoint(dir.Sub("calm"), dir.Sub("disturbed"));
+        }
+    }
+
+    private static string SiloPort(SiloProcess silo) => silo.SiloPort;
+}
+
+[CollectionDefinition("redis", DisableParallelization = true)]
+public sealed class RedisCollection;
