@@ -10,8 +10,9 @@ public static class TieHeavyCheckpoint
 {
     public const int Hidden = 32, Layers = 3, Heads = 4, KvHeads = 2, Intermediate = 48, Vocab = 40;
 
-    public static void Write(string dir, TensorDType dtype = TensorDType.BF16, int seed = 7, long maxShardBytes = 20_000)
+    public static void Write(string dir, TensorDType dtype = TensorDType.BF16, int seed = 7, long maxShardBytes = 20_000, float[]? levels = null)
     {
+        _levels = levels ?? DefaultLevels;
         var random = new Random(seed);
         int headDim = Hidden / Heads;
         var tensors = new List<(string Name, TensorDType DType, long[] Shape, byte[] Data)>
@@ -40,7 +41,16 @@ public static class TieHeavyCheckpoint
         File.WriteAllText(Path.Combine(dir, "tokenizer.json"), """{"version":"1.0","model":{"type":"WordLevel"}}""");
     }
 
-    private static readonly float[] Levels = [0f, -0f, 0.001f, -0.001f, 0.0625f, -0.0625f, 0.25f, 0.5f, -0.5f, 1f, float.PositiveInfinity, float.NegativeInfinity];
+    private static readonly float[] DefaultLevels = [0f, -0f, 0.001f, -0.001f, 0.0625f, -0.0625f, 0.25f, 0.5f, -0.5f, 1f, float.PositiveInfinity, float.NegativeInfinity];
+
+    /// <summary>Subnormals (in fp32 and bf16 alike), the smallest normal, zeros of both signs and infinities.</summary>
+    public static readonly float[] ExtremeLevels = [1e-45f, -1e-45f, 1e-40f, 1.1754944e-38f, 0f, -0f, 3.4e38f, float.PositiveInfinity, float.NegativeInfinity, float.PositiveInfinity, float.NegativeInfinity];
+
+    /// <summary>Every weight the same magnitude: the selection is decided by position alone.</summary>
+    public static readonly float[] AllEqual = [0.5f, -0.5f];
+
+    [ThreadStatic] private static float[]? _levels;
+    private static float[] Levels => _levels ?? DefaultLevels;
 
     private static byte[] Values(Random random, TensorDType dtype, int count)
     {
@@ -48,7 +58,8 @@ public static class TieHeavyCheckpoint
         for (int i = 0; i < count; i++)
         {
             // Mostly a few tied levels, some of them rare, plus a sprinkle of distinct values.
-            float v = random.NextDouble() < 0.85 ? Levels[random.Next(Levels.Length - (random.NextDouble() < 0.98 ? 2 : 0))] : (float)(random.NextDouble() - 0.5);
+            float v = Levels.Length <= 2 ? Levels[random.Next(Levels.Length)]
+                : random.NextDouble() < 0.85 ? Levels[random.Next(Levels.Length - (random.NextDouble() < 0.98 ? 2 : 0))] : (float)(random.NextDouble() - 0.5);
             switch (dtype)
             {
                 case TensorDType.BF16: BitConverter.TryWriteBytes(bytes.AsSpan(i * 2), FloatBits.SingleToBFloat16(v)); break;

@@ -9,13 +9,18 @@ public sealed class ClusterFixture : IAsyncLifetime
 {
     public InProcessTestCluster Cluster { get; private set; } = null!;
 
-    public static InProcessTestCluster Build(short silos)
+    /// <param name="coordinatorSilo">Name of a silo that runs coordinators only (holds no shards), if any.</param>
+    public static InProcessTestCluster Build(short silos, string? coordinatorSilo = null)
     {
         var builder = new InProcessTestClusterBuilder(silos);
-        builder.ConfigureSilo((_, silo) =>
+        builder.ConfigureSilo((options, silo) =>
         {
             silo.AddMemoryGrainStorage(ShearsStorage.Name);
-            silo.AddShears(o => o.ComputeThreads = 1);
+            silo.AddShears(o =>
+            {
+                o.ComputeThreads = 1;
+                if (options.SiloName == coordinatorSilo) o.Role = "coordinator";
+            });
         });
         return builder.Build();
     }

@@ -30,6 +30,28 @@ public class MultiSiloTests(ClusterFixture fixture)
         Assert.Equal(Math.Min(3, shards), silos.Length); // shards spread over every silo
     }
 
+    [Theory]
+    [InlineData("BF16", "extreme")]
+    [InlineData("F32", "extreme")]
+    [InlineData("BF16", "equal")]
+    [InlineData("F32", "equal")]
+    public async Task SpecialValuesSelectExactlyAcrossSilos(string dtype, string levels)
+    {
+        using var dir = new TempDir();
+        TieHeavyCheckpoint.Write(dir.Sub("in"), Enum.Parse<TensorDType>(dtype), levels: levels == "equal" ? TieHeavyCheckpoint.AllEqual : TieHeavyCheckpoint.ExtremeLevels);
+        foreach (double sparsity in new[] { 0.0, 0.37, 0.5, 1.0 })
+        {
+            string output = dir.Sub($"out-{sparsity}");
+            var status = await Runs.RunToEndAsync(fixture.Cluster.Client, new RunSpec
+            {
+                ModelPath = dir.Sub("in"), OutputPath = output, Sparsity = sparsity, ShardElements = 700,
+            });
+            Assert.True(status.State == RunState.Completed, status.Error);
+            var manifest = CheckpointReader.ReadManifest(dir.Sub("in"));
+            ReferencePruner.AssertOutput(dir.Sub("in"), output, ReferencePruner.Masks(manifest, sparsity, global: true));
+        }
+    }
+
     [Fact]
     public async Task ShardsSpreadEvenly()
     {

@@ -8,6 +8,26 @@ namespace Shears.Cluster.Tests;
 public class SiloLossTests
 {
     [Fact]
+    public async Task CoordinatorOnlySilosHoldNoShards()
+    {
+        using var dir = new TempDir();
+        TieHeavyCheckpoint.Write(dir.Sub("in"));
+        await using var cluster = ClusterFixture.Build(3, coordinatorSilo: "Primary");
+        await cluster.DeployAsync();
+        var coordinatorOnly = cluster.Silos.Single(s => s.Name == "Primary").SiloAddress.ToString();
+        var status = await Runs.RunToEndAsync(cluster.Client, new RunSpec
+        {
+            ModelPath = dir.Sub("in"), OutputPath = dir.Sub("out"), Sparsity = 0.5, ShardElements = 300,
+        });
+        Assert.True(status.State == RunState.Completed, status.Error);
+        Assert.Equal(coordinatorOnly, status.Coordinator);
+        using var report = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.Sub("out"), "shears-report.json")));
+        var silos = report.RootElement.GetProperty("shards").EnumerateArray().Select(s => s.GetProperty("silo").GetString()).Distinct().ToArray();
+        Assert.Equal(2, silos.Length);
+        Assert.DoesNotContain(coordinatorOnly, silos);
+    }
+
+    [Fact]
     public async Task StoppingASiloMidRunChangesNothingInTheOutput()
     {
         using var dir = new TempDir();

@@ -11,6 +11,9 @@ namespace Orleans.Hosting;
 /// <summary>Registers Shears' grains and per-silo services. The silo host and the client's embedded silo both call this.</summary>
 public static class ShearsHostingExtensions
 {
+    /// <summary>The largest message Shears sends: tensors and activations travel in pieces of at most this.</summary>
+    public const int MaxMessageBytes = 16 * 1024 * 1024;
+
     public static ISiloBuilder AddShears(this ISiloBuilder builder, Action<ShearsOptions>? configure = null)
     {
         builder.Services.AddShears(builder.Configuration, configure);
@@ -20,6 +23,10 @@ public static class ShearsHostingExtensions
         configure?.Invoke(probe);
         builder.UseSiloMetadata(new Dictionary<string, string> { [SiloRoles.MetadataKey] = probe.Role });
         builder.AddPlacementDirector<ShardPlacement, ShardPlacementDirector>();
+        builder.AddPlacementDirector<CoordinatorPlacement, CoordinatorPlacementDirector>();
+        // Orleans drops a connection on a message over its body limit; Shears never needs more than
+        // 16 MB in one message, so a bug that would send more fails loudly here first.
+        builder.Configure<Orleans.Configuration.SiloMessagingOptions>(o => o.MaxMessageBodySize = MaxMessageBytes);
         return builder;
     }
 

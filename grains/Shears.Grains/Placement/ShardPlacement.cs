@@ -39,12 +39,39 @@ public sealed class SiloRoles(IServiceProvider services)
 {
     public const string MetadataKey = "shears-role";
 
-    public bool HoldsWeights(SiloAddress silo)
+    public bool HoldsWeights(SiloAddress silo) => Role(silo) is not "coordinator";
+
+    public bool RunsCoordinators(SiloAddress silo) => Role(silo) is not "worker";
+
+    private string Role(SiloAddress silo)
     {
         var cache = services.GetService(typeof(Orleans.Runtime.MembershipService.SiloMetadata.ISiloMetadataCache))
             as Orleans.Runtime.MembershipService.SiloMetadata.ISiloMetadataCache;
         var metadata = cache?.GetSiloMetadata(silo);
-        if (metadata is null || !metadata.Metadata.TryGetValue(MetadataKey, out var role)) return true;
-        return role is not "coordinator";
+        return metadata is not null && metadata.Metadata.TryGetValue(MetadataKey, out var role) ? role : "all";
+    }
+}
+
+/// <summary>Places run coordinators on silos whose role runs them (coordinator or all); any silo when none does.</summary>
+[GenerateSerializer, Immutable, SuppressReferenceTracking]
+public sealed class CoordinatorPlacement : PlacementStrategy
+{
+    public static readonly CoordinatorPlacement Instance = new();
+}
+
+[AttributeUsage(AttributeTargets.Class, AllowMultiple = false)]
+public sealed class CoordinatorPlacementAttribute() : PlacementAttribute(CoordinatorPlacement.Instance);
+
+public sealed class CoordinatorPlacementDirector(SiloRoles roles) : IPlacementDirector
+{
+    public Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target, IPlacementContext context)
+    {
+        var compatible = context.GetCompatibleSilos(target);
+        var coordinators = compatible.Where(roles.RunsCoordinators).ToArray();
+        var pool = coordinators.Length > 0 ? coordinators : compatible;
+        // Prefer the caller's silo when it qualifies: no extra hop for the client's gateway.
+        var local = context.LocalSilo;
+        if (pool.Contains(local)) return Task.FromResult(local);
+        return Task.FromResult(pool[Random.Shared.Next(pool.Length)]);
     }
 }

@@ -4,6 +4,7 @@ using Microsoft.Extensions.Options;
 using Orleans.Concurrency;
 using Shears.Contracts;
 using Shears.Grains.Diagnostics;
+using Shears.Grains.Placement;
 using Shears.Grains.Shards;
 using Shears.Pruning.Allocation;
 using Shears.Pruning.Checkpoints;
@@ -19,6 +20,7 @@ namespace Shears.Grains.Runs;
 /// run proceeds in the background of this activation.
 /// </summary>
 [Reentrant]
+[CoordinatorPlacement]
 public sealed class RunGrain(
     [PersistentState("run", ShearsStorage.Name)] IPersistentState<RunGrainState> state,
     ManifestCache manifests,
