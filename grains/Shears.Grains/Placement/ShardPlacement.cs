@@ -24,7 +24,10 @@ public sealed class ShardPlacementDirector(SiloRoles roles) : IPlacementDirector
     public Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target, IPlacementContext context)
     {
         var compatible = context.GetCompatibleSilos(target);
-        var workers = compatible.Where(roles.HoldsWeights).OrderBy(s => s.ToParsableString(), StringComparer.Ordinal).ToArray();
+        // Silos whose role is not known yet (their metadata has not arrived) are used only when no role is known.
+        var known = compatible.Where(s => roles.Role(s) is not null).ToArray();
+        var workers = (known.Length > 0 ? known.Where(roles.HoldsWeights) : compatible)
+            .OrderBy(s => s.ToParsableString(), StringComparer.Ordinal).ToArray();
         if (workers.Length == 0)
             throw new OrleansException("no worker silo is available to hold shards (every silo runs with --role coordinator)");
         string key = target.GrainIdentity.Key.ToString() ?? "";
@@ -43,12 +46,13 @@ public sealed class SiloRoles(IServiceProvider services)
 
     public bool RunsCoordinators(SiloAddress silo) => Role(silo) is not "worker";
 
-    private string Role(SiloAddress silo)
+    /// <summary>The silo's role, or null while its metadata has not reached this silo.</summary>
+    public string? Role(SiloAddress silo)
     {
         var cache = services.GetService(typeof(Orleans.Runtime.MembershipService.SiloMetadata.ISiloMetadataCache))
             as Orleans.Runtime.MembershipService.SiloMetadata.ISiloMetadataCache;
         var metadata = cache?.GetSiloMetadata(silo);
-        return metadata is not null && metadata.Metadata.TryGetValue(MetadataKey, out var role) ? role : "all";
+        return metadata is not null && metadata.Metadata.TryGetValue(MetadataKey, out var role) ? role : null;
     }
 }
 
@@ -67,7 +71,7 @@ public sealed class CoordinatorPlacementDirector(SiloRoles roles) : IPlacementDi
     public Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target, IPlacementContext context)
     {
         var compatible = context.GetCompatibleSilos(target);
-        var coordinators = compatible.Where(roles.RunsCoordinators).ToArray();
+        var coordinators = compatible.Where(s => roles.Role(s) is not null && roles.RunsCoordinators(s)).ToArray();
         var pool = coordinators.Length > 0 ? coordinators : compatible;
         // Prefer the caller's silo when it qualifies: no extra hop for the client's gateway.
         var local = context.LocalSilo;
