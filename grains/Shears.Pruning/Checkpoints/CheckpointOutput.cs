@@ -31,6 +31,12 @@ public static class CheckpointOutput
         foreach (var file in input.Files)
         {
             var inPath = input.PathOf(file.FileName);
+            if (input.Format == CheckpointFormat.Onnx)
+            {
+                // Tensors sit between protobuf bytes: copy the model whole, then shards overwrite their tensors.
+                File.Copy(inPath, Path.Combine(outRoot, file.FileName), overwrite: true);
+                continue;
+            }
             var header = GC.AllocateUninitializedArray<byte>(checked((int)file.HeaderBytes));
             using (var source = CheckpointReader.OpenForRead(inPath, null))
             {
