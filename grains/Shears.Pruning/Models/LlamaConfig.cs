@@ -1,0 +1,326 @@
+using System.Text.Json;
+
+namespace Shears.Pruning.Models;
+
+/// <summary>
+/// The architecture of a LLaMA-family decoder, as a Hugging Face config.json gives it. Defaults are
+/// those of transformers' LlamaConfig.
+/// </summary>
+public sealed record LlamaConfig(
+    int HiddenSize,
+    int IntermediateSize,
+    int NumAttentionHeads,
+    int NumKeyValueHeads,
+    int HeadDim,
+    int NumHiddenLayers,
+    int VocabSize,
+    double RmsNormEps = 1e-6,
+    double RopeTheta = 10000.0,
+    bool TieWordEmbeddings = false,
+    int MaxPositionEmbeddings = 2048,
+    LlamaRopeScaling? RopeScaling = null,
+    bool AttentionBias = false,
+    bool MlpBias = false)
+{
+    public const string FileName = "config.json";
+
+    /// <summary>Query heads that share one key/value head.</summary>
+    public int KeyValueGroups => NumAttentionHeads / NumKeyValueHeads;
+
+    /// <summary>Width of the query projection's output (heads × head_dim); equals hidden_size unless head_dim is set apart.</summary>
+    public int QueryWidth => NumAttentionHeads * HeadDim;
+
+    /// <summary>Width of the key and value projections' outputs.</summary>
+    public int KeyValueWidth => NumKeyValueHeads * HeadDim;
+
+    /// <summary>Reads config.json from a checkpoint directory, or the file itself when <paramref name="path"/> is a file.</summary>
+    public static LlamaConfig Load(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        var file = Directory.Exists(path) ? Path.Combine(path, FileName) : path;
+        file = Path.GetFullPath(file);
+        string json;
+        try
+        {
+            json = File.ReadAllText(file);
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            throw new LlamaConfigException(file, null, "file does not exist; a Hugging Face checkpoint keeps its architecture in config.json", e);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new LlamaConfigException(file, null, $"file cannot be read: {e.Message}", e);
+        }
+        return Parse(json, file);
+    }
+
+    /// <summary>Parses the text of a config.json; <paramref name="source"/> names it in errors.</summary>
+    public static LlamaConfig Parse(string json, string source = FileName)
+    {
+        ArgumentNullException.ThrowIfNull(json);
+        JsonDocument document;
+        try
+        {
+            document = JsonDocument.Parse(json, new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
+        }
+        catch (JsonException e)
+        {
+            throw new LlamaConfigException(source, null, $"is not valid JSON: {e.Message}", e);
+        }
+        using (document)
+        {
+            var root = document.RootElement;
+            if (root.ValueKind != JsonValueKind.Object)
+            {
+                throw new LlamaConfigException(source, null, $"must be a JSON object, found {root.ValueKind}");
+            }
+            var reader = new FieldReader(root, source);
+
+            var activation = reader.OptionalString("hidden_act");
+            if (activation is not null and not ("silu" or "swish"))
+            {
+                throw new LlamaConfigException(source, "hidden_act", $"is '{activation}'; a LLaMA-family MLP is SiLU-gated (\"silu\")");
+            }
+
+            var hidden = reader.RequiredPositiveInt("hidden_size");
+            var heads = reader.RequiredPositiveInt("num_attention_heads");
+            var kvHeads = reader.OptionalPositiveInt("num_key_value_heads") ?? heads;
+            var headDim = reader.OptionalPositiveInt("head_dim") ?? DefaultHeadDim(source, hidden, heads);
+
+            // transformers v5 moves rope_theta and the scaling into "rope_parameters".
+            var ropeParameters = reader.OptionalObject("rope_parameters");
+            var ropeTheta = reader.OptionalPositiveDouble("rope_theta")
+                ?? (ropeParameters is { } rp ? new FieldReader(rp, source, "rope_parameters.").OptionalPositiveDouble("rope_theta") : null)
+                ?? 10000.0;
+            var scaling = reader.OptionalObject("rope_scaling") is { } rs
+                ? LlamaRopeScaling.Parse(new FieldReader(rs, source, "rope_scaling."))
+                : ropeParameters is { } rp2 ? LlamaRopeScaling.Parse(new FieldReader(rp2, source, "rope_parameters.")) : null;
+
+            var config = new LlamaConfig(
+                HiddenSize: hidden,
+                IntermediateSize: reader.RequiredPositiveInt("intermediate_size"),
+                NumAttentionHeads: heads,
+                NumKeyValueHeads: kvHeads,
+                HeadDim: headDim,
+                NumHiddenLayers: reader.RequiredNonNegativeInt("num_hidden_layers"),
+                VocabSize: reader.RequiredPositiveInt("vocab_size"),
+                RmsNormEps: reader.OptionalPositiveDouble("rms_norm_eps") ?? 1e-6,
+                RopeTheta: ropeTheta,
+                TieWordEmbeddings: reader.OptionalBool("tie_word_embeddings") ?? false,
+                MaxPositionEmbeddings: reader.OptionalPositiveInt("max_position_embeddings") ?? 2048,
+                RopeScaling: scaling,
+                AttentionBias: reader.OptionalBool("attention_bias") ?? false,
+                MlpBias: reader.OptionalBool("mlp_bias") ?? false);
+            config.Validate(source);
+            return config;
+        }
+    }
+
+    /// <summary>Checks the sizes fit together; <paramref name="source"/> names the configuration in errors.</summary>
+    public void Validate(string source = FileName)
+    {
+        void Positive(string field, int value)
+        {
+            if (value <= 0)
+            {
+                throw new LlamaConfigException(source, field, $"is {value}; expected a positive integer");
+            }
+        }
+        Positive("hidden_size", HiddenSize);
+        Positive("intermediate_size", IntermediateSize);
+        Positive("num_attention_heads", NumAttentionHeads);
+        Positive("num_key_value_heads", NumKeyValueHeads);
+        Positive("head_dim", HeadDim);
+        Positive("vocab_size", VocabSize);
+        Positive("max_position_embeddings", MaxPositionEmbeddings);
+        if (NumHiddenLayers < 0)
+        {
+            throw new LlamaConfigException(source, "num_hidden_layers", $"is {NumHiddenLayers}; expected zero or more");
+        }
+        if (NumAttentionHeads % NumKeyValueHeads != 0)
+        {
+            throw new LlamaConfigException(source, "num_key_value_heads",
+                $"is {NumKeyValueHeads}, which does not divide num_attention_heads ({NumAttentionHeads})");
+        }
+        if (HeadDim % 2 != 0)
+        {
+            throw new LlamaConfigException(source, "head_dim", $"is {HeadDim}; rotary embeddings need an even head dimension");
+        }
+        if (!(RmsNormEps > 0) || !double.IsFinite(RmsNormEps))
+        {
+            throw new LlamaConfigException(source, "rms_norm_eps", $"is {RmsNormEps}; expected a positive number");
+        }
+        if (!(RopeTheta > 0) || !double.IsFinite(RopeTheta))
+        {
+            throw new LlamaConfigException(source, "rope_theta", $"is {RopeTheta}; expected a positive number");
+        }
+    }
+
+    private static int DefaultHeadDim(string source, int hidden, int heads)
+    {
+        if (hidden % heads != 0)
+        {
+            throw new LlamaConfigException(source, "head_dim",
+                $"is absent and hidden_size ({hidden}) is not a multiple of num_attention_heads ({heads}); give head_dim");
+        }
+        return hidden / heads;
+    }
+}
+
+/// <summary>
+/// RoPE frequency scaling from config.json's rope_scaling: "linear" (positions divided by
+/// <paramref name="Factor"/>) and "llama3" (Llama 3.1's smooth blend of long wavelengths).
+/// </summary>
+public sealed record LlamaRopeScaling(
+    string RopeType,
+    double Factor,
+    double LowFreqFactor = 1.0,
+    double HighFreqFactor = 4.0,
+    int OriginalMaxPositionEmbeddings = 8192)
+{
+    internal static LlamaRopeScaling? Parse(FieldReader reader)
+    {
+        var type = reader.OptionalString("rope_type") ?? reader.OptionalString("type") ?? "default";
+        switch (type)
+        {
+            case "default":
+                return null;
+            case "linear":
+                return new LlamaRopeScaling(type, reader.RequiredPositiveDouble("factor"));
+            case "llama3":
+                var scaling = new LlamaRopeScaling(type,
+                    reader.RequiredPositiveDouble("factor"),
+                    reader.RequiredPositiveDouble("low_freq_factor"),
+                    reader.RequiredPositiveDouble("high_freq_factor"),
+                    reader.RequiredPositiveInt("original_max_position_embeddings"));
+                if (!(scaling.HighFreqFactor > scaling.LowFreqFactor))
+                {
+                    throw new LlamaConfigException(reader.Source, reader.Prefix + "high_freq_factor",
+                        $"is {scaling.HighFreqFactor}; expected more than low_freq_factor ({scaling.LowFreqFactor})");
+                }
+                return scaling;
+            default:
+                throw new LlamaConfigException(reader.Source, reader.Prefix + "rope_type",
+                    $"is '{type}'; Shears computes \"default\", \"linear\" and \"llama3\" rotary embeddings");
+        }
+    }
+}
+
+/// <summary>config.json does not describe a LLaMA-family model Shears can run; names the file and the field.</summary>
+public sealed class LlamaConfigException : Exception
+{
+    public LlamaConfigException(string path, string? field, string problem, Exception? inner = null)
+        : base(field is null ? $"Model config '{path}': {problem}" : $"Model config '{path}', field '{field}': {problem}", inner)
+    {
+        FilePath = path;
+        Field = field;
+    }
+
+    public string FilePath { get; }
+
+    public string? Field { get; }
+}
+
+/// <summary>Typed reads of config.json fields; a JSON null counts as absent, as transformers treats it.</summary>
+internal sealed class FieldReader(JsonElement obj, string source, string prefix = "")
+{
+    public string Source => source;
+
+    public string Prefix => prefix;
+
+    private JsonElement? Get(string field) =>
+        obj.TryGetProperty(field, out var value) && value.ValueKind != JsonValueKind.Null ? value : null;
+
+    private LlamaConfigException Wrong(string field, JsonElement value, string expected) =>
+        new(source, prefix + field, $"is {Show(value)}; expected {expected}");
+
+    private static string Show(JsonElement value) => value.ValueKind switch
+    {
+        JsonValueKind.String => $"the string \"{value.GetString()}\"",
+        JsonValueKind.Object => "an object",
+        JsonValueKind.Array => "an array",
+        _ => value.GetRawText(),
+    };
+
+    public int RequiredPositiveInt(string field) =>
+        OptionalPositiveInt(field) ?? throw Missing(field, "a positive integer");
+
+    public int RequiredNonNegativeInt(string field) =>
+        OptionalInt(field, 0, "zero or a positive integer") ?? throw Missing(field, "zero or a positive integer");
+
+    public int? OptionalPositiveInt(string field) => OptionalInt(field, 1, "a positive integer");
+
+    private int? OptionalInt(string field, int min, string expected)
+    {
+        if (Get(field) is not { } value)
+        {
+            return null;
+        }
+        if (value.ValueKind != JsonValueKind.Number)
+        {
+            throw Wrong(field, value, expected);
+        }
+        // 4096.0 is an integer written by some exporters.
+        if (value.TryGetInt32(out var i) && i >= min)
+        {
+            return i;
+        }
+        if (value.TryGetDouble(out var d) && d == Math.Floor(d) && d >= min && d <= int.MaxValue)
+        {
+            return (int)d;
+        }
+        throw Wrong(field, value, expected);
+    }
+
+    public double RequiredPositiveDouble(string field) =>
+        OptionalPositiveDouble(field) ?? throw Missing(field, "a positive number");
+
+    public double? OptionalPositiveDouble(string field)
+    {
+        if (Get(field) is not { } value)
+        {
+            return null;
+        }
+        if (value.ValueKind != JsonValueKind.Number || !value.TryGetDouble(out var d) || !(d > 0) || !double.IsFinite(d))
+        {
+            throw Wrong(field, value, "a positive number");
+        }
+        return d;
+    }
+
+    public bool? OptionalBool(string field)
+    {
+        if (Get(field) is not { } value)
+        {
+            return null;
+        }
+        return value.ValueKind switch
+        {
+            JsonValueKind.True => true,
+            JsonValueKind.False => false,
+            _ => throw Wrong(field, value, "true or false"),
+        };
+    }
+
+    public string? OptionalString(string field)
+    {
+        if (Get(field) is not { } value)
+        {
+            return null;
+        }
+        return value.ValueKind == JsonValueKind.String ? value.GetString() : throw Wrong(field, value, "a string");
+    }
+
+    public JsonElement? OptionalObject(string field)
+    {
+        if (Get(field) is not { } value)
+        {
+            return null;
+        }
+        return value.ValueKind == JsonValueKind.Object ? value : throw Wrong(field, value, "an object");
+    }
+
+    private LlamaConfigException Missing(string field, string expected) =>
+        new(source, prefix + field, $"is missing; expected {expected}");
+}

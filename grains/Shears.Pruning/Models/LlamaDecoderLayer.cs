@@ -1,0 +1,141 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Shears.Pruning.Models;
+
+/// <summary>
+/// One decoder layer, hidden [B, T, hidden] to hidden: pre-norm grouped-query causal self-attention
+/// with rotary embeddings, then a pre-norm SiLU-gated MLP, each added to the residual stream.
+/// Positions are 0..T−1 for every sequence of the batch (no cache, no left padding).
+/// </summary>
+public sealed class LlamaDecoderLayer : LlamaStage
+{
+    private readonly Tensor _inverseFrequencies;
+
+    private LlamaDecoderLayer(LlamaConfig config, int layerIndex, IReadOnlyDictionary<string, Tensor> tensors, Device device, ScalarType dtype)
+        : base(config, $"decoder layer {layerIndex}", device, dtype)
+    {
+        LayerIndex = layerIndex;
+        var p = LlamaWeights.LayerPrefix(layerIndex);
+        long hidden = config.HiddenSize, q = config.QueryWidth, kv = config.KeyValueWidth, inter = config.IntermediateSize;
+        try
+        {
+            InputNorm = Take(tensors, p + "input_layernorm.weight", hidden);
+            QProj = Take(tensors, p + "self_attn.q_proj.weight", q, hidden);
+            KProj = Take(tensors, p + "self_attn.k_proj.weight", kv, hidden);
+            VProj = Take(tensors, p + "self_attn.v_proj.weight", kv, hidden);
+            OProj = Take(tensors, p + "self_attn.o_proj.weight", hidden, q);
+            // attention_bias puts a bias on all four projections; Qwen2-style checkpoints carry q/k/v biases without the flag.
+            QBias = TakeOptional(tensors, p + "self_attn.q_proj.bias", config.AttentionBias, q);
+            KBias = TakeOptional(tensors, p + "self_attn.k_proj.bias", config.AttentionBias, kv);
+            VBias = TakeOptional(tensors, p + "self_attn.v_proj.bias", config.AttentionBias, kv);
+            OBias = TakeOptional(tensors, p + "self_attn.o_proj.bias", config.AttentionBias, hidden);
+            PostAttentionNorm = Take(tensors, p + "post_attention_layernorm.weight", hidden);
+            GateProj = Take(tensors, p + "mlp.gate_proj.weight", inter, hidden);
+            UpProj = Take(tensors, p + "mlp.up_proj.weight", inter, hidden);
+            DownProj = Take(tensors, p + "mlp.down_proj.weight", hidden, inter);
+            GateBias = TakeOptional(tensors, p + "mlp.gate_proj.bias", config.MlpBias, inter);
+            UpBias = TakeOptional(tensors, p + "mlp.up_proj.bias", config.MlpBias, inter);
+            DownBias = TakeOptional(tensors, p + "mlp.down_proj.bias", config.MlpBias, hidden);
+            _inverseFrequencies = KeepBuffer(LlamaOps.InverseFrequencies(config, device));
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    public int LayerIndex { get; }
+
+    public Tensor InputNorm { get; }
+    public Tensor QProj { get; }
+    public Tensor KProj { get; }
+    public Tensor VProj { get; }
+    public Tensor OProj { get; }
+    public Tensor? QBias { get; }
+    public Tensor? KBias { get; }
+    public Tensor? VBias { get; }
+    public Tensor? OBias { get; }
+    public Tensor PostAttentionNorm { get; }
+    public Tensor GateProj { get; }
+    public Tensor UpProj { get; }
+    public Tensor DownProj { get; }
+    public Tensor? GateBias { get; }
+    public Tensor? UpBias { get; }
+    public Tensor? DownBias { get; }
+
+    /// <summary>
+    /// Builds layer <paramref name="layerIndex"/> from tensors named model.layers.{i}.… (others are ignored,
+    /// so a whole checkpoint's map will do). A weight shares storage with the given tensor when no
+    /// conversion to <paramref name="device"/> and <paramref name="dtype"/> is needed.
+    /// </summary>
+    public static LlamaDecoderLayer FromTensors(LlamaConfig config, int layerIndex, IReadOnlyDictionary<string, Tensor> tensors,
+        Device device, ScalarType dtype = ScalarType.Float32)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(tensors);
+        ArgumentOutOfRangeException.ThrowIfNegative(layerIndex);
+        if (layerIndex >= config.NumHiddenLayers)
+        {
+            throw new ArgumentOutOfRangeException(nameof(layerIndex),
+                $"Layer {layerIndex} does not exist; num_hidden_layers is {config.NumHiddenLayers}.");
+        }
+        return new LlamaDecoderLayer(config, layerIndex, tensors, device, dtype);
+    }
+
+    public override Tensor Forward(Tensor hidden)
+    {
+        ArgumentNullException.ThrowIfNull(hidden);
+        ThrowIfDisposed();
+        CheckHidden(hidden, Config, nameof(hidden));
+        using var scope = NewDisposeScope();
+        var c = Config;
+        var (batch, length) = (hidden.shape[0], hidden.shape[1]);
+        long heads = c.NumAttentionHeads, kvHeads = c.NumKeyValueHeads, headDim = c.HeadDim;
+
+        var x = LlamaOps.RmsNorm(hidden, InputNorm, c.RmsNormEps);
+        var q = nn.functional.linear(x, QProj, QBias).view(batch, length, heads, headDim).transpose(1, 2);
+        var k = nn.functional.linear(x, KProj, KBias).view(batch, length, kvHeads, headDim).transpose(1, 2);
+        var v = nn.functional.linear(x, VProj, VBias).view(batch, length, kvHeads, headDim).transpose(1, 2);
+
+        var (cos, sin) = LlamaOps.RotaryTables(_inverseFrequencies, length, q.dtype);
+        q = LlamaOps.ApplyRotary(q, cos, sin);
+        k = LlamaOps.ApplyRotary(k, cos, sin);
+        if (c.KeyValueGroups > 1)
+        {
+            // Query head h reads key/value head h / groups.
+            k = RepeatKeyValue(k, c.KeyValueGroups);
+            v = RepeatKeyValue(v, c.KeyValueGroups);
+        }
+
+        var scores = q.matmul(k.transpose(2, 3)) * Math.Pow(headDim, -0.5);
+        using (var future = ones(length, length, ScalarType.Bool, hidden.device).triu(1))
+        {
+            scores = scores.masked_fill(future, double.NegativeInfinity);
+        }
+        var weights = scores.softmax(-1, ScalarType.Float32).to(q.dtype);
+        var attended = weights.matmul(v).transpose(1, 2).reshape(batch, length, heads * headDim);
+        var h = hidden + nn.functional.linear(attended, OProj, OBias);
+
+        var y = LlamaOps.RmsNorm(h, PostAttentionNorm, c.RmsNormEps);
+        var gate = nn.functional.silu(nn.functional.linear(y, GateProj, GateBias));
+        var mlp = nn.functional.linear(gate * nn.functional.linear(y, UpProj, UpBias), DownProj, DownBias);
+        return (h + mlp).MoveToOuterDisposeScope();
+    }
+
+    private static Tensor RepeatKeyValue(Tensor kv, int groups)
+    {
+        var (batch, kvHeads, length, headDim) = (kv.shape[0], kv.shape[1], kv.shape[2], kv.shape[3]);
+        return kv.unsqueeze(2).expand(batch, kvHeads, groups, length, headDim).reshape(batch, kvHeads * groups, length, headDim);
+    }
+
+    internal static void CheckHidden(Tensor hidden, LlamaConfig config, string parameter)
+    {
+        if (hidden.dim() != 3 || hidden.shape[2] != config.HiddenSize)
+        {
+            throw new ArgumentException(
+                $"Hidden states must have shape [batch, length, {config.HiddenSize}]; got [{string.Join(", ", hidden.shape)}].", parameter);
+        }
+    }
+}

@@ -1,0 +1,139 @@
+using Shears.Pruning.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Shears.Pruning.Tests.Models;
+
+public class LlamaDecoderLayerTests
+{
+    public static TheoryData<string> Shapes => ["gqa", "mha-biases", "head-dim-llama3", "linear-rope"];
+
+    private static (LlamaConfig Config, bool AttentionBias, bool MlpBias) Case(string name) => name switch
+    {
+        // Two query heads per key/value head, no biases, rope_theta 10000.
+        "gqa" => (RandomLlama.Config(), false, false),
+        // Every head its own key/value head, biases on all projections, rope_theta 500000.
+        "mha-biases" => (RandomLlama.Config() with { NumKeyValueHeads = 4, RopeTheta = 500000, AttentionBias = true, MlpBias = true }, true, true),
+        // head_dim set apart from hidden/heads (3 × 6 ≠ 16), one key/value head, Llama 3.1 scaling that
+        // leaves the fastest frequency alone, blends the next and divides the slowest.
+        "head-dim-llama3" => (RandomLlama.Config() with
+        {
+            NumAttentionHeads = 3, NumKeyValueHeads = 1, HeadDim = 8,
+            RopeScaling = new LlamaRopeScaling("llama3", Factor: 8, LowFreqFactor: 0.2, HighFreqFactor: 4, OriginalMaxPositionEmbeddings: 32),
+        }, false, false),
+        "linear-rope" => (RandomLlama.Config() with { RopeScaling = new LlamaRopeScaling("linear", Factor: 2) }, false, true),
+        _ => throw new ArgumentException(name),
+    };
+
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void MatchesANaiveImplementationOnRandomWeights(string shape)
+    {
+        var (config, attentionBias, mlpBias) = Case(shape);
+        var weights = RandomLlama.Weights(config, seed: 7, attentionBias, mlpBias);
+        var tensors = RandomLlama.Tensors(config, weights);
+        try
+        {
+            using var layer = LlamaDecoderLayer.FromTensors(config, 1, tensors, CPU);
+            var random = new Random(11);
+            const int batch = 2, length = 7;
+            var input = Enumerable.Range(0, batch).Select(_ => Enumerable.Range(0, length)
+                .Select(_ => Enumerable.Range(0, config.HiddenSize).Select(_ => (double)(float)RandomLlama.Normal(random)).ToArray()).ToArray()).ToArray();
+
+            using var scope = NewDisposeScope();
+            var flat = input.SelectMany(s => s.SelectMany(h => h.Select(v => (float)v))).ToArray();
+            var output = layer.Forward(tensor(flat, [batch, length, config.HiddenSize])).data<float>().ToArray();
+            var expected = NaiveLlama.Layer(config, 1, weights, input).SelectMany(s => s.SelectMany(h => h)).ToArray();
+
+            Assert.Equal(expected.Length, output.Length);
+            var maxDifference = expected.Zip(output, (e, o) => Math.Abs(e - o)).Max();
+            Assert.True(maxDifference < 1e-5, $"max |difference| {maxDifference}");
+            Assert.True(expected.Max(Math.Abs) > 1, "the test's values are not vanishingly small");
+        }
+        finally
+        {
+            RandomLlama.DisposeAll(tensors);
+        }
+    }
+
+    [Fact]
+    public void IsCausal()
+    {
+        var config = RandomLlama.Config();
+        var tensors = RandomLlama.Tensors(config, RandomLlama.Weights(config, seed: 3));
+        try
+        {
+            using var layer = LlamaDecoderLayer.FromTensors(config, 0, tensors, CPU);
+            using var scope = NewDisposeScope();
+            manual_seed(5);
+            var x = randn(1, 6, config.HiddenSize);
+            var changed = x.clone();
+            changed[0, 4] = randn(config.HiddenSize);
+
+            var a = layer.Forward(x);
+            var b = layer.Forward(changed);
+
+            Assert.True(a.narrow(1, 0, 4).equal(b.narrow(1, 0, 4)).all().item<bool>(), "positions before the change are unaffected");
+            Assert.False(a.narrow(1, 4, 2).allclose(b.narrow(1, 4, 2)), "positions from the change on see it");
+        }
+        finally
+        {
+            RandomLlama.DisposeAll(tensors);
+        }
+    }
+
+    [Fact]
+    public void SharesStorageWithTheGivenTensorsAndExposesThemByName()
+    {
+        var config = RandomLlama.Config();
+        var tensors = RandomLlama.Tensors(config, RandomLlama.Weights(config, seed: 3));
+        try
+        {
+            using var layer = LlamaDecoderLayer.FromTensors(config, 1, tensors, CPU);
+            Assert.Equal(9, layer.Parameters.Count);
+            Assert.All(layer.Parameters.Keys, name => Assert.StartsWith("model.layers.1.", name));
+
+            using (no_grad())
+            {
+                layer.Parameters["model.layers.1.mlp.up_proj.weight"].zero_();
+            }
+            Assert.Equal(0f, tensors["model.layers.1.mlp.up_proj.weight"].abs().sum().item<float>());
+            Assert.False(tensors["model.layers.1.mlp.up_proj.weight"].requires_grad);
+            layer.SetRequiresGrad(true);
+            Assert.False(tensors["model.layers.1.mlp.up_proj.weight"].requires_grad, "the caller's tensor keeps its own flag");
+        }
+        finally
+        {
+            RandomLlama.DisposeAll(tensors);
+        }
+    }
+
+    [Fact]
+    public void MissingOrMisshapenTensorsAreNamed()
+    {
+        var config = RandomLlama.Config();
+        var tensors = RandomLlama.Tensors(config, RandomLlama.Weights(config, seed: 3));
+        try
+        {
+            var without = tensors.Where(p => p.Key != "model.layers.0.mlp.gate_proj.weight").ToDictionary();
+            var missing = Assert.Throws<ArgumentException>(() => LlamaDecoderLayer.FromTensors(config, 0, without, CPU));
+            Assert.Contains("model.layers.0.mlp.gate_proj.weight", missing.Message);
+
+            using var wrong = zeros(5, 16);
+            var misshapen = new Dictionary<string, Tensor>(tensors) { ["model.layers.0.self_attn.k_proj.weight"] = wrong };
+            var shape = Assert.Throws<ArgumentException>(() => LlamaDecoderLayer.FromTensors(config, 0, misshapen, CPU));
+            Assert.Contains("model.layers.0.self_attn.k_proj.weight", shape.Message);
+            Assert.Contains("[8, 16]", shape.Message);
+
+            var biasRequired = Assert.Throws<ArgumentException>(() =>
+                LlamaDecoderLayer.FromTensors(config with { AttentionBias = true }, 0, tensors, CPU));
+            Assert.Contains("model.layers.0.self_attn.q_proj.bias", biasRequired.Message);
+
+            Assert.Throws<ArgumentOutOfRangeException>(() => LlamaDecoderLayer.FromTensors(config, 2, tensors, CPU));
+        }
+        finally
+        {
+            RandomLlama.DisposeAll(tensors);
+        }
+    }
+}
