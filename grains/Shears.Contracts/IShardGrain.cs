@@ -97,6 +97,17 @@ public sealed record LocalRoundRequest
     [Id(2)] public required long[] TargetMasked { get; init; }
 }
 
+/// <summary>What a shard wrote, and the size of its pruned tensors dense and in the sparse encoding (bitmask + non-zero values).</summary>
+[GenerateSerializer, Immutable]
+public sealed record ShardWriteResult
+{
+    [Id(0)] public long BytesWritten { get; init; }
+    [Id(1)] public long Elements { get; init; }
+    [Id(2)] public long ZeroElements { get; init; }
+    [Id(3)] public long DenseBytes { get; init; }
+    [Id(4)] public long SparseBytes { get; init; }
+}
+
 [GenerateSerializer, Immutable]
 public sealed record ShardRoundResult
 {
@@ -117,7 +128,7 @@ public interface IShardGrain : IGrainWithStringKey
     Task<ShardRoundResult> ApplyLocalAsync(LocalRoundRequest request);
     /// <summary>Persists this round's masks where all silos reach them; the round's outcome feeds this silo's metrics.</summary>
     Task CommitRoundAsync(RoundResult round);
-    Task<long> WriteAsync(string outputDirectory);
+    Task<ShardWriteResult> WriteAsync(string outputDirectory);
     Task ReleaseAsync();
 }
 

@@ -38,6 +38,26 @@ public class EndToEndTests
         foreach (var t in report.GetProperty("tensors").EnumerateArray())
             Assert.Equal(masks[t.GetProperty("name").GetString()!].LongCount(x => x), t.GetProperty("maskedWeights").GetInt64());
         if (shardElements is not null) Assert.True(report.GetProperty("shards").GetArrayLength() > 3);
+        else
+        {
+            // Size accounting: +0.0 elements of the pruned tensors and the bytes of their sparse encoding
+            // (8-byte count + 1 bit per element + the non-zero values), per tensor.
+            var output = CheckpointReader.ReadManifest(dir.Sub("out"));
+            long zeros = 0, sparse = 0;
+            foreach (var name in masks.Keys)
+            {
+                var t = output.Get(name);
+                var bytes = CheckpointReader.ReadTensor(output, t);
+                int size = t.DType.ElementSize();
+                long z = Enumerable.Range(0, (int)t.ElementCount).LongCount(i => bytes.AsSpan(i * size, size).IndexOfAnyExcept((byte)0) < 0);
+                zeros += z;
+                sparse += 8 + (t.ElementCount + 7) / 8 + (t.ElementCount - z) * size;
+            }
+            var sizeReport = report.GetProperty("size");
+            Assert.Equal(zeros, sizeReport.GetProperty("prunableZeroElements").GetInt64());
+            Assert.Equal(sparse, sizeReport.GetProperty("prunableSparseBytes").GetInt64());
+            Assert.True(zeros >= masks.Values.Sum(m => m.LongCount(x => x)));
+        }
     }
 
     [Theory]

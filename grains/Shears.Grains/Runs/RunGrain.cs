@@ -263,12 +263,13 @@ public sealed class RunGrain(
             Directory.CreateDirectory(temp);
             CheckpointOutput.CreateLayout(manifest, temp);
             string target_ = temp;
-            await Resilient("writing", () => Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).WriteAsync(target_))));
+            ShardWriteResult[] written = [];
+            await Resilient("writing", async () => written = await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).WriteAsync(target_))));
             token.ThrowIfCancellationRequested();
             ShearsMetrics.PhaseSeconds.Record(phase.Elapsed.TotalSeconds, ShearsMetrics.Tag("phase", "export"));
 
             var finished = Status with { State = RunState.Completed, Phase = "completed", FinishedAt = DateTimeOffset.UtcNow };
-            string report = RunReport.Build(finished, manifest, plan, masked, state.State.Shards, total.Elapsed.TotalSeconds);
+            string report = RunReport.Build(finished, manifest, plan, masked, state.State.Shards, written, total.Elapsed.TotalSeconds);
             await File.WriteAllTextAsync(Path.Combine(temp, RunReport.FileName), report, CancellationToken.None);
             if (Directory.Exists(spec.OutputPath))
             {

@@ -20,7 +20,7 @@ public static class RunReport
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
-    public static string Build(RunStatus status, CheckpointManifest manifest, RunPlan plan, long[][] maskedPerPiece, IReadOnlyList<ShardResult> shards, double seconds)
+    public static string Build(RunStatus status, CheckpointManifest manifest, RunPlan plan, long[][] maskedPerPiece, IReadOnlyList<ShardResult> shards, IReadOnlyList<ShardWriteResult> written, double seconds)
     {
         var maskedByTensor = new Dictionary<string, long>(StringComparer.Ordinal);
         for (int s = 0; s < plan.Shards.Count; s++)
@@ -60,6 +60,9 @@ public static class RunReport
             {
                 ["checkpointBytes"] = manifest.TotalBytes,
                 ["prunableBytes"] = prunableBytes,
+                ["prunableSparseBytes"] = written.Sum(w => w.SparseBytes),
+                ["prunableZeroElements"] = written.Sum(w => w.ZeroElements),
+                ["prunableZeroFraction"] = plan.PrunableWeights == 0 ? 0 : (double)written.Sum(w => w.ZeroElements) / plan.PrunableWeights,
             },
             ["rounds"] = JsonSerializer.SerializeToNode(status.Rounds, Json),
             ["tensors"] = new JsonArray(tensors.ToArray<JsonNode>()),

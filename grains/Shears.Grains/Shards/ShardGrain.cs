@@ -9,6 +9,7 @@ using Shears.Pruning.Heads;
 using Shears.Pruning.Masks;
 using Shears.Pruning.Scoring;
 using Shears.Pruning.Selection;
+using Shears.Pruning.Size;
 using Shears.Pruning.Structured;
 
 namespace Shears.Grains.Shards;
@@ -328,16 +329,19 @@ public sealed class ShardGrain(ComputeExecutor compute, ManifestCache manifests,
     private static string MaskPath(ShardAssignment assignment, int piece, int round) =>
         Path.Combine(assignment.StateDirectory, $"shard-{assignment.ShardIndex:D5}", $"piece-{piece:D5}.round-{round}.mask");
 
-    async Task<long> IShardGrain.WriteAsync(string outputDirectory)
+    async Task<ShardWriteResult> IShardGrain.WriteAsync(string outputDirectory)
     {
         var assignment = Assignment;
-        long written = await compute.RunAsync(() =>
+        var result = await compute.RunAsync(() =>
         {
             long total = 0;
+            var size = SizeReport.Empty;
             foreach (var piece in _pieces)
             {
                 var bytes = Masked(piece);
                 CheckpointOutput.WriteTensorRange(outputDirectory, piece.Entry, piece.ByteStart, bytes);
+                // Measured by actually encoding the pruned piece (into a counting stream).
+                size = size.Add(SparseEncoding.Measure(bytes, piece.Entry.DType));
                 total += bytes.Length;
             }
             foreach (string name in assignment.CopyTensors)
@@ -346,10 +350,14 @@ public sealed class ShardGrain(ComputeExecutor compute, ManifestCache manifests,
                 CheckpointOutput.CopyTensor(_manifest, entry, outputDirectory);
                 total += entry.ByteLength;
             }
-            return total;
+            return new ShardWriteResult
+            {
+                BytesWritten = total, Elements = size.Elements, ZeroElements = size.ZeroElements,
+                DenseBytes = size.DenseBytes, SparseBytes = size.SparseBytes,
+            };
         });
-        ShearsMetrics.BytesWritten.Add(written, new KeyValuePair<string, object?>("run", assignment.RunId));
-        return written;
+        ShearsMetrics.BytesWritten.Add(result.BytesWritten, new KeyValuePair<string, object?>("run", assignment.RunId));
+        return result;
     }
 
     Task IShardGrain.ReleaseAsync()

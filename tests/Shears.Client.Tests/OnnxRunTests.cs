@@ -1,0 +1,73 @@
+using System.Text.Json;
+using Shears.Pruning.Onnx;
+using Shears.Testing;
+
+namespace Shears.Client.Tests;
+
+/// <summary>`shears run` on the real all-MiniLM-L6-v2 ONNX model.</summary>
+public class OnnxRunTests
+{
+    [Fact]
+    public async Task GlobalMagnitudeOnMiniLmMasksExactlyTheDocumentedWeightsAndNothingElse()
+    {
+        using var dir = new TempDir();
+        var written = await ShearsProcess.RunAsync("minilm", dir.Sub("in"));
+        Assert.True(written.ExitCode == 0, written.ToString());
+        var result = await ShearsProcess.RunAsync("run", "--model", Path.Combine(dir.Sub("in"), "model.onnx"), "--out", dir.Sub("out"),
+            "--sparsity", "0.5", "--scope", "global", "--shard-elements", "1000000");
+        Assert.True(result.ExitCode == 0, result.ToString());
+
+        var model = OnnxModel.Read(Path.Combine(dir.Sub("in"), "model.onnx"));
+        var prunable = model.FindPrunable().OrderBy(p => p.Initializer.Name, StringComparer.Ordinal).ToArray();
+        Assert.Equal(36, prunable.Length);
+
+        // The reference: every |w| of the 36 matrices with its global position, sorted, the first half masked.
+        var data = prunable.Select(p => model.ReadRawData(p.Initializer.Name)).ToArray();
+        long total = data.Sum(d => (long)d.Length / 4);
+        var keys = new ulong[total];
+        long at = 0;
+        foreach (var bytes in data)
+            for (int i = 0; i < bytes.Length / 4; i++, at++)
+                keys[at] = ((ulong)(BitConverter.ToUInt32(bytes, i * 4) & 0x7FFFFFFF) << 32) | (ulong)at;
+        Array.Sort(keys);
+        long k = (long)Math.Round(0.5 * total, MidpointRounding.ToEven);
+        var expected = File.ReadAllBytes(Path.Combine(dir.Sub("in"), "model.onnx"));
+        var starts = new long[prunable.Length + 1];
+        for (int i = 0; i < prunable.Length; i++) starts[i + 1] = starts[i] + data[i].Length / 4;
+        for (long j = 0; j < k; j++)
+        {
+            long position = (long)(keys[j] & 0xFFFFFFFF);
+            int tensor = Array.FindLastIndex(starts, s => s <= position);
+            long offset = prunable[tensor].Initializer.RawDataOffset!.Value + (position - starts[tensor]) * 4;
+            Array.Clear(expected, (int)offset, 4);
+        }
+        var actual = File.ReadAllBytes(Path.Combine(dir.Sub("out"), "model.onnx"));
+        Assert.Equal(expected.Length, actual.Length);
+        Assert.True(expected.AsSpan().SequenceEqual(actual), "the pruned model differs from the reference");
+        Assert.Equal(File.ReadAllBytes(Path.Combine(dir.Sub("in"), "vocab.txt")), File.ReadAllBytes(Path.Combine(dir.Sub("out"), "vocab.txt")));
+
+        using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.Sub("out"), "shears-report.json")));
+        Assert.Equal(total, report.RootElement.GetProperty("prunableWeights").GetInt64());
+        Assert.Equal(36, report.RootElement.GetProperty("tensors").GetArrayLength());
+    }
+
+    [Fact]
+    public async Task RowsOfAnOnnxMatMulWeightAreItsOutputNeurons()
+    {
+        using var dir = new TempDir();
+        Assert.Equal(0, (await ShearsProcess.RunAsync("minilm", dir.Sub("in"))).ExitCode);
+        var result = await ShearsProcess.RunAsync("run", "--model", Path.Combine(dir.Sub("in"), "model.onnx"), "--out", dir.Sub("out"),
+            "--sparsity", "0.25", "--pattern", "rows", "--scope", "layer");
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var model = OnnxModel.Read(Path.Combine(dir.Sub("out"), "model.onnx"));
+        foreach (var p in model.FindPrunable())
+        {
+            // Stored [in, out]: an output neuron is a column; a quarter of the columns are all +0.0, no row is.
+            var floats = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(model.ReadRawData(p.Initializer.Name)).ToArray();
+            long rows = p.Initializer.Dims[0], cols = p.Initializer.Dims[1];
+            int zeroColumns = Enumerable.Range(0, (int)cols).Count(c => Enumerable.Range(0, (int)rows).All(r => floats[r * cols + c] == 0));
+            Assert.True(p.OutputIsColumn);
+            Assert.Equal((int)Math.Round(0.25 * cols, MidpointRounding.ToEven), zeroColumns);
+        }
+    }
+}
