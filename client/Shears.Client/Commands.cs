@@ -53,7 +53,11 @@ public static class Commands
         var schedule = new Option<string>("--schedule") { Description = "oneshot | linear | cubic", DefaultValueFactory = _ => RunOptions.Schedules.OneShot };
         var rounds = new Option<int?>("--rounds") { Description = "rounds of the schedule (oneshot: 1)" };
         var finetune = new Option<int>("--finetune-steps") { Description = "fine-tuning steps after each round" };
-        var eval = new Option<string?>("--eval") { Description = "evaluation data" };
+        var eval = new Option<string?>("--eval") { Description = "evaluation data: a .json array of token-id arrays; perplexity before pruning and after every round" };
+        var evalSeqLen = new Option<int>("--eval-seq-len") { Description = "tokens per evaluation sequence", DefaultValueFactory = _ => 128 };
+        var finetuneData = new Option<string?>("--finetune-data") { Description = "fine-tuning data: a .json array of token-id arrays" };
+        var learningRate = new Option<double>("--lr") { Description = "fine-tuning learning rate (AdamW)", DefaultValueFactory = _ => 1e-4 };
+        var batch = new Option<int>("--batch") { Description = "sequences per fine-tuning step", DefaultValueFactory = _ => 4 };
         var include = new Option<string[]>("--include") { Description = "also prune tensors whose names match this glob", AllowMultipleArgumentsPerToken = false, DefaultValueFactory = _ => [] };
         var exclude = new Option<string[]>("--exclude") { Description = "never prune tensors whose names match this glob", DefaultValueFactory = _ => [] };
         var seed = new Option<long>("--seed") { Description = "seed of --method random", DefaultValueFactory = _ => 0 };
@@ -66,7 +70,7 @@ public static class Commands
         var runId = new Option<string?>("--run-id") { Description = "id for the run (default: generated)" };
 
         var command = new Command("run", "prune a checkpoint");
-        foreach (Option o in new Option[] { model, output, sparsity, method, pattern, scope, schedule, rounds, finetune, eval, include, exclude, seed, force, detach, shardElements, norm, headScore, spread, runId, Cluster })
+        foreach (Option o in new Option[] { model, output, sparsity, method, pattern, scope, schedule, rounds, finetune, eval, evalSeqLen, finetuneData, learningRate, batch, include, exclude, seed, force, detach, shardElements, norm, headScore, spread, runId, Cluster })
             command.Add(o);
         command.SetAction(async (parse, token) =>
         {
@@ -88,7 +92,8 @@ public static class Commands
                 ModelPath = Path.GetFullPath(modelPath!), OutputPath = Path.GetFullPath(outPath!), Sparsity = s,
                 Method = parse.GetValue(method)!, Pattern = parse.GetValue(pattern)!, Scope = parse.GetValue(scope)!,
                 Schedule = scheduleName, Rounds = parse.GetValue(rounds) ?? (scheduleName == RunOptions.Schedules.OneShot ? 1 : 3),
-                FinetuneSteps = parse.GetValue(finetune), EvalData = parse.GetValue(eval),
+                FinetuneSteps = parse.GetValue(finetune), EvalData = Full(parse.GetValue(eval)), EvalSeqLen = parse.GetValue(evalSeqLen),
+                FinetuneData = Full(parse.GetValue(finetuneData)), LearningRate = parse.GetValue(learningRate), Batch = parse.GetValue(batch),
                 Include = parse.GetValue(include) ?? [], Exclude = parse.GetValue(exclude) ?? [],
                 Seed = parse.GetValue(seed), Force = parse.GetValue(force), ShardElements = parse.GetValue(shardElements),
                 Norm = normValue, HeadScore = parse.GetValue(headScore)!, ProgressiveSpread = parse.GetValue(spread),
@@ -199,6 +204,8 @@ public static class Commands
             return Fail([e.Message]);
         }
     }
+
+    private static string? Full(string? path) => path is null ? null : Path.GetFullPath(path);
 
     public static string NewRunId() => $"run-{DateTime.UtcNow:yyyyMMdd-HHmmss}-{Guid.NewGuid().ToString("N")[..6]}";
 

@@ -19,19 +19,37 @@ public static class RunView
     public static string Json(RunStatus status) => JsonSerializer.Serialize(status, JsonOptions);
 
     public static string RoundLine(RoundResult r, int total) => string.Create(CultureInfo.InvariantCulture,
-        $"round {r.Round}/{total}\ttarget {r.TargetSparsity:F4}\tmasked {r.MaskedWeights}\tachieved {r.AchievedSparsity:F4}\tthreshold {(r.Threshold is double t ? t.ToString("G6", CultureInfo.InvariantCulture) : "-")}\t{r.Seconds:F2}s");
+        $"round {r.Round}/{total}\ttarget {r.TargetSparsity:F4}\tmasked {r.MaskedWeights}\tachieved {r.AchievedSparsity:F4}\tthreshold {(r.Threshold is double t ? t.ToString("G6", CultureInfo.InvariantCulture) : "-")}{(r.FinetuneLoss is double l ? $"\tloss {l:F4}" : "")}{(r.Eval is { } e ? $"\t{e.Metric} {e.Value:F4}" : "")}\t{r.Seconds:F2}s");
 
     public static void PrintRounds(RunStatus status)
     {
-        var table = new Table().Title($"run {status.RunId}").AddColumns("round", "target", "masked weights", "achieved", "threshold", "seconds");
+        bool eval = status.Baseline is not null || status.Rounds.Any(r => r.Eval is not null);
+        bool loss = status.Rounds.Any(r => r.FinetuneLoss is not null);
+        var table = new Table().Title($"run {status.RunId}").AddColumns("round", "target", "masked weights", "achieved", "threshold");
+        if (loss) table.AddColumn("fine-tune loss");
+        if (eval) table.AddColumn(status.Baseline?.Metric ?? "eval");
+        table.AddColumn("seconds");
+        string F(double v, string format) => v.ToString(format, CultureInfo.InvariantCulture);
+        if (status.Baseline is { } b)
+        {
+            var row = new List<string> { "dense", "-", "-", "-", "-" };
+            if (loss) row.Add("-");
+            row.Add(F(b.Value, "F4"));
+            row.Add("-");
+            table.AddRow(row.ToArray());
+        }
         foreach (var r in status.Rounds)
-            table.AddRow(
-                r.Round.ToString(CultureInfo.InvariantCulture),
-                r.TargetSparsity.ToString("P2", CultureInfo.InvariantCulture),
-                r.MaskedWeights.ToString("N0", CultureInfo.InvariantCulture),
-                r.AchievedSparsity.ToString("P2", CultureInfo.InvariantCulture),
-                r.Threshold is double t ? t.ToString("G6", CultureInfo.InvariantCulture) : "-",
-                r.Seconds.ToString("F2", CultureInfo.InvariantCulture));
+        {
+            var row = new List<string>
+            {
+                r.Round.ToString(CultureInfo.InvariantCulture), F(r.TargetSparsity, "P2"), F(r.MaskedWeights, "N0"), F(r.AchievedSparsity, "P2"),
+                r.Threshold is double t ? F(t, "G6") : "-",
+            };
+            if (loss) row.Add(r.FinetuneLoss is double l ? F(l, "F4") : "-");
+            if (eval) row.Add(r.Eval is { } e ? F(e.Value, "F4") : "-");
+            row.Add(F(r.Seconds, "F2"));
+            table.AddRow(row.ToArray());
+        }
         AnsiConsole.Write(table);
     }
 

@@ -34,6 +34,46 @@ public sealed record ShardAssignment
     [Id(7)] public int RestoreRound { get; init; }
     /// <summary>Attention layout, for the heads pattern.</summary>
     [Id(8)] public HeadLayout? Heads { get; init; }
+    /// <summary>The model stage this shard runs when the run evaluates or fine-tunes; null otherwise.</summary>
+    [Id(9)] public StagePlan? Stage { get; init; }
+}
+
+/// <summary>One stage of the model pipeline: the embedding, one decoder layer, or the head.</summary>
+[GenerateSerializer, Immutable]
+public sealed record StagePlan
+{
+    public const string EmbeddingKind = "embedding", LayerKind = "layer", HeadKind = "head";
+    [Id(0)] public required string Kind { get; init; }
+    [Id(1)] public int Layer { get; init; }
+    /// <summary>Every tensor the stage computes with (its pruned pieces and its frozen tensors).</summary>
+    [Id(2)] public required IReadOnlyList<string> Tensors { get; init; }
+    /// <summary>The shard running the next stage; -1 for the head.</summary>
+    [Id(3)] public int Next { get; init; } = -1;
+}
+
+/// <summary>Sequences on their way through the pipeline: token ids (right-padded) and the hidden states so far.</summary>
+[GenerateSerializer, Immutable]
+public sealed record ActivationBatch
+{
+    [Id(0)] public required long[][] TokenIds { get; init; }
+    /// <summary>Little-endian fp32 hidden states [batch, length, hidden]; empty before the embedding.</summary>
+    [Id(1)] public byte[] Hidden { get; init; } = [];
+    [Id(2)] public long[] Shape { get; init; } = [];
+}
+
+[GenerateSerializer, Immutable]
+public sealed record NllResult
+{
+    [Id(0)] public double NllSum { get; init; }
+    [Id(1)] public long Tokens { get; init; }
+}
+
+[GenerateSerializer, Immutable]
+public sealed record TrainStepResult
+{
+    [Id(0)] public double Loss { get; init; }
+    /// <summary>fp32 gradient of the loss with respect to this stage's input hidden states (empty for the embedding).</summary>
+    [Id(1)] public byte[] InputGradient { get; init; } = [];
 }
 
 /// <summary>Attention geometry read from config.json.</summary>
@@ -129,6 +169,15 @@ public interface IShardGrain : IGrainWithStringKey
     /// <summary>Persists this round's masks where all silos reach them; the round's outcome feeds this silo's metrics.</summary>
     Task CommitRoundAsync(RoundResult round);
     Task<ShardWriteResult> WriteAsync(string outputDirectory);
+
+    /// <summary>Runs this stage on the batch and passes it on; the head returns the summed negative log-likelihood.</summary>
+    Task<NllResult> EvaluateAsync(ActivationBatch batch);
+
+    /// <summary>One training step through this stage and the ones after it; each stage steps its own optimizer and re-applies its masks.</summary>
+    Task<TrainStepResult> TrainStepAsync(ActivationBatch batch, double learningRate);
+
+    /// <summary>Ends a fine-tuning phase: the trained weights become the shard's weights (in their own dtype).</summary>
+    Task EndTrainingAsync();
     Task ReleaseAsync();
 }
 

@@ -26,6 +26,16 @@ public sealed record RunSpec
     [Id(16)] public string HeadScore { get; init; } = RunOptions.HeadScores.Query;
     /// <summary>Spread α of progressive per-layer allocation.</summary>
     [Id(17)] public double ProgressiveSpread { get; init; } = 0.5;
+    /// <summary>Tokens per evaluation sequence (the last sequence of a file may be shorter).</summary>
+    [Id(18)] public int EvalSeqLen { get; init; } = 128;
+    [Id(19)] public string? FinetuneData { get; init; }
+    [Id(20)] public double LearningRate { get; init; } = 1e-4;
+    [Id(21)] public int Batch { get; init; } = 4;
+    [Id(22)] public string? Calibration { get; init; }
+    [Id(23)] public int CalibrationSamples { get; init; } = 128;
+
+    /// <summary>Whether the run needs the model as a pipeline of stages (evaluation or fine-tuning).</summary>
+    public bool NeedsPipeline => EvalData is not null || FinetuneSteps > 0;
 }
 
 /// <summary>The accepted values of the run options, and the checks a run spec must pass before it starts.</summary>
@@ -91,10 +101,13 @@ public static class RunOptions
             errors.Add($"--method {spec.Method} needs calibration activations flowing through the pipeline, which this version does not have yet");
         if (spec.Pattern is "2:4" or "4:8")
             errors.Add($"--pattern {spec.Pattern} (N:M sparsity) is not available in this version yet");
-        if (spec.FinetuneSteps > 0)
-            errors.Add("--finetune-steps: fine-tuning is not available in this version yet");
-        if (spec.EvalData is not null)
-            errors.Add("--eval: evaluation is not available in this version yet");
+        if (spec.FinetuneSteps > 0 && string.IsNullOrWhiteSpace(spec.FinetuneData))
+            errors.Add("--finetune-steps needs --finetune-data FILE (a .json array of token-id arrays)");
+        if (spec.FinetuneData is not null && spec.FinetuneSteps == 0)
+            errors.Add("--finetune-data is given but --finetune-steps is 0");
+        if (spec.EvalSeqLen < 2) errors.Add($"--eval-seq-len must be at least 2, got {spec.EvalSeqLen}");
+        if (spec.Batch < 1) errors.Add($"--batch must be at least 1, got {spec.Batch}");
+        if (!(spec.LearningRate > 0) || double.IsInfinity(spec.LearningRate)) errors.Add($"--lr must be a positive number, got {spec.LearningRate}");
 
         bool structured = spec.Pattern is Patterns.Rows or Patterns.Columns;
         if (structured && spec.Scope != Scopes.Layer)

@@ -2,6 +2,15 @@ namespace Shears.Contracts;
 
 public enum RunState { Pending, Running, Completed, Failed, Cancelled }
 
+/// <summary>A quality measurement: perplexity for causal language models.</summary>
+[GenerateSerializer, Immutable]
+public sealed record EvalMetric
+{
+    [Id(0)] public required string Metric { get; init; }
+    [Id(1)] public double Value { get; init; }
+    [Id(2)] public long Tokens { get; init; }
+}
+
 [GenerateSerializer, Immutable]
 public sealed record RoundResult
 {
@@ -13,6 +22,10 @@ public sealed record RoundResult
     [Id(4)] public double? Threshold { get; init; }
     [Id(5)] public double Seconds { get; init; }
     [Id(6)] public long SelectionBytes { get; init; }
+    /// <summary>Evaluation after this round's pruning (and fine-tuning), when --eval is given.</summary>
+    [Id(7)] public EvalMetric? Eval { get; init; }
+    /// <summary>Mean training loss of this round's fine-tuning steps, when --finetune-steps is given.</summary>
+    [Id(8)] public double? FinetuneLoss { get; init; }
 }
 
 [GenerateSerializer, Immutable]
@@ -55,6 +68,8 @@ public sealed record RunStatus
     [Id(12)] public int Recoveries { get; init; }
     /// <summary>The silo the coordinator runs on.</summary>
     [Id(13)] public string? Coordinator { get; init; }
+    /// <summary>Evaluation of the dense model, before the first round.</summary>
+    [Id(14)] public EvalMetric? Baseline { get; init; }
 
     public bool IsFinished => State is RunState.Completed or RunState.Failed or RunState.Cancelled;
 }

@@ -19,3 +19,10 @@ public static class DeviceSelector
         throw new ArgumentException($"Shears:Device must be auto, cpu or cuda[:N], got '{configured}'");
     }
 }
+
+/// <summary>This silo's device, resolved once from Shears:Device.</summary>
+public sealed class ComputeDevice(Microsoft.Extensions.Options.IOptions<ShearsOptions> options)
+{
+    private readonly Lazy<torch.Device> _device = new(() => DeviceSelector.Resolve(options.Value.Device));
+    public torch.Device Device => _device.Value;
+}

@@ -59,5 +59,8 @@ public static class ShearsMetrics
     public static void RoundGauges(string runId, int round, double target, double achieved, double? threshold) =>
         Runs[runId] = new RunGauges(round, target, achieved, threshold, Runs.TryGetValue(runId, out var g) ? g.Eval : null);
 
+    public static void Eval(string runId, double value) =>
+        Runs.AddOrUpdate(runId, _ => new RunGauges(0, 0, 0, null, value), (_, g) => g with { Eval = value });
+
     public static void Shard(string runId, string shard, long masked) => ShardMasked[(runId, shard)] = masked;
 }

@@ -39,6 +39,7 @@ public static class ShearsHostingExtensions
                .Validate(o => o.ComputeThreads >= 0, "Shears:ComputeThreads must not be negative")
                .ValidateOnStart();
         services.AddSingleton<ComputeExecutor>();
+        services.AddSingleton<ComputeDevice>();
         services.AddSingleton<ManifestCache>();
         services.AddSingleton<SiloRoles>();
         return services;

@@ -54,6 +54,7 @@ public sealed class RunGrain(
         try { targets = Schedule.Targets(ParseSchedule(spec.Schedule), spec.Sparsity, spec.Rounds); }
         catch (ArgumentException e) { throw new RunRejectedException(e.Message); }
 
+        LoadTokenIds(spec);
         state.State.Plan = plan;
         state.State.StateDirectory = Path.Combine(Path.GetDirectoryName(spec.OutputPath)!, $".shears-state-{RunId}");
         state.State.Status = new RunStatus
@@ -109,6 +110,22 @@ public sealed class RunGrain(
         string model = Directory.Exists(spec.ModelPath) ? spec.ModelPath.TrimEnd('/') + "/" : Path.GetDirectoryName(spec.ModelPath)! + "/";
         if (model.StartsWith(full, StringComparison.Ordinal) || full.StartsWith(model, StringComparison.Ordinal) && Directory.Exists(spec.ModelPath) && full == model)
             throw new RunRejectedException($"--out '{spec.OutputPath}' must not be the model's folder or contain it");
+    }
+
+    /// <summary>The evaluation and fine-tuning token ids, checked before the run starts.</summary>
+    private static (IReadOnlyList<long[]>? Eval, IReadOnlyList<long[]>? Train) LoadTokenIds(RunSpec spec)
+    {
+        IReadOnlyList<long[]>? Read(string? path, string option)
+        {
+            if (path is null) return null;
+            if (!File.Exists(path)) throw new RunRejectedException($"{option} '{path}' does not exist");
+            try { return Shears.Pruning.Models.EvalData.LoadTokenIds(path, spec.EvalSeqLen); }
+            catch (Exception e) when (e is ArgumentException or FormatException or NotSupportedException or System.Text.Json.JsonException or IOException)
+            {
+                throw new RunRejectedException($"{option}: {e.Message}");
+            }
+        }
+        return (Read(spec.EvalData, "--eval"), Read(spec.FinetuneData, "--finetune-data"));
     }
 
     private static ScheduleKind ParseSchedule(string name) => name switch
@@ -184,6 +201,7 @@ public sealed class RunGrain(
             {
                 RunId = RunId, ShardIndex = s.Index, ModelPath = spec.ModelPath, Pieces = s.Pieces, CopyTensors = s.CopyTensors,
                 Spec = spec, StateDirectory = state.State.StateDirectory!, RestoreRound = state.State.CommittedRound, Heads = plan.Heads,
+                Stage = plan.Stages?[s.Index],
             }).ToArray();
             infos = await Task.WhenAll(assignments.Select(a => Shard(a.ShardIndex).LoadAsync(a)));
             ShearsMetrics.PhaseSeconds.Record(phase.Elapsed.TotalSeconds, ShearsMetrics.Tag("phase", "load"));
@@ -225,6 +243,16 @@ public sealed class RunGrain(
             await Resilient("loading", () => Task.CompletedTask);
 
             long[][]? progressive = spec.Scope == RunOptions.Scopes.Progressive ? ProgressiveTargets(plan, infos, targets, spec.ProgressiveSpread) : null;
+            var (evalData, trainData) = spec.NeedsPipeline ? LoadTokenIds(spec) : (null, null);
+            int hidden = spec.NeedsPipeline ? Shears.Pruning.Models.LlamaConfig.Load(manifest.Root).HiddenSize : 0;
+            if (evalData is not null && Status.Baseline is null)
+            {
+                await SetStatus(s => s with { Phase = "evaluating the dense model" });
+                EvalMetric? baseline = null;
+                await Resilient("baseline evaluation", async () => baseline = await EvaluateAsync(plan, evalData, hidden, token));
+                await SetStatus(s => s with { Baseline = baseline });
+                ShearsMetrics.Eval(RunId, baseline!.Value);
+            }
             for (int round = state.State.CommittedRound + 1; round <= targets.Length; round++)
             {
                 token.ThrowIfCancellationRequested();
@@ -236,18 +264,32 @@ public sealed class RunGrain(
                 await Resilient($"round {round}", async () =>
                 {
                     var (threshold, bytes) = await RunRoundAsync(plan, spec, round, target, masked, progressive?[round - 1], token);
+                    double? loss = null;
+                    EvalMetric? eval = null;
+                    if (trainData is not null)
+                    {
+                        await SetStatus(s => s with { Phase = $"round {round}/{targets.Length}: fine-tuning" });
+                        loss = await FineTuneAsync(plan, spec, trainData, round, hidden, token);
+                    }
+                    if (evalData is not null)
+                    {
+                        await SetStatus(s => s with { Phase = $"round {round}/{targets.Length}: evaluating" });
+                        eval = await EvaluateAsync(plan, evalData, hidden, token);
+                    }
                     long maskedTotal = masked.Sum(m => m.Sum());
                     result = new RoundResult
                     {
                         Round = round, TargetSparsity = target, MaskedWeights = maskedTotal,
                         AchievedSparsity = plan.PrunableWeights == 0 ? 0 : (double)maskedTotal / plan.PrunableWeights,
                         Threshold = threshold is uint t ? ScoreKeys.ToScore(t) : null, Seconds = roundClock.Elapsed.TotalSeconds, SelectionBytes = bytes,
+                        Eval = eval, FinetuneLoss = loss,
                     };
                     await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).CommitRoundAsync(result)));
                 });
                 state.State.CommittedRound = round;
                 await SetStatus(s => s with { Rounds = s.Rounds.Append(result!).ToArray() });
                 ShearsMetrics.RoundFinished(RunId, round, target, result!.AchievedSparsity, result.Threshold, result.Seconds);
+                if (result.Eval is { } measured) ShearsMetrics.Eval(RunId, measured.Value);
                 ShearsMetrics.SelectionBytes.Add(result.SelectionBytes, ShearsMetrics.Tag("run", RunId));
                 logger.LogInformation("Run {Run} round {Round}: target {Target:P2}, masked {Masked}", RunId, round, target, result.MaskedWeights);
             }
@@ -311,7 +353,8 @@ public sealed class RunGrain(
     private static string Describe(Exception e)
     {
         while (e is AggregateException { InnerException: { } inner }) e = inner;
-        return e.Message;
+        // libtorch appends its native stack to the message: keep the first line.
+        return e is System.Runtime.InteropServices.ExternalException ? e.Message.Split('\n')[0] : e.Message;
     }
 
     private async Task Finish(RunState final, string message)
@@ -320,6 +363,51 @@ public sealed class RunGrain(
         await state.WriteStateAsync();
         Signal();
         ShearsMetrics.RunsFinished.Add(1, ShearsMetrics.Tag("status", final.ToString().ToLowerInvariant()));
+    }
+
+    /// <summary>Sequences per pipeline message: hidden states of a batch stay within the 16 MB message limit.</summary>
+    private static int BatchFitting(IReadOnlyList<long[]> data, int hidden, int wanted)
+    {
+        long longest = data.Max(s => (long)s.Length);
+        long perSequence = longest * hidden * sizeof(float);
+        return (int)Math.Clamp(Orleans.Hosting.ShearsHostingExtensions.MaxMessageBytes / 2 / Math.Max(1, perSequence), 1, wanted);
+    }
+
+    /// <summary>Perplexity through the pipeline: batches enter the embedding shard and leave the head as summed NLL.</summary>
+    private async Task<EvalMetric> EvaluateAsync(RunPlan plan, IReadOnlyList<long[]> data, int hidden, CancellationToken token)
+    {
+        int batch = BatchFitting(data, hidden, 32);
+        double nll = 0;
+        long tokens = 0;
+        for (int start = 0; start < data.Count; start += batch)
+        {
+            token.ThrowIfCancellationRequested();
+            var ids = data.Skip(start).Take(batch).ToArray();
+            var result = await Shard(0).EvaluateAsync(new ActivationBatch { TokenIds = ids });
+            nll += result.NllSum;
+            tokens += result.Tokens;
+        }
+        return new EvalMetric { Metric = "perplexity", Value = Math.Exp(nll / tokens), Tokens = tokens };
+    }
+
+    /// <summary>
+    /// Recovery fine-tuning: each step sends one batch through the pipeline and the gradients back; each
+    /// shard steps its own optimizer and re-applies its masks. Batches follow the data in order, round after round.
+    /// </summary>
+    private async Task<double> FineTuneAsync(RunPlan plan, RunSpec spec, IReadOnlyList<long[]> data, int round, int hidden, CancellationToken token)
+    {
+        int batch = BatchFitting(data, hidden, spec.Batch);
+        double lossSum = 0;
+        for (int step = 0; step < spec.FinetuneSteps; step++)
+        {
+            token.ThrowIfCancellationRequested();
+            long first = ((long)(round - 1) * spec.FinetuneSteps + step) * batch;
+            var ids = Enumerable.Range(0, batch).Select(i => data[(int)((first + i) % data.Count)]).ToArray();
+            var result = await Shard(0).TrainStepAsync(new ActivationBatch { TokenIds = ids }, spec.LearningRate);
+            lossSum += result.Loss;
+        }
+        await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).EndTrainingAsync()));
+        return lossSum / spec.FinetuneSteps;
     }
 
     /// <summary>Per round, per selection group (tensor): the cumulative masked count progressive allocation asks for.</summary>

@@ -16,6 +16,8 @@ public sealed record RunPlan
     [Id(2)] public required long[] GroupElements { get; init; }
     [Id(3)] public long PrunableWeights { get; init; }
     [Id(4)] public HeadLayout? Heads { get; init; }
+    /// <summary>Per shard, the model stage it runs (pipeline runs: evaluation or fine-tuning); null otherwise.</summary>
+    [Id(5)] public IReadOnlyList<StagePlan>? Stages { get; init; }
 }
 
 [GenerateSerializer]
@@ -83,6 +85,7 @@ public static partial class RunPlanner
     public static RunPlan Plan(CheckpointManifest manifest, RunSpec spec)
     {
         var prunable = SelectPrunable(manifest, spec);
+        if (spec.NeedsPipeline) return PipelinePlan(manifest, spec, prunable);
         bool splittable = spec.Pattern is RunOptions.Patterns.Unstructured;
         bool globalGroups = spec.Scope == RunOptions.Scopes.Global;
         var shards = new List<(List<TensorPiece> Pieces, long Elements)>();
@@ -141,6 +144,68 @@ public static partial class RunPlanner
             GroupElements = groupElements.ToArray(),
             PrunableWeights = prunable.Sum(t => t.ElementCount),
             Heads = spec.Pattern == RunOptions.Patterns.Heads ? ReadHeadLayout(manifest) : null,
+        };
+    }
+
+    /// <summary>
+    /// A run that evaluates or fine-tunes holds the model as a pipeline: one shard per stage (the
+    /// embedding, each decoder layer, the head), each with the stage's tensors whole.
+    /// </summary>
+    private static RunPlan PipelinePlan(CheckpointManifest manifest, RunSpec spec, IReadOnlyList<TensorEntry> prunable)
+    {
+        if (manifest.Format != CheckpointFormat.Safetensors)
+            throw new RunRejectedException($"--eval/--finetune-steps: {manifest.Root} is an {manifest.Format} model; evaluation and fine-tuning run on LLaMA-family safetensors checkpoints in this version");
+        Shears.Pruning.Models.LlamaConfig config;
+        try { config = Shears.Pruning.Models.LlamaConfig.Load(manifest.Root); }
+        catch (Exception e) when (e is Shears.Pruning.Models.LlamaConfigException or IOException)
+        {
+            throw new RunRejectedException($"--eval/--finetune-steps need a LLaMA-family config.json: {e.Message}");
+        }
+        var stages = new List<StagePlan> { new() { Kind = StagePlan.EmbeddingKind, Tensors = Shears.Pruning.Models.LlamaWeights.EmbeddingNames() } };
+        for (int layer = 0; layer < config.NumHiddenLayers; layer++)
+            stages.Add(new StagePlan { Kind = StagePlan.LayerKind, Layer = layer, Tensors = Shears.Pruning.Models.LlamaWeights.LayerNames(manifest, layer) });
+        stages.Add(new StagePlan { Kind = StagePlan.HeadKind, Tensors = Shears.Pruning.Models.LlamaWeights.HeadNames(config) });
+        foreach (var stage in stages)
+            foreach (string name in stage.Tensors)
+                if (!manifest.Contains(name))
+                    throw new RunRejectedException($"{manifest.Root}: the model's {stage.Kind} stage needs tensor '{name}', which the checkpoint lacks");
+        stages = stages.Select((s, i) => s with { Next = i + 1 < stages.Count ? i + 1 : -1 }).ToList();
+
+        bool global = spec.Scope == RunOptions.Scopes.Global;
+        var order = prunable.Select((t, i) => (t.Name, i)).ToDictionary(x => x.Name, x => x.i, StringComparer.Ordinal);
+        var shards = new List<ShardPlan>();
+        var placed = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var stage in stages)
+        {
+            var pieces = new List<TensorPiece>();
+            foreach (string name in stage.Tensors.Where(order.ContainsKey).Order(StringComparer.Ordinal))
+            {
+                var t = manifest.Get(name);
+                if (!placed.Add(name)) continue; // a tied embedding is pruned once, by the embedding stage
+                pieces.Add(new TensorPiece { Tensor = name, RowStart = 0, RowCount = t.Shape[0], RowElements = t.ElementCount / t.Shape[0], Group = global ? 0 : order[name] });
+            }
+            shards.Add(new ShardPlan { Index = shards.Count, Pieces = pieces, CopyTensors = [] });
+        }
+        foreach (var t in prunable)
+            if (!placed.Contains(t.Name))
+                throw new RunRejectedException($"tensor '{t.Name}' is to be pruned but belongs to no stage of the model (embedding, layers, head)");
+
+        var copies = shards.Select(_ => new List<string>()).ToList();
+        var copyBytes = new long[shards.Count];
+        foreach (var t in manifest.Tensors.Where(t => !placed.Contains(t.Name)).OrderByDescending(t => t.ByteLength))
+        {
+            int target = Array.IndexOf(copyBytes, copyBytes.Min());
+            copies[target].Add(t.Name);
+            copyBytes[target] += t.ByteLength;
+        }
+        return new RunPlan
+        {
+            Prunable = prunable.Select(t => t.Name).ToArray(),
+            Shards = shards.Select((s, i) => s with { CopyTensors = copies[i] }).ToArray(),
+            GroupElements = global ? [prunable.Sum(t => t.ElementCount)] : prunable.Select(t => t.ElementCount).ToArray(),
+            PrunableWeights = prunable.Sum(t => t.ElementCount),
+            Heads = spec.Pattern == RunOptions.Patterns.Heads ? ReadHeadLayout(manifest) : null,
+            Stages = stages,
         };
     }
 

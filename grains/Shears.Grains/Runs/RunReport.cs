@@ -64,6 +64,7 @@ public static class RunReport
                 ["prunableZeroElements"] = written.Sum(w => w.ZeroElements),
                 ["prunableZeroFraction"] = plan.PrunableWeights == 0 ? 0 : (double)written.Sum(w => w.ZeroElements) / plan.PrunableWeights,
             },
+            ["baseline"] = status.Baseline is { } b ? new JsonObject { ["eval"] = JsonSerializer.SerializeToNode(b, Json) } : null,
             ["rounds"] = JsonSerializer.SerializeToNode(status.Rounds, Json),
             ["tensors"] = new JsonArray(tensors.ToArray<JsonNode>()),
             ["shards"] = JsonSerializer.SerializeToNode(shards, Json),

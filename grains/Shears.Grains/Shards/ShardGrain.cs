@@ -19,12 +19,13 @@ namespace Shears.Grains.Shards;
 /// applies the coordinator's decisions. All tensor work runs on the silo's compute executor.
 /// </summary>
 [ShardPlacement]
-public sealed class ShardGrain(ComputeExecutor compute, ManifestCache manifests, ILocalSiloDetails silo, ILogger<ShardGrain> logger)
+public sealed class ShardGrain(ComputeExecutor compute, ComputeDevice device, ManifestCache manifests, ILocalSiloDetails silo, ILogger<ShardGrain> logger)
     : Grain, IShardGrain
 {
     private ShardAssignment? _assignment;
     private CheckpointManifest? _manifest;
     private LoadedPiece[] _pieces = [];
+    private StageRunner? _stage;
 
     private ShardAssignment Assignment => _assignment ?? throw new ShardNotLoadedException($"shard {this.GetPrimaryKeyString()} has not been loaded on {silo.SiloAddress}");
 
@@ -40,9 +41,14 @@ public sealed class ShardGrain(ComputeExecutor compute, ManifestCache manifests,
         else
         {
             _assignment = null;
+            _stage?.Dispose();
+            _stage = null;
             (_manifest, _pieces) = await compute.RunAsync(() => Load(assignment));
+            if (assignment.Stage is { } plan)
+                _stage = await compute.RunAsync(() => BuildStage(assignment, plan));
             _assignment = assignment;
         }
+        _stage?.Invalidate();
         long bytes = _pieces.Sum(p => (long)p.Raw.Length);
         ShearsMetrics.BytesRead.Add(bytes, new KeyValuePair<string, object?>("run", assignment.RunId));
         ShearsMetrics.Shard(assignment.RunId, this.GetPrimaryKeyString(), _pieces.Sum(p => p.Mask.CountSet()));
@@ -57,15 +63,24 @@ public sealed class ShardGrain(ComputeExecutor compute, ManifestCache manifests,
         };
     }
 
+    private StageRunner BuildStage(ShardAssignment assignment, StagePlan plan)
+    {
+        var manifest = _manifest!;
+        var own = _pieces.Select(p => p.Entry.Name).ToHashSet(StringComparer.Ordinal);
+        var frozen = plan.Tensors.Where(n => !own.Contains(n))
+            .ToDictionary(n => n, n => (manifest.Get(n), CheckpointReader.ReadTensor(manifest, manifest.Get(n))), StringComparer.Ordinal);
+        var config = Shears.Pruning.Models.LlamaConfig.Load(manifest.Root);
+        return new StageRunner(plan, config, device.Device, frozen);
+    }
+
     private static bool SameData(ShardAssignment a, ShardAssignment b) =>
         a.RunId == b.RunId && a.ModelPath == b.ModelPath && a.Pieces.SequenceEqual(b.Pieces) && a.Spec == b.Spec;
 
     private void RestoreMasks(ShardAssignment assignment)
     {
-        for (int i = 0; i < _pieces.Length; i++)
-            _pieces[i].Mask = assignment.RestoreRound > 0
-                ? BitMask.FromBytes(File.ReadAllBytes(MaskPath(assignment, i, assignment.RestoreRound)), _pieces[i].Piece.Elements)
-                : new BitMask(_pieces[i].Piece.Elements);
+        // Weights may have been fine-tuned since: start again from the checkpoint's bytes.
+        var fresh = Load(assignment).Item2;
+        for (int i = 0; i < _pieces.Length; i++) _pieces[i] = fresh[i];
     }
 
     private (CheckpointManifest, LoadedPiece[]) Load(ShardAssignment assignment)
@@ -106,6 +121,16 @@ public sealed class ShardGrain(ComputeExecutor compute, ManifestCache manifests,
             {
                 string path = MaskPath(assignment, i, assignment.RestoreRound);
                 mask = BitMask.FromBytes(File.ReadAllBytes(path), piece.Elements);
+                // A fine-tuned round persisted its weights beside its masks.
+                string weights = Path.ChangeExtension(path, ".weights");
+                if (File.Exists(weights))
+                {
+                    var trained = File.ReadAllBytes(weights);
+                    if (trained.Length != raw.Length) throw new InvalidDataException($"{weights} holds {trained.Length} bytes, expected {raw.Length}");
+                    trained.CopyTo(raw, 0);
+                    if (keys is not null && assignment.Spec.Method == RunOptions.Methods.Magnitude)
+                        ScoreKeys.Magnitude(raw, entry.DType, keys, entry.Name, elementOffset);
+                }
             }
             pieces[i] = new LoadedPiece(piece, entry, raw, keys, mask);
         }
@@ -194,6 +219,7 @@ public sealed class ShardGrain(ComputeExecutor compute, ManifestCache manifests,
                 RadixSelect.ApplyThreshold(piece.Keys!, piece.Mask, threshold, decision.Ties[i]);
             }
         });
+        _stage?.Invalidate();
         return Result(stopwatch);
     }
 
@@ -231,6 +257,7 @@ public sealed class ShardGrain(ComputeExecutor compute, ManifestCache manifests,
                 }
             }
         });
+        _stage?.Invalidate();
         return Result(stopwatch);
     }
 
@@ -282,25 +309,7 @@ public sealed class ShardGrain(ComputeExecutor compute, ManifestCache manifests,
         for (long i = 0; i < source.Length; i++) if (source[i]) target.Set(i);
     }
 
-    /// <summary>The piece's bytes with its masked elements written as +0.0.</summary>
-    private static byte[] Masked(LoadedPiece piece)
-    {
-        var bytes = (byte[])piece.Raw.Clone();
-        int size = piece.Entry.DType.ElementSize();
-        var words = piece.Mask.Words;
-        for (int w = 0; w < words.Length; w++)
-        {
-            ulong word = words[w];
-            while (word != 0)
-            {
-                int bit = System.Numerics.BitOperations.TrailingZeroCount(word);
-                long element = (long)w * 64 + bit;
-                bytes.AsSpan((int)(element * size), size).Clear();
-                word &= word - 1;
-            }
-        }
-        return bytes;
-    }
+    private static byte[] Masked(LoadedPiece piece) => ShardMath.Masked(piece);
 
     private ShardRoundResult Result(Stopwatch stopwatch)
     {
@@ -321,6 +330,13 @@ public sealed class ShardGrain(ComputeExecutor compute, ManifestCache manifests,
             string temp = path + ".tmp";
             File.WriteAllBytes(temp, _pieces[i].Mask.ToBytes());
             File.Move(temp, path, overwrite: true);
+            if (_stage is { Trained: true })
+            {
+                string weights = Path.ChangeExtension(path, ".weights");
+                File.WriteAllBytes(weights + ".tmp", _pieces[i].Raw);
+                File.Move(weights + ".tmp", weights, overwrite: true);
+                if (round > 2) File.Delete(Path.ChangeExtension(MaskPath(assignment, i, round - 2), ".weights"));
+            }
             // The previous round stays until the coordinator has recorded this one: a crash in between reloads it.
             if (round > 2) File.Delete(MaskPath(assignment, i, round - 2));
         }
@@ -360,8 +376,41 @@ public sealed class ShardGrain(ComputeExecutor compute, ManifestCache manifests,
         return result;
     }
 
+    async Task<NllResult> IShardGrain.EvaluateAsync(ActivationBatch batch)
+    {
+        var stage = _stage ?? throw new ShardNotLoadedException($"shard {this.GetPrimaryKeyString()} runs no model stage");
+        var (next, nll) = await compute.RunAsync(() => stage.Evaluate(batch, _pieces));
+        if (nll is not null) return nll;
+        return await GrainFactory.GetGrain<IShardGrain>($"{Assignment.RunId}/{stage.Plan.Next}").EvaluateAsync(next!);
+    }
+
+    async Task<TrainStepResult> IShardGrain.TrainStepAsync(ActivationBatch batch, double learningRate)
+    {
+        var stage = _stage ?? throw new ShardNotLoadedException($"shard {this.GetPrimaryKeyString()} runs no model stage");
+        var (next, done) = await compute.RunAsync(() => stage.Forward(batch, _pieces, learningRate));
+        if (done is not null) return done;
+        var downstream = await GrainFactory.GetGrain<IShardGrain>($"{Assignment.RunId}/{stage.Plan.Next}").TrainStepAsync(next!, learningRate);
+        var gradient = await compute.RunAsync(() => stage.Backward(downstream.InputGradient));
+        return downstream with { InputGradient = gradient };
+    }
+
+    async Task IShardGrain.EndTrainingAsync()
+    {
+        var stage = _stage ?? throw new ShardNotLoadedException($"shard {this.GetPrimaryKeyString()} runs no model stage");
+        var method = Assignment.Spec.Method;
+        await compute.RunAsync(() =>
+        {
+            stage.EndTraining(_pieces);
+            foreach (var piece in _pieces)
+                if (piece.Keys is not null && method == RunOptions.Methods.Magnitude)
+                    ScoreKeys.Magnitude(piece.Raw, piece.Entry.DType, piece.Keys, piece.Entry.Name, piece.Piece.RowStart * piece.Piece.RowElements);
+        });
+    }
+
     Task IShardGrain.ReleaseAsync()
     {
+        _stage?.Dispose();
+        _stage = null;
         _pieces = [];
         _manifest = null;
         DeactivateOnIdle();

@@ -1,0 +1,46 @@
+using System.Numerics;
+using Shears.Pruning.Checkpoints;
+
+namespace Shears.Grains.Shards;
+
+/// <summary>Byte-level helpers of a shard's pieces.</summary>
+internal static class ShardMath
+{
+    /// <summary>The piece's bytes with its masked elements written as +0.0.</summary>
+    public static byte[] Masked(LoadedPiece piece)
+    {
+        var bytes = (byte[])piece.Raw.Clone();
+        int size = piece.Entry.DType.ElementSize();
+        var words = piece.Mask.Words;
+        for (int w = 0; w < words.Length; w++)
+        {
+            ulong word = words[w];
+            while (word != 0)
+            {
+                int bit = BitOperations.TrailingZeroCount(word);
+                long element = (long)w * 64 + bit;
+                bytes.AsSpan((int)(element * size), size).Clear();
+                word &= word - 1;
+            }
+        }
+        return bytes;
+    }
+
+    /// <summary>Stores fp32 values into the piece's bytes in its dtype (round to nearest even), masked ones as +0.0.</summary>
+    public static void WriteFloats(ReadOnlySpan<float> values, LoadedPiece piece)
+    {
+        if (values.Length != piece.Piece.Elements) throw new ArgumentException($"'{piece.Entry.Name}': {values.Length} values for {piece.Piece.Elements} elements");
+        var raw = piece.Raw.AsSpan();
+        for (int i = 0; i < values.Length; i++)
+        {
+            float v = piece.Mask[i] ? 0f : values[i];
+            switch (piece.Entry.DType)
+            {
+                case TensorDType.F32: BitConverter.TryWriteBytes(raw[(i * 4)..], v); break;
+                case TensorDType.BF16: BitConverter.TryWriteBytes(raw[(i * 2)..], FloatBits.SingleToBFloat16(v)); break;
+                case TensorDType.F16: BitConverter.TryWriteBytes(raw[(i * 2)..], FloatBits.SingleToHalf(v)); break;
+                default: throw new NotSupportedException($"'{piece.Entry.Name}' is {piece.Entry.DType}");
+            }
+        }
+    }
+}

@@ -1,0 +1,194 @@
+using System.Runtime.InteropServices;
+using Shears.Contracts;
+using Shears.Pruning.Checkpoints;
+using Shears.Pruning.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Shears.Grains.Shards;
+
+/// <summary>
+/// The model stage a shard runs for evaluation and fine-tuning: built from the shard's own pruned
+/// pieces and the stage's frozen tensors, on the silo's device. Every method runs on the compute
+/// executor; tensors that live across a pipeline call are held here, never in a dispose scope.
+/// </summary>
+internal sealed class StageRunner(StagePlan plan, LlamaConfig config, Device device, IReadOnlyDictionary<string, (TensorEntry Entry, byte[] Raw)> frozen) : IDisposable
+{
+    private LlamaStage? _stage;
+    private Dictionary<string, Tensor>? _owned;
+    private MaskedAdamW? _optimizer;
+    private Tensor? _input, _output;
+
+    public StagePlan Plan { get; } = plan;
+    public bool Trained { get; private set; }
+
+    /// <summary>Drops the built stage (the masks or weights changed); the next call builds it anew.</summary>
+    public void Invalidate()
+    {
+        DisposeStage();
+    }
+
+    private LlamaStage Stage(IReadOnlyList<LoadedPiece> pieces)
+    {
+        if (_stage is not null) return _stage;
+        _owned = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var (name, (entry, raw)) in frozen) _owned[name] = LlamaWeights.ToFloat32(entry, raw).to(device);
+        foreach (var piece in pieces) _owned[piece.Entry.Name] = LlamaWeights.ToFloat32(piece.Entry, ShardMath.Masked(piece)).to(device);
+        _stage = Plan.Kind switch
+        {
+            StagePlan.EmbeddingKind => LlamaEmbedding.FromTensors(config, _owned, device),
+            StagePlan.LayerKind => LlamaDecoderLayer.FromTensors(config, Plan.Layer, _owned, device),
+            _ => LlamaHead.FromTensors(config, _owned, device),
+        };
+        _stage.SetRequiresGrad(false);
+        return _stage;
+    }
+
+    private Tensor Input(ActivationBatch batch)
+    {
+        if (Plan.Kind == StagePlan.EmbeddingKind)
+        {
+            int count = batch.TokenIds.Length, length = batch.TokenIds.Max(s => s.Length);
+            var ids = new long[count * length];
+            for (int b = 0; b < count; b++) batch.TokenIds[b].CopyTo(ids, b * length);
+            return tensor(ids, [count, length], ScalarType.Int64, device);
+        }
+        var floats = MemoryMarshal.Cast<byte, float>(batch.Hidden).ToArray();
+        return tensor(floats, batch.Shape, ScalarType.Float32, device);
+    }
+
+    private static Tensor Targets(ActivationBatch batch, Device device)
+    {
+        int count = batch.TokenIds.Length, length = batch.TokenIds.Max(s => s.Length);
+        var ids = new long[count * length];
+        for (int b = 0; b < count; b++) batch.TokenIds[b].CopyTo(ids, b * length);
+        return tensor(ids, [count, length], ScalarType.Int64, device);
+    }
+
+    private static byte[] Bytes(Tensor t)
+    {
+        using var cpu = t.detach().to(ScalarType.Float32).cpu().contiguous();
+        return MemoryMarshal.AsBytes(cpu.data<float>().ToArray().AsSpan()).ToArray();
+    }
+
+    /// <summary>Forward without gradients: the next stage's batch, or at the head the summed NLL.</summary>
+    public (ActivationBatch? Next, NllResult? Nll) Evaluate(ActivationBatch batch, IReadOnlyList<LoadedPiece> pieces)
+    {
+        var stage = Stage(pieces);
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        var output = stage.Forward(Input(batch));
+        if (Plan.Kind == StagePlan.HeadKind)
+        {
+            var (nll, tokens) = Perplexity.NegativeLogLikelihood(output, Targets(batch, device), batch.TokenIds.Select(s => s.Length).ToArray());
+            return (null, new NllResult { NllSum = nll, Tokens = tokens });
+        }
+        return (batch with { Hidden = Bytes(output), Shape = output.shape }, null);
+    }
+
+    /// <summary>
+    /// The forward half of a training step. The head computes the loss, steps and returns at once;
+    /// other stages keep their input and output for <see cref="Backward"/>.
+    /// </summary>
+    public (ActivationBatch? Next, TrainStepResult? Done) Forward(ActivationBatch batch, IReadOnlyList<LoadedPiece> pieces, double learningRate)
+    {
+        var stage = Stage(pieces);
+        EnsureOptimizer(pieces, learningRate);
+        DisposeStep();
+        _input = Input(batch).DetachFromDisposeScope();
+        if (Plan.Kind != StagePlan.EmbeddingKind) _input.requires_grad_(true);
+        _output = stage.Forward(_input).DetachFromDisposeScope();
+        if (Plan.Kind != StagePlan.HeadKind) return (batch with { Hidden = Bytes(_output), Shape = _output.shape }, null);
+
+        using var scope = NewDisposeScope();
+        var loss = Perplexity.Loss(_output, Targets(batch, device));
+        loss.backward();
+        var result = new TrainStepResult { Loss = loss.item<float>(), InputGradient = Bytes(_input.grad!) };
+        Step();
+        return (null, result);
+    }
+
+    /// <summary>The backward half: the output's gradient from the next stage in, this stage's input gradient out.</summary>
+    public byte[] Backward(byte[] outputGradient)
+    {
+        if (_input is null || _output is null) throw new InvalidOperationException($"stage {Plan.Kind} {Plan.Layer}: backward without a forward");
+        // A stage with nothing to train and no input gradient to pass on (the embedding, unpruned) has no graph.
+        if (_output.requires_grad)
+        {
+            using var scope = NewDisposeScope();
+            var gradient = tensor(MemoryMarshal.Cast<byte, float>(outputGradient).ToArray(), _output.shape, ScalarType.Float32, device);
+            _output.backward([gradient]);
+        }
+        byte[] inputGradient = Plan.Kind == StagePlan.EmbeddingKind || _input.grad is null ? [] : Bytes(_input.grad);
+        Step();
+        return inputGradient;
+    }
+
+    private void Step()
+    {
+        _optimizer?.Step();
+        _optimizer?.ZeroGrad();
+        DisposeStep();
+        Trained = true;
+    }
+
+    private void EnsureOptimizer(IReadOnlyList<LoadedPiece> pieces, double learningRate)
+    {
+        if (_optimizer is not null)
+        {
+            _optimizer.LearningRate = learningRate;
+            return;
+        }
+        // Fine-tuning trains the pruned weights; embeddings, norms and the head stay as they are.
+        // The stage's own parameter tensors (FromTensors may have converted what it was given).
+        var trainable = pieces.ToDictionary(p => p.Entry.Name, p => _stage!.Parameters[p.Entry.Name], StringComparer.Ordinal);
+        if (trainable.Count == 0) return;
+        foreach (var t in trainable.Values) t.requires_grad_(true);
+        var masks = pieces.ToDictionary(p => p.Entry.Name, p => MaskTensor(p), StringComparer.Ordinal);
+        _optimizer = new MaskedAdamW(trainable, masks, learningRate: learningRate, weightDecay: 0);
+        foreach (var m in masks.Values) m.Dispose();
+    }
+
+    private Tensor MaskTensor(LoadedPiece piece)
+    {
+        var bools = piece.Mask.ToBools();
+        return tensor(bools, piece.Entry.Shape, device: device);
+    }
+
+    /// <summary>Writes the trained weights back into the pieces' bytes, in each tensor's own dtype.</summary>
+    public void EndTraining(IReadOnlyList<LoadedPiece> pieces)
+    {
+        if (_optimizer is not null && _stage is not null)
+        {
+            foreach (var piece in pieces)
+            {
+                using var cpu = _stage.Parameters[piece.Entry.Name].detach().cpu().to(ScalarType.Float32).contiguous();
+                var floats = cpu.data<float>().ToArray();
+                ShardMath.WriteFloats(floats, piece);
+            }
+        }
+        _optimizer?.Dispose();
+        _optimizer = null;
+        DisposeStage();
+    }
+
+    private void DisposeStep()
+    {
+        _input?.Dispose();
+        _output?.Dispose();
+        _input = _output = null;
+    }
+
+    private void DisposeStage()
+    {
+        DisposeStep();
+        _optimizer?.Dispose();
+        _optimizer = null;
+        _stage?.Dispose();
+        _stage = null;
+        if (_owned is not null) foreach (var t in _owned.Values) t.Dispose();
+        _owned = null;
+    }
+
+    public void Dispose() => DisposeStage();
+}
