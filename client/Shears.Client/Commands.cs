@@ -57,6 +57,8 @@ public static class Commands
         var evalSeqLen = new Option<int>("--eval-seq-len") { Description = "tokens per evaluation sequence", DefaultValueFactory = _ => 128 };
         var finetuneData = new Option<string?>("--finetune-data") { Description = "fine-tuning data: a .json array of token-id arrays" };
         var learningRate = new Option<double>("--lr") { Description = "fine-tuning learning rate (AdamW)", DefaultValueFactory = _ => 1e-4 };
+        var calibration = new Option<string?>("--calibration") { Description = "calibration data for wanda/sparsegpt: a .json array of token-id arrays" };
+        var calibrationSamples = new Option<int>("--calibration-samples") { Description = "calibration sequences used", DefaultValueFactory = _ => 128 };
         var batch = new Option<int>("--batch") { Description = "sequences per fine-tuning step", DefaultValueFactory = _ => 4 };
         var include = new Option<string[]>("--include") { Description = "also prune tensors whose names match this glob", AllowMultipleArgumentsPerToken = false, DefaultValueFactory = _ => [] };
         var exclude = new Option<string[]>("--exclude") { Description = "never prune tensors whose names match this glob", DefaultValueFactory = _ => [] };
@@ -70,7 +72,7 @@ public static class Commands
         var runId = new Option<string?>("--run-id") { Description = "id for the run (default: generated)" };
 
         var command = new Command("run", "prune a checkpoint");
-        foreach (Option o in new Option[] { model, output, sparsity, method, pattern, scope, schedule, rounds, finetune, eval, evalSeqLen, finetuneData, learningRate, batch, include, exclude, seed, force, detach, shardElements, norm, headScore, spread, runId, Cluster })
+        foreach (Option o in new Option[] { model, output, sparsity, method, pattern, scope, schedule, rounds, finetune, eval, evalSeqLen, finetuneData, learningRate, batch, calibration, calibrationSamples, include, exclude, seed, force, detach, shardElements, norm, headScore, spread, runId, Cluster })
             command.Add(o);
         command.SetAction(async (parse, token) =>
         {
@@ -94,6 +96,7 @@ public static class Commands
                 Schedule = scheduleName, Rounds = parse.GetValue(rounds) ?? (scheduleName == RunOptions.Schedules.OneShot ? 1 : 3),
                 FinetuneSteps = parse.GetValue(finetune), EvalData = Full(parse.GetValue(eval)), EvalSeqLen = parse.GetValue(evalSeqLen),
                 FinetuneData = Full(parse.GetValue(finetuneData)), LearningRate = parse.GetValue(learningRate), Batch = parse.GetValue(batch),
+                Calibration = Full(parse.GetValue(calibration)), CalibrationSamples = parse.GetValue(calibrationSamples),
                 Include = parse.GetValue(include) ?? [], Exclude = parse.GetValue(exclude) ?? [],
                 Seed = parse.GetValue(seed), Force = parse.GetValue(force), ShardElements = parse.GetValue(shardElements),
                 Norm = normValue, HeadScore = parse.GetValue(headScore)!, ProgressiveSpread = parse.GetValue(spread),

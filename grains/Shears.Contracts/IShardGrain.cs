@@ -178,6 +178,18 @@ public interface IShardGrain : IGrainWithStringKey
 
     /// <summary>Ends a fine-tuning phase: the trained weights become the shard's weights (in their own dtype).</summary>
     Task EndTrainingAsync();
+
+    /// <summary>
+    /// Calibration: the embedding turns token ids into hidden states and hands them to the first layer,
+    /// which keeps them as its calibration inputs.
+    /// </summary>
+    Task CollectCalibrationAsync(ActivationBatch batch);
+
+    /// <summary>
+    /// Prunes this layer with Wanda or SparseGPT from the statistics of its kept calibration inputs, then
+    /// passes the inputs through the pruned layer to the next layer (each layer sees the already-pruned ones before it).
+    /// </summary>
+    Task<ShardRoundResult> PruneCalibratedAsync(int round, double sparsity);
     Task ReleaseAsync();
 }
 

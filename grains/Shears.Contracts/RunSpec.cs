@@ -35,7 +35,13 @@ public sealed record RunSpec
     [Id(23)] public int CalibrationSamples { get; init; } = 128;
 
     /// <summary>Whether the run needs the model as a pipeline of stages (evaluation or fine-tuning).</summary>
-    public bool NeedsPipeline => EvalData is not null || FinetuneSteps > 0;
+    public bool NeedsPipeline => EvalData is not null || FinetuneSteps > 0 || NeedsCalibration;
+
+    /// <summary>Wanda and SparseGPT score weights with the activations that reach them.</summary>
+    public bool NeedsCalibration => Method is RunOptions.Methods.Wanda or RunOptions.Methods.SparseGpt;
+
+    /// <summary>N of an N:M pattern (pruned per group of M), or 0.</summary>
+    public (int N, int M) NmPattern => Pattern.Split(':') is [var n, var m] && int.TryParse(n, out int a) && int.TryParse(m, out int b) ? (a, b) : (0, 0);
 }
 
 /// <summary>The accepted values of the run options, and the checks a run spec must pass before it starts.</summary>
@@ -96,11 +102,24 @@ public static class RunOptions
         if (spec.ProgressiveSpread < 0 || spec.ProgressiveSpread > 1 || double.IsNaN(spec.ProgressiveSpread))
             errors.Add($"--progressive-spread must lie in [0, 1], got {spec.ProgressiveSpread}");
 
-        // Parts of the command line that are designed but not built yet are refused by name, never faked.
-        if (spec.Method is Methods.Wanda or Methods.SparseGpt)
-            errors.Add($"--method {spec.Method} needs calibration activations flowing through the pipeline, which this version does not have yet");
-        if (spec.Pattern is "2:4" or "4:8")
-            errors.Add($"--pattern {spec.Pattern} (N:M sparsity) is not available in this version yet");
+        if (spec.NeedsCalibration)
+        {
+            if (string.IsNullOrWhiteSpace(spec.Calibration))
+                errors.Add($"--method {spec.Method} needs --calibration FILE (a .json array of token-id arrays)");
+            if (spec.Scope != Scopes.Layer)
+                errors.Add($"--method {spec.Method} prunes each weight matrix on its own (as the paper does): use --scope layer");
+            if (spec.Pattern is not (Patterns.Unstructured or "2:4" or "4:8"))
+                errors.Add($"--method {spec.Method} works with --pattern unstructured, 2:4 or 4:8, got {spec.Pattern}");
+        }
+        else if (spec.Calibration is not null)
+            errors.Add($"--calibration is used by --method wanda or sparsegpt, not {spec.Method}");
+        if (spec.CalibrationSamples < 1) errors.Add($"--calibration-samples must be at least 1, got {spec.CalibrationSamples}");
+        if (spec.NmPattern is (int n, int m) && m > 0)
+        {
+            if (spec.Scope != Scopes.Layer) errors.Add($"--pattern {spec.Pattern} masks {n} of every {m} weights in each row: use --scope layer");
+            if (Math.Abs(spec.Sparsity - (double)n / m) > 1e-12) errors.Add($"--pattern {spec.Pattern} means --sparsity {(double)n / m}, got {spec.Sparsity}");
+            if (spec.Schedule != Schedules.OneShot) errors.Add($"--pattern {spec.Pattern} is applied in one round: use --schedule oneshot");
+        }
         if (spec.FinetuneSteps > 0 && string.IsNullOrWhiteSpace(spec.FinetuneData))
             errors.Add("--finetune-steps needs --finetune-data FILE (a .json array of token-id arrays)");
         if (spec.FinetuneData is not null && spec.FinetuneSteps == 0)

@@ -92,4 +92,85 @@ public class PipelineTests(ClusterFixture fixture)
         // Untrained tensors (embedding, norms, head) are copied byte for byte.
         Assert.Equal(CheckpointReader.ReadTensor(input, input.Get("model.embed_tokens.weight")), CheckpointReader.ReadTensor(pruned, pruned.Get("model.embed_tokens.weight")));
     }
+
+    [Theory]
+    [InlineData("wanda", "unstructured")]
+    [InlineData("wanda", "2:4")]
+    [InlineData("sparsegpt", "unstructured")]
+    [InlineData("sparsegpt", "4:8")]
+    [InlineData("magnitude", "2:4")]
+    public async Task CalibratedAndNmPruningThroughThePipeline(string method, string pattern)
+    {
+        using var dir = new TempDir();
+        DemoCheckpoint.Write(dir.Sub("in"), Small with { DType = TensorDType.F32 });
+        string calibration = TokenFile(dir.Path, "calibration.json", 10, 16, 9);
+        var status = await Runs.RunToEndAsync(fixture.Cluster.Client, new RunSpec
+        {
+            ModelPath = dir.Sub("in"), OutputPath = dir.Sub("out"), Sparsity = 0.5, Scope = RunOptions.Scopes.Layer, Method = method,
+            Pattern = pattern, Calibration = method == "magnitude" ? null : calibration,
+        });
+        Assert.True(status.State == RunState.Completed, status.Error);
+
+        var input = CheckpointReader.ReadManifest(dir.Sub("in"));
+        var output = CheckpointReader.ReadManifest(dir.Sub("out"));
+        int n = pattern == "unstructured" ? 0 : int.Parse(pattern.Split(':')[0]), m = pattern == "unstructured" ? 0 : int.Parse(pattern.Split(':')[1]);
+        foreach (var t in output.Tensors.Where(t => t.Name.Contains("_proj.")))
+        {
+            var before = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(CheckpointReader.ReadTensor(input, input.Get(t.Name))).ToArray();
+            var after = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(CheckpointReader.ReadTensor(output, t)).ToArray();
+            long rows = t.Shape[0], cols = t.Shape[1];
+            if (m > 0)
+            {
+                for (long r = 0; r < rows; r++)
+                    for (long g = 0; g < cols; g += m)
+                        Assert.True(Enumerable.Range(0, m).Count(j => after[r * cols + g + j] == 0) >= n, $"{t.Name} row {r} group {g / m}");
+            }
+            else if (method == "wanda")
+            {
+                for (long r = 0; r < rows; r++) // Wanda compares within each output row
+                    Assert.True(Enumerable.Range(0, (int)cols).Count(j => after[r * cols + j] == 0) >= (int)Math.Round(0.5 * cols, MidpointRounding.ToEven), $"{t.Name} row {r}");
+            }
+            else
+            {
+                Assert.True(after.LongCount(v => v == 0) >= (long)Math.Round(0.5 * after.Length, MidpointRounding.ToEven), t.Name);
+            }
+            if (method == "sparsegpt") // OBS updates move the kept weights
+                Assert.Contains(Enumerable.Range(0, after.Length), i => after[i] != 0 && after[i] != before[i]);
+            else
+                Assert.All(Enumerable.Range(0, after.Length), i => Assert.True(after[i] == 0 || after[i] == before[i]));
+        }
+    }
+
+    [Fact]
+    public async Task WandaOnTheFirstLayerUsesTheEmbeddingsAsItsInputs()
+    {
+        // Layer 0's q/k/v inputs are RMSNorm(embedding(tokens)) whatever else is pruned: recompute its mask independently.
+        using var dir = new TempDir();
+        DemoCheckpoint.Write(dir.Sub("in"), Small with { DType = TensorDType.F32 });
+        string calibration = TokenFile(dir.Path, "calibration.json", 7, 12, 11);
+        var status = await Runs.RunToEndAsync(fixture.Cluster.Client, new RunSpec
+        {
+            ModelPath = dir.Sub("in"), OutputPath = dir.Sub("out"), Sparsity = 0.5, Scope = RunOptions.Scopes.Layer, Method = "wanda", Calibration = calibration,
+        });
+        Assert.True(status.State == RunState.Completed, status.Error);
+
+        using var model = LlamaModel.Load(dir.Sub("in"), torch.CPU);
+        var sequences = EvalData.LoadTokenIds(calibration, 128);
+        using var stats = new Shears.Pruning.Calibration.InputStatistics(Small.HiddenSize, withGram: false);
+        var layer = model.Layers[0];
+        foreach (var sequence in sequences)
+        {
+            using var scope = torch.NewDisposeScope();
+            var hidden = model.Embedding.Forward(torch.tensor(sequence, [1, sequence.Length]));
+            var eps = model.Config.RmsNormEps;
+            var normed = hidden * torch.rsqrt(hidden.pow(2).mean([-1], keepdim: true) + eps) * layer.InputNorm;
+            stats.Add(normed[0]);
+        }
+        var expected = Shears.Pruning.Calibration.Wanda.Mask(layer.QProj, stats, 0.5, null, "q_proj");
+        var output = CheckpointReader.ReadManifest(dir.Sub("out"));
+        var q = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(CheckpointReader.ReadTensor(output, output.Get("model.layers.0.self_attn.q_proj.weight"))).ToArray();
+        var original = layer.QProj.data<float>().ToArray();
+        for (int i = 0; i < q.Length; i++)
+            Assert.True(expected[i] ? q[i] == 0 : q[i] == original[i], $"element {i}");
+    }
 }

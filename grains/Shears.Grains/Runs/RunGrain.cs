@@ -125,6 +125,7 @@ public sealed class RunGrain(
                 throw new RunRejectedException($"{option}: {e.Message}");
             }
         }
+        Read(spec.Calibration, "--calibration");
         return (Read(spec.EvalData, "--eval"), Read(spec.FinetuneData, "--finetune-data"));
     }
 
@@ -426,6 +427,22 @@ public sealed class RunGrain(
         RunPlan plan, RunSpec spec, int round, double target, long[][] masked, long[]? groupTargets, CancellationToken token)
     {
         long bytes = 0;
+        if (spec.NeedsCalibration)
+        {
+            // Calibration flows layer by layer: each layer is pruned from the inputs that the
+            // already-pruned layers before it compute, then hands its outputs on.
+            var calibration = Shears.Pruning.Models.EvalData.LoadTokenIds(spec.Calibration!, spec.EvalSeqLen).Take(spec.CalibrationSamples).ToArray();
+            int hidden = Shears.Pruning.Models.LlamaConfig.Load(Directory.Exists(spec.ModelPath) ? spec.ModelPath : Path.GetDirectoryName(spec.ModelPath)!).HiddenSize;
+            int batch = BatchFitting(calibration, hidden, 16);
+            for (int start = 0; start < calibration.Length; start += batch)
+                await Shard(0).CollectCalibrationAsync(new ActivationBatch { TokenIds = calibration.Skip(start).Take(batch).ToArray() });
+            foreach (var stage in plan.Stages!.Select((s, i) => (s, i)).Where(x => x.s.Kind == StagePlan.LayerKind))
+            {
+                token.ThrowIfCancellationRequested();
+                masked[stage.i] = (await Shard(stage.i).PruneCalibratedAsync(round, target)).MaskedPerPiece;
+            }
+            return (null, 0);
+        }
         if (spec.Pattern != RunOptions.Patterns.Unstructured)
         {
             // Rows, columns and heads rank units inside a tensor or layer, which lie whole on one shard.

@@ -244,6 +244,10 @@ public sealed class ShardGrain(ComputeExecutor compute, ComputeDevice device, Ma
                         long more = request.TargetMasked[i] - piece.Mask.CountSet();
                         if (more > 0) LocalSelection.MaskSmallest(piece.Keys!, piece.Mask, more);
                         break;
+                    case "2:4" or "4:8":
+                        var (n, m) = spec.NmPattern;
+                        piece.Mask = new Shears.Pruning.Calibration.NmPattern(n, m).MagnitudeMask(piece.Raw, piece.Entry.DType, piece.Rows, piece.Cols, piece.Entry.Name, piece.Mask);
+                        break;
                     case RunOptions.Patterns.Rows or RunOptions.Patterns.Columns:
                         // rows = output neurons, columns = input features, whatever the storage order.
                         bool outputsAreColumns = _manifest!.OutputColumns.Contains(piece.Entry.Name);
@@ -405,6 +409,32 @@ public sealed class ShardGrain(ComputeExecutor compute, ComputeDevice device, Ma
                 if (piece.Keys is not null && method == RunOptions.Methods.Magnitude)
                     ScoreKeys.Magnitude(piece.Raw, piece.Entry.DType, piece.Keys, piece.Entry.Name, piece.Piece.RowStart * piece.Piece.RowElements);
         });
+    }
+
+    async Task IShardGrain.CollectCalibrationAsync(ActivationBatch batch)
+    {
+        var stage = _stage ?? throw new ShardNotLoadedException($"shard {this.GetPrimaryKeyString()} runs no model stage");
+        switch (stage.Plan.Kind)
+        {
+            case StagePlan.EmbeddingKind:
+                var (next, _) = await compute.RunAsync(() => stage.Evaluate(batch, _pieces));
+                await GrainFactory.GetGrain<IShardGrain>($"{Assignment.RunId}/{stage.Plan.Next}").CollectCalibrationAsync(next!);
+                break;
+            case StagePlan.LayerKind:
+                await compute.RunAsync(() => stage.Collect(batch));
+                break;
+        }
+    }
+
+    async Task<ShardRoundResult> IShardGrain.PruneCalibratedAsync(int round, double sparsity)
+    {
+        var stopwatch = Stopwatch.StartNew();
+        var stage = _stage ?? throw new ShardNotLoadedException($"shard {this.GetPrimaryKeyString()} runs no model stage");
+        var spec = Assignment.Spec;
+        var next = await compute.RunAsync(() => stage.PruneCalibrated(_pieces, spec.Method, spec.NmPattern, sparsity));
+        var following = GrainFactory.GetGrain<IShardGrain>($"{Assignment.RunId}/{stage.Plan.Next}");
+        foreach (var batch in next) await following.CollectCalibrationAsync(batch);
+        return Result(stopwatch);
     }
 
     Task IShardGrain.ReleaseAsync()

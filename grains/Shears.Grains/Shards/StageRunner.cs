@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Shears.Contracts;
+using Shears.Pruning.Calibration;
 using Shears.Pruning.Checkpoints;
 using Shears.Pruning.Models;
 using TorchSharp;
@@ -19,7 +20,11 @@ internal sealed class StageRunner(StagePlan plan, LlamaConfig config, Device dev
     private MaskedAdamW? _optimizer;
     private Tensor? _input, _output;
 
+    private readonly List<(Tensor Hidden, long[][] TokenIds)> _calibration = [];
+
     public StagePlan Plan { get; } = plan;
+
+    /// <summary>The pieces' weights differ from the checkpoint's (fine-tuned or OBS-updated): rounds persist them.</summary>
     public bool Trained { get; private set; }
 
     /// <summary>Drops the built stage (the masks or weights changed); the next call builds it anew.</summary>
@@ -172,6 +177,104 @@ internal sealed class StageRunner(StagePlan plan, LlamaConfig config, Device dev
         DisposeStage();
     }
 
+    /// <summary>Keeps a batch of this layer's calibration inputs (on the CPU until used).</summary>
+    public void Collect(ActivationBatch batch)
+    {
+        var hidden = tensor(MemoryMarshal.Cast<byte, float>(batch.Hidden).ToArray(), batch.Shape, ScalarType.Float32, CPU).DetachFromDisposeScope();
+        _calibration.Add((hidden, batch.TokenIds));
+    }
+
+    /// <summary>
+    /// Wanda or SparseGPT on this layer's pieces from its kept calibration inputs; returns those inputs
+    /// passed through the pruned layer (the next layer's calibration inputs).
+    /// </summary>
+    public List<ActivationBatch> PruneCalibrated(IReadOnlyList<LoadedPiece> pieces, string method, (int N, int M) nm, double sparsity)
+    {
+        if (Plan.Kind != StagePlan.LayerKind) throw new InvalidOperationException($"--method {method} prunes decoder layers; this shard runs the {Plan.Kind}");
+        if (_calibration.Count == 0) throw new InvalidOperationException($"layer {Plan.Layer} received no calibration inputs");
+        bool sparseGpt = method == RunOptions.Methods.SparseGpt;
+        var pattern = nm.M > 0 ? new NmPattern(nm.N, nm.M) : null;
+        var stats = pieces.ToDictionary(p => p.Entry.Name, p => new InputStatistics(p.Cols, withGram: sparseGpt), StringComparer.Ordinal);
+        try
+        {
+            var layer = (LlamaDecoderLayer)Stage(pieces);
+            layer.Capture = (name, x) =>
+            {
+                if (!stats.TryGetValue(name, out var s)) return;
+                AddValidPositions(s, x, _current!);
+            };
+            using (no_grad())
+            {
+                foreach (var (hidden, ids) in _calibration)
+                {
+                    using var scope = NewDisposeScope();
+                    _current = ids;
+                    layer.Forward(hidden.to(device));
+                }
+            }
+            layer.Capture = null;
+            _current = null;
+
+            foreach (var piece in pieces)
+            {
+                string name = piece.Entry.Name;
+                var weight = _stage!.Parameters[name];
+                if (sparseGpt)
+                {
+                    using var result = SparseGpt.Prune(weight, stats[name], sparsity, pattern, existing: piece.Mask, tensorName: name);
+                    piece.Mask = result.Mask;
+                    using var cpu = result.Weight.detach().cpu().to(ScalarType.Float32).contiguous();
+                    ShardMath.WriteFloats(cpu.data<float>().ToArray(), piece);
+                    Trained = true;
+                }
+                else
+                {
+                    piece.Mask = pattern is null
+                        ? Wanda.Mask(weight, stats[name], sparsity, piece.Mask, name)
+                        : Wanda.MaskNm(weight, stats[name], pattern, piece.Mask, name);
+                }
+            }
+        }
+        finally
+        {
+            foreach (var s in stats.Values) s.Dispose();
+        }
+
+        // The next layer calibrates on what this pruned layer computes.
+        DisposeStage();
+        var next = new List<ActivationBatch>();
+        var pruned = Stage(pieces);
+        using (no_grad())
+        {
+            foreach (var (hidden, ids) in _calibration)
+            {
+                using var scope = NewDisposeScope();
+                var output = pruned.Forward(hidden.to(device));
+                next.Add(new ActivationBatch { TokenIds = ids, Hidden = Bytes(output), Shape = output.shape });
+            }
+        }
+        DropCalibration();
+        return next;
+    }
+
+    private long[][]? _current;
+
+    private static void AddValidPositions(InputStatistics stats, Tensor x, long[][] tokenIds)
+    {
+        // Right padding is not data: each sequence contributes its own positions only.
+        for (int b = 0; b < tokenIds.Length; b++)
+        {
+            using var rows = x[b].narrow(0, 0, tokenIds[b].Length);
+            stats.Add(rows);
+        }
+    }
+
+    private void DropCalibration()
+    {
+        foreach (var (hidden, _) in _calibration) hidden.Dispose();
+        _calibration.Clear();
+    }
+
     private void DisposeStep()
     {
         _input?.Dispose();
@@ -190,5 +293,9 @@ internal sealed class StageRunner(StagePlan plan, LlamaConfig config, Device dev
         _owned = null;
     }
 
-    public void Dispose() => DisposeStage();
+    public void Dispose()
+    {
+        DisposeStage();
+        DropCalibration();
+    }
 }

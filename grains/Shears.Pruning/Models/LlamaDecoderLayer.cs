@@ -84,6 +84,14 @@ public sealed class LlamaDecoderLayer : LlamaStage
         return new LlamaDecoderLayer(config, layerIndex, tensors, device, dtype);
     }
 
+    /// <summary>
+    /// When set, Forward hands it the input of every linear projection (by the weight's HF name):
+    /// calibration statistics for Wanda and SparseGPT. The tensor is only valid during the call.
+    /// </summary>
+    public Action<string, Tensor>? Capture { get; set; }
+
+    private string Name(string projection) => $"{LlamaWeights.LayerPrefix(LayerIndex)}{projection}.weight";
+
     public override Tensor Forward(Tensor hidden)
     {
         ArgumentNullException.ThrowIfNull(hidden);
@@ -95,6 +103,12 @@ public sealed class LlamaDecoderLayer : LlamaStage
         long heads = c.NumAttentionHeads, kvHeads = c.NumKeyValueHeads, headDim = c.HeadDim;
 
         var x = LlamaOps.RmsNorm(hidden, InputNorm, c.RmsNormEps);
+        if (Capture is { } capture)
+        {
+            capture(Name("self_attn.q_proj"), x);
+            capture(Name("self_attn.k_proj"), x);
+            capture(Name("self_attn.v_proj"), x);
+        }
         var q = nn.functional.linear(x, QProj, QBias).view(batch, length, heads, headDim).transpose(1, 2);
         var k = nn.functional.linear(x, KProj, KBias).view(batch, length, kvHeads, headDim).transpose(1, 2);
         var v = nn.functional.linear(x, VProj, VBias).view(batch, length, kvHeads, headDim).transpose(1, 2);
@@ -116,11 +130,16 @@ public sealed class LlamaDecoderLayer : LlamaStage
         }
         var weights = scores.softmax(-1, ScalarType.Float32).to(q.dtype);
         var attended = weights.matmul(v).transpose(1, 2).reshape(batch, length, heads * headDim);
+        Capture?.Invoke(Name("self_attn.o_proj"), attended);
         var h = hidden + nn.functional.linear(attended, OProj, OBias);
 
         var y = LlamaOps.RmsNorm(h, PostAttentionNorm, c.RmsNormEps);
+        Capture?.Invoke(Name("mlp.gate_proj"), y);
+        Capture?.Invoke(Name("mlp.up_proj"), y);
         var gate = nn.functional.silu(nn.functional.linear(y, GateProj, GateBias));
-        var mlp = nn.functional.linear(gate * nn.functional.linear(y, UpProj, UpBias), DownProj, DownBias);
+        var product = gate * nn.functional.linear(y, UpProj, UpBias);
+        Capture?.Invoke(Name("mlp.down_proj"), product);
+        var mlp = nn.functional.linear(product, DownProj, DownBias);
         return (h + mlp).MoveToOuterDisposeScope();
     }
 
