@@ -37,7 +37,12 @@ internal sealed record ProtocolRun
 /// </summary>
 internal static class GlobalProtocol
 {
-    public static ProtocolRun Run(IReadOnlyList<BenchShard> shards, long count, int threads)
+    /// <remarks>
+    /// The coordinator drops RadixSelect.Histogram's lowBitsZero answer (ShardGrain returns the
+    /// histogram alone and RunGrain submits without it), so bf16 scopes still take two levels.
+    /// <paramref name="forwardLowBitsZero"/> is the what-if that passes it on, as DESIGN.md intends.
+    /// </remarks>
+    public static ProtocolRun Run(IReadOnlyList<BenchShard> shards, long count, int threads, bool forwardLowBitsZero = false)
     {
         int s = shards.Count;
         double level0 = 0, level1 = 0, merge = 0;
@@ -51,12 +56,13 @@ internal static class GlobalProtocol
             int level = search.Level;
             uint prefix = search.Prefix;
             var histograms = new long[s][];
+            var lowBitsZero = new bool[s];
             long t = Stopwatch.GetTimestamp();
             Timing.ForEach(s, threads, i =>
             {
                 // As ShardGrain.HistogramAsync: a fresh histogram per request.
                 var histogram = new long[RadixSelect.Buckets];
-                RadixSelect.Histogram(shards[i].Keys, shards[i].Mask, 0, level, prefix, histogram);
+                lowBitsZero[i] = RadixSelect.Histogram(shards[i].Keys, shards[i].Mask, 0, level, prefix, histogram);
                 histograms[i] = histogram;
             });
             if (level == 0) level0 += Timing.Seconds(t);
@@ -65,7 +71,7 @@ internal static class GlobalProtocol
             levels++;
 
             t = Stopwatch.GetTimestamp();
-            search.Submit(RadixSelect.MergeHistograms(histograms));
+            search.Submit(RadixSelect.MergeHistograms(histograms), forwardLowBitsZero && lowBitsZero.All(z => z));
             merge += Timing.Seconds(t);
         }
         uint threshold = search.ThresholdKey;

@@ -55,6 +55,7 @@ internal static class SelectionBench
                 var keySeconds = new List<double>();
                 var runs = new List<ProtocolRun>();
                 var wordwise = new List<double>();
+                var bf16Level0 = new List<double>();
                 for (int r = 0; r < o.Repeat; r++)
                 {
                     foreach (var shard in shards) shard.Mask = new(shard.Keys.Length);
@@ -69,11 +70,22 @@ internal static class SelectionBench
                         throw new InvalidOperationException($"Shears masked {run.Masked} (mask bits {set}) where {k} were asked");
                     runs.Add(run);
                     wordwise.Add(TimeWordwiseApply(shards, run, threads));
+                    if (bf16)
+                    {
+                        foreach (var shard in shards) shard.Mask = new(shard.Keys.Length);
+                        Timing.Quiesce();
+                        var exact = GlobalProtocol.Run(shards, k, threads, forwardLowBitsZero: true);
+                        if (exact.Levels != 1 || exact.ThresholdKey != run.ThresholdKey || exact.Masked != k)
+                            throw new InvalidOperationException($"bf16 with lowBitsZero forwarded: {exact.Levels} levels, threshold {exact.ThresholdKey:X8}, masked {exact.Masked}");
+                        bf16Level0.Add(exact.Total);
+                    }
                 }
                 var median = MedianRun(runs);
                 shears[threads] = (Timing.Median(keySeconds), median);
                 Report.Shears(s, threads, n, Timing.Median(keySeconds), median, GlobalProtocol.CoordinatorPeakBytes(s));
                 Report.WordwiseApply(median, Timing.Median(wordwise), n);
+                if (bf16)
+                    Console.WriteLine($"  what-if: lowBitsZero forwarded to GlobalThresholdSearch (bf16 exact after level 0, same mask) → selection {Timing.Median(bf16Level0):0.000} s, histograms {Timing.Bytes((long)s * 65536 * 8)}");
             }
             uint thresholdKey = shears.Values.First().Run.ThresholdKey;
             if (shears.Values.Any(x => x.Run.ThresholdKey != thresholdKey))
