@@ -38,11 +38,10 @@ internal sealed record ProtocolRun
 internal static class GlobalProtocol
 {
     /// <remarks>
-    /// The coordinator drops RadixSelect.Histogram's lowBitsZero answer (ShardGrain returns the
-    /// histogram alone and RunGrain submits without it), so bf16 scopes still take two levels.
-    /// <paramref name="forwardLowBitsZero"/> is the what-if that passes it on, as DESIGN.md intends.
+    /// As RunGrain does, the shards' lowBitsZero answers are passed on, so a bf16 scope is exact after
+    /// the top digit; <paramref name="forwardLowBitsZero"/> false measures the two-level protocol instead.
     /// </remarks>
-    public static ProtocolRun Run(IReadOnlyList<BenchShard> shards, long count, int threads, bool forwardLowBitsZero = false)
+    public static ProtocolRun Run(IReadOnlyList<BenchShard> shards, long count, int threads, bool forwardLowBitsZero = true)
     {
         int s = shards.Count;
         double level0 = 0, level1 = 0, merge = 0;

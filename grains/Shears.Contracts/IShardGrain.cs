@@ -108,6 +108,15 @@ public sealed record HistogramRequest
     [Id(2)] public uint Prefix { get; init; }
 }
 
+/// <summary>A 65,536-bucket histogram of one 16-bit digit of the unmasked scores.</summary>
+[GenerateSerializer, Immutable]
+public sealed record HistogramResult
+{
+    [Id(0)] public required long[] Counts { get; init; }
+    /// <summary>Every counted score has zero low 16 bits (bf16 data): the top digit alone decides exactly.</summary>
+    [Id(1)] public bool LowBitsZero { get; init; }
+}
+
 /// <summary>The per-piece counts of unmasked scores below and equal to a threshold.</summary>
 [GenerateSerializer, Immutable]
 public sealed record ThresholdCounts
@@ -162,7 +171,7 @@ public sealed record ShardRoundResult
 public interface IShardGrain : IGrainWithStringKey
 {
     Task<ShardInfo> LoadAsync(ShardAssignment assignment);
-    Task<long[]> HistogramAsync(HistogramRequest request);
+    Task<HistogramResult> HistogramAsync(HistogramRequest request);
     Task<ThresholdCounts> CountAsync(int group, uint threshold);
     Task<ShardRoundResult> ApplyAsync(MaskDecision decision);
     Task<ShardRoundResult> ApplyLocalAsync(LocalRoundRequest request);

@@ -481,8 +481,9 @@ public sealed class RunGrain(
             {
                 var request = new HistogramRequest { Group = group, Level = search.Level, Prefix = search.Prefix };
                 var histograms = await Task.WhenAll(shards.Select(s => Shard(s).HistogramAsync(request)));
-                bytes += histograms.Sum(h => (long)h.Length * sizeof(long));
-                search.Submit(RadixSelect.MergeHistograms(histograms));
+                bytes += histograms.Sum(h => (long)h.Counts.Length * sizeof(long));
+                // With bf16 scores everywhere the top digit is already exact: one round of messages, not two.
+                search.Submit(RadixSelect.MergeHistograms(histograms.Select(h => h.Counts)), lowBitsZero: histograms.All(h => h.LowBitsZero));
             }
             uint threshold = search.ThresholdKey;
             var counts = await Task.WhenAll(shards.Select(s => Shard(s).CountAsync(group, threshold)));

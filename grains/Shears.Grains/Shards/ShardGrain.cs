@@ -170,21 +170,22 @@ public sealed class ShardGrain(ComputeExecutor compute, ComputeDevice device, Ma
         return sum;
     }
 
-    Task<long[]> IShardGrain.HistogramAsync(HistogramRequest request)
+    Task<HistogramResult> IShardGrain.HistogramAsync(HistogramRequest request)
     {
         _ = Assignment;
         return compute.RunAsync(() => Histogram(request));
     }
 
-    private long[] Histogram(HistogramRequest request)
+    private HistogramResult Histogram(HistogramRequest request)
     {
         var histogram = new long[1 << 16];
+        bool lowBitsZero = true;
         foreach (var piece in _pieces)
         {
             if (piece.Piece.Group != request.Group || piece.Keys is null) continue;
-            RadixSelect.Histogram(piece.Keys, piece.Mask, 0, request.Level, request.Prefix, histogram);
+            lowBitsZero &= RadixSelect.Histogram(piece.Keys, piece.Mask, 0, request.Level, request.Prefix, histogram);
         }
-        return histogram;
+        return new HistogramResult { Counts = histogram, LowBitsZero = lowBitsZero };
     }
 
     Task<ThresholdCounts> IShardGrain.CountAsync(int group, uint threshold)

@@ -40,10 +40,26 @@ public sealed class BitMask
 
     public void Set(long index) => _words[index >> 6] |= 1UL << (int)(index & 63);
 
+    /// <summary>ORs 64 bits into the mask starting at element <paramref name="start"/> (any alignment): bit j of <paramref name="bits"/> sets element start + j.</summary>
+    public void OrBits(long start, ulong bits)
+    {
+        if (bits == 0) return;
+        if (start < 0 || start + (64 - BitOperations.LeadingZeroCount(bits)) > Length)
+            throw new ArgumentOutOfRangeException(nameof(start), $"bits past the mask's {Length} elements");
+        long word = start >> 6;
+        int shift = (int)(start & 63);
+        _words[word] |= bits << shift;
+        if (shift != 0 && bits >> (64 - shift) != 0) _words[word + 1] |= bits >> (64 - shift);
+    }
+
     /// <summary>Sets bits [start, start + count).</summary>
     public void SetRange(long start, long count)
     {
-        for (long i = start, end = start + count; i < end; i++) Set(i);
+        for (long i = start, end = start + count; i < end; i += 64)
+        {
+            int n = (int)Math.Min(64, end - i);
+            OrBits(i, n == 64 ? ulong.MaxValue : (1UL << n) - 1);
+        }
     }
 
     public long CountSet()

@@ -158,19 +158,27 @@ public static class RadixSelect
 
         // Last index whose tie is taken: found before any bit changes, so a bad count changes nothing.
         long lastTie = -1;
+        ReadOnlySpan<ulong> words = mask.Words;
         if (tiesToTake > 0)
         {
+            // Block by block: count the unmasked ties, then find the last one taken inside its block.
             long seen = 0;
-            for (int i = 0; i < keys.Length && lastTie < 0; i++)
+            for (int start = 0; start < keys.Length && lastTie < 0; start += 64)
             {
-                if (keys[i] == threshold && !mask[maskOffset + i] && ++seen == tiesToTake) lastTie = i;
+                int len = Math.Min(64, keys.Length - start);
+                ReadOnlySpan<uint> block = keys.Slice(start, len);
+                ulong equal = (BitsAtMost(block, threshold) ^ BitsBelow(block, threshold)) & ~MaskBits(words, maskOffset + start) & LowBits(len);
+                int count = BitOperations.PopCount(equal);
+                if (seen + count < tiesToTake) { seen += count; continue; }
+                for (long need = tiesToTake - seen; need > 1; need--) equal &= equal - 1;
+                lastTie = start + BitOperations.TrailingZeroCount(equal);
+                seen = tiesToTake;
             }
             if (lastTie < 0)
                 throw new ArgumentOutOfRangeException(nameof(tiesToTake), tiesToTake,
                     $"only {seen} unmasked keys equal the threshold {threshold:X8}");
         }
 
-        ReadOnlySpan<ulong> words = mask.Words;
         long masked = 0;
         int n = keys.Length;
         for (int start = 0; start < n; start += 64)
@@ -189,11 +197,7 @@ public static class RadixSelect
             }
             take &= unmasked;
             masked += BitOperations.PopCount(take);
-            while (take != 0)
-            {
-                mask.Set(maskOffset + start + BitOperations.TrailingZeroCount(take));
-                take &= take - 1;
-            }
+            mask.OrBits(maskOffset + start, take);
         }
         return masked;
     }
