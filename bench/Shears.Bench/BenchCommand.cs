@@ -8,7 +8,28 @@ internal static class BenchCommand
           selection [--elements N] [--shards 1,2,4] [--dtype f32|bf16] [--repeat R]
                     [--threads 1,2] [--torch-threads 2] [--sparsity 0.5] [--seed N]
           layer     [--rows 4096] [--cols 4096] [--repeat R] [--torch-threads 2] [--sparsity 0.5] [--seed N]
+          checkpoint DIR [--hidden 2048] [--layers 10] [--intermediate 5504] [--vocab 32000]
+                    (a bf16 LLaMA-layout checkpoint for the end-to-end benchmark, bench/e2e.sh)
         """;
+
+    private static int Checkpoint(ReadOnlySpan<string> args)
+    {
+        if (args.Length == 0) { Console.Error.WriteLine(Usage); return 2; }
+        string dir = args[0];
+        int Get(string name, int fallback)
+        {
+            for (int i = 0; i + 1 < args.Length; i++) if (args[i] == name) return int.Parse(args[i + 1], System.Globalization.CultureInfo.InvariantCulture);
+            return fallback;
+        }
+        int hidden = Get("--hidden", 2048), layers = Get("--layers", 10), intermediate = Get("--intermediate", 5504), vocab = Get("--vocab", 32000);
+        int heads = Math.Max(1, hidden / 128);
+        Directory.CreateDirectory(dir);
+        Shears.Pruning.Checkpoints.DemoCheckpoint.Write(dir, new Shears.Pruning.Checkpoints.DemoCheckpointOptions(
+            HiddenSize: hidden, Layers: layers, Heads: heads, KvHeads: heads, IntermediateSize: intermediate, VocabSize: vocab, MaxShardBytes: 2_000_000_000));
+        long bytes = Directory.GetFiles(dir).Sum(f => new FileInfo(f).Length);
+        Console.WriteLine($"wrote {dir}: {bytes / 1e9:F2} GB");
+        return 0;
+    }
 
     public static int Run(string[] args)
     {
@@ -17,6 +38,7 @@ internal static class BenchCommand
             Console.WriteLine(Usage);
             return args.Length == 0 ? 2 : 0;
         }
+        if (args[0] == "checkpoint") return Checkpoint(args.AsSpan(1));
         try
         {
             var options = BenchOptions.Parse(args.AsSpan(1));

@@ -43,6 +43,7 @@ public sealed class ClusterConnection : IAsyncDisposable
             if (redis.Length == 0) throw new ArgumentException("--cluster redis:// names no Redis server (redis://HOST:PORT)");
             builder.UseOrleansClient(client =>
             {
+                client.Configure<ClientMessagingOptions>(o => o.MaxMessageBodySize = Orleans.Hosting.ShearsHostingExtensions.MaxMessageBytes);
                 client.UseRedisClustering(redis);
                 client.Configure<ClusterOptions>(o => { o.ClusterId = "shears"; o.ServiceId = "shears"; });
             });
@@ -52,6 +53,7 @@ public sealed class ClusterConnection : IAsyncDisposable
             var endpoints = ParseGateways(cluster);
             builder.UseOrleansClient(client =>
             {
+                client.Configure<ClientMessagingOptions>(o => o.MaxMessageBodySize = Orleans.Hosting.ShearsHostingExtensions.MaxMessageBytes);
                 client.UseStaticClustering(endpoints);
                 client.Configure<ClusterOptions>(o => { o.ClusterId = "shears"; o.ServiceId = "shears"; });
             });
