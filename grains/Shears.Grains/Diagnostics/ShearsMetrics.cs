@@ -33,7 +33,7 @@ public static class ShearsMetrics
         Meter.CreateObservableGauge("shears_run_threshold", () => Runs.Where(r => r.Value.Threshold.HasValue).Select(r => new Measurement<double>(r.Value.Threshold!.Value, Tag("run", r.Key))), description: "Global score threshold of the latest round");
         Meter.CreateObservableGauge("shears_run_eval", () => Runs.Where(r => r.Value.Eval.HasValue).Select(r => new Measurement<double>(r.Value.Eval!.Value, Tag("run", r.Key))), description: "Evaluation metric after the latest round");
         Meter.CreateObservableGauge("shears_shard_masked_weights", () => ShardMasked.Select(s => new Measurement<long>(s.Value, Tag("run", s.Key.Run), Tag("shard", s.Key.Shard))), description: "Masked weights held by each shard");
-        Meter.CreateObservableGauge("shears_runs", () => RunStates.GroupBy(r => r.Key.State).Select(g => new Measurement<int>(g.Count(), Tag("status", g.Key))), description: "Runs known to this silo, by status");
+        Meter.CreateObservableGauge("shears_run_states", () => RunStates.GroupBy(r => r.Key.State).Select(g => new Measurement<int>(g.Count(), Tag("status", g.Key))), description: "Runs known to this silo, by status");
     }
 
     public static KeyValuePair<string, object?> Tag(string key, object? value) => new(key, value);
