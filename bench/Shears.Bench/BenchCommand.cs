@@ -12,8 +12,9 @@ internal static class BenchCommand
                     (a bf16 LLaMA-layout checkpoint for the end-to-end benchmark, bench/e2e.sh)
         """;
 
-    private static int Checkpoint(ReadOnlySpan<string> args)
+    private static int Checkpoint(ReadOnlySpan<string> span)
     {
+        string[] args = span.ToArray();
         if (args.Length == 0) { Console.Error.WriteLine(Usage); return 2; }
         string dir = args[0];
         int Get(string name, int fallback)

@@ -1,0 +1,128 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Shears.Pruning.Encoders;
+
+/// <summary>
+/// One post-norm BERT encoder layer, hidden [B, T, hidden] to hidden: bidirectional self-attention over the
+/// unpadded positions, dense, residual, LayerNorm; then intermediate dense, GELU, output dense, residual, LayerNorm.
+/// The matrices are stored [in, out], as the ONNX MatMul weights are: y = x·W + b.
+/// </summary>
+public sealed class BertLayer : BertStage
+{
+    private BertLayer(BertConfig config, int layerIndex, BertLayerNames names, IReadOnlyDictionary<string, Tensor> tensors, Device device, ScalarType dtype)
+        : base(config, $"encoder layer {layerIndex}", device, dtype)
+    {
+        LayerIndex = layerIndex;
+        Names = names;
+        long hidden = config.HiddenSize, inter = config.IntermediateSize;
+        try
+        {
+            Query = Take(tensors, names.Query, "query", hidden, hidden);
+            QueryBias = Take(tensors, names.QueryBias, "query bias", hidden);
+            Key = Take(tensors, names.Key, "key", hidden, hidden);
+            KeyBias = Take(tensors, names.KeyBias, "key bias", hidden);
+            Value = Take(tensors, names.Value, "value", hidden, hidden);
+            ValueBias = Take(tensors, names.ValueBias, "value bias", hidden);
+            AttentionOutput = Take(tensors, names.AttentionOutput, "attention output", hidden, hidden);
+            AttentionOutputBias = Take(tensors, names.AttentionOutputBias, "attention output bias", hidden);
+            AttentionNormWeight = Take(tensors, names.AttentionNormWeight, "attention LayerNorm weight", hidden);
+            AttentionNormBias = Take(tensors, names.AttentionNormBias, "attention LayerNorm bias", hidden);
+            Intermediate = Take(tensors, names.Intermediate, "intermediate", hidden, inter);
+            IntermediateBias = Take(tensors, names.IntermediateBias, "intermediate bias", inter);
+            Output = Take(tensors, names.Output, "output", inter, hidden);
+            OutputBias = Take(tensors, names.OutputBias, "output bias", hidden);
+            OutputNormWeight = Take(tensors, names.OutputNormWeight, "output LayerNorm weight", hidden);
+            OutputNormBias = Take(tensors, names.OutputNormBias, "output LayerNorm bias", hidden);
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    public int LayerIndex { get; }
+
+    public BertLayerNames Names { get; }
+
+    public Tensor Query { get; }
+    public Tensor QueryBias { get; }
+    public Tensor Key { get; }
+    public Tensor KeyBias { get; }
+    public Tensor Value { get; }
+    public Tensor ValueBias { get; }
+    public Tensor AttentionOutput { get; }
+    public Tensor AttentionOutputBias { get; }
+    public Tensor AttentionNormWeight { get; }
+    public Tensor AttentionNormBias { get; }
+    public Tensor Intermediate { get; }
+    public Tensor IntermediateBias { get; }
+    public Tensor Output { get; }
+    public Tensor OutputBias { get; }
+    public Tensor OutputNormWeight { get; }
+    public Tensor OutputNormBias { get; }
+
+    /// <summary>
+    /// Builds layer <paramref name="layerIndex"/> from tensors by checkpoint name (others are ignored, so a whole
+    /// checkpoint's map will do). A weight shares storage with the given tensor when no conversion is needed.
+    /// </summary>
+    public static BertLayer FromTensors(BertConfig config, int layerIndex, BertLayerNames names, IReadOnlyDictionary<string, Tensor> tensors,
+        Device device, ScalarType dtype = ScalarType.Float32)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(names);
+        ArgumentNullException.ThrowIfNull(tensors);
+        ArgumentOutOfRangeException.ThrowIfNegative(layerIndex);
+        if (layerIndex >= config.NumHiddenLayers)
+        {
+            throw new ArgumentOutOfRangeException(nameof(layerIndex), $"Layer {layerIndex} does not exist; num_hidden_layers is {config.NumHiddenLayers}.");
+        }
+        return new BertLayer(config, layerIndex, names, tensors, device, dtype);
+    }
+
+    /// <summary>
+    /// Hidden states [B, T, hidden] and the padding mask [B, T] (1 = a real token, 0 = padding; any numeric or bool
+    /// type) to the next hidden states, in the caller's dispose scope. Padded keys get (1 − 0)·−10000 added to
+    /// their scores, as BERT does; padded queries are computed too, as the exported graph computes them.
+    /// </summary>
+    public Tensor Forward(Tensor hidden, Tensor attentionMask)
+    {
+        ArgumentNullException.ThrowIfNull(hidden);
+        ArgumentNullException.ThrowIfNull(attentionMask);
+        ThrowIfDisposed();
+        CheckHidden(hidden, Config, nameof(hidden));
+        var (batch, length) = (hidden.shape[0], hidden.shape[1]);
+        if (attentionMask.dim() != 2 || attentionMask.shape[0] != batch || attentionMask.shape[1] != length)
+        {
+            throw new ArgumentException(
+                $"The attention mask has shape [{string.Join(", ", attentionMask.shape)}]; the hidden states need [{batch}, {length}].", nameof(attentionMask));
+        }
+        using var scope = NewDisposeScope();
+        var c = Config;
+        long heads = c.NumAttentionHeads, headDim = c.HeadDim;
+        var x = hidden.to(DType, Device);
+
+        var q = (x.matmul(Query) + QueryBias).view(batch, length, heads, headDim).transpose(1, 2);
+        var k = (x.matmul(Key) + KeyBias).view(batch, length, heads, headDim).transpose(1, 2);
+        var v = (x.matmul(Value) + ValueBias).view(batch, length, heads, headDim).transpose(1, 2);
+        var scores = q.matmul(k.transpose(2, 3)) / Math.Sqrt(headDim);
+        scores = scores + BertOps.AdditiveMask(attentionMask.to(Device), c.MaskedScore, scores.dtype);
+        var weights = scores.softmax(-1, ScalarType.Float32).to(q.dtype);
+        var attended = weights.matmul(v).transpose(1, 2).reshape(batch, length, heads * headDim);
+        var h = BertOps.LayerNorm(attended.matmul(AttentionOutput) + AttentionOutputBias + x, AttentionNormWeight, AttentionNormBias, c.LayerNormEps);
+
+        var inner = BertOps.Gelu(h.matmul(Intermediate) + IntermediateBias);
+        var y = BertOps.LayerNorm(inner.matmul(Output) + OutputBias + h, OutputNormWeight, OutputNormBias, c.LayerNormEps);
+        return y.MoveToOuterDisposeScope();
+    }
+
+    internal static void CheckHidden(Tensor hidden, BertConfig config, string parameter)
+    {
+        if (hidden.dim() != 3 || hidden.shape[2] != config.HiddenSize)
+        {
+            throw new ArgumentException(
+                $"Hidden states must have shape [batch, length, {config.HiddenSize}]; got [{string.Join(", ", hidden.shape)}].", parameter);
+        }
+    }
+}
