@@ -47,8 +47,12 @@ public sealed record StagePlan
     [Id(1)] public int Layer { get; init; }
     /// <summary>Every tensor the stage computes with (its pruned pieces and its frozen tensors).</summary>
     [Id(2)] public required IReadOnlyList<string> Tensors { get; init; }
-    /// <summary>The shard running the next stage; -1 for the head.</summary>
+    /// <summary>The shard running the next stage; -1 for the last.</summary>
     [Id(3)] public int Next { get; init; } = -1;
+    /// <summary>llama (decoder: perplexity) or bert (encoder: pooled sentence embeddings from the last layer).</summary>
+    [Id(4)] public string Model { get; init; } = LlamaModel;
+
+    public const string LlamaModel = "llama", BertModel = "bert";
 }
 
 /// <summary>Sequences on their way through the pipeline: token ids (right-padded) and the hidden states so far.</summary>
@@ -59,6 +63,8 @@ public sealed record ActivationBatch
     /// <summary>Little-endian fp32 hidden states [batch, length, hidden]; empty before the embedding.</summary>
     [Id(1)] public byte[] Hidden { get; init; } = [];
     [Id(2)] public long[] Shape { get; init; } = [];
+    /// <summary>Encoder distillation: the dense model's sentence embeddings [batch, hidden], flattened.</summary>
+    [Id(3)] public float[] Targets { get; init; } = [];
 }
 
 [GenerateSerializer, Immutable]
@@ -66,6 +72,8 @@ public sealed record NllResult
 {
     [Id(0)] public double NllSum { get; init; }
     [Id(1)] public long Tokens { get; init; }
+    /// <summary>Encoders: the batch's L2-normalized mean-pooled sentence embeddings [batch, hidden], flattened.</summary>
+    [Id(2)] public float[] Embeddings { get; init; } = [];
 }
 
 [GenerateSerializer, Immutable]

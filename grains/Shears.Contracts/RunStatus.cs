@@ -9,6 +9,8 @@ public sealed record EvalMetric
     [Id(0)] public required string Metric { get; init; }
     [Id(1)] public double Value { get; init; }
     [Id(2)] public long Tokens { get; init; }
+    /// <summary>Further measures (encoders: fidelityP5, neighbourAgreement10, sentences).</summary>
+    [Id(3)] public IReadOnlyDictionary<string, double>? Measures { get; init; }
 }
 
 [GenerateSerializer, Immutable]

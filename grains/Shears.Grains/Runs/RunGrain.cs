@@ -54,7 +54,7 @@ public sealed class RunGrain(
         try { targets = Schedule.Targets(ParseSchedule(spec.Schedule), spec.Sparsity, spec.Rounds); }
         catch (ArgumentException e) { throw new RunRejectedException(e.Message); }
 
-        LoadTokenIds(spec);
+        LoadTokenIds(spec, manifest);
         state.State.Plan = plan;
         state.State.StateDirectory = Path.Combine(Path.GetDirectoryName(spec.OutputPath)!, $".shears-state-{RunId}");
         state.State.Status = new RunStatus
@@ -113,13 +113,18 @@ public sealed class RunGrain(
     }
 
     /// <summary>The evaluation and fine-tuning token ids, checked before the run starts.</summary>
-    private static (IReadOnlyList<long[]>? Eval, IReadOnlyList<long[]>? Train) LoadTokenIds(RunSpec spec)
+    private static (IReadOnlyList<long[]>? Eval, IReadOnlyList<long[]>? Train) LoadTokenIds(RunSpec spec, CheckpointManifest manifest)
     {
         IReadOnlyList<long[]>? Read(string? path, string option)
         {
             if (path is null) return null;
             if (!File.Exists(path)) throw new RunRejectedException($"{option} '{path}' does not exist");
-            try { return Shears.Pruning.Models.EvalData.LoadTokenIds(path, spec.EvalSeqLen); }
+            try
+            {
+                return manifest.Format == CheckpointFormat.Onnx
+                    ? EncoderSentences(path, option, manifest)
+                    : Shears.Pruning.Models.EvalData.LoadTokenIds(path, spec.EvalSeqLen);
+            }
             catch (Exception e) when (e is ArgumentException or FormatException or NotSupportedException or System.Text.Json.JsonException or IOException)
             {
                 throw new RunRejectedException($"{option}: {e.Message}");
@@ -127,6 +132,24 @@ public sealed class RunGrain(
         }
         Read(spec.Calibration, "--calibration");
         return (Read(spec.EvalData, "--eval"), Read(spec.FinetuneData, "--finetune-data"));
+    }
+
+    /// <summary>
+    /// Sentences for an encoder: one per line of a text file (a .tsv file: its last column), tokenized
+    /// with the model's own WordPiece vocabulary (vocab.txt beside the model).
+    /// </summary>
+    private static IReadOnlyList<long[]> EncoderSentences(string path, string option, CheckpointManifest manifest)
+    {
+        string vocabulary = Path.Combine(manifest.Root, "vocab.txt");
+        if (!File.Exists(vocabulary))
+            throw new RunRejectedException($"{option}: the encoder's vocabulary {vocabulary} is missing (it tokenizes the sentences)");
+        var tokenizer = Shears.Pruning.Encoders.BertTextTokenizer.Create(vocabulary, maxLength: 128);
+        var sentences = File.ReadLines(path)
+            .Select(line => path.EndsWith(".tsv", StringComparison.OrdinalIgnoreCase) ? line.Split('\t')[^1] : line)
+            .Select(line => line.Trim()).Where(line => line.Length > 0)
+            .Select(line => tokenizer.Tokenize(line).Select(id => (long)id).ToArray()).ToArray();
+        if (sentences.Length < 2) throw new RunRejectedException($"{option} '{path}' holds fewer than 2 sentences");
+        return sentences;
     }
 
     private static ScheduleKind ParseSchedule(string name) => name switch
@@ -244,9 +267,29 @@ public sealed class RunGrain(
             await Resilient("loading", () => Task.CompletedTask);
 
             long[][]? progressive = spec.Scope == RunOptions.Scopes.Progressive ? ProgressiveTargets(plan, infos, targets, spec.ProgressiveSpread) : null;
-            var (evalData, trainData) = spec.NeedsPipeline ? LoadTokenIds(spec) : (null, null);
-            int hidden = spec.NeedsPipeline ? Shears.Pruning.Models.LlamaConfig.Load(manifest.Root).HiddenSize : 0;
-            if (evalData is not null && Status.Baseline is null)
+            var (evalData, trainData) = spec.NeedsPipeline ? LoadTokenIds(spec, manifest) : (null, null);
+            bool encoder = plan.Stages is [{ Model: StagePlan.BertModel }, ..];
+            int hidden = !spec.NeedsPipeline ? 0
+                : encoder ? Shears.Pruning.Encoders.BertConfig.FromOnnx(Shears.Pruning.Onnx.OnnxModel.Read(manifest.PathOf(manifest.Files[0].FileName))).HiddenSize
+                : Shears.Pruning.Models.LlamaConfig.Load(manifest.Root).HiddenSize;
+            if (encoder && (state.State.DenseEval is null && evalData is not null || state.State.DenseTrain is null && trainData is not null))
+            {
+                // The dense model's sentence embeddings: what fidelity compares with, and what distillation pulls toward.
+                await SetStatus(s => s with { Phase = "embedding sentences with the dense model" });
+                await Resilient("dense embeddings", async () =>
+                {
+                    if (evalData is not null) state.State.DenseEval = Flatten(await EmbedAsync(evalData, hidden, token));
+                    if (trainData is not null) state.State.DenseTrain = Flatten(await EmbedAsync(trainData, hidden, token));
+                });
+                await state.WriteStateAsync();
+            }
+            if (encoder && evalData is not null && Status.Baseline is null)
+            {
+                var dense = Unflatten(state.State.DenseEval!, hidden);
+                await SetStatus(s => s with { Baseline = EncoderMetric(dense, dense, evalData) });
+                ShearsMetrics.Eval(RunId, 1.0);
+            }
+            else if (evalData is not null && Status.Baseline is null)
             {
                 await SetStatus(s => s with { Phase = "evaluating the dense model" });
                 EvalMetric? baseline = null;
@@ -269,13 +312,15 @@ public sealed class RunGrain(
                     EvalMetric? eval = null;
                     if (trainData is not null)
                     {
-                        await SetStatus(s => s with { Phase = $"round {round}/{targets.Length}: fine-tuning" });
-                        loss = await FineTuneAsync(plan, spec, trainData, round, hidden, token);
+                        await SetStatus(s => s with { Phase = $"round {round}/{targets.Length}: {(encoder ? "distilling" : "fine-tuning")}" });
+                        loss = await FineTuneAsync(plan, spec, trainData, round, hidden, token, encoder ? state.State.DenseTrain : null);
                     }
                     if (evalData is not null)
                     {
                         await SetStatus(s => s with { Phase = $"round {round}/{targets.Length}: evaluating" });
-                        eval = await EvaluateAsync(plan, evalData, hidden, token);
+                        eval = encoder
+                            ? EncoderMetric(Unflatten(state.State.DenseEval!, hidden), await EmbedAsync(evalData, hidden, token), evalData)
+                            : await EvaluateAsync(plan, evalData, hidden, token);
                     }
                     long maskedTotal = masked.Sum(m => m.Sum());
                     result = new RoundResult
@@ -391,11 +436,46 @@ public sealed class RunGrain(
         return new EvalMetric { Metric = "perplexity", Value = Math.Exp(nll / tokens), Tokens = tokens };
     }
 
+    /// <summary>Encoders: sentence embeddings through the pipeline (the last layer pools and normalizes).</summary>
+    private async Task<float[][]> EmbedAsync(IReadOnlyList<long[]> sentences, int hidden, CancellationToken token)
+    {
+        int batch = BatchFitting(sentences, hidden, 64);
+        var result = new List<float[]>(sentences.Count);
+        for (int start = 0; start < sentences.Count; start += batch)
+        {
+            token.ThrowIfCancellationRequested();
+            var ids = sentences.Skip(start).Take(batch).ToArray();
+            var output = await Shard(0).EvaluateAsync(new ActivationBatch { TokenIds = ids });
+            result.AddRange(Unflatten(output.Embeddings, hidden));
+        }
+        return result.ToArray();
+    }
+
+    private static float[] Flatten(float[][] rows) => rows.SelectMany(r => r).ToArray();
+
+    private static float[][] Unflatten(float[] flat, int width) => flat.Chunk(width).ToArray();
+
+    /// <summary>Fidelity (mean and 5th percentile cosine to the dense embeddings) and neighbour agreement at 10.</summary>
+    private static EvalMetric EncoderMetric(float[][] dense, float[][] pruned, IReadOnlyList<long[]> sentences)
+    {
+        var fidelity = Shears.Pruning.Evaluation.EmbeddingQuality.Fidelity(dense, pruned);
+        double agreement = Shears.Pruning.Evaluation.EmbeddingQuality.NeighbourAgreement(dense, pruned, Math.Min(10, dense.Length - 1));
+        return new EvalMetric
+        {
+            Metric = "fidelity", Value = fidelity.Mean, Tokens = sentences.Sum(s => (long)s.Length),
+            Measures = new Dictionary<string, double>
+            {
+                ["fidelityP5"] = fidelity.Percentile5, ["neighbourAgreement10"] = agreement, ["sentences"] = dense.Length,
+            },
+        };
+    }
+
     /// <summary>
     /// Recovery fine-tuning: each step sends one batch through the pipeline and the gradients back; each
     /// shard steps its own optimizer and re-applies its masks. Batches follow the data in order, round after round.
+    /// Encoders distill toward the dense model's sentence embeddings (<paramref name="targets"/>).
     /// </summary>
-    private async Task<double> FineTuneAsync(RunPlan plan, RunSpec spec, IReadOnlyList<long[]> data, int round, int hidden, CancellationToken token)
+    private async Task<double> FineTuneAsync(RunPlan plan, RunSpec spec, IReadOnlyList<long[]> data, int round, int hidden, CancellationToken token, float[]? targets = null)
     {
         int batch = BatchFitting(data, hidden, spec.Batch);
         double lossSum = 0;
@@ -403,8 +483,10 @@ public sealed class RunGrain(
         {
             token.ThrowIfCancellationRequested();
             long first = ((long)(round - 1) * spec.FinetuneSteps + step) * batch;
-            var ids = Enumerable.Range(0, batch).Select(i => data[(int)((first + i) % data.Count)]).ToArray();
-            var result = await Shard(0).TrainStepAsync(new ActivationBatch { TokenIds = ids }, spec.LearningRate);
+            var rows = Enumerable.Range(0, batch).Select(i => (int)((first + i) % data.Count)).ToArray();
+            var ids = rows.Select(r => data[r]).ToArray();
+            float[] goal = targets is null ? [] : rows.SelectMany(r => targets.AsSpan(r * hidden, hidden).ToArray()).ToArray();
+            var result = await Shard(0).TrainStepAsync(new ActivationBatch { TokenIds = ids, Targets = goal }, spec.LearningRate);
             lossSum += result.Loss;
         }
         await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).EndTrainingAsync()));

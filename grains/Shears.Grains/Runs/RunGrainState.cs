@@ -13,4 +13,7 @@ public sealed class RunGrainState
     [Id(3)] public List<ShardResult> Shards { get; set; } = [];
     [Id(4)] public string? ReportJson { get; set; }
     [Id(5)] public string? StateDirectory { get; set; }
+    /// <summary>Encoders: the dense model's sentence embeddings of the evaluation and fine-tuning sentences (flattened).</summary>
+    [Id(6)] public float[]? DenseEval { get; set; }
+    [Id(7)] public float[]? DenseTrain { get; set; }
 }

@@ -153,8 +153,7 @@ public static partial class RunPlanner
     /// </summary>
     private static RunPlan PipelinePlan(CheckpointManifest manifest, RunSpec spec, IReadOnlyList<TensorEntry> prunable)
     {
-        if (manifest.Format != CheckpointFormat.Safetensors)
-            throw new RunRejectedException($"--eval/--finetune-steps: {manifest.Root} is an {manifest.Format} model; evaluation and fine-tuning run on LLaMA-family safetensors checkpoints in this version");
+        if (manifest.Format == CheckpointFormat.Onnx) return EncoderPlan(manifest, spec, prunable);
         Shears.Pruning.Models.LlamaConfig config;
         try { config = Shears.Pruning.Models.LlamaConfig.Load(manifest.Root); }
         catch (Exception e) when (e is Shears.Pruning.Models.LlamaConfigException or IOException)
@@ -169,6 +168,28 @@ public static partial class RunPlanner
             foreach (string name in stage.Tensors)
                 if (!manifest.Contains(name))
                     throw new RunRejectedException($"{manifest.Root}: the model's {stage.Kind} stage needs tensor '{name}', which the checkpoint lacks");
+        return StagedPlan(manifest, spec, prunable, stages);
+    }
+
+    /// <summary>A BERT-family ONNX encoder as a pipeline: the embeddings, then one stage per encoder layer; the last pools.</summary>
+    private static RunPlan EncoderPlan(CheckpointManifest manifest, RunSpec spec, IReadOnlyList<TensorEntry> prunable)
+    {
+        if (spec.NeedsCalibration)
+            throw new RunRejectedException($"--method {spec.Method} runs on LLaMA-family decoders in this version; use magnitude for {manifest.Root}");
+        Shears.Pruning.Encoders.BertWeightNames names;
+        try { names = Shears.Pruning.Encoders.BertWeightNames.FromOnnx(Shears.Pruning.Onnx.OnnxModel.Read(manifest.PathOf(manifest.Files[0].FileName))); }
+        catch (Exception e) when (e is InvalidDataException or ArgumentException or InvalidOperationException or CheckpointFormatException)
+        {
+            throw new RunRejectedException($"--eval/--finetune-steps need a BERT-family encoder: {e.Message}");
+        }
+        var stages = new List<StagePlan> { new() { Kind = StagePlan.EmbeddingKind, Model = StagePlan.BertModel, Tensors = names.Embeddings.All } };
+        for (int layer = 0; layer < names.Layers.Count; layer++)
+            stages.Add(new StagePlan { Kind = StagePlan.LayerKind, Layer = layer, Model = StagePlan.BertModel, Tensors = names.Layers[layer].All });
+        return StagedPlan(manifest, spec, prunable, stages);
+    }
+
+    private static RunPlan StagedPlan(CheckpointManifest manifest, RunSpec spec, IReadOnlyList<TensorEntry> prunable, List<StagePlan> stages)
+    {
         stages = stages.Select((s, i) => s with { Next = i + 1 < stages.Count ? i + 1 : -1 }).ToList();
 
         bool global = spec.Scope == RunOptions.Scopes.Global;
@@ -196,7 +217,7 @@ public static partial class RunPlanner
 
         var copies = shards.Select(_ => new List<string>()).ToList();
         var copyBytes = new long[shards.Count];
-        foreach (var t in manifest.Tensors.Where(t => !placed.Contains(t.Name)).OrderByDescending(t => t.ByteLength))
+        foreach (var t in manifest.Tensors.Where(t => !placed.Contains(t.Name) && manifest.Format == CheckpointFormat.Safetensors).OrderByDescending(t => t.ByteLength))
         {
             int target = Array.IndexOf(copyBytes, copyBytes.Min());
             copies[target].Add(t.Name);

@@ -69,6 +69,12 @@ public sealed class ShardGrain(ComputeExecutor compute, ComputeDevice device, Ma
         var own = _pieces.Select(p => p.Entry.Name).ToHashSet(StringComparer.Ordinal);
         var frozen = plan.Tensors.Where(n => !own.Contains(n))
             .ToDictionary(n => n, n => (manifest.Get(n), CheckpointReader.ReadTensor(manifest, manifest.Get(n))), StringComparer.Ordinal);
+        if (plan.Model == StagePlan.BertModel)
+        {
+            var onnx = Shears.Pruning.Onnx.OnnxModel.Read(manifest.PathOf(manifest.Files[0].FileName));
+            return new StageRunner(plan, null, device.Device, frozen,
+                Shears.Pruning.Encoders.BertConfig.FromOnnx(onnx), Shears.Pruning.Encoders.BertWeightNames.FromOnnx(onnx));
+        }
         var config = Shears.Pruning.Models.LlamaConfig.Load(manifest.Root);
         return new StageRunner(plan, config, device.Device, frozen);
     }

@@ -13,9 +13,16 @@ namespace Shears.Grains.Shards;
 /// pieces and the stage's frozen tensors, on the silo's device. Every method runs on the compute
 /// executor; tensors that live across a pipeline call are held here, never in a dispose scope.
 /// </summary>
-internal sealed class StageRunner(StagePlan plan, LlamaConfig config, Device device, IReadOnlyDictionary<string, (TensorEntry Entry, byte[] Raw)> frozen) : IDisposable
+internal sealed class StageRunner(
+    StagePlan plan, LlamaConfig? config, Device device, IReadOnlyDictionary<string, (TensorEntry Entry, byte[] Raw)> frozen,
+    Shears.Pruning.Encoders.BertConfig? bertConfig = null, Shears.Pruning.Encoders.BertWeightNames? bertNames = null) : IDisposable
 {
     private LlamaStage? _stage;
+    private Shears.Pruning.Encoders.BertStage? _bert;
+    private bool IsBert => Plan.Model == StagePlan.BertModel;
+
+    /// <summary>The built stage's parameters by tensor name, whichever model family it is.</summary>
+    private IReadOnlyDictionary<string, Tensor> StageParameters => (IReadOnlyDictionary<string, Tensor>?)_stage?.Parameters ?? _bert!.Parameters;
     private Dictionary<string, Tensor>? _owned;
     private MaskedAdamW? _optimizer;
     private Tensor? _input, _output;
@@ -35,19 +42,60 @@ internal sealed class StageRunner(StagePlan plan, LlamaConfig config, Device dev
 
     private LlamaStage Stage(IReadOnlyList<LoadedPiece> pieces)
     {
-        if (_stage is not null) return _stage;
+        Build(pieces);
+        return _stage ?? throw new InvalidOperationException("this stage is an encoder stage");
+    }
+
+    private void Build(IReadOnlyList<LoadedPiece> pieces)
+    {
+        if (_stage is not null || _bert is not null) return;
         _owned = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         foreach (var (name, (entry, raw)) in frozen) _owned[name] = LlamaWeights.ToFloat32(entry, raw).to(device);
         foreach (var piece in pieces) _owned[piece.Entry.Name] = LlamaWeights.ToFloat32(piece.Entry, ShardMath.Masked(piece)).to(device);
+        if (IsBert)
+        {
+            _bert = Plan.Kind == StagePlan.EmbeddingKind
+                ? Shears.Pruning.Encoders.BertEmbeddings.FromTensors(bertConfig!, bertNames!.Embeddings, _owned, device)
+                : Shears.Pruning.Encoders.BertLayer.FromTensors(bertConfig!, Plan.Layer, bertNames!.Layers[Plan.Layer], _owned, device);
+            _bert.SetRequiresGrad(false);
+            return;
+        }
         _stage = Plan.Kind switch
         {
-            StagePlan.EmbeddingKind => LlamaEmbedding.FromTensors(config, _owned, device),
-            StagePlan.LayerKind => LlamaDecoderLayer.FromTensors(config, Plan.Layer, _owned, device),
-            _ => LlamaHead.FromTensors(config, _owned, device),
+            StagePlan.EmbeddingKind => LlamaEmbedding.FromTensors(config!, _owned, device),
+            StagePlan.LayerKind => LlamaDecoderLayer.FromTensors(config!, Plan.Layer, _owned, device),
+            _ => LlamaHead.FromTensors(config!, _owned, device),
         };
         _stage.SetRequiresGrad(false);
-        return _stage;
     }
+
+    /// <summary>Runs the built stage on its input: token ids for an embedding, hidden states otherwise.</summary>
+    private Tensor Run(Tensor input, ActivationBatch batch)
+    {
+        if (_bert is null) return _stage!.Forward(input);
+        if (_bert is Shears.Pruning.Encoders.BertEmbeddings embeddings) return embeddings.Forward(input);
+        return ((Shears.Pruning.Encoders.BertLayer)_bert).Forward(input, PaddingMask(batch));
+    }
+
+    /// <summary>1 for real tokens, 0 for the right padding, from each sequence's length.</summary>
+    private Tensor PaddingMask(ActivationBatch batch)
+    {
+        int count = batch.TokenIds.Length, length = batch.TokenIds.Max(s => s.Length);
+        var mask = new long[count * length];
+        for (int b = 0; b < count; b++) Array.Fill(mask, 1L, b * length, batch.TokenIds[b].Length);
+        return tensor(mask, [count, length], ScalarType.Int64, device);
+    }
+
+    /// <summary>Mean pooling over the real tokens, then L2 normalization (sentence-transformers' recipe), differentiable.</summary>
+    private Tensor Pool(Tensor hidden, ActivationBatch batch)
+    {
+        var mask = PaddingMask(batch).to(ScalarType.Float32).unsqueeze(-1);
+        var summed = (hidden * mask).sum([1]);
+        var pooled = summed / mask.sum([1]).clamp_min(1e-9);
+        return nn.functional.normalize(pooled, p: 2, dim: -1);
+    }
+
+    private bool Last => Plan.Next < 0;
 
     private Tensor Input(ActivationBatch batch)
     {
@@ -79,10 +127,15 @@ internal sealed class StageRunner(StagePlan plan, LlamaConfig config, Device dev
     /// <summary>Forward without gradients: the next stage's batch, or at the head the summed NLL.</summary>
     public (ActivationBatch? Next, NllResult? Nll) Evaluate(ActivationBatch batch, IReadOnlyList<LoadedPiece> pieces)
     {
-        var stage = Stage(pieces);
+        Build(pieces);
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
-        var output = stage.Forward(Input(batch));
+        var output = Run(Input(batch), batch);
+        if (IsBert && Last)
+        {
+            using var cpu = Pool(output, batch).cpu().contiguous();
+            return (null, new NllResult { Embeddings = cpu.data<float>().ToArray(), Tokens = batch.TokenIds.Sum(t => (long)t.Length) });
+        }
         if (Plan.Kind == StagePlan.HeadKind)
         {
             var (nll, tokens) = Perplexity.NegativeLogLikelihood(output, Targets(batch, device), batch.TokenIds.Select(s => s.Length).ToArray());
@@ -97,20 +150,29 @@ internal sealed class StageRunner(StagePlan plan, LlamaConfig config, Device dev
     /// </summary>
     public (ActivationBatch? Next, TrainStepResult? Done) Forward(ActivationBatch batch, IReadOnlyList<LoadedPiece> pieces, double learningRate)
     {
-        var stage = Stage(pieces);
+        Build(pieces);
         EnsureOptimizer(pieces, learningRate);
         DisposeStep();
         _input = Input(batch).DetachFromDisposeScope();
         if (Plan.Kind != StagePlan.EmbeddingKind) _input.requires_grad_(true);
-        _output = stage.Forward(_input).DetachFromDisposeScope();
-        if (Plan.Kind != StagePlan.HeadKind) return (batch with { Hidden = Bytes(_output), Shape = _output.shape }, null);
+        _output = Run(_input, batch).DetachFromDisposeScope();
+        bool lossHere = IsBert ? Last : Plan.Kind == StagePlan.HeadKind;
+        if (!lossHere) return (batch with { Hidden = Bytes(_output), Shape = _output.shape }, null);
 
         using var scope = NewDisposeScope();
-        var loss = Perplexity.Loss(_output, Targets(batch, device));
+        var loss = IsBert ? DistillationLoss(_output, batch) : Perplexity.Loss(_output, Targets(batch, device));
         loss.backward();
         var result = new TrainStepResult { Loss = loss.item<float>(), InputGradient = Bytes(_input.grad!) };
         Step();
         return (null, result);
+    }
+
+    /// <summary>Distillation toward the dense model: mean over the batch of 1 − cos(pruned, dense) sentence embeddings.</summary>
+    private Tensor DistillationLoss(Tensor hidden, ActivationBatch batch)
+    {
+        var pooled = Pool(hidden, batch);
+        var target = tensor(batch.Targets, [batch.TokenIds.Length, pooled.shape[1]], ScalarType.Float32, device);
+        return (1 - (pooled * target).sum([-1])).mean();
     }
 
     /// <summary>The backward half: the output's gradient from the next stage in, this stage's input gradient out.</summary>
@@ -146,7 +208,7 @@ internal sealed class StageRunner(StagePlan plan, LlamaConfig config, Device dev
         }
         // Fine-tuning trains the pruned weights; embeddings, norms and the head stay as they are.
         // The stage's own parameter tensors (FromTensors may have converted what it was given).
-        var trainable = pieces.ToDictionary(p => p.Entry.Name, p => _stage!.Parameters[p.Entry.Name], StringComparer.Ordinal);
+        var trainable = pieces.ToDictionary(p => p.Entry.Name, p => StageParameters[p.Entry.Name], StringComparer.Ordinal);
         if (trainable.Count == 0) return;
         foreach (var t in trainable.Values) t.requires_grad_(true);
         var masks = pieces.ToDictionary(p => p.Entry.Name, p => MaskTensor(p), StringComparer.Ordinal);
@@ -163,11 +225,11 @@ internal sealed class StageRunner(StagePlan plan, LlamaConfig config, Device dev
     /// <summary>Writes the trained weights back into the pieces' bytes, in each tensor's own dtype.</summary>
     public void EndTraining(IReadOnlyList<LoadedPiece> pieces)
     {
-        if (_optimizer is not null && _stage is not null)
+        if (_optimizer is not null && (_stage is not null || _bert is not null))
         {
             foreach (var piece in pieces)
             {
-                using var cpu = _stage.Parameters[piece.Entry.Name].detach().cpu().to(ScalarType.Float32).contiguous();
+                using var cpu = StageParameters[piece.Entry.Name].detach().cpu().to(ScalarType.Float32).contiguous();
                 var floats = cpu.data<float>().ToArray();
                 ShardMath.WriteFloats(floats, piece);
             }
@@ -289,6 +351,8 @@ internal sealed class StageRunner(StagePlan plan, LlamaConfig config, Device dev
         _optimizer = null;
         _stage?.Dispose();
         _stage = null;
+        _bert?.Dispose();
+        _bert = null;
         if (_owned is not null) foreach (var t in _owned.Values) t.Dispose();
         _owned = null;
     }
