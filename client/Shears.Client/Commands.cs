@@ -113,26 +113,32 @@ public static class Commands
 
     private static Command Demo()
     {
-        var output = new Option<string>("--out") { Description = "folder for the demo's model and pruned output", DefaultValueFactory = _ => "shears-demo" };
-        var command = new Command("demo", "write a small LLaMA-layout checkpoint and prune it to 50% in 3 cubic rounds");
-        command.Add(output);
-        command.Add(Cluster);
+        var output = new Option<string>("--out") { Description = "folder for the demo's model, data and pruned output", DefaultValueFactory = _ => "shears-demo" };
+        var llama = new Option<bool>("--llama") { Description = "prune a small generated LLaMA-layout checkpoint instead of all-MiniLM-L6-v2" };
+        var command = new Command("demo", "prune all-MiniLM-L6-v2 to 50% in 3 rounds with distillation, measured on real text") { output, llama, Cluster };
         command.SetAction(async (parse, token) =>
         {
             string root = Path.GetFullPath(parse.GetValue(output)!);
-            string modelDir = Path.Combine(root, "model");
-            if (Directory.Exists(modelDir)) Directory.Delete(modelDir, recursive: true);
-            Directory.CreateDirectory(modelDir);
-            Shears.Pruning.Checkpoints.DemoCheckpoint.Write(modelDir);
-            Console.WriteLine($"wrote a demo checkpoint (LLaMA layout, bf16, sharded) to {modelDir}");
-            var spec = new RunSpec
-            {
-                ModelPath = modelDir, OutputPath = Path.Combine(root, "pruned"), Sparsity = 0.5,
-                Scope = RunOptions.Scopes.Global, Schedule = RunOptions.Schedules.Cubic, Rounds = 3, Force = true,
-            };
-            return await RunFollower.RunAsync(parse.GetValue(Cluster), spec, NewRunId(), detach: false, token);
+            return parse.GetValue(llama)
+                ? await LlamaDemo(root, parse.GetValue(Cluster), token)
+                : await Demos.MiniLmAsync(root, parse.GetValue(Cluster), token);
         });
         return command;
+    }
+
+    private static async Task<int> LlamaDemo(string root, string? cluster, CancellationToken token)
+    {
+        string modelDir = Path.Combine(root, "model");
+        if (Directory.Exists(modelDir)) Directory.Delete(modelDir, recursive: true);
+        Directory.CreateDirectory(modelDir);
+        Shears.Pruning.Checkpoints.DemoCheckpoint.Write(modelDir);
+        Console.WriteLine($"wrote a demo checkpoint (LLaMA layout, bf16, sharded) to {modelDir}");
+        var spec = new RunSpec
+        {
+            ModelPath = modelDir, OutputPath = Path.Combine(root, "pruned"), Sparsity = 0.5,
+            Scope = RunOptions.Scopes.Global, Schedule = RunOptions.Schedules.Cubic, Rounds = 3, Force = true,
+        };
+        return await RunFollower.RunAsync(cluster, spec, NewRunId(), detach: false, token);
     }
 
     private static Command Status()

@@ -131,10 +131,10 @@ public class EndToEndTests
     }
 
     [Fact]
-    public async Task DemoPrunesItsCheckpointInThreeRounds()
+    public async Task LlamaDemoPrunesItsCheckpointInThreeRounds()
     {
         using var dir = new TempDir();
-        var result = await ShearsProcess.RunAsync("demo", "--out", dir.Path);
+        var result = await ShearsProcess.RunAsync("demo", "--llama", "--out", dir.Path);
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Contains("round 3/3", result.Stdout);
         var report = Report(dir.Sub("pruned"));

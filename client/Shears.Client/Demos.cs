@@ -1,0 +1,75 @@
+using System.Globalization;
+using System.Text.Json;
+using Shears.Contracts;
+
+namespace Shears.Client;
+
+/// <summary>
+/// The main demo: all-MiniLM-L6-v2 (a real pretrained encoder, from its NuGet package) pruned to 50%
+/// global magnitude sparsity in three cubic rounds, distilled toward the dense model between rounds,
+/// and measured each round on held-out real English.
+/// </summary>
+public static class Demos
+{
+    public const string PlotFile = "sparsity-quality.png";
+
+    public static async Task<int> MiniLmAsync(string root, string? cluster, CancellationToken token)
+    {
+        string modelDir = Path.Combine(root, "model");
+        var files = Shears.Pruning.Onnx.MiniLmModel.Extract(modelDir);
+        Console.WriteLine($"wrote all-MiniLM-L6-v2 to {modelDir}");
+
+        // Old Testament verse pairs (public domain): evaluate on WEB verses, distill on KJV verses of other chapters.
+        string pairs = Path.Combine(AppContext.BaseDirectory, "data", "bible-ot-sample-2000.tsv");
+        var rows = File.ReadLines(pairs).Select(l => l.Split('\t')).Where(c => c.Length == 3).ToArray();
+        string eval = Path.Combine(root, "eval-web.txt"), distill = Path.Combine(root, "distill-kjv.txt");
+        var evalVerses = rows.Where((_, i) => i % 6 == 0).Select(c => c[2]).ToArray();
+        var distillVerses = rows.Where((_, i) => i % 6 == 3).Select(c => c[1]).ToArray();
+        File.WriteAllLines(eval, evalVerses);
+        File.WriteAllLines(distill, distillVerses);
+        Console.WriteLine($"evaluation: {evalVerses.Length} WEB verses; distillation: {distillVerses.Length} KJV verses (from {pairs})");
+
+        string output = Path.Combine(root, "pruned");
+        var spec = new RunSpec
+        {
+            ModelPath = files.ModelPath, OutputPath = output, Sparsity = 0.5, Scope = RunOptions.Scopes.Global,
+            Schedule = RunOptions.Schedules.Cubic, Rounds = 3, Force = true, EvalData = eval,
+            FinetuneSteps = 20, FinetuneData = distill, LearningRate = 2e-5, Batch = 16,
+        };
+        int code = await RunFollower.RunAsync(cluster, spec, Commands.NewRunId(), detach: false, token);
+        if (code != Commands.Ok) return code;
+        string plot = Path.Combine(output, PlotFile);
+        Plot(Path.Combine(output, "shears-report.json"), plot);
+        Console.WriteLine($"plotted sparsity against fidelity and neighbour agreement: {plot}");
+        return Commands.Ok;
+    }
+
+    /// <summary>Sparsity against fidelity and neighbour agreement, from the report: dense first, then each round.</summary>
+    public static void Plot(string reportPath, string pngPath)
+    {
+        using var report = JsonDocument.Parse(File.ReadAllText(reportPath));
+        var points = new List<(double Sparsity, double Fidelity, double Agreement)>();
+        void Add(double sparsity, JsonElement eval)
+        {
+            double agreement = eval.TryGetProperty("measures", out var m) && m.TryGetProperty("neighbourAgreement10", out var a) ? a.GetDouble() : double.NaN;
+            points.Add((sparsity, eval.GetProperty("value").GetDouble(), agreement));
+        }
+        if (report.RootElement.TryGetProperty("baseline", out var baseline)) Add(0, baseline.GetProperty("eval"));
+        foreach (var round in report.RootElement.GetProperty("rounds").EnumerateArray())
+            if (round.TryGetProperty("eval", out var eval)) Add(round.GetProperty("achievedSparsity").GetDouble(), eval);
+
+        var plot = new ScottPlot.Plot();
+        var fidelity = plot.Add.Scatter(points.Select(p => p.Sparsity).ToArray(), points.Select(p => p.Fidelity).ToArray());
+        fidelity.LegendText = "fidelity (mean cosine to the dense embeddings)";
+        var agreement = plot.Add.Scatter(points.Select(p => p.Sparsity).ToArray(), points.Select(p => p.Agreement).ToArray());
+        agreement.LegendText = "neighbour agreement at 10";
+        plot.Title(string.Create(CultureInfo.InvariantCulture, $"{report.RootElement.GetProperty("runId").GetString()}: quality against sparsity"));
+        plot.XLabel("sparsity of the prunable weights");
+        plot.YLabel("agreement with the dense model");
+        plot.Axes.SetLimitsY(0, 1.05);
+        plot.ShowLegend(ScottPlot.Alignment.LowerLeft);
+        string temp = pngPath + ".tmp.png";
+        plot.SavePng(temp, 800, 500);
+        File.Move(temp, pngPath, overwrite: true);
+    }
+}
