@@ -71,3 +71,46 @@ public class OnnxRunTests
         }
     }
 }
+
+/// <summary>Calibration-aware pruning of the real encoder, layer by layer through the pipeline.</summary>
+public class OnnxCalibrationTests
+{
+    [Fact]
+    public async Task SparseGptAndWandaKeepMiniLmCloserToItsDenseSelfThanMagnitude()
+    {
+        using var dir = new TempDir();
+        Assert.Equal(0, (await ShearsProcess.RunAsync("minilm", dir.Sub("in"))).ExitCode);
+        var rows = File.ReadLines(Path.Combine(AppContext.BaseDirectory, "data", "bible-ot-sample-2000.tsv")).Select(l => l.Split('\t')).ToArray();
+        string eval = Path.Combine(dir.Path, "eval.txt"), calibration = Path.Combine(dir.Path, "calibration.txt");
+        File.WriteAllLines(eval, rows.Where((_, i) => i % 20 == 0).Select(c => c[2]));          // WEB verses
+        File.WriteAllLines(calibration, rows.Where((_, i) => i % 20 == 10).Select(c => c[1]));  // KJV verses of other chapters
+        var fidelity = new Dictionary<string, double>();
+        foreach (string method in new[] { "magnitude", "wanda", "sparsegpt" })
+        {
+            string output = dir.Sub(method);
+            var args = new List<string> { "run", "--model", Path.Combine(dir.Sub("in"), "model.onnx"), "--out", output, "--sparsity", "0.5",
+                "--scope", "layer", "--method", method, "--eval", eval };
+            if (method != "magnitude") args.AddRange(["--calibration", calibration, "--calibration-samples", "64"]);
+            var result = await ShearsProcess.RunAsync(args.ToArray());
+            Assert.True(result.ExitCode == 0, result.ToString());
+            using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "shears-report.json")));
+            fidelity[method] = report.RootElement.GetProperty("rounds")[0].GetProperty("eval").GetProperty("value").GetDouble();
+
+            // ONNX Runtime loads the result; every matrix holds at least half +0.0 (Wanda: per output neuron).
+            using var session = new Shears.Pruning.Encoders.OnnxBertSession(Path.Combine(output, "model.onnx"));
+            var model = OnnxModel.Read(Path.Combine(output, "model.onnx"));
+            foreach (var p in model.FindPrunable())
+            {
+                var w = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(model.ReadRawData(p.Initializer.Name)).ToArray();
+                long ins = p.Initializer.Dims[0], outs = p.Initializer.Dims[1];
+                if (method == "wanda")
+                    for (long o = 0; o < outs; o++)
+                        Assert.True(Enumerable.Range(0, (int)ins).Count(i => w[i * outs + o] == 0) >= ins / 2, $"{p.Module} output {o}");
+                else
+                    Assert.True(w.LongCount(v => v == 0) >= w.Length / 2, p.Module);
+            }
+        }
+        Assert.True(fidelity["sparsegpt"] > fidelity["magnitude"] + 0.1, string.Join(", ", fidelity));
+        Assert.True(fidelity["wanda"] > fidelity["magnitude"] + 0.05, string.Join(", ", fidelity));
+    }
+}

@@ -513,8 +513,13 @@ public sealed class RunGrain(
         {
             // Calibration flows layer by layer: each layer is pruned from the inputs that the
             // already-pruned layers before it compute, then hands its outputs on.
-            var calibration = Shears.Pruning.Models.EvalData.LoadTokenIds(spec.Calibration!, spec.EvalSeqLen).Take(spec.CalibrationSamples).ToArray();
-            int hidden = Shears.Pruning.Models.LlamaConfig.Load(Directory.Exists(spec.ModelPath) ? spec.ModelPath : Path.GetDirectoryName(spec.ModelPath)!).HiddenSize;
+            var manifest = manifests.Get(spec.ModelPath);
+            bool encoder = plan.Stages is [{ Model: StagePlan.BertModel }, ..];
+            var calibration = (encoder ? EncoderSentences(spec.Calibration!, "--calibration", manifest)
+                : Shears.Pruning.Models.EvalData.LoadTokenIds(spec.Calibration!, spec.EvalSeqLen)).Take(spec.CalibrationSamples).ToArray();
+            int hidden = encoder
+                ? Shears.Pruning.Encoders.BertConfig.FromOnnx(Shears.Pruning.Onnx.OnnxModel.Read(manifest.PathOf(manifest.Files[0].FileName))).HiddenSize
+                : Shears.Pruning.Models.LlamaConfig.Load(manifest.Root).HiddenSize;
             int batch = BatchFitting(calibration, hidden, 16);
             for (int start = 0; start < calibration.Length; start += batch)
                 await Shard(0).CollectCalibrationAsync(new ActivationBatch { TokenIds = calibration.Skip(start).Take(batch).ToArray() });

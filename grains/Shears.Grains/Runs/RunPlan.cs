@@ -174,8 +174,6 @@ public static partial class RunPlanner
     /// <summary>A BERT-family ONNX encoder as a pipeline: the embeddings, then one stage per encoder layer; the last pools.</summary>
     private static RunPlan EncoderPlan(CheckpointManifest manifest, RunSpec spec, IReadOnlyList<TensorEntry> prunable)
     {
-        if (spec.NeedsCalibration)
-            throw new RunRejectedException($"--method {spec.Method} runs on LLaMA-family decoders in this version; use magnitude for {manifest.Root}");
         Shears.Pruning.Encoders.BertWeightNames names;
         try { names = Shears.Pruning.Encoders.BertWeightNames.FromOnnx(Shears.Pruning.Onnx.OnnxModel.Read(manifest.PathOf(manifest.Files[0].FileName))); }
         catch (Exception e) when (e is InvalidDataException or ArgumentException or InvalidOperationException or CheckpointFormatException)

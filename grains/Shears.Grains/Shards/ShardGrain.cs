@@ -439,8 +439,11 @@ public sealed class ShardGrain(ComputeExecutor compute, ComputeDevice device, Ma
         var stage = _stage ?? throw new ShardNotLoadedException($"shard {this.GetPrimaryKeyString()} runs no model stage");
         var spec = Assignment.Spec;
         var next = await compute.RunAsync(() => stage.PruneCalibrated(_pieces, spec.Method, spec.NmPattern, sparsity));
-        var following = GrainFactory.GetGrain<IShardGrain>($"{Assignment.RunId}/{stage.Plan.Next}");
-        foreach (var batch in next) await following.CollectCalibrationAsync(batch);
+        if (stage.Plan.Next >= 0)
+        {
+            var following = GrainFactory.GetGrain<IShardGrain>($"{Assignment.RunId}/{stage.Plan.Next}");
+            foreach (var batch in next) await following.CollectCalibrationAsync(batch);
+        }
         return Result(stopwatch);
     }
 

@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using Shears.Contracts;
 using Shears.Pruning.Calibration;
 using Shears.Pruning.Checkpoints;
+using Shears.Pruning.Masks;
 using Shears.Pruning.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -252,48 +253,60 @@ internal sealed class StageRunner(
     /// </summary>
     public List<ActivationBatch> PruneCalibrated(IReadOnlyList<LoadedPiece> pieces, string method, (int N, int M) nm, double sparsity)
     {
-        if (Plan.Kind != StagePlan.LayerKind) throw new InvalidOperationException($"--method {method} prunes decoder layers; this shard runs the {Plan.Kind}");
+        if (Plan.Kind != StagePlan.LayerKind) throw new InvalidOperationException($"--method {method} prunes the model's layers; this shard runs the {Plan.Kind}");
         if (_calibration.Count == 0) throw new InvalidOperationException($"layer {Plan.Layer} received no calibration inputs");
         bool sparseGpt = method == RunOptions.Methods.SparseGpt;
         var pattern = nm.M > 0 ? new NmPattern(nm.N, nm.M) : null;
-        var stats = pieces.ToDictionary(p => p.Entry.Name, p => new InputStatistics(p.Cols, withGram: sparseGpt), StringComparer.Ordinal);
+        // Input features: columns of an [out, in] decoder weight, rows of an encoder's stored [in, out] matrix.
+        var stats = pieces.ToDictionary(p => p.Entry.Name, p => new InputStatistics(IsBert ? p.Rows : p.Cols, withGram: sparseGpt), StringComparer.Ordinal);
         try
         {
-            var layer = (LlamaDecoderLayer)Stage(pieces);
-            layer.Capture = (name, x) =>
+            Build(pieces);
+            Action<string, Tensor> capture = (name, x) =>
             {
                 if (!stats.TryGetValue(name, out var s)) return;
                 AddValidPositions(s, x, _current!);
             };
+            if (_stage is LlamaDecoderLayer llamaLayer) llamaLayer.Capture = capture;
+            var bertLayer = _bert as Shears.Pruning.Encoders.BertLayer;
+            if (bertLayer is not null) bertLayer.Capture = capture;
             using (no_grad())
             {
                 foreach (var (hidden, ids) in _calibration)
                 {
                     using var scope = NewDisposeScope();
                     _current = ids;
-                    layer.Forward(hidden.to(device));
+                    var batch = new ActivationBatch { TokenIds = ids };
+                    Run(hidden.to(device), batch);
                 }
             }
-            layer.Capture = null;
+            if (_stage is LlamaDecoderLayer done) done.Capture = null;
+            if (bertLayer is not null) bertLayer.Capture = null;
             _current = null;
 
             foreach (var piece in pieces)
             {
                 string name = piece.Entry.Name;
-                var weight = _stage!.Parameters[name];
+                // Wanda and SparseGPT take W as [out, in]; an encoder's matrices are stored [in, out].
+                bool stored = IsBert;
+                using var weight = stored ? StageParameters[name].detach().t().contiguous() : StageParameters[name].alias();
+                var existing = stored ? Transpose(piece.Mask, piece.Rows, piece.Cols) : piece.Mask;
+                BitMask mask;
                 if (sparseGpt)
                 {
-                    using var result = SparseGpt.Prune(weight, stats[name], sparsity, pattern, existing: piece.Mask, tensorName: name);
-                    piece.Mask = result.Mask;
-                    using var cpu = result.Weight.detach().cpu().to(ScalarType.Float32).contiguous();
+                    using var result = SparseGpt.Prune(weight, stats[name], sparsity, pattern, existing: existing, tensorName: name);
+                    mask = result.Mask;
+                    using var cpu = (stored ? result.Weight.detach().t() : result.Weight.detach()).cpu().to(ScalarType.Float32).contiguous();
+                    piece.Mask = stored ? Transpose(mask, piece.Cols, piece.Rows) : mask;
                     ShardMath.WriteFloats(cpu.data<float>().ToArray(), piece);
                     Trained = true;
                 }
                 else
                 {
-                    piece.Mask = pattern is null
-                        ? Wanda.Mask(weight, stats[name], sparsity, piece.Mask, name)
-                        : Wanda.MaskNm(weight, stats[name], pattern, piece.Mask, name);
+                    mask = pattern is null
+                        ? Wanda.Mask(weight, stats[name], sparsity, existing, name)
+                        : Wanda.MaskNm(weight, stats[name], pattern, existing, name);
+                    piece.Mask = stored ? Transpose(mask, piece.Cols, piece.Rows) : mask;
                 }
             }
         }
@@ -305,13 +318,13 @@ internal sealed class StageRunner(
         // The next layer calibrates on what this pruned layer computes.
         DisposeStage();
         var next = new List<ActivationBatch>();
-        var pruned = Stage(pieces);
+        Build(pieces);
         using (no_grad())
         {
             foreach (var (hidden, ids) in _calibration)
             {
                 using var scope = NewDisposeScope();
-                var output = pruned.Forward(hidden.to(device));
+                var output = Run(hidden.to(device), new ActivationBatch { TokenIds = ids });
                 next.Add(new ActivationBatch { TokenIds = ids, Hidden = Bytes(output), Shape = output.shape });
             }
         }
@@ -320,6 +333,16 @@ internal sealed class StageRunner(
     }
 
     private long[][]? _current;
+
+    /// <summary>The mask of the transposed matrix: element (r, c) of [rows, cols] becomes (c, r).</summary>
+    private static BitMask Transpose(BitMask mask, long rows, long cols)
+    {
+        var result = new BitMask(mask.Length);
+        for (long r = 0; r < rows; r++)
+            for (long c = 0; c < cols; c++)
+                if (mask[r * cols + c]) result.Set(c * rows + r);
+        return result;
+    }
 
     private static void AddValidPositions(InputStatistics stats, Tensor x, long[][] tokenIds)
     {

@@ -86,6 +86,12 @@ public sealed class BertLayer : BertStage
     /// type) to the next hidden states, in the caller's dispose scope. Padded keys get (1 − 0)·−10000 added to
     /// their scores, as BERT does; padded queries are computed too, as the exported graph computes them.
     /// </summary>
+    /// <summary>
+    /// When set, Forward hands it the input of every weight matrix (by the matrix's initializer name):
+    /// calibration statistics for Wanda and SparseGPT. The tensor is only valid during the call.
+    /// </summary>
+    public Action<string, Tensor>? Capture { get; set; }
+
     public Tensor Forward(Tensor hidden, Tensor attentionMask)
     {
         ArgumentNullException.ThrowIfNull(hidden);
@@ -102,6 +108,12 @@ public sealed class BertLayer : BertStage
         var c = Config;
         long heads = c.NumAttentionHeads, headDim = c.HeadDim;
         var x = hidden.to(DType, Device);
+        if (Capture is { } capture)
+        {
+            capture(Names.Query, x);
+            capture(Names.Key, x);
+            capture(Names.Value, x);
+        }
 
         var q = (x.matmul(Query) + QueryBias).view(batch, length, heads, headDim).transpose(1, 2);
         var k = (x.matmul(Key) + KeyBias).view(batch, length, heads, headDim).transpose(1, 2);
@@ -110,9 +122,12 @@ public sealed class BertLayer : BertStage
         scores = scores + BertOps.AdditiveMask(attentionMask.to(Device), c.MaskedScore, scores.dtype);
         var weights = scores.softmax(-1, ScalarType.Float32).to(q.dtype);
         var attended = weights.matmul(v).transpose(1, 2).reshape(batch, length, heads * headDim);
+        Capture?.Invoke(Names.AttentionOutput, attended);
         var h = BertOps.LayerNorm(attended.matmul(AttentionOutput) + AttentionOutputBias + x, AttentionNormWeight, AttentionNormBias, c.LayerNormEps);
 
+        Capture?.Invoke(Names.Intermediate, h);
         var inner = BertOps.Gelu(h.matmul(Intermediate) + IntermediateBias);
+        Capture?.Invoke(Names.Output, inner);
         var y = BertOps.LayerNorm(inner.matmul(Output) + OutputBias + h, OutputNormWeight, OutputNormBias, c.LayerNormEps);
         return y.MoveToOuterDisposeScope();
     }
