@@ -22,12 +22,13 @@ public static class Demos
         // Old Testament verse pairs (public domain): evaluate on WEB verses, distill on KJV verses of other chapters.
         string pairs = Path.Combine(AppContext.BaseDirectory, "data", "bible-ot-sample-2000.tsv");
         var rows = File.ReadLines(pairs).Select(l => l.Split('\t')).Where(c => c.Length == 3).ToArray();
-        string eval = Path.Combine(root, "eval-web.txt"), distill = Path.Combine(root, "distill-kjv.txt");
-        var evalVerses = rows.Where((_, i) => i % 6 == 0).Select(c => c[2]).ToArray();
+        // The evaluation file keeps the pairs: the WEB verse (the corpus) last, its KJV twin (the query) before it.
+        string eval = Path.Combine(root, "eval-pairs.tsv"), distill = Path.Combine(root, "distill-kjv.txt");
+        var evalPairs = rows.Where((_, i) => i % 6 == 0).Select(c => string.Join('\t', c)).ToArray();
         var distillVerses = rows.Where((_, i) => i % 6 == 3).Select(c => c[1]).ToArray();
-        File.WriteAllLines(eval, evalVerses);
+        File.WriteAllLines(eval, evalPairs);
         File.WriteAllLines(distill, distillVerses);
-        Console.WriteLine($"evaluation: {evalVerses.Length} WEB verses; distillation: {distillVerses.Length} KJV verses (from {pairs})");
+        Console.WriteLine($"evaluation: {evalPairs.Length} WEB verses and their KJV twins; distillation: {distillVerses.Length} KJV verses of other chapters (from {pairs})");
 
         string output = Path.Combine(root, "pruned");
         var spec = new RunSpec

@@ -31,12 +31,15 @@ public class DemoTests
 
         // The same measure through ONNX Runtime on the exported model agrees with the grains' TorchSharp stages;
         // distillation keeps 50% global magnitude well above the ~0.72 it gives alone.
-        var sentences = File.ReadAllLines(Path.Combine(dir.Path, "eval-web.txt"));
+        var sentences = File.ReadAllLines(Path.Combine(dir.Path, "eval-pairs.tsv")).Select(l => l.Split('\t')[^1]).ToArray();
         var tokenizer = BertTextTokenizer.Create(Path.Combine(dir.Sub("model"), "vocab.txt"), maxLength: 128);
         using var dense = new OnnxBertSession(Path.Combine(dir.Sub("model"), "model.onnx"));
         using var pruned = new OnnxBertSession(Path.Combine(output, "model.onnx"));
         var fidelity = EmbeddingQuality.Fidelity(dense.Embed(sentences, tokenizer), pruned.Embed(sentences, tokenizer));
         Assert.True(Math.Abs(fidelity.Mean - reported) < 1e-4, $"ONNX Runtime {fidelity.Mean} vs the run's {reported}");
         Assert.True(reported > 0.8, $"fidelity {reported}");
+        var measures = rounds[^1].GetProperty("eval").GetProperty("measures");
+        Assert.InRange(measures.GetProperty("retrievalTop1").GetDouble(), 0.5, 1.0); // KJV → WEB paraphrase retrieval survives pruning
+        Assert.InRange(measures.GetProperty("neighbourAgreement10").GetDouble(), 0.3, 1.0);
     }
 }

@@ -138,18 +138,29 @@ public sealed class RunGrain(
     /// Sentences for an encoder: one per line of a text file (a .tsv file: its last column), tokenized
     /// with the model's own WordPiece vocabulary (vocab.txt beside the model).
     /// </summary>
-    private static IReadOnlyList<long[]> EncoderSentences(string path, string option, CheckpointManifest manifest)
+    private static IReadOnlyList<long[]> EncoderSentences(string path, string option, CheckpointManifest manifest, int column = -1)
     {
         string vocabulary = Path.Combine(manifest.Root, "vocab.txt");
         if (!File.Exists(vocabulary))
             throw new RunRejectedException($"{option}: the encoder's vocabulary {vocabulary} is missing (it tokenizes the sentences)");
         var tokenizer = Shears.Pruning.Encoders.BertTextTokenizer.Create(vocabulary, maxLength: 128);
         var sentences = File.ReadLines(path)
-            .Select(line => path.EndsWith(".tsv", StringComparison.OrdinalIgnoreCase) ? line.Split('\t')[^1] : line)
+            .Select(line => path.EndsWith(".tsv", StringComparison.OrdinalIgnoreCase) ? line.Split('\t')[^(-column)] : line)
             .Select(line => line.Trim()).Where(line => line.Length > 0)
             .Select(line => tokenizer.Tokenize(line).Select(id => (long)id).ToArray()).ToArray();
         if (sentences.Length < 2) throw new RunRejectedException($"{option} '{path}' holds fewer than 2 sentences");
         return sentences;
+    }
+
+    /// <summary>
+    /// Paraphrase retrieval queries: a .tsv evaluation file whose rows hold two translations of the same
+    /// text (… \t query \t match) gives its next-to-last column; null otherwise.
+    /// </summary>
+    private static IReadOnlyList<long[]>? EncoderQueries(RunSpec spec, CheckpointManifest manifest)
+    {
+        if (spec.EvalData is not { } path || !path.EndsWith(".tsv", StringComparison.OrdinalIgnoreCase)) return null;
+        if (File.ReadLines(path).Where(l => l.Trim().Length > 0).Any(l => l.Split('\t').Length < 2)) return null;
+        return EncoderSentences(path, "--eval", manifest, column: -2);
     }
 
     private static ScheduleKind ParseSchedule(string name) => name switch
@@ -269,6 +280,7 @@ public sealed class RunGrain(
             long[][]? progressive = spec.Scope == RunOptions.Scopes.Progressive ? ProgressiveTargets(plan, infos, targets, spec.ProgressiveSpread) : null;
             var (evalData, trainData) = spec.NeedsPipeline ? LoadTokenIds(spec, manifest) : (null, null);
             bool encoder = plan.Stages is [{ Model: StagePlan.BertModel }, ..];
+            var queries = encoder ? EncoderQueries(spec, manifest) : null;
             int hidden = !spec.NeedsPipeline ? 0
                 : encoder ? Shears.Pruning.Encoders.BertConfig.FromOnnx(Shears.Pruning.Onnx.OnnxModel.Read(manifest.PathOf(manifest.Files[0].FileName))).HiddenSize
                 : Shears.Pruning.Models.LlamaConfig.Load(manifest.Root).HiddenSize;
@@ -280,13 +292,15 @@ public sealed class RunGrain(
                 {
                     if (evalData is not null) state.State.DenseEval = Flatten(await EmbedAsync(evalData, hidden, token));
                     if (trainData is not null) state.State.DenseTrain = Flatten(await EmbedAsync(trainData, hidden, token));
+                    if (queries is not null) state.State.DenseQueries = Flatten(await EmbedAsync(queries, hidden, token));
                 });
                 await state.WriteStateAsync();
             }
             if (encoder && evalData is not null && Status.Baseline is null)
             {
                 var dense = Unflatten(state.State.DenseEval!, hidden);
-                await SetStatus(s => s with { Baseline = EncoderMetric(dense, dense, evalData) });
+                var denseQueries = state.State.DenseQueries is { } q ? Unflatten(q, hidden) : null;
+                await SetStatus(s => s with { Baseline = EncoderMetric(dense, dense, evalData, denseQueries) });
                 ShearsMetrics.Eval(RunId, 1.0);
             }
             else if (evalData is not null && Status.Baseline is null)
@@ -319,7 +333,8 @@ public sealed class RunGrain(
                     {
                         await SetStatus(s => s with { Phase = $"round {round}/{targets.Length}: evaluating" });
                         eval = encoder
-                            ? EncoderMetric(Unflatten(state.State.DenseEval!, hidden), await EmbedAsync(evalData, hidden, token), evalData)
+                            ? EncoderMetric(Unflatten(state.State.DenseEval!, hidden), await EmbedAsync(evalData, hidden, token), evalData,
+                                queries is null ? null : await EmbedAsync(queries, hidden, token))
                             : await EvaluateAsync(plan, evalData, hidden, token);
                     }
                     long maskedTotal = masked.Sum(m => m.Sum());
@@ -456,18 +471,28 @@ public sealed class RunGrain(
     private static float[][] Unflatten(float[] flat, int width) => flat.Chunk(width).ToArray();
 
     /// <summary>Fidelity (mean and 5th percentile cosine to the dense embeddings) and neighbour agreement at 10.</summary>
-    private static EvalMetric EncoderMetric(float[][] dense, float[][] pruned, IReadOnlyList<long[]> sentences)
+    /// <summary>
+    /// With query embeddings (sentence pairs), also paraphrase retrieval: each query's match is the corpus
+    /// sentence of the same row; top-1 and MRR with queries and corpus from the pruned model, and with
+    /// the corpus embedded by the dense model (an index built before pruning).
+    /// </summary>
+    private static EvalMetric EncoderMetric(float[][] dense, float[][] pruned, IReadOnlyList<long[]> sentences, float[][]? prunedQueries)
     {
         var fidelity = Shears.Pruning.Evaluation.EmbeddingQuality.Fidelity(dense, pruned);
         double agreement = Shears.Pruning.Evaluation.EmbeddingQuality.NeighbourAgreement(dense, pruned, Math.Min(10, dense.Length - 1));
-        return new EvalMetric
+        var measures = new Dictionary<string, double>
         {
-            Metric = "fidelity", Value = fidelity.Mean, Tokens = sentences.Sum(s => (long)s.Length),
-            Measures = new Dictionary<string, double>
-            {
-                ["fidelityP5"] = fidelity.Percentile5, ["neighbourAgreement10"] = agreement, ["sentences"] = dense.Length,
-            },
+            ["fidelityP5"] = fidelity.Percentile5, ["neighbourAgreement10"] = agreement, ["sentences"] = dense.Length,
         };
+        if (prunedQueries is not null && prunedQueries.Length == pruned.Length)
+        {
+            var retrieval = Shears.Pruning.Evaluation.ParaphraseRetrieval.Measure(prunedQueries, pruned, dense);
+            measures["retrievalTop1"] = retrieval.SameModel.Top1;
+            measures["retrievalMrr"] = retrieval.SameModel.Mrr;
+            measures["retrievalDenseCorpusTop1"] = retrieval.DenseCorpus.Top1;
+            measures["retrievalDenseCorpusMrr"] = retrieval.DenseCorpus.Mrr;
+        }
+        return new EvalMetric { Metric = "fidelity", Value = fidelity.Mean, Tokens = sentences.Sum(s => (long)s.Length), Measures = measures };
     }
 
     /// <summary>

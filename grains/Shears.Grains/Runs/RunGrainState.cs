@@ -16,4 +16,6 @@ public sealed class RunGrainState
     /// <summary>Encoders: the dense model's sentence embeddings of the evaluation and fine-tuning sentences (flattened).</summary>
     [Id(6)] public float[]? DenseEval { get; set; }
     [Id(7)] public float[]? DenseTrain { get; set; }
+    /// <summary>Encoders evaluated on sentence pairs: the dense model's embeddings of the query column.</summary>
+    [Id(8)] public float[]? DenseQueries { get; set; }
 }
