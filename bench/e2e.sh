@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-/tmp/shears-e2e}
 mkdir -p "$work"
-dotnet build -c Release client/Shears.Client bench/Shears.Bench >/dev/null
+dotnet build -c Release client/Shears.Client >/dev/null
+dotnet build -c Release bench/Shears.Bench >/dev/null
 shears=client/Shears.Client/bin/Release/net10.0/linux-x64/shears
 if [ ! -f "$work/model/config.json" ]; then
   dotnet bench/Shears.Bench/bin/Release/net10.0/linux-x64/Shears.Bench.dll checkpoint "$work/model"
