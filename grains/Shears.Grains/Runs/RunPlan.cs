@@ -125,17 +125,7 @@ public static partial class RunPlanner
             if (current.Count > 0) shards.Add((current, currentElements));
         }
 
-        // The rest is copied byte for byte by the shards, spread by bytes.
-        var prunableNames = prunable.Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
-        var copies = shards.Select(_ => new List<string>()).ToList();
-        var copyBytes = new long[shards.Count];
-        // (An ONNX model is copied whole first; its other tensors need no copying.)
-        foreach (var t in manifest.Tensors.Where(t => !prunableNames.Contains(t.Name) && manifest.Format == CheckpointFormat.Safetensors).OrderByDescending(t => t.ByteLength))
-        {
-            int target = Array.IndexOf(copyBytes, copyBytes.Min());
-            copies[target].Add(t.Name);
-            copyBytes[target] += t.ByteLength;
-        }
+        var copies = SpreadCopies(manifest, prunable.Select(t => t.Name).ToHashSet(StringComparer.Ordinal), shards.Count);
 
         return new RunPlan
         {
@@ -213,14 +203,7 @@ public static partial class RunPlanner
                 if (stage.Kind != StagePlan.LayerKind && shard.Pieces.Count > 0)
                     throw new RunRejectedException($"--method {spec.Method} prunes the decoder layers' weights; '{shard.Pieces[0].Tensor}' lies in the {stage.Kind}: leave it out of --include");
 
-        var copies = shards.Select(_ => new List<string>()).ToList();
-        var copyBytes = new long[shards.Count];
-        foreach (var t in manifest.Tensors.Where(t => !placed.Contains(t.Name) && manifest.Format == CheckpointFormat.Safetensors).OrderByDescending(t => t.ByteLength))
-        {
-            int target = Array.IndexOf(copyBytes, copyBytes.Min());
-            copies[target].Add(t.Name);
-            copyBytes[target] += t.ByteLength;
-        }
+        var copies = SpreadCopies(manifest, placed, shards.Count);
         return new RunPlan
         {
             Prunable = prunable.Select(t => t.Name).ToArray(),
@@ -230,6 +213,24 @@ public static partial class RunPlanner
             Heads = spec.Pattern == RunOptions.Patterns.Heads ? ReadHeadLayout(manifest) : null,
             Stages = stages,
         };
+    }
+
+    /// <summary>
+    /// The tensors no shard prunes are copied byte for byte by the shards, the largest first to the
+    /// shard with the fewest bytes so far. An ONNX model is copied whole first: nothing to spread.
+    /// </summary>
+    private static List<string>[] SpreadCopies(CheckpointManifest manifest, IReadOnlySet<string> held, int shards)
+    {
+        var copies = Enumerable.Range(0, shards).Select(_ => new List<string>()).ToArray();
+        if (manifest.Format != CheckpointFormat.Safetensors) return copies;
+        var bytes = new long[shards];
+        foreach (var t in manifest.Tensors.Where(t => !held.Contains(t.Name)).OrderByDescending(t => t.ByteLength))
+        {
+            int target = Array.IndexOf(bytes, bytes.Min());
+            copies[target].Add(t.Name);
+            bytes[target] += t.ByteLength;
+        }
+        return copies;
     }
 
     /// <summary>Whether the tensor's output neurons are its columns (ONNX MatMul weights are stored [in, out]).</summary>
