@@ -14,10 +14,16 @@ fi
 du -sb "$work/model"
 time_of() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); awk -v a="$s" -v b="$e" "BEGIN{printf \"%.2f\", b-a}"; }
 cat "$work"/model/* > /dev/null   # warm the page cache for both
+copy() { cp -r "$work/model" "$work/copy"; }
+prune() { "$shears" run --model "$work/model" --out "$work/pruned" --sparsity 0.5 --scope global; }
+copy_synced() { copy; sync; }
+prune_synced() { prune; sync; }
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 for i in 1 2 3; do
-  rm -rf "$work/copy" "$work/pruned"
-  c=$(time_of cp -r "$work/model" "$work/copy"); sync
-  p=$(time_of "$shears" run --model "$work/model" --out "$work/pruned" --sparsity 0.5 --scope global); sync
-  echo "run $i: cp ${c}s  shears ${p}s  ratio $(awk -v p="$p" -v c="$c" "BEGIN{printf \"%.2f\", p/c}")"
+  rm -rf "$work/copy" "$work/pruned"; sync
+  c=$(time_of copy); p=$(time_of prune)
+  rm -rf "$work/copy" "$work/pruned"; sync
+  cs=$(time_of copy_synced); ps=$(time_of prune_synced)
+  echo "run $i: page cache: cp ${c}s shears ${p}s ratio $(awk -v p="$p" -v c="$c" "BEGIN{printf \"%.2f\", p/c}")  |  to disk (with sync): cp ${cs}s shears ${ps}s ratio $(awk -v p="$ps" -v c="$cs" "BEGIN{printf \"%.2f\", p/c}")"
 done
 rm -rf "$work/copy" "$work/pruned"

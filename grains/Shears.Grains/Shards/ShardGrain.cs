@@ -59,7 +59,8 @@ public sealed class ShardGrain(ComputeExecutor compute, ComputeDevice device, Ma
             Elements = _pieces.Sum(p => p.Piece.Elements),
             BytesRead = bytes,
             MaskedPerPiece = _pieces.Select(p => p.Mask.CountSet()).ToArray(),
-            AbsSumPerPiece = _pieces.Select(p => AbsSum(p)).ToArray(),
+            // Only progressive allocation ranks layers by mean |w|: skip the pass otherwise.
+            AbsSumPerPiece = assignment.Spec.Scope == RunOptions.Scopes.Progressive ? _pieces.Select(p => AbsSum(p)).ToArray() : new double[_pieces.Length],
         };
     }
 

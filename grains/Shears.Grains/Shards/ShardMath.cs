@@ -11,6 +11,8 @@ internal static class ShardMath
     {
         var bytes = (byte[])piece.Raw.Clone();
         int size = piece.Entry.DType.ElementSize();
+        if (size == 2) { Zero<ushort>(bytes, piece.Mask.Words); return bytes; }
+        if (size == 4) { Zero<uint>(bytes, piece.Mask.Words); return bytes; }
         var words = piece.Mask.Words;
         for (int w = 0; w < words.Length; w++)
         {
@@ -24,6 +26,24 @@ internal static class ShardMath
             }
         }
         return bytes;
+    }
+
+    /// <summary>Element by element, a masked one becomes zero: 64 at a time from each mask word.</summary>
+    private static void Zero<T>(byte[] bytes, ReadOnlySpan<ulong> words) where T : unmanaged
+    {
+        var values = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, T>(bytes.AsSpan());
+        for (int w = 0; w < words.Length; w++)
+        {
+            ulong word = words[w];
+            if (word == 0) continue;
+            int start = w * 64;
+            if (word == ulong.MaxValue && start + 64 <= values.Length) { values.Slice(start, 64).Clear(); continue; }
+            while (word != 0)
+            {
+                values[start + BitOperations.TrailingZeroCount(word)] = default;
+                word &= word - 1;
+            }
+        }
     }
 
     /// <summary>Stores fp32 values into the piece's bytes in its dtype (round to nearest even), masked ones as +0.0.</summary>

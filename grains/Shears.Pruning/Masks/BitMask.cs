@@ -74,10 +74,9 @@ public sealed class BitMask
     /// <summary>Little-endian packed bytes: element i is bit (i % 8) of byte i / 8.</summary>
     public byte[] ToBytes()
     {
-        var bytes = new byte[(Length + 7) / 8];
-        for (long i = 0; i < bytes.Length; i++)
-            bytes[i] = (byte)(_words[i >> 3] >> (int)((i & 7) * 8));
-        return bytes;
+        // The words are little-endian in memory: their first (Length + 7) / 8 bytes are the packed mask.
+        if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("masks are packed little-endian");
+        return System.Runtime.InteropServices.MemoryMarshal.AsBytes(_words.AsSpan())[..(int)((Length + 7) / 8)].ToArray();
     }
 
     public static BitMask FromBytes(ReadOnlySpan<byte> bytes, long length)
@@ -85,8 +84,7 @@ public sealed class BitMask
         if (bytes.Length != (length + 7) / 8)
             throw new ArgumentException($"a mask of {length} elements takes {(length + 7) / 8} bytes, got {bytes.Length}", nameof(bytes));
         var mask = new BitMask(length);
-        for (int i = 0; i < bytes.Length; i++)
-            mask._words[i >> 3] |= (ulong)bytes[i] << ((i & 7) * 8);
+        bytes.CopyTo(System.Runtime.InteropServices.MemoryMarshal.AsBytes(mask._words.AsSpan()));
         if (length % 8 != 0 && (bytes[^1] >> (int)(length % 8)) != 0)
             throw new ArgumentException("mask bytes have bits set past the mask's length", nameof(bytes));
         return mask;

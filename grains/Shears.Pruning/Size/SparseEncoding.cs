@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Numerics;
+using System.Runtime.Intrinsics;
 using Shears.Pruning.Checkpoints;
 
 namespace Shears.Pruning.Size;
@@ -41,6 +42,15 @@ public static class SparseEncoding
     public static long Write(Stream output, ReadOnlySpan<byte> raw, TensorDType dtype)
     {
         ArgumentNullException.ThrowIfNull(output);
+        return Encode(output, raw, dtype, out _);
+    }
+
+    /// <summary>
+    /// The encoding in two passes over the tensor (bitmask, then values), memory bounded by the chunk;
+    /// <paramref name="nonZero"/> counts the elements written as values.
+    /// </summary>
+    private static long Encode(Stream output, ReadOnlySpan<byte> raw, TensorDType dtype, out long nonZero)
+    {
         int size = dtype.ElementSize();
         long n = ElementCount(raw, dtype);
 
@@ -49,29 +59,86 @@ public static class SparseEncoding
         output.Write(header);
         long written = 8;
 
-        // Two passes over the tensor keep memory bounded by the chunk, whatever the tensor's size.
         var buffer = new byte[Chunk];
-        int fill = 0;
-        for (long start = 0; start < n; start += 8)
+        nonZero = 0;
+        for (long start = 0; start < n; start += (long)Chunk * 8)
         {
-            byte bits = 0;
-            for (int b = 0; b < 8 && start + b < n; b++)
-                if (!IsZero(raw.Slice((int)((start + b) * size), size))) bits |= (byte)(1 << b);
-            buffer[fill++] = bits;
-            if (fill == buffer.Length) { output.Write(buffer, 0, fill); written += fill; fill = 0; }
+            int count = (int)Math.Min((long)Chunk * 8, n - start);
+            int bytes = (count + 7) / 8;
+            var bits = buffer.AsSpan(0, bytes);
+            NonZeroBits(raw.Slice((int)(start * size), count * size), size, bits);
+            foreach (byte b in bits) nonZero += BitOperations.PopCount(b);
+            output.Write(bits);
+            written += bytes;
         }
-        if (fill > 0) { output.Write(buffer, 0, fill); written += fill; fill = 0; }
 
+        if (size == 2) return written + WriteNonZero<ushort>(output, raw, buffer);
+        if (size == 4) return written + WriteNonZero<uint>(output, raw, buffer);
+        int fill = 0;
+        int capacity = buffer.Length - buffer.Length % size;
         for (long i = 0; i < n; i++)
         {
             var element = raw.Slice((int)(i * size), size);
             if (IsZero(element)) continue;
-            if (fill + size > buffer.Length) { output.Write(buffer, 0, fill); written += fill; fill = 0; }
+            if (fill + size > capacity) { output.Write(buffer, 0, fill); written += fill; fill = 0; }
             element.CopyTo(buffer.AsSpan(fill));
             fill += size;
         }
         if (fill > 0) { output.Write(buffer, 0, fill); written += fill; }
         return written;
+    }
+
+    /// <summary>The non-zero elements, in order, through a buffer; returns the bytes written.</summary>
+    private static long WriteNonZero<T>(Stream output, ReadOnlySpan<byte> raw, byte[] buffer) where T : unmanaged, IEquatable<T>
+    {
+        var values = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, T>(raw);
+        var staging = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, T>(buffer.AsSpan());
+        int size = System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
+        long written = 0;
+        int fill = 0;
+        foreach (T v in values)
+        {
+            if (v.Equals(default)) continue;
+            staging[fill++] = v;
+            if (fill == staging.Length) { output.Write(buffer, 0, fill * size); written += fill * size; fill = 0; }
+        }
+        if (fill > 0) { output.Write(buffer, 0, fill * size); written += fill * size; }
+        return written;
+    }
+
+    /// <summary>Bit i of <paramref name="bits"/> (little-endian within each byte) is set when element i has a non-zero byte.</summary>
+    private static void NonZeroBits(ReadOnlySpan<byte> raw, int size, Span<byte> bits)
+    {
+        int n = raw.Length / size;
+        int i = 0;
+        if (size == 2 && Vector256.IsHardwareAccelerated)
+        {
+            // 16 elements at a time: compare with zero, gather the lanes' top bits.
+            var values = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(raw);
+            for (; i + 16 <= n; i += 16)
+            {
+                uint zero = Vector256.Equals(Vector256.Create(values.Slice(i, 16)), Vector256<ushort>.Zero).ExtractMostSignificantBits();
+                uint nonZeroLanes = ~zero & 0xFFFF;
+                bits[i / 8] = (byte)nonZeroLanes;
+                bits[i / 8 + 1] = (byte)(nonZeroLanes >> 8);
+            }
+        }
+        else if (size == 4 && Vector256.IsHardwareAccelerated)
+        {
+            var values = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, uint>(raw);
+            for (; i + 8 <= n; i += 8)
+            {
+                uint zero = Vector256.Equals(Vector256.Create(values.Slice(i, 8)), Vector256<uint>.Zero).ExtractMostSignificantBits();
+                bits[i / 8] = (byte)(~zero & 0xFF);
+            }
+        }
+        for (; i < n; i += 8)
+        {
+            byte b = 0;
+            for (int j = 0; j < 8 && i + j < n; j++)
+                if (!IsZero(raw.Slice((i + j) * size, size))) b |= (byte)(1 << j);
+            bits[i / 8] = b;
+        }
     }
 
     /// <summary>Reads one tensor written by <see cref="Write"/> and returns its dense bytes, exactly as written.</summary>
@@ -120,16 +187,12 @@ public static class SparseEncoding
     /// <summary>Counts, sizes and the real encoded size (by encoding into a <see cref="CountingStream"/>).</summary>
     public static SizeReport Measure(ReadOnlySpan<byte> raw, TensorDType dtype)
     {
-        int size = dtype.ElementSize();
         long n = ElementCount(raw, dtype);
-        long zeros = 0;
-        for (long i = 0; i < n; i++)
-            if (IsZero(raw.Slice((int)(i * size), size))) zeros++;
         using var counter = new CountingStream();
-        long written = Write(counter, raw, dtype);
+        long written = Encode(counter, raw, dtype, out long nonZero);
         if (written != counter.Length)
             throw new InvalidOperationException($"the encoder reported {written} bytes but wrote {counter.Length}");
-        return new SizeReport(n, zeros, raw.Length, counter.Length);
+        return new SizeReport(n, n - nonZero, raw.Length, counter.Length);
     }
 
     private static long ElementCount(ReadOnlySpan<byte> raw, TensorDType dtype)
