@@ -226,6 +226,7 @@ public sealed class RunGrain(
         var total = Stopwatch.StartNew();
         long[][] masked = [];
         ShardInfo[] infos = [];
+        var phases = new Dictionary<string, double>();
         bool reload = true;
 
         // Loads every shard at the last committed round: the first time, and after a lost shard or silo.
@@ -240,6 +241,7 @@ public sealed class RunGrain(
             }).ToArray();
             infos = await Task.WhenAll(assignments.Select(a => Shard(a.ShardIndex).LoadAsync(a)));
             ShearsMetrics.PhaseSeconds.Record(phase.Elapsed.TotalSeconds, ShearsMetrics.Tag("phase", "load"));
+            phases["load"] = phases.GetValueOrDefault("load") + phase.Elapsed.TotalSeconds;
             masked = infos.Select(i => i.MaskedPerPiece.ToArray()).ToArray();
             state.State.Shards = plan.Shards.Select((s, i) => new ShardResult
             {
@@ -370,9 +372,11 @@ public sealed class RunGrain(
             await Resilient("writing", async () => written = await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).WriteAsync(target_))));
             token.ThrowIfCancellationRequested();
             ShearsMetrics.PhaseSeconds.Record(phase.Elapsed.TotalSeconds, ShearsMetrics.Tag("phase", "export"));
+            phases["export"] = phase.Elapsed.TotalSeconds;
+            phases["rounds"] = Status.Rounds.Sum(r => r.Seconds);
 
             var finished = Status with { State = RunState.Completed, Phase = "completed", FinishedAt = DateTimeOffset.UtcNow };
-            string report = RunReport.Build(finished, manifest, plan, masked, state.State.Shards, written, total.Elapsed.TotalSeconds);
+            string report = RunReport.Build(finished, manifest, plan, masked, state.State.Shards, written, total.Elapsed.TotalSeconds, phases);
             await File.WriteAllTextAsync(Path.Combine(temp, RunReport.FileName), report, CancellationToken.None);
             if (Directory.Exists(spec.OutputPath))
             {

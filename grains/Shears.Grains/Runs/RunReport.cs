@@ -20,7 +20,7 @@ public static class RunReport
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
-    public static string Build(RunStatus status, CheckpointManifest manifest, RunPlan plan, long[][] maskedPerPiece, IReadOnlyList<ShardResult> shards, IReadOnlyList<ShardWriteResult> written, double seconds)
+    public static string Build(RunStatus status, CheckpointManifest manifest, RunPlan plan, long[][] maskedPerPiece, IReadOnlyList<ShardResult> shards, IReadOnlyList<ShardWriteResult> written, double seconds, IReadOnlyDictionary<string, double>? phases = null)
     {
         var maskedByTensor = new Dictionary<string, long>(StringComparer.Ordinal);
         for (int s = 0; s < plan.Shards.Count; s++)
@@ -71,6 +71,7 @@ public static class RunReport
             ["startedAt"] = status.StartedAt,
             ["finishedAt"] = status.FinishedAt,
             ["seconds"] = seconds,
+            ["phaseSeconds"] = phases is null ? null : JsonSerializer.SerializeToNode(phases, Json),
         };
         return report.ToJsonString(Json);
     }

@@ -366,7 +366,8 @@ public sealed class ShardGrain(ComputeExecutor compute, ComputeDevice device, Ma
             var size = SizeReport.Empty;
             foreach (var piece in _pieces)
             {
-                var bytes = Masked(piece);
+                // Masked in place: the run is done with these bytes, and zeroing twice (a retried write) changes nothing.
+                var bytes = ShardMath.ZeroMasked(piece);
                 CheckpointOutput.WriteTensorRange(outputDirectory, piece.Entry, piece.ByteStart, bytes);
                 // Measured by actually encoding the pruned piece (into a counting stream).
                 size = size.Add(SparseEncoding.Measure(bytes, piece.Entry.DType));

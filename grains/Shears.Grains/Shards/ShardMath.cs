@@ -7,9 +7,12 @@ namespace Shears.Grains.Shards;
 internal static class ShardMath
 {
     /// <summary>The piece's bytes with its masked elements written as +0.0.</summary>
-    public static byte[] Masked(LoadedPiece piece)
+    public static byte[] Masked(LoadedPiece piece) => ZeroMasked(piece, (byte[])piece.Raw.Clone());
+
+    /// <summary>Writes +0.0 over the masked elements of <paramref name="bytes"/> (the piece's own bytes by default) and returns them.</summary>
+    public static byte[] ZeroMasked(LoadedPiece piece, byte[]? bytes = null)
     {
-        var bytes = (byte[])piece.Raw.Clone();
+        bytes ??= piece.Raw;
         int size = piece.Entry.DType.ElementSize();
         if (size == 2) { Zero<ushort>(bytes, piece.Mask.Words); return bytes; }
         if (size == 4) { Zero<uint>(bytes, piece.Mask.Words); return bytes; }

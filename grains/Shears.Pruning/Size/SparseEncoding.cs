@@ -92,14 +92,16 @@ public static class SparseEncoding
     private static long WriteNonZero<T>(Stream output, ReadOnlySpan<byte> raw, byte[] buffer) where T : unmanaged, IEquatable<T>
     {
         var values = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, T>(raw);
-        var staging = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, T>(buffer.AsSpan());
+        // One slot of room: each value is stored, and the fill only moves past a non-zero one (no branch to mispredict).
+        var staging = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, T>(buffer.AsSpan())[..^1];
         int size = System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
         long written = 0;
         int fill = 0;
-        foreach (T v in values)
+        for (int i = 0; i < values.Length; i++)
         {
-            if (v.Equals(default)) continue;
-            staging[fill++] = v;
+            T v = values[i];
+            staging[fill] = v;
+            fill += v.Equals(default) ? 0 : 1;
             if (fill == staging.Length) { output.Write(buffer, 0, fill * size); written += fill * size; fill = 0; }
         }
         if (fill > 0) { output.Write(buffer, 0, fill * size); written += fill * size; }
