@@ -190,13 +190,14 @@ public static class SparseGpt
         {
             var q1 = zeros_like(w1);
             var err1 = zeros_like(w1);
+            using var zeroScalar = 0.0.ToScalar(); // held for the whole loop: an implicit Scalar may be finalized mid-call
             for (long i = 0; i < count; i++)
             {
                 using var columnScope = NewDisposeScope();
                 if (pattern is not null && i % pattern.M == 0) ChooseGroups(pattern, i1 + i, w1.narrow(1, i, pattern.M), d.narrow(0, i, pattern.M), blockBits.narrow(1, i, pattern.M));
 
                 var column = w1.select(1, i);
-                var q = column.masked_fill(blockBits.select(1, i), 0);
+                var q = column.masked_fill(blockBits.select(1, i), zeroScalar);
                 var err = column.sub(q).div_(d[i]);
                 q1.select(1, i).copy_(q);
                 err1.select(1, i).copy_(err);

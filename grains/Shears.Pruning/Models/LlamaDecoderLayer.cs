@@ -126,7 +126,10 @@ public sealed class LlamaDecoderLayer : LlamaStage
         var scores = q.matmul(k.transpose(2, 3)) * Math.Pow(headDim, -0.5);
         using (var future = ones(length, length, ScalarType.Bool, hidden.device).triu(1))
         {
-            scores = scores.masked_fill(future, double.NegativeInfinity);
+            // An explicit Scalar held to the end of the scope: an implicit one may be finalized while
+            // libtorch still reads it (seen here as a sporadic "toFloat" failure under GC pressure).
+            using var negativeInfinity = double.NegativeInfinity.ToScalar();
+            scores = scores.masked_fill(future, negativeInfinity);
         }
         var weights = scores.softmax(-1, ScalarType.Float32).to(q.dtype);
         var attended = weights.matmul(v).transpose(1, 2).reshape(batch, length, heads * headDim);

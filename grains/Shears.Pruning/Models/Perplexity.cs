@@ -123,7 +123,8 @@ public static class Perplexity
                 predicted += Math.Max(0, n - 1);
             }
             var keep = tensor(mask, [batch, length - 1], ScalarType.Bool, perToken.device);
-            perToken = perToken.masked_fill(keep.logical_not(), 0.0);
+            using var zero = 0.0.ToScalar();
+            perToken = perToken.masked_fill(keep.logical_not(), zero);
         }
         var sum = perToken.to(ScalarType.Float64).sum().cpu().item<double>();
         return (sum, predicted);
