@@ -91,8 +91,9 @@ internal sealed class StageRunner(
     private Tensor Pool(Tensor hidden, ActivationBatch batch)
     {
         var mask = PaddingMask(batch).to(ScalarType.Float32).unsqueeze(-1);
+        using var tiny = 1e-9.ToScalar(); // held: an implicit Scalar may be finalized while libtorch reads it
         var summed = (hidden * mask).sum([1]);
-        var pooled = summed / mask.sum([1]).clamp_min(1e-9);
+        var pooled = summed / mask.sum([1]).clamp_min(tiny);
         return nn.functional.normalize(pooled, p: 2, dim: -1);
     }
 
@@ -173,7 +174,8 @@ internal sealed class StageRunner(
     {
         var pooled = Pool(hidden, batch);
         var target = tensor(batch.Targets, [batch.TokenIds.Length, pooled.shape[1]], ScalarType.Float32, device);
-        return (1 - (pooled * target).sum([-1])).mean();
+        using var one = 1.0.ToScalar();
+        return (pooled * target).sum([-1]).neg().add(one).mean();
     }
 
     /// <summary>The backward half: the output's gradient from the next stage in, this stage's input gradient out.</summary>

@@ -115,7 +115,8 @@ public sealed class InputStatistics : IDisposable
     {
         if (Samples == 0) throw new InvalidOperationException("no calibration inputs were added");
         var gram = Gram(device);
-        return gram.mul_(2.0 / Samples);
+        using var scale = (2.0 / Samples).ToScalar(); // held: implicit Scalars can be finalized mid-call
+        return gram.mul_(scale);
     }
 
     public void Dispose()

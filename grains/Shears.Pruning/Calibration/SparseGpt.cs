@@ -98,7 +98,8 @@ public static class SparseGpt
         var dead = diagonal.eq(0);
         diagonal.masked_fill_(dead, 1.0);
         w.masked_fill_(dead.unsqueeze(0), 0);
-        diagonal.add_(dampening * diagonal.mean().item<double>());
+        using var lambda = (dampening * diagonal.mean().item<double>()).ToScalar(); // held to the end: implicit Scalars can be finalized mid-call
+        diagonal.add_(lambda);
 
         var (lower, info) = linalg.cholesky_ex(h);
         if (info.item<int>() != 0)

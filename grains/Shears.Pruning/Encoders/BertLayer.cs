@@ -118,7 +118,8 @@ public sealed class BertLayer : BertStage
         var q = (x.matmul(Query) + QueryBias).view(batch, length, heads, headDim).transpose(1, 2);
         var k = (x.matmul(Key) + KeyBias).view(batch, length, heads, headDim).transpose(1, 2);
         var v = (x.matmul(Value) + ValueBias).view(batch, length, heads, headDim).transpose(1, 2);
-        var scores = q.matmul(k.transpose(2, 3)) / Math.Sqrt(headDim);
+        using var root = Math.Sqrt(headDim).ToScalar(); // held: see BertOps
+        var scores = q.matmul(k.transpose(2, 3)).div(root);
         scores = scores + BertOps.AdditiveMask(attentionMask.to(Device), c.MaskedScore, scores.dtype);
         var weights = scores.softmax(-1, ScalarType.Float32).to(q.dtype);
         var attended = weights.matmul(v).transpose(1, 2).reshape(batch, length, heads * headDim);

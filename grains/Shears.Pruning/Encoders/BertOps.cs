@@ -14,15 +14,21 @@ public static class BertOps
     {
         using var scope = NewDisposeScope();
         var centered = x - x.mean([-1L], keepdim: true);
-        var variance = centered.pow(2).mean([-1L], keepdim: true);
-        return (centered / (variance + eps).sqrt() * weight + bias).MoveToOuterDisposeScope();
+        // Scalars are held in locals to the end of the scope: TorchSharp may finalize an implicit one while libtorch reads it.
+        using var two = 2.ToScalar();
+        using var epsilon = eps.ToScalar();
+        var variance = centered.pow(two).mean([-1L], keepdim: true);
+        return (centered / variance.add(epsilon).sqrt() * weight + bias).MoveToOuterDisposeScope();
     }
 
     /// <summary>The exact GELU the graph computes: x · (1 + erf(x / √2)) · 0.5.</summary>
     public static Tensor Gelu(Tensor x)
     {
         using var scope = NewDisposeScope();
-        return (x * ((x / Math.Sqrt(2.0)).erf() + 1.0) * 0.5).MoveToOuterDisposeScope();
+        using var root2 = Math.Sqrt(2.0).ToScalar();
+        using var one = 1.0.ToScalar();
+        using var half = 0.5.ToScalar();
+        return x.mul(x.div(root2).erf().add(one)).mul(half).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -34,6 +40,8 @@ public static class BertOps
         ArgumentNullException.ThrowIfNull(attentionMask);
         using var scope = NewDisposeScope();
         var mask = attentionMask.to(dtype).unsqueeze(1).unsqueeze(2);
-        return ((1.0 - mask) * maskedScore).MoveToOuterDisposeScope();
+        using var one = 1.0.ToScalar();
+        using var score = maskedScore.ToScalar();
+        return mask.neg().add(one).mul(score).MoveToOuterDisposeScope();
     }
 }

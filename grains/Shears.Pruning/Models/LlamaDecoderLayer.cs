@@ -123,7 +123,8 @@ public sealed class LlamaDecoderLayer : LlamaStage
             v = RepeatKeyValue(v, c.KeyValueGroups);
         }
 
-        var scores = q.matmul(k.transpose(2, 3)) * Math.Pow(headDim, -0.5);
+        using var scale = Math.Pow(headDim, -0.5).ToScalar(); // held: see MaskedAdamW.Step
+        var scores = q.matmul(k.transpose(2, 3)).mul(scale);
         using (var future = ones(length, length, ScalarType.Bool, hidden.device).triu(1))
         {
             // An explicit Scalar held to the end of the scope: an implicit one may be finalized while

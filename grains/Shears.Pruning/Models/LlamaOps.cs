@@ -15,8 +15,11 @@ internal static class LlamaOps
         using var scope = NewDisposeScope();
         var inputType = x.dtype;
         var h = x.to(ScalarType.Float32);
-        var variance = h.pow(2).mean([-1L], keepdim: true);
-        h = h * (variance + eps).rsqrt();
+        // Scalars are held in locals to the end of the scope: TorchSharp may finalize an implicit one while libtorch reads it.
+        using var two = 2.ToScalar();
+        using var epsilon = eps.ToScalar();
+        var variance = h.pow(two).mean([-1L], keepdim: true);
+        h = h * variance.add(epsilon).rsqrt();
         return (weight * h.to(inputType)).MoveToOuterDisposeScope();
     }
 

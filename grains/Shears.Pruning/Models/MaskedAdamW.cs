@@ -144,22 +144,32 @@ public sealed class MaskedAdamW : IDisposable
             {
                 continue;
             }
+            // Scalars are held in locals to the end of the scope: TorchSharp may finalize an implicit one while libtorch reads it.
+            using var zero = 0.0.ToScalar();
             if (state.Pruned is not null)
             {
-                grad.masked_fill_(state.Pruned, 0.0);
+                grad.masked_fill_(state.Pruned, zero);
             }
             state.ExpAvg ??= zeros_like(state.Weight).DetachFromDisposeScope();
             state.ExpAvgSq ??= zeros_like(state.Weight).DetachFromDisposeScope();
             state.Step++;
 
             var weight = state.Weight;
-            weight.mul_(1 - LearningRate * WeightDecay);
-            state.ExpAvg.mul_(Beta1).add_(grad, alpha: 1 - Beta1);
-            state.ExpAvgSq.mul_(Beta2).addcmul_(grad, grad, value: 1 - Beta2);
+            using var decay = (1 - LearningRate * WeightDecay).ToScalar();
+            using var beta1 = Beta1.ToScalar();
+            using var oneMinusBeta1 = (1 - Beta1).ToScalar();
+            using var beta2 = Beta2.ToScalar();
+            using var oneMinusBeta2 = (1 - Beta2).ToScalar();
             var biasCorrection1 = 1 - Math.Pow(Beta1, state.Step);
             var biasCorrection2 = 1 - Math.Pow(Beta2, state.Step);
-            var denominator = (state.ExpAvgSq.sqrt() / Math.Sqrt(biasCorrection2)).add_(Epsilon);
-            weight.addcdiv_(state.ExpAvg, denominator, value: -LearningRate / biasCorrection1);
+            using var correction2 = Math.Sqrt(biasCorrection2).ToScalar();
+            using var epsilon = Epsilon.ToScalar();
+            using var step = (-LearningRate / biasCorrection1).ToScalar();
+            weight.mul_(decay);
+            state.ExpAvg.mul_(beta1).add_(grad, alpha: oneMinusBeta1);
+            state.ExpAvgSq.mul_(beta2).addcmul_(grad, grad, value: oneMinusBeta2);
+            var denominator = state.ExpAvgSq.sqrt().div_(correction2).add_(epsilon);
+            weight.addcdiv_(state.ExpAvg, denominator, value: step);
             state.ApplyMask();
         }
     }
@@ -214,10 +224,11 @@ public sealed class MaskedAdamW : IDisposable
                 return;
             }
             using var scope = NewDisposeScope();
-            Weight.masked_fill_(Pruned, 0.0);
-            Weight.grad?.masked_fill_(Pruned, 0.0);
-            ExpAvg?.masked_fill_(Pruned, 0.0);
-            ExpAvgSq?.masked_fill_(Pruned, 0.0);
+            using var zero = 0.0.ToScalar();
+            Weight.masked_fill_(Pruned, zero);
+            Weight.grad?.masked_fill_(Pruned, zero);
+            ExpAvg?.masked_fill_(Pruned, zero);
+            ExpAvgSq?.masked_fill_(Pruned, zero);
         }
 
         public void Dispose()
