@@ -80,8 +80,8 @@ public sealed class BertEmbeddings : BertStage
         var ids = inputIds.to(Device);
         var types = tokenTypeIds?.to(Device) ?? zeros_like(ids);
         // The graph's order: (word + token type) + position.
-        var x = Lookup(Word, ids, batch, length) + Lookup(TokenType, types, batch, length);
-        x = x + Position.narrow(0, 0, length).unsqueeze(0);
+        var x = Lookup(Word, ids, batch, length).Plus(Lookup(TokenType, types, batch, length));
+        x = x.Plus(Position.narrow(0, 0, length).unsqueeze(0));
         return BertOps.LayerNorm(x, NormWeight, NormBias, Config.LayerNormEps).MoveToOuterDisposeScope();
     }
 

@@ -115,21 +115,21 @@ public sealed class BertLayer : BertStage
             capture(Names.Value, x);
         }
 
-        var q = (x.matmul(Query) + QueryBias).view(batch, length, heads, headDim).transpose(1, 2);
-        var k = (x.matmul(Key) + KeyBias).view(batch, length, heads, headDim).transpose(1, 2);
-        var v = (x.matmul(Value) + ValueBias).view(batch, length, heads, headDim).transpose(1, 2);
+        var q = x.matmul(Query).Plus(QueryBias).view(batch, length, heads, headDim).transpose(1, 2);
+        var k = x.matmul(Key).Plus(KeyBias).view(batch, length, heads, headDim).transpose(1, 2);
+        var v = x.matmul(Value).Plus(ValueBias).view(batch, length, heads, headDim).transpose(1, 2);
         using var root = Math.Sqrt(headDim).ToScalar(); // held: see BertOps
         var scores = q.matmul(k.transpose(2, 3)).div(root);
-        scores = scores + BertOps.AdditiveMask(attentionMask.to(Device), c.MaskedScore, scores.dtype);
+        scores = scores.Plus(BertOps.AdditiveMask(attentionMask.to(Device), c.MaskedScore, scores.dtype));
         var weights = scores.softmax(-1, ScalarType.Float32).to(q.dtype);
         var attended = weights.matmul(v).transpose(1, 2).reshape(batch, length, heads * headDim);
         Capture?.Invoke(Names.AttentionOutput, attended);
-        var h = BertOps.LayerNorm(attended.matmul(AttentionOutput) + AttentionOutputBias + x, AttentionNormWeight, AttentionNormBias, c.LayerNormEps);
+        var h = BertOps.LayerNorm(attended.matmul(AttentionOutput).Plus(AttentionOutputBias).Plus(x), AttentionNormWeight, AttentionNormBias, c.LayerNormEps);
 
         Capture?.Invoke(Names.Intermediate, h);
-        var inner = BertOps.Gelu(h.matmul(Intermediate) + IntermediateBias);
+        var inner = BertOps.Gelu(h.matmul(Intermediate).Plus(IntermediateBias));
         Capture?.Invoke(Names.Output, inner);
-        var y = BertOps.LayerNorm(inner.matmul(Output) + OutputBias + h, OutputNormWeight, OutputNormBias, c.LayerNormEps);
+        var y = BertOps.LayerNorm(inner.matmul(Output).Plus(OutputBias).Plus(h), OutputNormWeight, OutputNormBias, c.LayerNormEps);
         return y.MoveToOuterDisposeScope();
     }
 

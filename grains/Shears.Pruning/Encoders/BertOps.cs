@@ -13,12 +13,12 @@ public static class BertOps
     public static Tensor LayerNorm(Tensor x, Tensor weight, Tensor bias, double eps)
     {
         using var scope = NewDisposeScope();
-        var centered = x - x.mean([-1L], keepdim: true);
+        var centered = x.Minus(x.mean([-1L], keepdim: true));
         // Scalars are held in locals to the end of the scope: TorchSharp may finalize an implicit one while libtorch reads it.
         using var two = 2.ToScalar();
         using var epsilon = eps.ToScalar();
         var variance = centered.pow(two).mean([-1L], keepdim: true);
-        return (centered / variance.add(epsilon).sqrt() * weight + bias).MoveToOuterDisposeScope();
+        return (centered / variance.add(epsilon).sqrt() * weight).Plus(bias).MoveToOuterDisposeScope();
     }
 
     /// <summary>The exact GELU the graph computes: x · (1 + erf(x / √2)) · 0.5.</summary>

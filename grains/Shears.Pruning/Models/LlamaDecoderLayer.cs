@@ -1,3 +1,4 @@
+using Shears.Pruning;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -135,7 +136,7 @@ public sealed class LlamaDecoderLayer : LlamaStage
         var weights = scores.softmax(-1, ScalarType.Float32).to(q.dtype);
         var attended = weights.matmul(v).transpose(1, 2).reshape(batch, length, heads * headDim);
         Capture?.Invoke(Name("self_attn.o_proj"), attended);
-        var h = hidden + nn.functional.linear(attended, OProj, OBias);
+        var h = hidden.Plus(nn.functional.linear(attended, OProj, OBias));
 
         var y = LlamaOps.RmsNorm(h, PostAttentionNorm, c.RmsNormEps);
         Capture?.Invoke(Name("mlp.gate_proj"), y);
@@ -144,7 +145,7 @@ public sealed class LlamaDecoderLayer : LlamaStage
         var product = gate * nn.functional.linear(y, UpProj, UpBias);
         Capture?.Invoke(Name("mlp.down_proj"), product);
         var mlp = nn.functional.linear(product, DownProj, DownBias);
-        return (h + mlp).MoveToOuterDisposeScope();
+        return h.Plus(mlp).MoveToOuterDisposeScope();
     }
 
     private static Tensor RepeatKeyValue(Tensor kv, int groups)

@@ -1,3 +1,4 @@
+using Shears.Pruning;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -79,6 +80,6 @@ internal static class LlamaOps
         var x1 = x.narrow(-1, 0, half);
         var x2 = x.narrow(-1, half, half);
         var rotated = cat([x2.neg(), x1], -1);
-        return (x * cos + rotated * sin).MoveToOuterDisposeScope();
+        return (x * cos).Plus(rotated * sin).MoveToOuterDisposeScope();
     }
 }
