@@ -12,7 +12,14 @@ public class MultiProcessTests
     private static int _database = 1;
 
     /// <summary>Each test gets its own Redis database, so no test sees another's silos in the membership table.</summary>
-    private static string Redis() => $"{RedisFactAttribute.Redis},defaultDatabase={Interlocked.Increment(ref _database)}";
+    private static string Redis()
+    {
+        // Emptied first: a Redis kept from earlier runs may still list their dead silos, which new silos would wait for.
+        int database = Interlocked.Increment(ref _database);
+        using var redis = StackExchange.Redis.ConnectionMultiplexer.Connect($"{RedisFactAttribute.Redis},allowAdmin=true");
+        redis.GetServer(redis.GetEndPoints()[0]).FlushDatabase(database);
+        return $"{RedisFactAttribute.Redis},defaultDatabase={database}";
+    }
 
     private static async Task<(SiloProcess A, SiloProcess B)> TwoSilos(string redis, params string[] extra)
     {

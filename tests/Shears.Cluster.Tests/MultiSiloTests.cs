@@ -80,3 +80,38 @@ public class MultiSiloTests(ClusterFixture fixture)
         Assert.Contains(dir.Sub("missing"), e.Message);
     }
 }
+
+/// <summary>Progressive per-layer allocation through the grains: the per-tensor counts the allocation defines, exactly.</summary>
+[Collection(ClusterCollection.Name)]
+public class ProgressiveScopeTests(ClusterFixture fixture)
+{
+    [Fact]
+    public async Task EachTensorGetsTheCountTheAllocationGivesIt()
+    {
+        using var dir = new TempDir();
+        TieHeavyCheckpoint.Write(dir.Sub("in"), TensorDType.F32, levels: [0.001f, 0.01f, 0.1f, 0.3f, -0.2f, 1f]);
+        var status = await Runs.RunToEndAsync(fixture.Cluster.Client, new RunSpec
+        {
+            ModelPath = dir.Sub("in"), OutputPath = dir.Sub("out"), Sparsity = 0.4, Scope = RunOptions.Scopes.Progressive, ShardElements = 500,
+        });
+        Assert.True(status.State == RunState.Completed, status.Error);
+
+        // Independently: mean |w| per prunable tensor, the allocation, then each tensor's smallest |w| (ties by index).
+        var manifest = CheckpointReader.ReadManifest(dir.Sub("in"));
+        var prunable = manifest.Tensors.Where(ReferencePruner.DefaultPrunable).ToArray();
+        var data = prunable.Select(t => CheckpointReader.ReadTensor(manifest, t)).ToArray();
+        var importance = prunable.Select((t, i) => Enumerable.Range(0, (int)t.ElementCount).Sum(e => (double)ReferencePruner.Magnitude(data[i], t.DType, e)) / t.ElementCount).ToArray();
+        var counts = Shears.Pruning.Allocation.ProgressiveAllocation.Allocate(prunable.Select(t => t.ElementCount).ToArray(), importance, 0.4).Counts;
+        Assert.Equal((long)Math.Round(0.4 * prunable.Sum(t => t.ElementCount), MidpointRounding.ToEven), counts.Sum());
+        Assert.True(counts.Distinct().Count() > 1, "the allocation should differ between tensors");
+
+        var masks = new Dictionary<string, bool[]>();
+        for (int i = 0; i < prunable.Length; i++)
+        {
+            var order = Enumerable.Range(0, (int)prunable[i].ElementCount)
+                .OrderBy(e => ReferencePruner.Magnitude(data[i], prunable[i].DType, e)).ThenBy(e => e).Take((int)counts[i]).ToHashSet();
+            masks[prunable[i].Name] = Enumerable.Range(0, (int)prunable[i].ElementCount).Select(order.Contains).ToArray();
+        }
+        ReferencePruner.AssertOutput(dir.Sub("in"), dir.Sub("out"), masks);
+    }
+}

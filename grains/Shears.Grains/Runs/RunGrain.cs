@@ -283,9 +283,12 @@ public sealed class RunGrain(
             var (evalData, trainData) = spec.NeedsPipeline ? LoadTokenIds(spec, manifest) : (null, null);
             bool encoder = plan.Stages is [{ Model: StagePlan.BertModel }, ..];
             var queries = encoder ? EncoderQueries(spec, manifest) : null;
-            int hidden = !spec.NeedsPipeline ? 0
-                : encoder ? Shears.Pruning.Encoders.BertConfig.FromOnnx(Shears.Pruning.Onnx.OnnxModel.Read(manifest.PathOf(manifest.Files[0].FileName))).HiddenSize
-                : Shears.Pruning.Models.LlamaConfig.Load(manifest.Root).HiddenSize;
+            int hidden = plan.Hidden;
+            // Calibration sequences are read and tokenized once for all rounds.
+            IReadOnlyList<long[]>? calibration = spec.NeedsCalibration
+                ? (encoder ? EncoderSentences(spec.Calibration!, "--calibration", manifest)
+                    : Shears.Pruning.Models.EvalData.LoadTokenIds(spec.Calibration!, spec.EvalSeqLen)).Take(spec.CalibrationSamples).ToArray()
+                : null;
             if (encoder && (state.State.DenseEval is null && evalData is not null || state.State.DenseTrain is null && trainData is not null))
             {
                 // The dense model's sentence embeddings: what fidelity compares with, and what distillation pulls toward.
@@ -323,7 +326,7 @@ public sealed class RunGrain(
                 RoundResult? result = null;
                 await Resilient($"round {round}", async () =>
                 {
-                    var (threshold, bytes) = await RunRoundAsync(plan, spec, round, target, masked, progressive?[round - 1], token);
+                    var (threshold, bytes) = await RunRoundAsync(plan, spec, round, target, masked, progressive?[round - 1], calibration, token);
                     double? loss = null;
                     EvalMetric? eval = null;
                     if (trainData is not null)
@@ -535,22 +538,15 @@ public sealed class RunGrain(
 
     /// <summary>One round: local decisions where a group lies on one piece, distributed exact selection elsewhere.</summary>
     private async Task<(uint? Threshold, long Bytes)> RunRoundAsync(
-        RunPlan plan, RunSpec spec, int round, double target, long[][] masked, long[]? groupTargets, CancellationToken token)
+        RunPlan plan, RunSpec spec, int round, double target, long[][] masked, long[]? groupTargets, IReadOnlyList<long[]>? calibration, CancellationToken token)
     {
         long bytes = 0;
         if (spec.NeedsCalibration)
         {
             // Calibration flows layer by layer: each layer is pruned from the inputs that the
             // already-pruned layers before it compute, then hands its outputs on.
-            var manifest = manifests.Get(spec.ModelPath);
-            bool encoder = plan.Stages is [{ Model: StagePlan.BertModel }, ..];
-            var calibration = (encoder ? EncoderSentences(spec.Calibration!, "--calibration", manifest)
-                : Shears.Pruning.Models.EvalData.LoadTokenIds(spec.Calibration!, spec.EvalSeqLen)).Take(spec.CalibrationSamples).ToArray();
-            int hidden = encoder
-                ? Shears.Pruning.Encoders.BertConfig.FromOnnx(Shears.Pruning.Onnx.OnnxModel.Read(manifest.PathOf(manifest.Files[0].FileName))).HiddenSize
-                : Shears.Pruning.Models.LlamaConfig.Load(manifest.Root).HiddenSize;
-            int batch = BatchFitting(calibration, hidden, 16);
-            for (int start = 0; start < calibration.Length; start += batch)
+            int batch = BatchFitting(calibration!, plan.Hidden, 16);
+            for (int start = 0; start < calibration!.Count; start += batch)
                 await Shard(0).CollectCalibrationAsync(new ActivationBatch { TokenIds = calibration.Skip(start).Take(batch).ToArray() });
             foreach (var stage in plan.Stages!.Select((s, i) => (s, i)).Where(x => x.s.Kind == StagePlan.LayerKind))
             {

@@ -18,6 +18,8 @@ public sealed record RunPlan
     [Id(4)] public HeadLayout? Heads { get; init; }
     /// <summary>Per shard, the model stage it runs (pipeline runs: evaluation or fine-tuning); null otherwise.</summary>
     [Id(5)] public IReadOnlyList<StagePlan>? Stages { get; init; }
+    /// <summary>Width of the hidden states that pass between stages (pipeline runs), read once from the model's config.</summary>
+    [Id(6)] public int Hidden { get; init; }
 }
 
 [GenerateSerializer]
@@ -154,18 +156,25 @@ public static partial class RunPlanner
         for (int layer = 0; layer < config.NumHiddenLayers; layer++)
             stages.Add(new StagePlan { Kind = StagePlan.LayerKind, Layer = layer, Tensors = Shears.Pruning.Models.LlamaWeights.LayerNames(manifest, layer) });
         stages.Add(new StagePlan { Kind = StagePlan.HeadKind, Tensors = Shears.Pruning.Models.LlamaWeights.HeadNames(config) });
+        int hidden = config.HiddenSize;
         foreach (var stage in stages)
             foreach (string name in stage.Tensors)
                 if (!manifest.Contains(name))
                     throw new RunRejectedException($"{manifest.Root}: the model's {stage.Kind} stage needs tensor '{name}', which the checkpoint lacks");
-        return StagedPlan(manifest, spec, prunable, stages);
+        return StagedPlan(manifest, spec, prunable, stages, hidden);
     }
 
     /// <summary>A BERT-family ONNX encoder as a pipeline: the embeddings, then one stage per encoder layer; the last pools.</summary>
     private static RunPlan EncoderPlan(CheckpointManifest manifest, RunSpec spec, IReadOnlyList<TensorEntry> prunable)
     {
         Shears.Pruning.Encoders.BertWeightNames names;
-        try { names = Shears.Pruning.Encoders.BertWeightNames.FromOnnx(Shears.Pruning.Onnx.OnnxModel.Read(manifest.PathOf(manifest.Files[0].FileName))); }
+        int hidden;
+        try
+        {
+            var onnx = Shears.Pruning.Onnx.OnnxModel.Read(manifest.PathOf(manifest.Files[0].FileName));
+            names = Shears.Pruning.Encoders.BertWeightNames.FromOnnx(onnx);
+            hidden = Shears.Pruning.Encoders.BertConfig.FromOnnx(onnx).HiddenSize;
+        }
         catch (Exception e) when (e is InvalidDataException or ArgumentException or InvalidOperationException or CheckpointFormatException)
         {
             throw new RunRejectedException($"--eval/--finetune-steps need a BERT-family encoder: {e.Message}");
@@ -173,10 +182,10 @@ public static partial class RunPlanner
         var stages = new List<StagePlan> { new() { Kind = StagePlan.EmbeddingKind, Model = StagePlan.BertModel, Tensors = names.Embeddings.All } };
         for (int layer = 0; layer < names.Layers.Count; layer++)
             stages.Add(new StagePlan { Kind = StagePlan.LayerKind, Layer = layer, Model = StagePlan.BertModel, Tensors = names.Layers[layer].All });
-        return StagedPlan(manifest, spec, prunable, stages);
+        return StagedPlan(manifest, spec, prunable, stages, hidden);
     }
 
-    private static RunPlan StagedPlan(CheckpointManifest manifest, RunSpec spec, IReadOnlyList<TensorEntry> prunable, List<StagePlan> stages)
+    private static RunPlan StagedPlan(CheckpointManifest manifest, RunSpec spec, IReadOnlyList<TensorEntry> prunable, List<StagePlan> stages, int hidden)
     {
         stages = stages.Select((s, i) => s with { Next = i + 1 < stages.Count ? i + 1 : -1 }).ToList();
 
@@ -212,6 +221,7 @@ public static partial class RunPlanner
             PrunableWeights = prunable.Sum(t => t.ElementCount),
             Heads = spec.Pattern == RunOptions.Patterns.Heads ? ReadHeadLayout(manifest) : null,
             Stages = stages,
+            Hidden = hidden,
         };
     }
 

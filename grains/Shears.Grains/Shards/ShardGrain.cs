@@ -85,9 +85,19 @@ public sealed class ShardGrain(ComputeExecutor compute, ComputeDevice device, Ma
 
     private void RestoreMasks(ShardAssignment assignment)
     {
-        // Weights may have been fine-tuned since: start again from the checkpoint's bytes.
-        var fresh = Load(assignment).Item2;
-        for (int i = 0; i < _pieces.Length; i++) _pieces[i] = fresh[i];
+        if (_stage is { Trained: true })
+        {
+            // The weights changed since the committed round (fine-tuning, SparseGPT): start again from the
+            // checkpoint's bytes and the round's persisted weights.
+            var fresh = Load(assignment).Item2;
+            for (int i = 0; i < _pieces.Length; i++) _pieces[i] = fresh[i];
+            return;
+        }
+        // The bytes are the checkpoint's (masked positions at most zeroed by an export): only the masks go back.
+        for (int i = 0; i < _pieces.Length; i++)
+            _pieces[i].Mask = assignment.RestoreRound > 0
+                ? BitMask.FromBytes(File.ReadAllBytes(MaskPath(assignment, i, assignment.RestoreRound)), _pieces[i].Piece.Elements)
+                : new BitMask(_pieces[i].Piece.Elements);
     }
 
     private (CheckpointManifest, LoadedPiece[]) Load(ShardAssignment assignment)

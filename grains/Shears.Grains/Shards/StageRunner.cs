@@ -101,17 +101,12 @@ internal sealed class StageRunner(
 
     private Tensor Input(ActivationBatch batch)
     {
-        if (Plan.Kind == StagePlan.EmbeddingKind)
-        {
-            int count = batch.TokenIds.Length, length = batch.TokenIds.Max(s => s.Length);
-            var ids = new long[count * length];
-            for (int b = 0; b < count; b++) batch.TokenIds[b].CopyTo(ids, b * length);
-            return tensor(ids, [count, length], ScalarType.Int64, device);
-        }
+        if (Plan.Kind == StagePlan.EmbeddingKind) return Targets(batch, device);
         var floats = MemoryMarshal.Cast<byte, float>(batch.Hidden).ToArray();
         return tensor(floats, batch.Shape, ScalarType.Float32, device);
     }
 
+    /// <summary>The batch's token ids, right-padded with 0, as an int64 tensor [batch, length].</summary>
     private static Tensor Targets(ActivationBatch batch, Device device)
     {
         int count = batch.TokenIds.Length, length = batch.TokenIds.Max(s => s.Length);
