@@ -32,7 +32,7 @@ internal static class Program
         CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
         if (args.Length == 0 || args[0] is "-h" or "--help")
         {
-            Console.WriteLine("usage: tinylm prepare|train|table|report|all [--steps N] [--batch B] [--hidden H] [--intermediate I] [--layers L] " +
+            Console.WriteLine("usage: tinylm prepare|train|tokenizer|table|report|all [--steps N] [--batch B] [--hidden H] [--intermediate I] [--layers L] " +
                               "[--lr X] [--seed S] [--threads N] [--finetune-steps N] [--ft-lr X] [--ft-batch B] [--calibration-samples N] [--only NAME] [--resume true] [--shears PATH]");
             return 2;
         }
@@ -45,6 +45,7 @@ internal static class Program
                 case "prepare": Prepare(); break;
                 case "train": TrainModel(options); break;
                 case "table": Table(options); break;
+                case "tokenizer": Trainer.WriteTokenizer(ModelDir); break;
                 case "report": Report.Write(DataDir, Path.Combine(RepoRoot, "bench", "TinyLm.md")); break;
                 case "all":
                     Prepare();

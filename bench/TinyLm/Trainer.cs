@@ -196,7 +196,29 @@ internal static class Trainer
         return result;
     }
 
-    /// <summary>model.safetensors (F32, Hugging Face names) and config.json, replacing what was there.</summary>
+    /// <summary>
+    /// The model's tokenizer as a Hugging Face tokenizer.json: byte-level BPE with the 256 bytes as ids 0–255 (in GPT-2's
+    /// byte alphabet) and no merges, no special tokens — so any UTF-8 text tokenizes to its bytes, which is what the
+    /// model was trained on, and `shears run --eval FILE.txt` can read text for it.
+    /// </summary>
+    public static void WriteTokenizer(string dir)
+    {
+        var vocab = new Dictionary<string, int>();
+        for (int b = 0; b < 256; b++) vocab[ByteLevelAlphabet.Of((byte)b).ToString()] = b;
+        var json = new
+        {
+            version = "1.0",
+            added_tokens = Array.Empty<object>(),
+            normalizer = (object?)null,
+            pre_tokenizer = new { type = "ByteLevel", add_prefix_space = false, trim_offsets = true, use_regex = true },
+            post_processor = (object?)null,
+            decoder = new { type = "ByteLevel", add_prefix_space = false, trim_offsets = true, use_regex = true },
+            model = new { type = "BPE", dropout = (object?)null, unk_token = (object?)null, fuse_unk = false, byte_fallback = false, vocab, merges = Array.Empty<string>() },
+        };
+        File.WriteAllText(Path.Combine(dir, CheckpointTokenizer.JsonFileName), JsonSerializer.Serialize(json));
+    }
+
+    /// <summary>model.safetensors (F32, Hugging Face names), config.json and tokenizer.json, replacing what was there.</summary>
     private static void Save(LlamaModel model, LlamaConfig c, string dir)
     {
         if (Directory.Exists(dir))
@@ -240,5 +262,6 @@ internal static class Trainer
             ["tokenizer_note"] = "byte-level: token id = UTF-8 byte value (0-255); no special tokens",
         };
         File.WriteAllText(Path.Combine(dir, "config.json"), JsonSerializer.Serialize(config, new JsonSerializerOptions { WriteIndented = true }));
+        WriteTokenizer(dir);
     }
 }

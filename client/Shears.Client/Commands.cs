@@ -53,11 +53,11 @@ public static class Commands
         var schedule = new Option<string>("--schedule") { Description = "oneshot | linear | cubic", DefaultValueFactory = _ => RunOptions.Schedules.OneShot };
         var rounds = new Option<int?>("--rounds") { Description = "rounds of the schedule (oneshot: 1)" };
         var finetune = new Option<int>("--finetune-steps") { Description = "fine-tuning steps after each round" };
-        var eval = new Option<string?>("--eval") { Description = "evaluation data: a .json array of token-id arrays; perplexity before pruning and after every round" };
+        var eval = new Option<string?>("--eval") { Description = "evaluation data: a .json array of token-id arrays, or text tokenized by the checkpoint's tokenizer (for an encoder: sentences); measured before pruning and after every round" };
         var evalSeqLen = new Option<int>("--eval-seq-len") { Description = "tokens per evaluation sequence", DefaultValueFactory = _ => 128 };
-        var finetuneData = new Option<string?>("--finetune-data") { Description = "fine-tuning data: a .json array of token-id arrays" };
+        var finetuneData = new Option<string?>("--finetune-data") { Description = "fine-tuning data: a .json array of token-id arrays, or text tokenized by the checkpoint's tokenizer" };
         var learningRate = new Option<double>("--lr") { Description = "fine-tuning learning rate (AdamW)", DefaultValueFactory = _ => 1e-4 };
-        var calibration = new Option<string?>("--calibration") { Description = "calibration data for wanda/sparsegpt: a .json array of token-id arrays" };
+        var calibration = new Option<string?>("--calibration") { Description = "calibration data for wanda/sparsegpt: a .json array of token-id arrays, or text tokenized by the checkpoint's tokenizer" };
         var calibrationSamples = new Option<int>("--calibration-samples") { Description = "calibration sequences used", DefaultValueFactory = _ => 128 };
         var batch = new Option<int>("--batch") { Description = "sequences per fine-tuning step", DefaultValueFactory = _ => 4 };
         var include = new Option<string[]>("--include") { Description = "also prune tensors whose names match this glob", AllowMultipleArgumentsPerToken = false, DefaultValueFactory = _ => [] };

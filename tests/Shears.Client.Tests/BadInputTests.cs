@@ -131,4 +131,23 @@ public class BadInputTests
         await AssertRefused(dir, "--include", Run(dir, "--sparsity", "0.5", "--include", "no.such.*"));
         await AssertRefused(dir, "--method wanda", Run(dir, "--sparsity", "0.5", "--method", "wanda"));
     }
+
+    [Fact]
+    public async Task EvaluationDataTheModelCannotRead()
+    {
+        using var dir = new TempDir();
+        DemoCheckpoint.Write(dir.Sub("in"), new DemoCheckpointOptions(HiddenSize: 16, Layers: 1, Heads: 2, KvHeads: 1, IntermediateSize: 24, VocabSize: 64));
+        string ids = Path.Combine(dir.Path, "eval.json");
+        File.WriteAllText(ids, "[[1, 2, 3], [4, 64, 5]]");
+        await AssertRefused(dir, $"'{ids}', sequence 1, position 1: token id 64 is outside the model's vocabulary of 64", Run(dir, "--sparsity", "0.5", "--eval", ids));
+
+        // Text needs the checkpoint's tokenizer; this one has none.
+        string text = Path.Combine(dir.Path, "eval.txt");
+        File.WriteAllText(text, "Call me Ishmael.");
+        await AssertRefused(dir, "tokenizer.json", Run(dir, "--sparsity", "0.5", "--eval", text));
+
+        // A tokenizer whose ids the model does not have.
+        TinyTokenizer.Write(dir.Sub("in"));
+        await AssertRefused(dir, "outside the model's vocabulary of 64", Run(dir, "--sparsity", "0.5", "--eval", text));
+    }
 }

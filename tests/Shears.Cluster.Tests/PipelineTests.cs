@@ -56,6 +56,31 @@ public class PipelineTests(ClusterFixture fixture)
     }
 
     [Fact]
+    public async Task TextEvaluationIsTokenizedByTheCheckpointsTokenizer()
+    {
+        using var dir = new TempDir();
+        DemoCheckpoint.Write(dir.Sub("in"), Small with { VocabSize = TinyTokenizer.VocabSize });
+        TinyTokenizer.Write(dir.Sub("in"));
+        string text = Path.Combine(dir.Path, "eval.txt");
+        File.WriteAllText(text, string.Join("\n", Enumerable.Range(0, 30).Select(i => $"the then {i} thé<|sep|> the x")));
+        var status = await Runs.RunToEndAsync(fixture.Cluster.Client, new RunSpec
+        {
+            ModelPath = dir.Sub("in"), OutputPath = dir.Sub("out"), Sparsity = 0.5, EvalData = text, EvalSeqLen = 40,
+        });
+        Assert.True(status.State == RunState.Completed, status.Error);
+
+        // The same ids, tokenized and cut outside the run, through an independent in-process forward.
+        var sequences = EvalData.Cut(CheckpointTokenizer.Load(dir.Sub("in")).Encode(File.ReadAllText(text)), 40, text);
+        string ids = Path.Combine(dir.Path, "ids.json");
+        File.WriteAllText(ids, JsonSerializer.Serialize(sequences));
+        double dense = Independent(dir.Sub("in"), ids);
+        Assert.True(Math.Abs(status.Baseline!.Value - dense) / dense < 1e-4, $"baseline {status.Baseline.Value} vs {dense}");
+        Assert.Equal(sequences.Sum(s => s.Length - 1L), status.Baseline.Tokens);
+        Assert.Equal(259, sequences[0][0]); // the template's BOS, once, at the start of the file
+        Assert.Single(sequences.SelectMany(s => s), id => id == 259);
+    }
+
+    [Fact]
     public async Task FineTuningKeepsMaskedWeightsAtZeroAndTheOutputHoldsTheTrainedWeights()
     {
         using var dir = new TempDir();

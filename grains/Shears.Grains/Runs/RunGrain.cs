@@ -112,6 +112,23 @@ public sealed class RunGrain(
             throw new RunRejectedException($"--out '{spec.OutputPath}' must not be the model's folder or contain it");
     }
 
+    /// <summary>
+    /// A decoder's token-id sequences from <paramref name="path"/> (a .json file of id arrays, or text tokenized by the
+    /// checkpoint's own tokenizer), every id checked against the model's vocabulary.
+    /// </summary>
+    private static IReadOnlyList<long[]> DecoderTokenIds(string path, RunSpec spec, CheckpointManifest manifest)
+    {
+        var sequences = Shears.Pruning.Models.EvalData.LoadTokenIds(path, spec.EvalSeqLen, manifest.Root);
+        int vocab = Shears.Pruning.Models.LlamaConfig.Load(manifest.Root).VocabSize;
+        for (int s = 0; s < sequences.Count; s++)
+        {
+            int bad = Array.FindIndex(sequences[s], id => id >= vocab);
+            if (bad >= 0)
+                throw new InvalidDataException($"'{path}', sequence {s}, position {bad}: token id {sequences[s][bad]} is outside the model's vocabulary of {vocab} (config.json vocab_size)");
+        }
+        return sequences;
+    }
+
     /// <summary>The evaluation and fine-tuning token ids, checked before the run starts.</summary>
     private static (IReadOnlyList<long[]>? Eval, IReadOnlyList<long[]>? Train) LoadTokenIds(RunSpec spec, CheckpointManifest manifest)
     {
@@ -123,9 +140,10 @@ public sealed class RunGrain(
             {
                 return manifest.Format == CheckpointFormat.Onnx
                     ? EncoderSentences(path, option, manifest)
-                    : Shears.Pruning.Models.EvalData.LoadTokenIds(path, spec.EvalSeqLen);
+                    : DecoderTokenIds(path, spec, manifest);
             }
-            catch (Exception e) when (e is ArgumentException or FormatException or NotSupportedException or System.Text.Json.JsonException or IOException)
+            catch (Exception e) when (e is ArgumentException or FormatException or NotSupportedException or System.Text.Json.JsonException or IOException
+                                          or Shears.Pruning.Models.LlamaConfigException)
             {
                 throw new RunRejectedException($"{option}: {e.Message}");
             }
@@ -287,7 +305,7 @@ public sealed class RunGrain(
             // Calibration sequences are read and tokenized once for all rounds.
             IReadOnlyList<long[]>? calibration = spec.NeedsCalibration
                 ? (encoder ? EncoderSentences(spec.Calibration!, "--calibration", manifest)
-                    : Shears.Pruning.Models.EvalData.LoadTokenIds(spec.Calibration!, spec.EvalSeqLen)).Take(spec.CalibrationSamples).ToArray()
+                    : DecoderTokenIds(spec.Calibration!, spec, manifest)).Take(spec.CalibrationSamples).ToArray()
                 : null;
             if (encoder && (state.State.DenseEval is null && evalData is not null || state.State.DenseTrain is null && trainData is not null))
             {

@@ -7,10 +7,13 @@ public static class EvalData
 {
     /// <summary>
     /// Reads the sequences of <paramref name="path"/>. A .json file holds an array of token-id arrays,
-    /// each used as given (at least 2 non-negative integer ids); <paramref name="seqLen"/> is the length
-    /// text will be cut into once tokenization is supported.
+    /// each used as given (at least 2 non-negative integer ids). Any other file is UTF-8 text: tokenized as one
+    /// sequence by the tokenizer of the checkpoint in <paramref name="checkpointDir"/> (see
+    /// <see cref="CheckpointTokenizer"/>; special tokens such as a leading BOS are added once, at the start of the
+    /// file) and cut into consecutive sequences of <paramref name="seqLen"/> tokens; a shorter last piece is kept
+    /// if it holds at least 2 tokens, so every token of the file after the first is predicted exactly once.
     /// </summary>
-    public static IReadOnlyList<long[]> LoadTokenIds(string path, int seqLen)
+    public static IReadOnlyList<long[]> LoadTokenIds(string path, int seqLen, string? checkpointDir = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         if (seqLen < 2)
@@ -20,8 +23,12 @@ public static class EvalData
         var full = Path.GetFullPath(path);
         if (!string.Equals(Path.GetExtension(full), ".json", StringComparison.OrdinalIgnoreCase))
         {
-            throw new NotSupportedException(
-                $"Evaluation data '{full}' is not a .json file of token-id arrays; tokenizing text with the checkpoint's tokenizer is not supported yet.");
+            if (checkpointDir is null)
+            {
+                throw new NotSupportedException(
+                    $"Evaluation data '{full}' is text, and no checkpoint tokenizer was given to tokenize it; use a .json file of token-id arrays.");
+            }
+            return Cut(CheckpointTokenizer.Load(checkpointDir).Encode(ReadText(full)), seqLen, full);
         }
 
         byte[] bytes;
@@ -61,6 +68,44 @@ public static class EvalData
                 throw new InvalidDataException($"Evaluation data '{full}' holds no sequence.");
             }
             return sequences;
+        }
+    }
+
+    /// <summary>Consecutive pieces of <paramref name="seqLen"/> ids; a last piece of at least 2 ids is kept.</summary>
+    public static IReadOnlyList<long[]> Cut(long[] ids, int seqLen, string source)
+    {
+        var sequences = new List<long[]>(ids.Length / seqLen + 1);
+        for (int start = 0; start < ids.Length; start += seqLen)
+        {
+            int length = Math.Min(seqLen, ids.Length - start);
+            if (length >= 2) sequences.Add(ids[start..(start + length)]);
+        }
+        if (sequences.Count == 0)
+        {
+            throw new InvalidDataException($"Evaluation data '{source}' tokenizes to {ids.Length} token(s); at least 2 are needed (T tokens give T−1 predictions).");
+        }
+        return sequences;
+    }
+
+    private static string ReadText(string path)
+    {
+        byte[] bytes;
+        try
+        {
+            bytes = File.ReadAllBytes(path);
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            throw new FileNotFoundException($"Evaluation data '{path}' does not exist.", path, e);
+        }
+        try
+        {
+            var text = new System.Text.UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true).GetString(bytes);
+            return text.Length > 0 && text[0] == '\uFEFF' ? text[1..] : text;
+        }
+        catch (System.Text.DecoderFallbackException e)
+        {
+            throw new InvalidDataException($"Evaluation data '{path}' is not UTF-8 text (invalid bytes at offset {e.Index}).", e);
         }
     }
 

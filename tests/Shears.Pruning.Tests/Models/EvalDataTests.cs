@@ -36,15 +36,4 @@ public class EvalDataTests
         Assert.Contains(where, e.Message);
         Assert.Contains(detail, e.Message);
     }
-
-    [Fact]
-    public void TextIsNotSupportedYet()
-    {
-        using var dir = new TempDir();
-        File.WriteAllText(dir.File("eval.txt"), "Call me Ishmael.");
-
-        var e = Assert.Throws<NotSupportedException>(() => EvalData.LoadTokenIds(dir.File("eval.txt"), 16));
-
-        Assert.Contains(dir.File("eval.txt"), e.Message);
-    }
 }
