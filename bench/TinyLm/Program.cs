@@ -33,7 +33,7 @@ internal static class Program
         if (args.Length == 0 || args[0] is "-h" or "--help")
         {
             Console.WriteLine("usage: tinylm prepare|train|tokenizer|table|report|all [--steps N] [--batch B] [--hidden H] [--intermediate I] [--layers L] " +
-                              "[--lr X] [--seed S] [--threads N] [--finetune-steps N] [--ft-lr X] [--ft-batch B] [--calibration-samples N] [--only NAME] [--resume true] [--shears PATH]");
+                              "[--lr X] [--weight-decay X] [--seed S] [--threads N] [--finetune-steps N] [--ft-lr X] [--ft-batch B] [--calibration-samples N] [--only NAME] [--resume true] [--shears PATH]");
             return 2;
         }
         var options = ParseOptions(args.Skip(1).ToArray());
@@ -112,6 +112,7 @@ internal static class Program
             LearningRate = Double(options, "lr", d.LearningRate),
             MinLearningRate = Double(options, "lr", d.LearningRate) / 10,
             Seed = Int(options, "seed", d.Seed),
+            WeightDecay = Double(options, "weight-decay", d.WeightDecay),
         };
         var train = File.ReadAllBytes(Path.Combine(TokensDir, "train.bin"));
         var eval = TextData.ReadTokens(Path.Combine(TokensDir, "eval.json"));

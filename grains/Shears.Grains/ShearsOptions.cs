@@ -16,4 +16,10 @@ public sealed class ShearsOptions
 
     /// <summary>What this silo does: worker (holds shards), coordinator (runs only), or all.</summary>
     public string Role { get; set; } = "all";
+
+    /// <summary>
+    /// Pieces of at least this many elements keep their selection histograms (512 KiB each) for the round, so that
+    /// counting at the threshold and masking need no further pass over their weights; smaller pieces count again.
+    /// </summary>
+    public long CachedHistogramElements { get; set; } = 1 << 20;
 }

@@ -19,7 +19,9 @@ namespace Shears.Grains.Shards;
 /// applies the coordinator's decisions. All tensor work runs on the silo's compute executor.
 /// </summary>
 [ShardPlacement]
-public sealed class ShardGrain(ComputeExecutor compute, ComputeDevice device, ManifestCache manifests, ILocalSiloDetails silo, ILogger<ShardGrain> logger)
+public sealed class ShardGrain(
+    ComputeExecutor compute, ComputeDevice device, ManifestCache manifests, ILocalSiloDetails silo,
+    Microsoft.Extensions.Options.IOptions<ShearsOptions> options, ILogger<ShardGrain> logger)
     : Grain, IShardGrain
 {
     private ShardAssignment? _assignment;
@@ -27,11 +29,28 @@ public sealed class ShardGrain(ComputeExecutor compute, ComputeDevice device, Ma
     private LoadedPiece[] _pieces = [];
     private StageRunner? _stage;
 
+    // The selection statistics of the round under way, per piece, while its mask and weights stay as they were:
+    // the histograms answer CountAsync, and the counts let ApplyAsync skip its checking pass, instead of more passes
+    // over the weights. Cleared by everything that changes masks or weights; each entry also checks the mask count.
+    private readonly Dictionary<(int Piece, int Level, uint Prefix), PieceHistogram> _histograms = [];
+    private readonly Dictionary<int, (uint Threshold, long Equal, long MaskCount)> _equal = [];
+
+    private sealed record PieceHistogram(long[] Counts, bool LowZero, long MaskCount);
+
+    private long CachedHistogramElements => options.Value.CachedHistogramElements;
+
+    private void ForgetStatistics()
+    {
+        _histograms.Clear();
+        _equal.Clear();
+    }
+
     private ShardAssignment Assignment => _assignment ?? throw new ShardNotLoadedException($"shard {this.GetPrimaryKeyString()} has not been loaded on {silo.SiloAddress}");
 
     async Task<ShardInfo> IShardGrain.LoadAsync(ShardAssignment assignment)
     {
         var stopwatch = Stopwatch.StartNew();
+        ForgetStatistics();
         if (_assignment is { } loaded && _pieces.Length == assignment.Pieces.Count && SameData(loaded, assignment))
         {
             // Already holding these weights: only go back to the committed masks.
@@ -103,35 +122,24 @@ public sealed class ShardGrain(ComputeExecutor compute, ComputeDevice device, Ma
     private (CheckpointManifest, LoadedPiece[]) Load(ShardAssignment assignment)
     {
         var manifest = manifests.Get(assignment.ModelPath);
-        bool keyed = assignment.Spec.Pattern == RunOptions.Patterns.Unstructured;
+        bool scored = assignment.Spec.Pattern == RunOptions.Patterns.Unstructured
+                      && assignment.Spec.Method is RunOptions.Methods.Magnitude or RunOptions.Methods.Random;
         var pieces = new LoadedPiece[assignment.Pieces.Count];
         for (int i = 0; i < pieces.Length; i++)
         {
             var piece = assignment.Pieces[i];
             var entry = manifest.Get(piece.Tensor);
             int size = entry.DType.ElementSize();
-            var raw = new byte[checked((int)(piece.Elements * size))];
+            // Every byte is read into it: no need to clear it first.
+            var raw = GC.AllocateUninitializedArray<byte>(checked((int)(piece.Elements * size)));
             long byteStart = piece.RowStart * piece.RowElements * size;
-            CheckpointReader.ReadTensorRange(manifest, entry, byteStart, raw);
             long elementOffset = piece.RowStart * piece.RowElements;
-            uint[]? keys = null;
-            if (keyed)
+            for (int at = 0; at < raw.Length; at += IoChunkBytes)
             {
-                keys = new uint[piece.Elements];
-                if (assignment.Spec.Method == RunOptions.Methods.Random)
-                {
-                    ScoreKeys.Random((ulong)assignment.Spec.Seed, entry.Name, elementOffset, keys);
-                    // NaN is refused whatever the method.
-                    CheckFinite(raw, entry, elementOffset);
-                }
-                else
-                {
-                    ScoreKeys.Magnitude(raw, entry.DType, keys, entry.Name, elementOffset);
-                }
-            }
-            else
-            {
-                CheckFinite(raw, entry, elementOffset);
+                var chunk = raw.AsSpan(at, Math.Min(IoChunkBytes, raw.Length - at));
+                CheckpointReader.ReadTensorRange(manifest, entry, byteStart + at, chunk);
+                // NaN is refused whatever the method, before any round: checked while the chunk is still in cache.
+                CheckFinite(chunk, entry, elementOffset + at / size);
             }
             var mask = new BitMask(piece.Elements);
             if (assignment.RestoreRound > 0)
@@ -145,41 +153,46 @@ public sealed class ShardGrain(ComputeExecutor compute, ComputeDevice device, Ma
                     var trained = File.ReadAllBytes(weights);
                     if (trained.Length != raw.Length) throw new InvalidDataException($"{weights} holds {trained.Length} bytes, expected {raw.Length}");
                     trained.CopyTo(raw, 0);
-                    if (keys is not null && assignment.Spec.Method == RunOptions.Methods.Magnitude)
-                        ScoreKeys.Magnitude(raw, entry.DType, keys, entry.Name, elementOffset);
                 }
             }
-            pieces[i] = new LoadedPiece(piece, entry, raw, keys, mask);
+            pieces[i] = new LoadedPiece(piece, entry, raw, mask, scored ? assignment.Spec.Method : null, assignment.Spec.Seed);
         }
         return (manifest, pieces);
     }
 
-    private static void CheckFinite(byte[] raw, TensorEntry entry, long elementOffset)
+    /// <summary>Bytes read or written at a time: a multiple of 64 elements of any dtype, small enough to stay in cache.</summary>
+    private const int IoChunkBytes = 4 << 20;
+
+    private static void CheckFinite(ReadOnlySpan<byte> raw, TensorEntry entry, long elementOffset)
     {
-        // Scoring by magnitude checks for NaN; a throwaway pass in chunks keeps memory flat.
-        const int chunk = 1 << 16;
+        // Magnitude keys check for NaN; a throwaway pass in chunks keeps memory flat.
         int size = entry.DType.ElementSize();
-        var scratch = new uint[chunk];
-        for (long start = 0; start < raw.Length / size; start += chunk)
+        var scratch = System.Buffers.ArrayPool<uint>.Shared.Rent(RadixSelect.ChunkKeys);
+        try
         {
-            int n = (int)Math.Min(chunk, raw.Length / size - start);
-            ScoreKeys.Magnitude(raw.AsSpan((int)(start * size), n * size), entry.DType, scratch.AsSpan(0, n), entry.Name, elementOffset + start);
+            for (long start = 0; start < raw.Length / size; start += RadixSelect.ChunkKeys)
+            {
+                int n = (int)Math.Min(RadixSelect.ChunkKeys, raw.Length / size - start);
+                ScoreKeys.Magnitude(raw.Slice((int)(start * size), n * size), entry.DType, scratch.AsSpan(0, n), entry.Name, elementOffset + start);
+            }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<uint>.Shared.Return(scratch);
         }
     }
 
+    /// <summary>Σ|w| over the piece (progressive allocation ranks layers by mean |w|).</summary>
     private static double AbsSum(LoadedPiece piece)
     {
-        const int chunk = 1 << 16;
         int size = piece.Entry.DType.ElementSize();
         long n = piece.Piece.Elements;
-        var scratch = new uint[chunk];
+        var scratch = new uint[RadixSelect.ChunkKeys];
         double sum = 0;
-        for (long start = 0; start < n; start += chunk)
+        for (long start = 0; start < n; start += scratch.Length)
         {
-            int count = (int)Math.Min(chunk, n - start);
-            var keys = piece.Keys is not null ? piece.Keys.AsSpan((int)start, count) : scratch.AsSpan(0, count);
-            if (piece.Keys is null)
-                ScoreKeys.Magnitude(piece.Raw.AsSpan((int)(start * size), count * size), piece.Entry.DType, keys, piece.Entry.Name, start);
+            var keys = scratch.AsSpan(0, (int)Math.Min(scratch.Length, n - start));
+            ScoreKeys.Magnitude(piece.Raw.AsSpan((int)(start * size), keys.Length * size), piece.Entry.DType, keys, piece.Entry.Name, piece.ElementOffset + start);
             double partial = 0;
             foreach (uint key in keys) partial += ScoreKeys.ToScore(key);
             sum += partial;
@@ -195,14 +208,51 @@ public sealed class ShardGrain(ComputeExecutor compute, ComputeDevice device, Ma
 
     private HistogramResult Histogram(HistogramRequest request)
     {
-        var histogram = new long[1 << 16];
+        var histogram = new long[RadixSelect.Buckets];
         bool lowBitsZero = true;
-        foreach (var piece in _pieces)
+        for (int i = 0; i < _pieces.Length; i++)
         {
-            if (piece.Piece.Group != request.Group || piece.Keys is null) continue;
-            lowBitsZero &= RadixSelect.Histogram(piece.Keys, piece.Mask, 0, request.Level, request.Prefix, histogram);
+            var piece = _pieces[i];
+            if (piece.Piece.Group != request.Group || !piece.Scored) continue;
+            if (piece.Piece.Elements < CachedHistogramElements)
+            {
+                lowBitsZero &= RadixSelect.Histogram(piece.Piece.Elements, piece.FillKeys, piece.Mask, 0, request.Level, request.Prefix, histogram);
+                continue;
+            }
+            var own = new long[RadixSelect.Buckets];
+            bool lowZero = RadixSelect.Histogram(piece.Piece.Elements, piece.FillKeys, piece.Mask, 0, request.Level, request.Prefix, own);
+            _histograms[(i, request.Level, request.Prefix)] = new PieceHistogram(own, lowZero, piece.Mask.CountSet());
+            for (int b = 0; b < own.Length; b++) histogram[b] += own[b];
+            lowBitsZero &= lowZero;
         }
         return new HistogramResult { Counts = histogram, LowBitsZero = lowBitsZero };
+    }
+
+    /// <summary>
+    /// The unmasked keys of piece <paramref name="i"/> below and at <paramref name="threshold"/>, read from the
+    /// histograms of this round when they still describe the piece: the top-digit histogram gives everything below
+    /// the threshold's top digit; the low-digit one of that prefix, or a piece whose keys all have zero low bits
+    /// (bf16), gives the rest.
+    /// </summary>
+    private bool CountFromHistograms(int i, uint threshold, out long less, out long equal)
+    {
+        less = equal = 0;
+        long maskCount = -1;
+        bool Valid(PieceHistogram h) => h.MaskCount == (maskCount = maskCount < 0 ? _pieces[i].Mask.CountSet() : maskCount);
+        if (!_histograms.TryGetValue((i, 0, 0), out var top) || !Valid(top)) return false;
+        uint digit = threshold >> 16, low = threshold & 0xFFFF;
+        long below = 0;
+        for (int b = 0; b < digit; b++) below += top.Counts[b];
+        if (_histograms.TryGetValue((i, 1, digit), out var lower) && Valid(lower))
+        {
+            long lowBelow = 0;
+            for (int d = 0; d < low; d++) lowBelow += lower.Counts[d];
+            (less, equal) = (below + lowBelow, lower.Counts[low]);
+            return true;
+        }
+        if (!top.LowZero) return false;
+        (less, equal) = low == 0 ? (below, top.Counts[digit]) : (below + top.Counts[digit], 0);
+        return true;
     }
 
     Task<ThresholdCounts> IShardGrain.CountAsync(int group, uint threshold)
@@ -218,8 +268,10 @@ public sealed class ShardGrain(ComputeExecutor compute, ComputeDevice device, Ma
         for (int i = 0; i < _pieces.Length; i++)
         {
             var piece = _pieces[i];
-            if (piece.Piece.Group != group || piece.Keys is null) continue;
-            RadixSelect.CountLessAndEqual(piece.Keys, piece.Mask, threshold, out less[i], out equal[i]);
+            if (piece.Piece.Group != group || !piece.Scored) continue;
+            if (!CountFromHistograms(i, threshold, out less[i], out equal[i]))
+                RadixSelect.CountLessAndEqual(piece.Piece.Elements, piece.FillKeys, piece.Mask, threshold, out less[i], out equal[i]);
+            _equal[i] = (threshold, equal[i], piece.Mask.CountSet());
         }
         return new ThresholdCounts { Less = less, Equal = equal };
     }
@@ -234,8 +286,10 @@ public sealed class ShardGrain(ComputeExecutor compute, ComputeDevice device, Ma
             {
                 if (decision.Thresholds[i] is not uint threshold) continue;
                 var piece = _pieces[i];
-                RadixSelect.ApplyThreshold(piece.Keys!, piece.Mask, threshold, decision.Ties[i]);
+                long available = _equal.TryGetValue(i, out var known) && known.Threshold == threshold && known.MaskCount == piece.Mask.CountSet() ? known.Equal : -1;
+                RadixSelect.ApplyThreshold(piece.Piece.Elements, piece.FillKeys, piece.Mask, threshold, decision.Ties[i], 0, available);
             }
+            ForgetStatistics();
         });
         _stage?.Invalidate();
         return Result(stopwatch);
@@ -247,6 +301,7 @@ public sealed class ShardGrain(ComputeExecutor compute, ComputeDevice device, Ma
         var spec = Assignment.Spec;
         await compute.RunAsync(() =>
         {
+            ForgetStatistics();
             if (spec.Pattern == RunOptions.Patterns.Heads)
             {
                 ApplyHeads(request.Sparsity);
@@ -260,7 +315,7 @@ public sealed class ShardGrain(ComputeExecutor compute, ComputeDevice device, Ma
                 {
                     case RunOptions.Patterns.Unstructured:
                         long more = request.TargetMasked[i] - piece.Mask.CountSet();
-                        if (more > 0) LocalSelection.MaskSmallest(piece.Keys!, piece.Mask, more);
+                        if (more > 0) LocalSelection.MaskSmallest(piece.FillKeys, piece.Mask, more);
                         break;
                     case "2:4" or "4:8":
                         var (n, m) = spec.NmPattern;
@@ -376,12 +431,20 @@ public sealed class ShardGrain(ComputeExecutor compute, ComputeDevice device, Ma
             var size = SizeReport.Empty;
             foreach (var piece in _pieces)
             {
-                // Masked in place: the run is done with these bytes, and zeroing twice (a retried write) changes nothing.
-                var bytes = ShardMath.ZeroMasked(piece);
-                CheckpointOutput.WriteTensorRange(outputDirectory, piece.Entry, piece.ByteStart, bytes);
-                // Measured by actually encoding the pruned piece (into a counting stream).
-                size = size.Add(SparseEncoding.Measure(bytes, piece.Entry.DType));
-                total += bytes.Length;
+                // Chunk by chunk, while each is in cache: masked in place (the run is done with these bytes, and
+                // zeroing twice in a retried write changes nothing), zeros counted (the encoded size follows from them,
+                // SparseEncoding.Count), written.
+                int elementSize = piece.Entry.DType.ElementSize();
+                int chunkElements = IoChunkBytes / elementSize;
+                long nonZero = 0;
+                for (long first = 0; first < piece.Piece.Elements; first += chunkElements)
+                {
+                    var bytes = ShardMath.ZeroMaskedRange(piece, first, (int)Math.Min(chunkElements, piece.Piece.Elements - first));
+                    nonZero += SparseEncoding.CountNonZero(bytes, piece.Entry.DType);
+                    CheckpointOutput.WriteTensorRange(outputDirectory, piece.Entry, piece.ByteStart + first * elementSize, bytes);
+                    total += bytes.Length;
+                }
+                size = size.Add(SparseEncoding.Report(piece.Piece.Elements, nonZero, piece.Entry.DType));
             }
             foreach (string name in assignment.CopyTensors)
             {
@@ -410,7 +473,11 @@ public sealed class ShardGrain(ComputeExecutor compute, ComputeDevice device, Ma
     async Task<TrainStepResult> IShardGrain.TrainStepAsync(ActivationBatch batch, double learningRate)
     {
         var stage = _stage ?? throw new ShardNotLoadedException($"shard {this.GetPrimaryKeyString()} runs no model stage");
-        var (next, done) = await compute.RunAsync(() => stage.Forward(batch, _pieces, learningRate));
+        var (next, done) = await compute.RunAsync(() =>
+        {
+            ForgetStatistics();
+            return stage.Forward(batch, _pieces, learningRate);
+        });
         if (done is not null) return done;
         var downstream = await GrainFactory.GetGrain<IShardGrain>($"{Assignment.RunId}/{stage.Plan.Next}").TrainStepAsync(next!, learningRate);
         var gradient = await compute.RunAsync(() => stage.Backward(downstream.InputGradient));
@@ -420,13 +487,11 @@ public sealed class ShardGrain(ComputeExecutor compute, ComputeDevice device, Ma
     async Task IShardGrain.EndTrainingAsync()
     {
         var stage = _stage ?? throw new ShardNotLoadedException($"shard {this.GetPrimaryKeyString()} runs no model stage");
-        var method = Assignment.Spec.Method;
+        // Magnitude keys are computed from the bytes when read, so the next round scores the trained weights.
         await compute.RunAsync(() =>
         {
+            ForgetStatistics();
             stage.EndTraining(_pieces);
-            foreach (var piece in _pieces)
-                if (piece.Keys is not null && method == RunOptions.Methods.Magnitude)
-                    ScoreKeys.Magnitude(piece.Raw, piece.Entry.DType, piece.Keys, piece.Entry.Name, piece.Piece.RowStart * piece.Piece.RowElements);
         });
     }
 
@@ -450,7 +515,11 @@ public sealed class ShardGrain(ComputeExecutor compute, ComputeDevice device, Ma
         var stopwatch = Stopwatch.StartNew();
         var stage = _stage ?? throw new ShardNotLoadedException($"shard {this.GetPrimaryKeyString()} runs no model stage");
         var spec = Assignment.Spec;
-        var next = await compute.RunAsync(() => stage.PruneCalibrated(_pieces, spec.Method, spec.NmPattern, sparsity));
+        var next = await compute.RunAsync(() =>
+        {
+            ForgetStatistics();
+            return stage.PruneCalibrated(_pieces, spec.Method, spec.NmPattern, sparsity);
+        });
         if (stage.Plan.Next >= 0)
         {
             var following = GrainFactory.GetGrain<IShardGrain>($"{Assignment.RunId}/{stage.Plan.Next}");
@@ -461,6 +530,7 @@ public sealed class ShardGrain(ComputeExecutor compute, ComputeDevice device, Ma
 
     Task IShardGrain.ReleaseAsync()
     {
+        ForgetStatistics();
         _stage?.Dispose();
         _stage = null;
         _pieces = [];

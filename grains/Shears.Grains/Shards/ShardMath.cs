@@ -31,10 +31,33 @@ internal static class ShardMath
         return bytes;
     }
 
-    /// <summary>Element by element, a masked one becomes zero: 64 at a time from each mask word.</summary>
-    private static void Zero<T>(byte[] bytes, ReadOnlySpan<ulong> words) where T : unmanaged
+    /// <summary>
+    /// Writes +0.0 over the masked elements among the <paramref name="count"/> from <paramref name="firstElement"/> (a
+    /// multiple of 64) of the piece's own bytes, and returns those bytes.
+    /// </summary>
+    public static Span<byte> ZeroMaskedRange(LoadedPiece piece, long firstElement, int count)
     {
-        var values = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, T>(bytes.AsSpan());
+        if (firstElement % 64 != 0) throw new ArgumentException($"a range starts at a multiple of 64 elements, not {firstElement}", nameof(firstElement));
+        int size = piece.Entry.DType.ElementSize();
+        var bytes = piece.Raw.AsSpan(checked((int)(firstElement * size)), count * size);
+        var words = piece.Mask.Words.Slice((int)(firstElement / 64), (count + 63) / 64);
+        if (size == 2) Zero<ushort>(bytes, words);
+        else if (size == 4) Zero<uint>(bytes, words);
+        else
+        {
+            for (int w = 0; w < words.Length; w++)
+            {
+                for (ulong word = words[w]; word != 0; word &= word - 1)
+                    bytes.Slice((w * 64 + BitOperations.TrailingZeroCount(word)) * size, size).Clear();
+            }
+        }
+        return bytes;
+    }
+
+    /// <summary>Element by element, a masked one becomes zero: 64 at a time from each mask word.</summary>
+    private static void Zero<T>(Span<byte> bytes, ReadOnlySpan<ulong> words) where T : unmanaged
+    {
+        var values = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, T>(bytes);
         for (int w = 0; w < words.Length; w++)
         {
             ulong word = words[w];

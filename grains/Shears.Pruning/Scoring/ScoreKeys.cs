@@ -91,7 +91,25 @@ public static class ScoreKeys
     private static int MagnitudeBF16(ReadOnlySpan<byte> raw, Span<uint> keys)
     {
         uint worst = 0;
-        for (int i = 0; i < keys.Length; i++)
+        int i = 0;
+        if (BitConverter.IsLittleEndian && Vector.IsHardwareAccelerated)
+        {
+            // Widen |bits| to the high half of a uint: the fp32 bits of the same value.
+            ReadOnlySpan<ushort> bits = MemoryMarshal.Cast<byte, ushort>(raw);
+            var abs = new Vector<ushort>(0x7FFF);
+            var acc = Vector<uint>.Zero;
+            for (; i <= bits.Length - Vector<ushort>.Count; i += Vector<ushort>.Count)
+            {
+                Vector.Widen(Vector.BitwiseAnd(new Vector<ushort>(bits[i..]), abs), out var low, out var high);
+                low = Vector.ShiftLeft(low, 16);
+                high = Vector.ShiftLeft(high, 16);
+                low.CopyTo(keys[i..]);
+                high.CopyTo(keys[(i + Vector<uint>.Count)..]);
+                acc = Vector.Max(acc, Vector.Max(low, high));
+            }
+            for (int l = 0; l < Vector<uint>.Count; l++) worst = Math.Max(worst, acc[l]);
+        }
+        for (; i < keys.Length; i++)
         {
             uint k = (uint)(BinaryPrimitives.ReadUInt16LittleEndian(raw[(2 * i)..]) & 0x7FFF) << 16;
             keys[i] = k;

@@ -21,6 +21,46 @@ public static class LocalSelection
         ArgumentNullException.ThrowIfNull(mask);
         if (mask.Length != keys.Length)
             throw new ArgumentException($"the mask has {mask.Length} elements but there are {keys.Length} keys", nameof(mask));
+        return Select(new HeldKeys(keys), mask, count);
+    }
+
+    /// <summary>
+    /// <see cref="MaskSmallest(ReadOnlySpan{uint}, BitMask, long)"/> with the <paramref name="mask"/>.Length keys filled
+    /// chunk by chunk by <paramref name="fill"/> instead of held in memory.
+    /// </summary>
+    public static SelectionResult MaskSmallest(KeyFiller fill, BitMask mask, long count)
+    {
+        ArgumentNullException.ThrowIfNull(fill);
+        ArgumentNullException.ThrowIfNull(mask);
+        return Select(new FilledKeys(fill, mask.Length), mask, count);
+    }
+
+    /// <summary>Where the keys of one selection come from: held in memory or filled on demand.</summary>
+    private interface IKeys
+    {
+        bool Histogram(BitMask mask, int level, uint prefix, Span<long> histogram);
+
+        long Apply(BitMask mask, uint threshold, long ties);
+    }
+
+    private readonly ref struct HeldKeys(ReadOnlySpan<uint> keys) : IKeys
+    {
+        private readonly ReadOnlySpan<uint> _keys = keys;
+
+        public bool Histogram(BitMask mask, int level, uint prefix, Span<long> histogram) => RadixSelect.Histogram(_keys, mask, 0, level, prefix, histogram);
+
+        public long Apply(BitMask mask, uint threshold, long ties) => RadixSelect.ApplyThreshold(_keys, mask, threshold, ties);
+    }
+
+    private readonly struct FilledKeys(KeyFiller fill, long count) : IKeys
+    {
+        public bool Histogram(BitMask mask, int level, uint prefix, Span<long> histogram) => RadixSelect.Histogram(count, fill, mask, 0, level, prefix, histogram);
+
+        public long Apply(BitMask mask, uint threshold, long ties) => RadixSelect.ApplyThreshold(count, fill, mask, threshold, ties);
+    }
+
+    private static SelectionResult Select<TKeys>(TKeys keys, BitMask mask, long count) where TKeys : IKeys, allows ref struct
+    {
         ArgumentOutOfRangeException.ThrowIfNegative(count);
         long unmasked = mask.Length - mask.CountSet();
         if (count > unmasked)
@@ -31,11 +71,11 @@ public static class LocalSelection
         var histogram = new long[RadixSelect.Buckets];
         while (!search.IsComplete)
         {
-            bool lowBitsZero = RadixSelect.Histogram(keys, mask, 0, search.Level, search.Prefix, histogram);
+            bool lowBitsZero = keys.Histogram(mask, search.Level, search.Prefix, histogram);
             search.Submit(histogram, lowBitsZero);
             Array.Clear(histogram);
         }
-        long masked = RadixSelect.ApplyThreshold(keys, mask, search.ThresholdKey, search.TiesNeeded);
+        long masked = keys.Apply(mask, search.ThresholdKey, search.TiesNeeded);
         return new SelectionResult(masked, search.ThresholdKey);
     }
 

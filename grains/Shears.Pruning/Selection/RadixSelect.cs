@@ -18,7 +18,7 @@ namespace Shears.Pruning.Selection;
 /// [<c>maskOffset</c>, <c>maskOffset + keys.Length</c>) of <c>mask</c>, so a row block can work on
 /// the mask of its whole tensor. Only unmasked elements take part: masks are cumulative.
 /// </remarks>
-public static class RadixSelect
+public static partial class RadixSelect
 {
     /// <summary>Buckets in a histogram: one per 16-bit digit.</summary>
     public const int Buckets = 1 << 16;
@@ -32,13 +32,7 @@ public static class RadixSelect
     /// </summary>
     public static bool Histogram(ReadOnlySpan<uint> keys, BitMask mask, long maskOffset, int level, uint prefix, Span<long> histogram)
     {
-        CheckSlice(keys.Length, mask, maskOffset);
-        if (histogram.Length != Buckets)
-            throw new ArgumentException($"a histogram has {Buckets} buckets, got {histogram.Length}", nameof(histogram));
-        if (level is not (0 or 1))
-            throw new ArgumentOutOfRangeException(nameof(level), level, "level is 0 (top 16 bits) or 1 (low 16 bits)");
-        if (prefix >= Buckets)
-            throw new ArgumentOutOfRangeException(nameof(prefix), prefix, "a prefix is a 16-bit digit");
+        CheckHistogram(keys.Length, mask, maskOffset, level, prefix, histogram);
 
         // A span holds fewer than 2^31 keys, so uint counts cannot overflow; they halve the
         // histogram's cache footprint against longs.
@@ -282,11 +276,4 @@ public static class RadixSelect
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static ulong LowBits(int count) => count == 64 ? ulong.MaxValue : (1UL << count) - 1;
 
-    private static void CheckSlice(int keyCount, BitMask mask, long maskOffset)
-    {
-        ArgumentNullException.ThrowIfNull(mask);
-        if (maskOffset < 0 || maskOffset + keyCount > mask.Length)
-            throw new ArgumentOutOfRangeException(nameof(maskOffset), maskOffset,
-                $"{keyCount} keys from mask offset {maskOffset} do not fit a mask of {mask.Length} elements");
-    }
 }

@@ -197,6 +197,48 @@ public static class SparseEncoding
         return new SizeReport(n, n - nonZero, raw.Length, counter.Length);
     }
 
+    /// <summary>
+    /// The same report as <see cref="Measure"/> from one counting pass, without encoding: the encoded size is
+    /// 8 + ceil(n / 8) + non-zeros × element size (tests hold it to <see cref="Measure"/>).
+    /// </summary>
+    public static SizeReport Count(ReadOnlySpan<byte> raw, TensorDType dtype) => Report(ElementCount(raw, dtype), CountNonZero(raw, dtype), dtype);
+
+    /// <summary>The report of a tensor of <paramref name="elements"/> elements of which <paramref name="nonZero"/> are not +0.0.</summary>
+    public static SizeReport Report(long elements, long nonZero, TensorDType dtype)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(elements);
+        ArgumentOutOfRangeException.ThrowIfNegative(nonZero);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(nonZero, elements);
+        int size = dtype.ElementSize();
+        return new SizeReport(elements, elements - nonZero, elements * size, 8 + (elements + 7) / 8 + nonZero * size);
+    }
+
+    /// <summary>The elements of <paramref name="raw"/> with a non-zero byte (−0.0 counts as non-zero).</summary>
+    public static long CountNonZero(ReadOnlySpan<byte> raw, TensorDType dtype)
+    {
+        long n = ElementCount(raw, dtype);
+        int size = dtype.ElementSize();
+        Span<byte> bits = stackalloc byte[512];
+        long nonZero = 0;
+        for (long start = 0; start < n; start += bits.Length * 8)
+        {
+            int count = (int)Math.Min(bits.Length * 8L, n - start);
+            var chunk = bits[..((count + 7) / 8)];
+            NonZeroBits(raw.Slice((int)(start * size), count * size), size, chunk);
+            nonZero += CountBits(chunk);
+        }
+        return nonZero;
+    }
+
+    private static long CountBits(ReadOnlySpan<byte> bits)
+    {
+        long total = 0;
+        var words = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(bits);
+        foreach (ulong w in words) total += BitOperations.PopCount(w);
+        for (int i = words.Length * 8; i < bits.Length; i++) total += BitOperations.PopCount(bits[i]);
+        return total;
+    }
+
     private static long ElementCount(ReadOnlySpan<byte> raw, TensorDType dtype)
     {
         int size = dtype.ElementSize();

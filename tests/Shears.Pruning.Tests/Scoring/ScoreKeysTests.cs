@@ -33,6 +33,28 @@ public class ScoreKeysTests
     }
 
     [Fact]
+    public void BF16KeysOfEveryBitPatternAreTheFp32BitsOfTheAbsoluteValue()
+    {
+        // Every non-NaN pattern, shuffled, in a length that ends off the vector width: vector and scalar paths agree
+        // with the definition (the fp32 bits of |w|, widened exactly).
+        var patterns = Enumerable.Range(0, 1 << 16).Select(b => (ushort)b)
+            .Where(b => !float.IsNaN(BitConverter.UInt32BitsToSingle((uint)b << 16))).OrderBy(b => (b * 7919) % 65521).ToArray();
+        var keys = Magnitude(U16(patterns), TensorDType.BF16);
+        for (int i = 0; i < patterns.Length; i++)
+            Assert.Equal(BitConverter.SingleToUInt32Bits(Math.Abs(BitConverter.UInt32BitsToSingle((uint)patterns[i] << 16))), keys[i]);
+    }
+
+    [Fact]
+    public void BF16NaNInTheVectorisedPartIsFoundFirst()
+    {
+        var bits = new ushort[100];
+        bits[3] = 0x7FC1;
+        bits[70] = 0xFFC0;
+        var e = Assert.Throws<NaNWeightException>(() => ScoreKeys.Magnitude(U16(bits), TensorDType.BF16, new uint[100], "w"));
+        Assert.Equal(3, e.Index);
+    }
+
+    [Fact]
     public void F16KeysAreTheExactFp32AbsoluteValue()
     {
         Half[] values = [(Half)1.5f, (Half)(-0.1f), Half.NegativeZero, Half.NegativeInfinity, -Half.Epsilon, Half.MaxValue];

@@ -40,7 +40,7 @@ public class SparseEncodingTests
     {
         int size = dtype.ElementSize();
         var rng = new Random((int)dtype + 100);
-        foreach (int n in new[] { 0, 1, 7, 8, 9, 63, 64, 65, 257, 1000 })
+        foreach (int n in new[] { 0, 1, 7, 8, 9, 63, 64, 65, 257, 1000, 4096 + 13, 3 * 4096 })
         {
             var raw = new byte[n * size];
             rng.NextBytes(raw);
@@ -62,6 +62,8 @@ public class SparseEncodingTests
 
             var report = SparseEncoding.Measure(raw, dtype);
             Assert.Equal(new SizeReport(n, n - nnz, raw.Length, formula), report);
+            // Counting without encoding (what shards report) agrees with the encoding.
+            Assert.Equal(report, SparseEncoding.Count(raw, dtype));
 
             stream.Position = 0;
             Assert.Equal(raw, SparseEncoding.Read(stream, dtype));
