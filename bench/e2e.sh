@@ -1,29 +1,40 @@
 #!/usr/bin/env bash
-# End to end: pruning a checkpoint of more than 1 GB on the embedded silo, against copying it with cp.
-# Usage: bench/e2e.sh [WORKDIR]   (needs ~4 GB free in WORKDIR; default /tmp/shears-e2e)
+# End to end: pruning checkpoints of 1.27 GB and 3.8 GB (bf16, LLaMA layout) to 50% global magnitude on the
+# embedded silo, against copying them with cp, page cache warm; then both again followed by sync (to disk).
+# Also the fixed cost: the same command on a 10 MB checkpoint.
+# The client is the published, ReadyToRun-compiled binary (what deploy/ ships).
+# Usage: bench/e2e.sh [WORKDIR]   (needs ~11 GB free in WORKDIR and ~14 GB of memory; default /tmp/shears-e2e)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-/tmp/shears-e2e}
 mkdir -p "$work"
-dotnet build -c Release client/Shears.Client >/dev/null
-dotnet build -c Release bench/Shears.Bench >/dev/null
-shears=client/Shears.Client/bin/Release/net10.0/linux-x64/shears
-if [ ! -f "$work/model/config.json" ]; then
-  dotnet bench/Shears.Bench/bin/Release/net10.0/linux-x64/Shears.Bench.dll checkpoint "$work/model"
-fi
-du -sb "$work/model"
+dotnet publish -c Release client/Shears.Client -o "$work/shears-publish" -nologo -v quiet >/dev/null
+dotnet build -c Release bench/Shears.Bench -nologo -v quiet >/dev/null
+shears="$work/shears-publish/shears"
+bench() { dotnet bench/Shears.Bench/bin/Release/net10.0/linux-x64/Shears.Bench.dll "$@"; }
+[ -f "$work/model/config.json" ] || bench checkpoint "$work/model"
+[ -f "$work/large/config.json" ] || bench checkpoint "$work/large" --hidden 4096 --layers 8 --intermediate 11008
+[ -f "$work/tiny/config.json" ] || bench checkpoint "$work/tiny" --hidden 256 --layers 2 --intermediate 688 --vocab 4000
+
 time_of() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); awk -v a="$s" -v b="$e" "BEGIN{printf \"%.2f\", b-a}"; }
-cat "$work"/model/* > /dev/null   # warm the page cache for both
-copy() { cp -r "$work/model" "$work/copy"; }
-prune() { "$shears" run --model "$work/model" --out "$work/pruned" --sparsity 0.5 --scope global; }
-copy_synced() { copy; sync; }
-prune_synced() { prune; sync; }
-echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-for i in 1 2 3; do
-  rm -rf "$work/copy" "$work/pruned"; sync
-  c=$(time_of copy); p=$(time_of prune)
-  rm -rf "$work/copy" "$work/pruned"; sync
-  cs=$(time_of copy_synced); ps=$(time_of prune_synced)
-  echo "run $i: page cache: cp ${c}s shears ${p}s ratio $(awk -v p="$p" -v c="$c" "BEGIN{printf \"%.2f\", p/c}")  |  to disk (with sync): cp ${cs}s shears ${ps}s ratio $(awk -v p="$ps" -v c="$cs" "BEGIN{printf \"%.2f\", p/c}")"
+ratio() { awk -v p="$1" -v c="$2" "BEGIN{printf \"%.1f\", p/c}"; }
+phases() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(' '.join(f'{k} {v:.2f}s' for k,v in r['phaseSeconds'].items()), '| report', round(r['seconds'],2), 's')" "$1/shears-report.json"; }
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg); $(date -u)"
+for m in tiny model large; do
+  src="$work/$m"
+  echo "== $m: $(du -sb "$src" | cut -f1) bytes"
+  cat "$src"/* > /dev/null   # warm the page cache for both
+  copy() { cp -r "$src" "$work/copy"; }
+  prune() { "$shears" run --model "$src" --out "$work/pruned" --sparsity 0.5 --scope global; }
+  copy_synced() { copy; sync; }
+  prune_synced() { prune; sync; }
+  for i in 1 2 3; do
+    rm -rf "$work/copy" "$work/pruned"; sync
+    c=$(time_of copy); p=$(time_of prune); ph=$(phases "$work/pruned")
+    rm -rf "$work/copy" "$work/pruned"; sync
+    cs=$(time_of copy_synced); ps=$(time_of prune_synced)
+    echo "run $i: page cache: cp ${c}s shears ${p}s ratio $(ratio "$p" "$c")  |  with sync: cp ${cs}s shears ${ps}s ratio $(ratio "$ps" "$cs")  |  shears phases: $ph"
+  done
 done
 rm -rf "$work/copy" "$work/pruned"

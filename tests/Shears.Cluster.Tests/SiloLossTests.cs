@@ -66,4 +66,45 @@ public class SiloLossTests
         foreach (string file in Directory.GetFiles(dir.Sub("calm")).Select(f => Path.GetFileName(f)!).Where(f => f.EndsWith(".safetensors")))
             Assert.True(File.ReadAllBytes(Path.Combine(dir.Sub("calm"), file)).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(dir.Sub("disturbed"), file))), file);
     }
+
+    /// <summary>
+    /// Fine-tuning changes the weights every round: a shard that re-activates elsewhere must start from the weights of
+    /// the last committed round (persisted beside its masks), not from the checkpoint's.
+    /// </summary>
+    [Fact]
+    public async Task StoppingASiloWhileFineTuningChangesNothingInTheOutput()
+    {
+        using var dir = new TempDir();
+        DemoCheckpoint.Write(dir.Sub("in"), new DemoCheckpointOptions(HiddenSize: 64, Layers: 4, Heads: 4, KvHeads: 2, IntermediateSize: 96, VocabSize: 128)
+            with { DType = TensorDType.F32 });
+        var random = new Random(9);
+        string train = Path.Combine(dir.Path, "train.json");
+        File.WriteAllText(train, System.Text.Json.JsonSerializer.Serialize(
+            Enumerable.Range(0, 16).Select(_ => Enumerable.Range(0, 24).Select(_ => random.Next(128)).ToArray()).ToArray()));
+        RunSpec Spec(string output) => new()
+        {
+            ModelPath = dir.Sub("in"), OutputPath = dir.Sub(output), Sparsity = 0.7, Schedule = RunOptions.Schedules.Linear, Rounds = 6,
+            FinetuneSteps = 6, FinetuneData = train, LearningRate = 1e-3, Batch = 4,
+        };
+
+        await using var cluster = ClusterFixture.Build(3);
+        await cluster.DeployAsync();
+        var calm = await Runs.RunToEndAsync(cluster.Client, Spec("calm"));
+        Assert.True(calm.State == RunState.Completed, calm.Error);
+
+        bool stopped = false;
+        var disturbed = await Runs.RunToEndAsync(cluster.Client, Spec("disturbed"), watch: async status =>
+        {
+            if (stopped || status.Round < 3 || status.Coordinator is null) return;
+            stopped = true;
+            var victim = cluster.Silos.First(s => s.SiloAddress.ToString() != status.Coordinator);
+            await cluster.StopSiloAsync(victim);
+        });
+        Assert.True(stopped, "the run ended before a silo could be stopped");
+        Assert.True(disturbed.State == RunState.Completed, disturbed.Error);
+        Assert.True(disturbed.Recoveries >= 1, "no recovery happened: the stop came too late to test anything");
+        Assert.Equal(calm.Rounds.Select(r => r.FinetuneLoss), disturbed.Rounds.Select(r => r.FinetuneLoss));
+        foreach (string file in Directory.GetFiles(dir.Sub("calm")).Select(f => Path.GetFileName(f)!).Where(f => f.EndsWith(".safetensors")))
+            Assert.True(File.ReadAllBytes(Path.Combine(dir.Sub("calm"), file)).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(dir.Sub("disturbed"), file))), file);
+    }
 }
