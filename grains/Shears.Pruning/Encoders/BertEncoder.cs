@@ -3,6 +3,8 @@ using Shears.Pruning.Onnx;
 using TorchSharp;
 using static TorchSharp.torch;
 
+using Shears.Pruning.Models;
+
 namespace Shears.Pruning.Encoders;
 
 /// <summary>
@@ -220,45 +222,21 @@ public sealed class BertEncoder : IDisposable
         {
             throw new ArgumentException($"The weight names describe {names.Layers.Count} layers; the config has {config.NumHiddenLayers}.");
         }
-        var built = new List<BertStage>();
-        T Stage<T>(IEnumerable<string> stageNames, Func<IReadOnlyDictionary<string, Tensor>, T> make) where T : BertStage
-        {
-            var tensors = source(stageNames);
-            try
-            {
-                var stage = make(tensors);
-                built.Add(stage);
-                return stage;
-            }
-            finally
-            {
-                if (disposeTensors)
-                {
-                    foreach (var t in tensors.Values)
-                    {
-                        t.Dispose();
-                    }
-                }
-            }
-        }
-
+        var builder = new StageBuilder<BertStage>(source, disposeTensors);
         try
         {
-            var embeddings = Stage(names.Embeddings.All, t => BertEmbeddings.FromTensors(config, names.Embeddings, t, device, dtype));
+            var embeddings = builder.Stage(names.Embeddings.All, t => BertEmbeddings.FromTensors(config, names.Embeddings, t, device, dtype));
             var layers = new List<BertLayer>(config.NumHiddenLayers);
             for (var i = 0; i < config.NumHiddenLayers; i++)
             {
                 var index = i;
-                layers.Add(Stage(names.Layers[i].All, t => BertLayer.FromTensors(config, index, names.Layers[index], t, device, dtype)));
+                layers.Add(builder.Stage(names.Layers[i].All, t => BertLayer.FromTensors(config, index, names.Layers[index], t, device, dtype)));
             }
             return new BertEncoder(config, names, embeddings, layers);
         }
         catch
         {
-            foreach (var stage in built)
-            {
-                stage.Dispose();
-            }
+            builder.DisposeBuilt();
             throw;
         }
     }

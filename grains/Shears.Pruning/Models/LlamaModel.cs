@@ -110,48 +110,24 @@ public sealed class LlamaModel : IDisposable
         Func<IEnumerable<string>, IReadOnlyDictionary<string, Tensor>> source, bool disposeTensors, Func<int, IReadOnlyList<string>> layerNames)
     {
         config.Validate();
-        var built = new List<LlamaStage>();
-        T Stage<T>(IEnumerable<string> names, Func<IReadOnlyDictionary<string, Tensor>, T> make) where T : LlamaStage
-        {
-            var tensors = source(names);
-            try
-            {
-                var stage = make(tensors);
-                built.Add(stage);
-                return stage;
-            }
-            finally
-            {
-                if (disposeTensors)
-                {
-                    foreach (var t in tensors.Values)
-                    {
-                        t.Dispose();
-                    }
-                }
-            }
-        }
-
+        var builder = new StageBuilder<LlamaStage>(source, disposeTensors);
         try
         {
-            var embedding = Stage(LlamaWeights.EmbeddingNames(), t => LlamaEmbedding.FromTensors(config, t, device, dtype));
+            var embedding = builder.Stage(LlamaWeights.EmbeddingNames(), t => LlamaEmbedding.FromTensors(config, t, device, dtype));
             var layers = new List<LlamaDecoderLayer>(config.NumHiddenLayers);
             for (var i = 0; i < config.NumHiddenLayers; i++)
             {
                 var index = i;
-                layers.Add(Stage(layerNames(i), t => LlamaDecoderLayer.FromTensors(config, index, t, device, dtype)));
+                layers.Add(builder.Stage(layerNames(i), t => LlamaDecoderLayer.FromTensors(config, index, t, device, dtype)));
             }
             var head = config.TieWordEmbeddings
-                ? Stage([LlamaWeights.FinalNormName], t => LlamaHead.TiedTo(embedding, t))
-                : Stage(LlamaWeights.HeadNames(config), t => LlamaHead.FromTensors(config, t, device, dtype));
+                ? builder.Stage([LlamaWeights.FinalNormName], t => LlamaHead.TiedTo(embedding, t))
+                : builder.Stage(LlamaWeights.HeadNames(config), t => LlamaHead.FromTensors(config, t, device, dtype));
             return new LlamaModel(config, embedding, layers, head);
         }
         catch
         {
-            foreach (var stage in built)
-            {
-                stage.Dispose();
-            }
+            builder.DisposeBuilt();
             throw;
         }
     }
