@@ -232,22 +232,34 @@ public static partial class RadixSelect
     }
 
     /// <summary>Bit j set where block[j] &lt; limit; blocks hold at most 64 keys.</summary>
-    private static ulong BitsBelow(ReadOnlySpan<uint> block, uint limit)
-    {
-        ulong bits = 0;
-        int j = 0;
-        if (Vector256.IsHardwareAccelerated)
-        {
-            var l = Vector256.Create(limit);
-            for (; j + 8 <= block.Length; j += 8)
-                bits |= (ulong)Vector256.LessThan(Vector256.Create(block.Slice(j, 8)), l).ExtractMostSignificantBits() << j;
-        }
-        for (; j < block.Length; j++) bits |= (ulong)(block[j] < limit ? 1 : 0) << j;
-        return bits;
-    }
+    private static ulong BitsBelow(ReadOnlySpan<uint> block, uint limit) => BitsWhere<Below>(block, limit);
 
     /// <summary>Bit j set where block[j] ≤ limit; blocks hold at most 64 keys.</summary>
-    private static ulong BitsAtMost(ReadOnlySpan<uint> block, uint limit)
+    private static ulong BitsAtMost(ReadOnlySpan<uint> block, uint limit) => BitsWhere<AtMost>(block, limit);
+
+    /// <summary>A comparison with the limit, lane by lane and one key at a time.</summary>
+    private interface IComparison
+    {
+        static abstract Vector256<uint> Lanes(Vector256<uint> keys, Vector256<uint> limit);
+
+        static abstract bool One(uint key, uint limit);
+    }
+
+    private readonly struct Below : IComparison
+    {
+        public static Vector256<uint> Lanes(Vector256<uint> keys, Vector256<uint> limit) => Vector256.LessThan(keys, limit);
+
+        public static bool One(uint key, uint limit) => key < limit;
+    }
+
+    private readonly struct AtMost : IComparison
+    {
+        public static Vector256<uint> Lanes(Vector256<uint> keys, Vector256<uint> limit) => Vector256.LessThanOrEqual(keys, limit);
+
+        public static bool One(uint key, uint limit) => key <= limit;
+    }
+
+    private static ulong BitsWhere<TComparison>(ReadOnlySpan<uint> block, uint limit) where TComparison : struct, IComparison
     {
         ulong bits = 0;
         int j = 0;
@@ -255,9 +267,9 @@ public static partial class RadixSelect
         {
             var l = Vector256.Create(limit);
             for (; j + 8 <= block.Length; j += 8)
-                bits |= (ulong)Vector256.LessThanOrEqual(Vector256.Create(block.Slice(j, 8)), l).ExtractMostSignificantBits() << j;
+                bits |= (ulong)TComparison.Lanes(Vector256.Create(block.Slice(j, 8)), l).ExtractMostSignificantBits() << j;
         }
-        for (; j < block.Length; j++) bits |= (ulong)(block[j] <= limit ? 1 : 0) << j;
+        for (; j < block.Length; j++) bits |= (ulong)(TComparison.One(block[j], limit) ? 1 : 0) << j;
         return bits;
     }
 
