@@ -165,6 +165,23 @@ public sealed record ShardWriteResult
     [Id(4)] public long SparseBytes { get; init; }
 }
 
+/// <summary>The attention layers a shard holds: per layer (named by its q_proj tensor) the head scores and the heads already pruned.</summary>
+[GenerateSerializer, Immutable]
+public sealed record HeadScores
+{
+    [Id(0)] public IReadOnlyList<string> Layers { get; init; } = [];
+    [Id(1)] public IReadOnlyList<double[]> Scores { get; init; } = [];
+    [Id(2)] public IReadOnlyList<int[]> Pruned { get; init; } = [];
+}
+
+/// <summary>Heads to prune, per attention layer (named by its q_proj tensor), decided by the coordinator.</summary>
+[GenerateSerializer, Immutable]
+public sealed record HeadDecision
+{
+    [Id(0)] public required int Round { get; init; }
+    [Id(1)] public required IReadOnlyDictionary<string, int[]> Heads { get; init; }
+}
+
 [GenerateSerializer, Immutable]
 public sealed record ShardRoundResult
 {
@@ -183,6 +200,10 @@ public interface IShardGrain : IGrainWithStringKey
     Task<ThresholdCounts> CountAsync(int group, uint threshold);
     Task<ShardRoundResult> ApplyAsync(MaskDecision decision);
     Task<ShardRoundResult> ApplyLocalAsync(LocalRoundRequest request);
+    /// <summary>Scores of the heads of the attention layers this shard holds (global head ranking).</summary>
+    Task<HeadScores> HeadScoresAsync();
+    /// <summary>Masks the given heads (q/o, and k/v once a KV group is empty) in the named layers.</summary>
+    Task<ShardRoundResult> PruneHeadsAsync(HeadDecision decision);
     /// <summary>Persists this round's masks where all silos reach them; the round's outcome feeds this silo's metrics.</summary>
     Task CommitRoundAsync(RoundResult round);
     Task<ShardWriteResult> WriteAsync(string outputDirectory);

@@ -114,4 +114,48 @@ public class ProgressiveScopeTests(ClusterFixture fixture)
         }
         ReferencePruner.AssertOutput(dir.Sub("in"), dir.Sub("out"), masks);
     }
+
+    /// <summary>
+    /// Global head ranking: every head of every layer against every other, decided once by the coordinator from the
+    /// shards' scores; the output equals the library's global selection applied to the input, and the layers end with
+    /// different numbers of heads (a layer-wise run would give each the same share).
+    /// </summary>
+    [Fact]
+    public async Task GlobalHeadRankingPrunesTheLowestHeadsOfTheWholeModel()
+    {
+        using var dir = new TempDir();
+        var options = new DemoCheckpointOptions(HiddenSize: 64, Layers: 4, Heads: 8, KvHeads: 4, IntermediateSize: 96, VocabSize: 64) with { DType = TensorDType.F32 };
+        DemoCheckpoint.Write(dir.Sub("in"), options);
+        var status = await Runs.RunToEndAsync(fixture.Cluster.Client, new RunSpec
+        {
+            ModelPath = dir.Sub("in"), OutputPath = dir.Sub("out"), Sparsity = 0.5, Scope = RunOptions.Scopes.Global,
+            Pattern = RunOptions.Patterns.Heads, Schedule = RunOptions.Schedules.Linear, Rounds = 2,
+        });
+        Assert.True(status.State == RunState.Completed, status.Error);
+
+        var input = CheckpointReader.ReadManifest(dir.Sub("in"));
+        var output = CheckpointReader.ReadManifest(dir.Sub("out"));
+        string Name(int layer, string proj) => $"model.layers.{layer}.self_attn.{proj}.weight";
+        Shears.Pruning.Heads.HeadWeights Weights(int l) => new(
+            CheckpointReader.ReadTensor(input, input.Get(Name(l, "q_proj"))), CheckpointReader.ReadTensor(input, input.Get(Name(l, "k_proj"))),
+            CheckpointReader.ReadTensor(input, input.Get(Name(l, "v_proj"))), CheckpointReader.ReadTensor(input, input.Get(Name(l, "o_proj"))),
+            TensorDType.F32, 64, 8, 4, 8);
+        var scores = Enumerable.Range(0, 4).Select(l => Shears.Pruning.Heads.HeadPruning.Scores(Weights(l), Shears.Pruning.Heads.HeadScore.QueryL1)).ToArray();
+        // Linear schedule: round 1 takes the lowest 8 of 32, round 2 the next 8; with unchanged weights that is the lowest 16.
+        var chosen = Shears.Pruning.Heads.HeadPruning.SelectHeadsGlobal(scores, 0.5, []);
+        Assert.Equal(16, chosen.Length);
+        var perLayer = Enumerable.Range(0, 4).Select(l => chosen.Where(c => c.Layer == l).Select(c => c.Head).ToArray()).ToArray();
+        Assert.NotEqual(1, perLayer.Select(h => h.Length).Distinct().Count());
+        for (int l = 0; l < 4; l++)
+        {
+            var masks = Shears.Pruning.Heads.HeadPruning.MaskHeads(Weights(l), perLayer[l]);
+            foreach (var (proj, mask) in new[] { ("q_proj", masks.Q), ("k_proj", masks.K), ("v_proj", masks.V), ("o_proj", masks.O) })
+            {
+                var before = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(CheckpointReader.ReadTensor(input, input.Get(Name(l, proj)))).ToArray();
+                var after = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(CheckpointReader.ReadTensor(output, output.Get(Name(l, proj)))).ToArray();
+                for (int i = 0; i < after.Length; i++)
+                    Assert.True(mask[i] ? BitConverter.SingleToUInt32Bits(after[i]) == 0 : after[i].Equals(before[i]), $"layer {l} {proj}[{i}]");
+            }
+        }
+    }
 }

@@ -573,6 +573,24 @@ public sealed class RunGrain(
             }
             return (null, 0);
         }
+        if (spec.Pattern == RunOptions.Patterns.Heads && spec.Scope == RunOptions.Scopes.Global)
+        {
+            // Every head of every layer ranked together: scores from the shards, one decision, each shard masks its own.
+            var scores = await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).HeadScoresAsync()));
+            var tensorRank = plan.Prunable.Select((name, i) => (name, i)).ToDictionary(x => x.name, x => x.i, StringComparer.Ordinal);
+            var layers = scores.SelectMany(r => r.Layers.Select((name, i) => (Name: name, Scores: r.Scores[i], Pruned: r.Pruned[i])))
+                .OrderBy(l => tensorRank[l.Name]).ToArray();
+            var chosen = Shears.Pruning.Heads.HeadPruning.SelectHeadsGlobal(layers.Select(l => l.Scores).ToArray(), target,
+                layers.SelectMany((l, i) => l.Pruned.Select(h => (i, h))).ToArray());
+            var decision = new HeadDecision
+            {
+                Round = round,
+                Heads = chosen.GroupBy(c => c.Layer).ToDictionary(g => layers[g.Key].Name, g => g.Select(c => c.Head).ToArray(), StringComparer.Ordinal),
+            };
+            var results = await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).PruneHeadsAsync(decision)));
+            for (int s = 0; s < results.Length; s++) masked[s] = results[s].MaskedPerPiece;
+            return (null, scores.Sum(r => (long)r.Scores.Sum(x => x.Length) * sizeof(double)));
+        }
         if (spec.Pattern != RunOptions.Patterns.Unstructured)
         {
             // Rows, columns and heads rank units inside a tensor or layer, which lie whole on one shard.

@@ -338,22 +338,58 @@ public sealed class ShardGrain(
         return Result(stopwatch);
     }
 
+    private HeadLayout Layout => Assignment.Heads ?? throw new InvalidOperationException("--pattern heads needs the attention layout from config.json");
+
+    private HeadWeights Weights((LoadedPiece Q, LoadedPiece K, LoadedPiece V, LoadedPiece O) layer) =>
+        new(layer.Q.Raw, layer.K.Raw, layer.V.Raw, layer.O.Raw, layer.Q.Entry.DType, Layout.Hidden, Layout.Heads, Layout.KvHeads, Layout.HeadDim);
+
+    private double[] Scores((LoadedPiece Q, LoadedPiece K, LoadedPiece V, LoadedPiece O) layer) =>
+        HeadPruning.Scores(Weights(layer), Assignment.Spec.HeadScore == RunOptions.HeadScores.Qkvo ? HeadScore.QkvoL1 : HeadScore.QueryL1);
+
+    /// <summary>Layer-wise: each layer keeps its own share of heads.</summary>
     private void ApplyHeads(double sparsity)
     {
-        var layout = Assignment.Heads ?? throw new InvalidOperationException("--pattern heads needs the attention layout from config.json");
-        var kind = Assignment.Spec.HeadScore == RunOptions.HeadScores.Qkvo ? HeadScore.QkvoL1 : HeadScore.QueryL1;
         foreach (var layer in AttentionLayers())
         {
-            var weights = new HeadWeights(layer.Q.Raw, layer.K.Raw, layer.V.Raw, layer.O.Raw, layer.Q.Entry.DType, layout.Hidden, layout.Heads, layout.KvHeads, layout.HeadDim);
-            var scores = HeadPruning.Scores(weights, kind);
-            var already = PrunedHeads(layer.Q, layout);
-            var pruned = HeadPruning.SelectHeads(scores, sparsity, already);
-            var masks = HeadPruning.MaskHeads(weights, pruned.Union(already).ToArray());
-            Or(layer.Q.Mask, masks.Q);
-            Or(layer.K.Mask, masks.K);
-            Or(layer.V.Mask, masks.V);
-            Or(layer.O.Mask, masks.O);
+            var already = PrunedHeads(layer.Q, Layout);
+            MaskHeads(layer, HeadPruning.SelectHeads(Scores(layer), sparsity, already).Union(already).ToArray());
         }
+    }
+
+    private void MaskHeads((LoadedPiece Q, LoadedPiece K, LoadedPiece V, LoadedPiece O) layer, int[] heads)
+    {
+        var masks = HeadPruning.MaskHeads(Weights(layer), heads);
+        Or(layer.Q.Mask, masks.Q);
+        Or(layer.K.Mask, masks.K);
+        Or(layer.V.Mask, masks.V);
+        Or(layer.O.Mask, masks.O);
+    }
+
+    Task<HeadScores> IShardGrain.HeadScoresAsync() => compute.RunAsync(() =>
+    {
+        var layers = AttentionLayers().ToArray();
+        return new HeadScores
+        {
+            Layers = layers.Select(l => l.Q.Entry.Name).ToArray(),
+            Scores = layers.Select(Scores).ToArray(),
+            Pruned = layers.Select(l => PrunedHeads(l.Q, Layout)).ToArray(),
+        };
+    });
+
+    async Task<ShardRoundResult> IShardGrain.PruneHeadsAsync(HeadDecision decision)
+    {
+        var stopwatch = Stopwatch.StartNew();
+        await compute.RunAsync(() =>
+        {
+            ForgetStatistics();
+            foreach (var layer in AttentionLayers())
+            {
+                if (!decision.Heads.TryGetValue(layer.Q.Entry.Name, out var heads) || heads.Length == 0) continue;
+                MaskHeads(layer, heads.Union(PrunedHeads(layer.Q, Layout)).ToArray());
+            }
+        });
+        _stage?.Invalidate();
+        return Result(stopwatch);
     }
 
     private static int[] PrunedHeads(LoadedPiece q, HeadLayout layout)
