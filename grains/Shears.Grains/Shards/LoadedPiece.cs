@@ -6,18 +6,53 @@ using Shears.Pruning.Scoring;
 namespace Shears.Grains.Shards;
 
 /// <summary>
-/// A piece of a tensor held in a shard grain's memory: its bytes and mask. Element scores are not stored: they are
-/// computed chunk by chunk from the bytes (or the seed) whenever selection reads them (<see cref="FillKeys"/>).
+/// A piece of a tensor held by a shard grain: its bytes and mask. The bytes are either a read-only map of the
+/// checkpoint (runs that never change weights: no copy, no memory of the silo's own) or an array of the silo's own,
+/// made on first need by <see cref="Writable"/>. Element scores are not stored: they are computed chunk by chunk from
+/// the bytes (or the seed) whenever selection reads them (<see cref="FillKeys"/>).
 /// </summary>
-internal sealed class LoadedPiece(TensorPiece piece, TensorEntry entry, byte[] raw, BitMask mask, string? scoreMethod, long seed)
+internal sealed class LoadedPiece : IDisposable
 {
-    public TensorPiece Piece { get; } = piece;
-    public TensorEntry Entry { get; } = entry;
-    public byte[] Raw { get; } = raw;
-    public BitMask Mask { get; set; } = mask;
+    private readonly string? _scoreMethod;
+    private readonly long _seed;
+    private byte[]? _owned;
+    private MappedRange? _mapped;
+
+    public LoadedPiece(TensorPiece piece, TensorEntry entry, byte[]? owned, MappedRange? mapped, BitMask mask, string? scoreMethod, long seed)
+    {
+        if ((owned is null) == (mapped is null)) throw new ArgumentException("a piece holds either its own bytes or a map of them");
+        Piece = piece;
+        Entry = entry;
+        _owned = owned;
+        _mapped = mapped;
+        Mask = mask;
+        _scoreMethod = scoreMethod;
+        _seed = seed;
+    }
+
+    public TensorPiece Piece { get; }
+    public TensorEntry Entry { get; }
+    public BitMask Mask { get; set; }
+
+    /// <summary>The piece's bytes as they are now.</summary>
+    public ReadOnlySpan<byte> Bytes => _owned is not null ? _owned : _mapped!.Span;
+
+    public int ByteLength => _owned?.Length ?? _mapped!.Length;
+
+    /// <summary>The bytes as an array of this silo's own, copied from the map the first time.</summary>
+    public byte[] Writable()
+    {
+        if (_owned is null)
+        {
+            _owned = _mapped!.Span.ToArray();
+            _mapped.Dispose();
+            _mapped = null;
+        }
+        return _owned;
+    }
 
     /// <summary>Whether elements are selected one by one by score (unstructured magnitude or random).</summary>
-    public bool Scored => scoreMethod is not null;
+    public bool Scored => _scoreMethod is not null;
 
     public long ByteStart => Piece.RowStart * Piece.RowElements * Entry.DType.ElementSize();
     public long ElementOffset => Piece.RowStart * Piece.RowElements;
@@ -30,12 +65,18 @@ internal sealed class LoadedPiece(TensorPiece piece, TensorEntry entry, byte[] r
     /// </summary>
     public void FillKeys(long start, Span<uint> keys)
     {
-        if (scoreMethod == RunOptions.Methods.Random)
+        if (_scoreMethod == RunOptions.Methods.Random)
         {
-            ScoreKeys.Random((ulong)seed, Entry.Name, ElementOffset + start, keys);
+            ScoreKeys.Random((ulong)_seed, Entry.Name, ElementOffset + start, keys);
             return;
         }
         int size = Entry.DType.ElementSize();
-        ScoreKeys.Magnitude(Raw.AsSpan(checked((int)(start * size)), keys.Length * size), Entry.DType, keys, Entry.Name, ElementOffset + start);
+        ScoreKeys.Magnitude(Bytes.Slice(checked((int)(start * size)), keys.Length * size), Entry.DType, keys, Entry.Name, ElementOffset + start);
+    }
+
+    public void Dispose()
+    {
+        _mapped?.Dispose();
+        _mapped = null;
     }
 }

@@ -62,13 +62,15 @@ public sealed class ShardGrain(
             _assignment = null;
             _stage?.Dispose();
             _stage = null;
+            foreach (var piece in _pieces) piece.Dispose();
+            _pieces = [];
             (_manifest, _pieces) = await compute.RunAsync(() => Load(assignment));
             if (assignment.Stage is { } plan)
                 _stage = await compute.RunAsync(() => BuildStage(assignment, plan));
             _assignment = assignment;
         }
         _stage?.Invalidate();
-        long bytes = _pieces.Sum(p => (long)p.Raw.Length);
+        long bytes = _pieces.Sum(p => (long)p.ByteLength);
         ShearsMetrics.BytesRead.Add(bytes, new KeyValuePair<string, object?>("run", assignment.RunId));
         ShearsMetrics.Shard(assignment.RunId, this.GetPrimaryKeyString(), _pieces.Sum(p => p.Mask.CountSet()));
         logger.LogInformation("Shard {Shard} loaded {Pieces} pieces ({Bytes} bytes) in {Seconds:F2}s", this.GetPrimaryKeyString(), _pieces.Length, bytes, stopwatch.Elapsed.TotalSeconds);
@@ -109,7 +111,11 @@ public sealed class ShardGrain(
             // The weights changed since the committed round (fine-tuning, SparseGPT): start again from the
             // checkpoint's bytes and the round's persisted weights.
             var fresh = Load(assignment).Item2;
-            for (int i = 0; i < _pieces.Length; i++) _pieces[i] = fresh[i];
+            for (int i = 0; i < _pieces.Length; i++)
+            {
+                _pieces[i].Dispose();
+                _pieces[i] = fresh[i];
+            }
             return;
         }
         // The bytes are the checkpoint's (masked positions at most zeroed by an export): only the masks go back.
@@ -122,42 +128,66 @@ public sealed class ShardGrain(
     private (CheckpointManifest, LoadedPiece[]) Load(ShardAssignment assignment)
     {
         var manifest = manifests.Get(assignment.ModelPath);
-        bool scored = assignment.Spec.Pattern == RunOptions.Patterns.Unstructured
-                      && assignment.Spec.Method is RunOptions.Methods.Magnitude or RunOptions.Methods.Random;
+        var spec = assignment.Spec;
+        bool scored = spec.Pattern == RunOptions.Patterns.Unstructured && spec.Method is RunOptions.Methods.Magnitude or RunOptions.Methods.Random;
+        // Runs that never change weights read them in place from a map of the checkpoint; fine-tuning, calibrated
+        // methods and head scoring hold copies of their own.
+        bool mapped = spec.FinetuneSteps == 0 && !spec.NeedsCalibration && spec.Pattern != RunOptions.Patterns.Heads;
         var pieces = new LoadedPiece[assignment.Pieces.Count];
-        for (int i = 0; i < pieces.Length; i++)
+        try
         {
-            var piece = assignment.Pieces[i];
-            var entry = manifest.Get(piece.Tensor);
-            int size = entry.DType.ElementSize();
-            // Every byte is read into it: no need to clear it first.
-            var raw = GC.AllocateUninitializedArray<byte>(checked((int)(piece.Elements * size)));
-            long byteStart = piece.RowStart * piece.RowElements * size;
-            long elementOffset = piece.RowStart * piece.RowElements;
-            for (int at = 0; at < raw.Length; at += IoChunkBytes)
+            for (int i = 0; i < pieces.Length; i++)
             {
-                var chunk = raw.AsSpan(at, Math.Min(IoChunkBytes, raw.Length - at));
-                CheckpointReader.ReadTensorRange(manifest, entry, byteStart + at, chunk);
-                // NaN is refused whatever the method, before any round: checked while the chunk is still in cache.
-                CheckFinite(chunk, entry, elementOffset + at / size);
-            }
-            var mask = new BitMask(piece.Elements);
-            if (assignment.RestoreRound > 0)
-            {
-                string path = MaskPath(assignment, i, assignment.RestoreRound);
-                mask = BitMask.FromBytes(File.ReadAllBytes(path), piece.Elements);
-                // A fine-tuned round persisted its weights beside its masks.
-                string weights = Path.ChangeExtension(path, ".weights");
-                if (File.Exists(weights))
+                var piece = assignment.Pieces[i];
+                var entry = manifest.Get(piece.Tensor);
+                int size = entry.DType.ElementSize();
+                int length = checked((int)(piece.Elements * size));
+                long byteStart = piece.RowStart * piece.RowElements * size;
+                long elementOffset = piece.RowStart * piece.RowElements;
+                var mask = new BitMask(piece.Elements);
+                string? weights = null;
+                if (assignment.RestoreRound > 0)
+                {
+                    string path = MaskPath(assignment, i, assignment.RestoreRound);
+                    mask = BitMask.FromBytes(File.ReadAllBytes(path), piece.Elements);
+                    // A fine-tuned round persisted its weights beside its masks.
+                    weights = Path.ChangeExtension(path, ".weights");
+                    if (!File.Exists(weights)) weights = null;
+                }
+                var method = scored ? spec.Method : null;
+                if (mapped && weights is null)
+                {
+                    var map = MappedRange.Map(manifest, entry, byteStart, length);
+                    pieces[i] = new LoadedPiece(piece, entry, null, map, mask, method, spec.Seed);
+                    // NaN is refused whatever the method, before any round.
+                    for (int at = 0; at < length; at += IoChunkBytes)
+                        CheckFinite(map.Span.Slice(at, Math.Min(IoChunkBytes, length - at)), entry, elementOffset + at / size);
+                    continue;
+                }
+                // Every byte is read into it: no need to clear it first.
+                var raw = GC.AllocateUninitializedArray<byte>(length);
+                for (int at = 0; at < raw.Length; at += IoChunkBytes)
+                {
+                    var chunk = raw.AsSpan(at, Math.Min(IoChunkBytes, raw.Length - at));
+                    CheckpointReader.ReadTensorRange(manifest, entry, byteStart + at, chunk);
+                    // Checked while the chunk is still in cache.
+                    CheckFinite(chunk, entry, elementOffset + at / size);
+                }
+                if (weights is not null)
                 {
                     var trained = File.ReadAllBytes(weights);
                     if (trained.Length != raw.Length) throw new InvalidDataException($"{weights} holds {trained.Length} bytes, expected {raw.Length}");
                     trained.CopyTo(raw, 0);
                 }
+                pieces[i] = new LoadedPiece(piece, entry, raw, null, mask, method, spec.Seed);
             }
-            pieces[i] = new LoadedPiece(piece, entry, raw, mask, scored ? assignment.Spec.Method : null, assignment.Spec.Seed);
+            return (manifest, pieces);
         }
-        return (manifest, pieces);
+        catch
+        {
+            foreach (var piece in pieces) piece?.Dispose();
+            throw;
+        }
     }
 
     /// <summary>Bytes read or written at a time: a multiple of 64 elements of any dtype, small enough to stay in cache.</summary>
@@ -192,7 +222,7 @@ public sealed class ShardGrain(
         for (long start = 0; start < n; start += scratch.Length)
         {
             var keys = scratch.AsSpan(0, (int)Math.Min(scratch.Length, n - start));
-            ScoreKeys.Magnitude(piece.Raw.AsSpan((int)(start * size), keys.Length * size), piece.Entry.DType, keys, piece.Entry.Name, piece.ElementOffset + start);
+            ScoreKeys.Magnitude(piece.Bytes.Slice((int)(start * size), keys.Length * size), piece.Entry.DType, keys, piece.Entry.Name, piece.ElementOffset + start);
             double partial = 0;
             foreach (uint key in keys) partial += ScoreKeys.ToScore(key);
             sum += partial;
@@ -319,7 +349,7 @@ public sealed class ShardGrain(
                         break;
                     case "2:4" or "4:8":
                         var (n, m) = spec.NmPattern;
-                        piece.Mask = new Shears.Pruning.Calibration.NmPattern(n, m).MagnitudeMask(piece.Raw, piece.Entry.DType, piece.Rows, piece.Cols, piece.Entry.Name, piece.Mask);
+                        piece.Mask = new Shears.Pruning.Calibration.NmPattern(n, m).MagnitudeMask(piece.Bytes, piece.Entry.DType, piece.Rows, piece.Cols, piece.Entry.Name, piece.Mask);
                         break;
                     case RunOptions.Patterns.Rows or RunOptions.Patterns.Columns:
                         // rows = output neurons, columns = input features, whatever the storage order.
@@ -341,7 +371,7 @@ public sealed class ShardGrain(
     private HeadLayout Layout => Assignment.Heads ?? throw new InvalidOperationException("--pattern heads needs the attention layout from config.json");
 
     private HeadWeights Weights((LoadedPiece Q, LoadedPiece K, LoadedPiece V, LoadedPiece O) layer) =>
-        new(layer.Q.Raw, layer.K.Raw, layer.V.Raw, layer.O.Raw, layer.Q.Entry.DType, Layout.Hidden, Layout.Heads, Layout.KvHeads, Layout.HeadDim);
+        new(layer.Q.Writable(), layer.K.Writable(), layer.V.Writable(), layer.O.Writable(), layer.Q.Entry.DType, Layout.Hidden, Layout.Heads, Layout.KvHeads, Layout.HeadDim);
 
     private double[] Scores((LoadedPiece Q, LoadedPiece K, LoadedPiece V, LoadedPiece O) layer) =>
         HeadPruning.Scores(Weights(layer), Assignment.Spec.HeadScore == RunOptions.HeadScores.Qkvo ? HeadScore.QkvoL1 : HeadScore.QueryL1);
@@ -446,7 +476,7 @@ public sealed class ShardGrain(
             if (_stage is { Trained: true })
             {
                 string weights = Path.ChangeExtension(path, ".weights");
-                File.WriteAllBytes(weights + ".tmp", _pieces[i].Raw);
+                File.WriteAllBytes(weights + ".tmp", _pieces[i].Writable());
                 File.Move(weights + ".tmp", weights, overwrite: true);
                 if (round > 2) File.Delete(Path.ChangeExtension(MaskPath(assignment, i, round - 2), ".weights"));
             }
@@ -465,6 +495,9 @@ public sealed class ShardGrain(
         {
             long total = 0;
             var size = SizeReport.Empty;
+            var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(IoChunkBytes);
+            try
+            {
             foreach (var piece in _pieces)
             {
                 // Chunk by chunk, while each is in cache: masked in place (the run is done with these bytes, and
@@ -475,12 +508,17 @@ public sealed class ShardGrain(
                 long nonZero = 0;
                 for (long first = 0; first < piece.Piece.Elements; first += chunkElements)
                 {
-                    var bytes = ShardMath.ZeroMaskedRange(piece, first, (int)Math.Min(chunkElements, piece.Piece.Elements - first));
+                    var bytes = ShardMath.MaskedRange(piece, first, (int)Math.Min(chunkElements, piece.Piece.Elements - first), buffer);
                     nonZero += SparseEncoding.CountNonZero(bytes, piece.Entry.DType);
                     CheckpointOutput.WriteTensorRange(outputDirectory, piece.Entry, piece.ByteStart + first * elementSize, bytes);
                     total += bytes.Length;
                 }
                 size = size.Add(SparseEncoding.Report(piece.Piece.Elements, nonZero, piece.Entry.DType));
+            }
+            }
+            finally
+            {
+                System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
             }
             foreach (string name in assignment.CopyTensors)
             {
@@ -569,6 +607,7 @@ public sealed class ShardGrain(
         ForgetStatistics();
         _stage?.Dispose();
         _stage = null;
+        foreach (var piece in _pieces) piece.Dispose();
         _pieces = [];
         _manifest = null;
         DeactivateOnIdle();

@@ -6,40 +6,26 @@ namespace Shears.Grains.Shards;
 /// <summary>Byte-level helpers of a shard's pieces.</summary>
 internal static class ShardMath
 {
-    /// <summary>The piece's bytes with its masked elements written as +0.0.</summary>
-    public static byte[] Masked(LoadedPiece piece) => ZeroMasked(piece, (byte[])piece.Raw.Clone());
-
-    /// <summary>Writes +0.0 over the masked elements of <paramref name="bytes"/> (the piece's own bytes by default) and returns them.</summary>
-    public static byte[] ZeroMasked(LoadedPiece piece, byte[]? bytes = null)
+    /// <summary>A copy of the piece's bytes with its masked elements written as +0.0.</summary>
+    public static byte[] Masked(LoadedPiece piece)
     {
-        bytes ??= piece.Raw;
-        int size = piece.Entry.DType.ElementSize();
-        if (size == 2) { Zero<ushort>(bytes, piece.Mask.Words); return bytes; }
-        if (size == 4) { Zero<uint>(bytes, piece.Mask.Words); return bytes; }
-        var words = piece.Mask.Words;
-        for (int w = 0; w < words.Length; w++)
-        {
-            ulong word = words[w];
-            while (word != 0)
-            {
-                int bit = BitOperations.TrailingZeroCount(word);
-                long element = (long)w * 64 + bit;
-                bytes.AsSpan((int)(element * size), size).Clear();
-                word &= word - 1;
-            }
-        }
+        var bytes = piece.Bytes.ToArray();
+        MaskedRange(piece, 0, (int)piece.Piece.Elements, bytes);
         return bytes;
     }
 
     /// <summary>
-    /// Writes +0.0 over the masked elements among the <paramref name="count"/> from <paramref name="firstElement"/> (a
-    /// multiple of 64) of the piece's own bytes, and returns those bytes.
+    /// Copies the <paramref name="count"/> elements from <paramref name="firstElement"/> (a multiple of 64) of the piece
+    /// into <paramref name="destination"/> (unless they are already there) with the masked ones written as +0.0, and
+    /// returns the bytes written.
     /// </summary>
-    public static Span<byte> ZeroMaskedRange(LoadedPiece piece, long firstElement, int count)
+    public static Span<byte> MaskedRange(LoadedPiece piece, long firstElement, int count, Span<byte> destination)
     {
         if (firstElement % 64 != 0) throw new ArgumentException($"a range starts at a multiple of 64 elements, not {firstElement}", nameof(firstElement));
         int size = piece.Entry.DType.ElementSize();
-        var bytes = piece.Raw.AsSpan(checked((int)(firstElement * size)), count * size);
+        var source = piece.Bytes.Slice(checked((int)(firstElement * size)), count * size);
+        var bytes = destination[..source.Length];
+        if (!source.Overlaps(bytes)) source.CopyTo(bytes);
         var words = piece.Mask.Words.Slice((int)(firstElement / 64), (count + 63) / 64);
         if (size == 2) Zero<ushort>(bytes, words);
         else if (size == 4) Zero<uint>(bytes, words);
@@ -76,7 +62,7 @@ internal static class ShardMath
     public static void WriteFloats(ReadOnlySpan<float> values, LoadedPiece piece)
     {
         if (values.Length != piece.Piece.Elements) throw new ArgumentException($"'{piece.Entry.Name}': {values.Length} values for {piece.Piece.Elements} elements");
-        var raw = piece.Raw.AsSpan();
+        var raw = piece.Writable().AsSpan();
         for (int i = 0; i < values.Length; i++)
         {
             float v = piece.Mask[i] ? 0f : values[i];
