@@ -11,28 +11,16 @@ namespace Shears.Grains.Shards;
 /// made on first need by <see cref="Writable"/>. Element scores are not stored: they are computed chunk by chunk from
 /// the bytes (or the seed) whenever selection reads them (<see cref="FillKeys"/>).
 /// </summary>
-internal sealed class LoadedPiece : IDisposable
+internal sealed class LoadedPiece(TensorPiece piece, TensorEntry entry, byte[]? owned, MappedRange? mapped, BitMask mask, string? scoreMethod, long seed)
+    : IDisposable
 {
-    private readonly string? _scoreMethod;
-    private readonly long _seed;
-    private byte[]? _owned;
-    private MappedRange? _mapped;
+    private byte[]? _owned = (owned is null) != (mapped is null) ? owned
+        : throw new ArgumentException("a piece holds either its own bytes or a map of them");
+    private MappedRange? _mapped = mapped;
 
-    public LoadedPiece(TensorPiece piece, TensorEntry entry, byte[]? owned, MappedRange? mapped, BitMask mask, string? scoreMethod, long seed)
-    {
-        if ((owned is null) == (mapped is null)) throw new ArgumentException("a piece holds either its own bytes or a map of them");
-        Piece = piece;
-        Entry = entry;
-        _owned = owned;
-        _mapped = mapped;
-        Mask = mask;
-        _scoreMethod = scoreMethod;
-        _seed = seed;
-    }
-
-    public TensorPiece Piece { get; }
-    public TensorEntry Entry { get; }
-    public BitMask Mask { get; set; }
+    public TensorPiece Piece { get; } = piece;
+    public TensorEntry Entry { get; } = entry;
+    public BitMask Mask { get; set; } = mask;
 
     /// <summary>The piece's bytes as they are now.</summary>
     public ReadOnlySpan<byte> Bytes => _owned is not null ? _owned : _mapped!.Span;
@@ -52,7 +40,7 @@ internal sealed class LoadedPiece : IDisposable
     }
 
     /// <summary>Whether elements are selected one by one by score (unstructured magnitude or random).</summary>
-    public bool Scored => _scoreMethod is not null;
+    public bool Scored => scoreMethod is not null;
 
     public long ByteStart => Piece.RowStart * Piece.RowElements * Entry.DType.ElementSize();
     public long ElementOffset => Piece.RowStart * Piece.RowElements;
@@ -65,9 +53,9 @@ internal sealed class LoadedPiece : IDisposable
     /// </summary>
     public void FillKeys(long start, Span<uint> keys)
     {
-        if (_scoreMethod == RunOptions.Methods.Random)
+        if (scoreMethod == RunOptions.Methods.Random)
         {
-            ScoreKeys.Random((ulong)_seed, Entry.Name, ElementOffset + start, keys);
+            ScoreKeys.Random((ulong)seed, Entry.Name, ElementOffset + start, keys);
             return;
         }
         int size = Entry.DType.ElementSize();
