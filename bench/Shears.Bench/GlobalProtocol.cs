@@ -41,7 +41,12 @@ internal static class GlobalProtocol
     /// As RunGrain does, the shards' lowBitsZero answers are passed on, so a bf16 scope is exact after
     /// the top digit; <paramref name="forwardLowBitsZero"/> false measures the two-level protocol instead.
     /// </remarks>
-    public static ProtocolRun Run(IReadOnlyList<BenchShard> shards, long count, int threads, bool forwardLowBitsZero = true)
+    /// <param name="fill">
+    /// When given, each shard's keys are not read from <see cref="BenchShard.Keys"/> but computed from its weights chunk
+    /// by chunk in every pass, as shard grains do (without their cached histograms: the count pass is always run).
+    /// </param>
+    public static ProtocolRun Run(IReadOnlyList<BenchShard> shards, long count, int threads, bool forwardLowBitsZero = true,
+        IReadOnlyList<KeyFiller>? fill = null)
     {
         int s = shards.Count;
         double level0 = 0, level1 = 0, merge = 0;
@@ -61,7 +66,9 @@ internal static class GlobalProtocol
             {
                 // As ShardGrain.HistogramAsync: a fresh histogram per request.
                 var histogram = new long[RadixSelect.Buckets];
-                lowBitsZero[i] = RadixSelect.Histogram(shards[i].Keys, shards[i].Mask, 0, level, prefix, histogram);
+                lowBitsZero[i] = fill is null
+                    ? RadixSelect.Histogram(shards[i].Keys, shards[i].Mask, 0, level, prefix, histogram)
+                    : RadixSelect.Histogram(shards[i].Keys.Length, fill[i], shards[i].Mask, 0, level, prefix, histogram);
                 histograms[i] = histogram;
             });
             if (level == 0) level0 += Timing.Seconds(t);
@@ -78,7 +85,11 @@ internal static class GlobalProtocol
         long c = Stopwatch.GetTimestamp();
         var less = new long[s];
         var equal = new long[s];
-        Timing.ForEach(s, threads, i => RadixSelect.CountLessAndEqual(shards[i].Keys, shards[i].Mask, threshold, out less[i], out equal[i]));
+        Timing.ForEach(s, threads, i =>
+        {
+            if (fill is null) RadixSelect.CountLessAndEqual(shards[i].Keys, shards[i].Mask, threshold, out less[i], out equal[i]);
+            else RadixSelect.CountLessAndEqual(shards[i].Keys.Length, fill[i], shards[i].Mask, threshold, out less[i], out equal[i]);
+        });
         double countSeconds = Timing.Seconds(c);
         // ThresholdCounts: one Less and one Equal per piece.
         long countBytes = (long)s * 2 * sizeof(long);
@@ -89,7 +100,9 @@ internal static class GlobalProtocol
 
         a = Stopwatch.GetTimestamp();
         var masked = new long[s];
-        Timing.ForEach(s, threads, i => masked[i] = RadixSelect.ApplyThreshold(shards[i].Keys, shards[i].Mask, threshold, ties[i]));
+        Timing.ForEach(s, threads, i => masked[i] = fill is null
+            ? RadixSelect.ApplyThreshold(shards[i].Keys, shards[i].Mask, threshold, ties[i])
+            : RadixSelect.ApplyThreshold(shards[i].Keys.Length, fill[i], shards[i].Mask, threshold, ties[i], 0, equal[i]));
         double applySeconds = Timing.Seconds(a);
 
         return new ProtocolRun

@@ -50,6 +50,7 @@ internal static class SelectionBench
             Timing.ForEach(s, o.Threads.Max(), i => ComputeKeys(shards[i], weights, bits));
 
             var shears = new Dictionary<int, (double Keys, ProtocolRun Run)>();
+            var fromWeightsTotals = new Dictionary<int, double>();
             foreach (int threads in o.Threads)
             {
                 var keySeconds = new List<double>();
@@ -80,8 +81,24 @@ internal static class SelectionBench
                         bf16Level0.Add(exact.Total);
                     }
                 }
+                // As shard grains run it: no key array, keys computed from the weights chunk by chunk in every pass.
+                var fillers = shards.Select(shard => Filler(shard, weights, bits)).ToArray();
+                var fromWeights = new List<ProtocolRun>();
+                for (int r = 0; r < o.Repeat; r++)
+                {
+                    foreach (var shard in shards) shard.Mask = new(shard.Keys.Length);
+                    Timing.Quiesce();
+                    var run = GlobalProtocol.Run(shards, k, threads, fill: fillers);
+                    if (run.Masked != k || run.ThresholdKey != runs[0].ThresholdKey)
+                        throw new InvalidOperationException($"from weights: masked {run.Masked}, threshold {run.ThresholdKey:X8}");
+                    fromWeights.Add(run);
+                }
+                var fromWeightsMedian = MedianRun(fromWeights);
+                Console.WriteLine($"  from weights (no key array; keys recomputed chunk by chunk in every pass, as shard grains do): " +
+                                  $"selection {fromWeightsMedian.Total:0.000} s (histograms {fromWeightsMedian.Level0 + fromWeightsMedian.Level1:0.000}, count {fromWeightsMedian.Count:0.000}, apply {fromWeightsMedian.Apply:0.000})");
                 var median = MedianRun(runs);
                 shears[threads] = (Timing.Median(keySeconds), median);
+                fromWeightsTotals[threads] = fromWeightsMedian.Total;
                 Report.Shears(s, threads, n, Timing.Median(keySeconds), median, GlobalProtocol.CoordinatorPeakBytes(s));
                 Report.WordwiseApply(median, Timing.Median(wordwise), n);
                 if (bf16)
@@ -104,6 +121,9 @@ internal static class SelectionBench
             }
             Console.WriteLine($"exact: kthvalue = topk max = ToScore(0x{thresholdKey:X8}) = {ScoreKeys.ToScore(thresholdKey):R}; masked = Counts.Target({o.Sparsity}, N) = {k:N0}");
             Report.Ratios(shears, torchRuns);
+            foreach (var (tt, torchRun) in torchRuns.OrderBy(x => x.Key))
+                foreach (var (st, total) in fromWeightsTotals.OrderBy(x => x.Key))
+                    Console.WriteLine($"  from weights: torch {tt} thr cat+abs+kthvalue / shears {st} thr selection from weights = {torchRun.Kth / total:0.0}×");
 
             foreach (var shard in shards) shard.Mask = new(0);
             Timing.Quiesce();
@@ -130,6 +150,15 @@ internal static class SelectionBench
         if (masked.Sum() != run.Masked) throw new InvalidOperationException("the word-wise apply masked a different count");
         return seconds;
     }
+
+    private static KeyFiller Filler(BenchShard shard, float[] weights, ushort[]? bits) => (start, keys) =>
+    {
+        int at = (int)(shard.Start + start);
+        if (bits is null)
+            ScoreKeys.Magnitude(MemoryMarshal.AsBytes(weights.AsSpan(at, keys.Length)), TensorDType.F32, keys, "bench.weight", at);
+        else
+            ScoreKeys.Magnitude(MemoryMarshal.AsBytes(bits.AsSpan(at, keys.Length)), TensorDType.BF16, keys, "bench.weight", at);
+    };
 
     private static void ComputeKeys(BenchShard shard, float[] weights, ushort[]? bits)
     {

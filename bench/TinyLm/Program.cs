@@ -24,7 +24,7 @@ internal static class Program
     /// <summary>Held-out windows evaluated (evenly spread over the slice): two evaluations per CLI run must stay cheap on 2 shared cores.</summary>
     private const int EvalSequences = 256;
 
-    private const int MaxAttempts = 6;
+    internal const int MaxAttempts = 6;
 
     private static int Main(string[] args)
     {
