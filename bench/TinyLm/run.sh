@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Rebuilds bench/TinyLm.md end to end: fetch Moby-Dick, build, slice and tokenize (byte-level), train the
 # small LLaMA, prune it with the shears CLI (magnitude / Wanda / SparseGPT, 50% and 2:4, each with and
-# without recovery fine-tuning), write the report. About 30 minutes on 2 shared cores (10 training, 13 for the
-# table), plus 1-2 minutes for every fine-tuning run that hits the libtorch failure and is retried (see TinyLm.md).
-# Extra arguments go to `tinylm all` (e.g. --steps 900 --finetune-steps 200 --ft-lr 1e-4 --threads 1).
+# without recovery fine-tuning), write the report. About 40 minutes on 2 shared cores (23 training, 12 for the
+# table).
+# Extra arguments go to `tinylm all` (e.g. --steps 1800 --weight-decay 0 --finetune-steps 200 --ft-lr 1e-4 --threads 1).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"

@@ -170,7 +170,7 @@ internal sealed class StageRunner(
         var pooled = Pool(hidden, batch);
         var target = tensor(batch.Targets, [batch.TokenIds.Length, pooled.shape[1]], ScalarType.Float32, device);
         using var one = 1.0.ToScalar();
-        return (pooled * target).sum([-1]).neg().add(one).mean();
+        return (pooled * target).sum([-1]).neg().add(one, Shears.Pruning.HeldScalars.One).mean();
     }
 
     /// <summary>The backward half: the output's gradient from the next stage in, this stage's input gradient out.</summary>

@@ -61,7 +61,7 @@ public sealed class InputStatistics : IDisposable
         // A single non-finite input poisons every statistic; checked before anything is added.
         if (!squares.isfinite().all().item<bool>())
             throw new ArgumentException("calibration inputs hold NaN or infinity", nameof(x));
-        _sumOfSquares.add_(squares);
+        _sumOfSquares.add_(squares, HeldScalars.One);
         _gram?.addmm_(rows.t(), rows);
         Samples += rows.shape[0];
     }
@@ -77,8 +77,8 @@ public sealed class InputStatistics : IDisposable
             throw new ArgumentException("these statistics keep a Gram matrix and the others do not", nameof(other));
 
         using var scope = NewDisposeScope();
-        _sumOfSquares.add_(other._sumOfSquares.to(Device));
-        if (_gram is not null) _gram.add_(other._gram!.to(Device));
+        _sumOfSquares.add_(other._sumOfSquares.to(Device), HeldScalars.One);
+        if (_gram is not null) _gram.add_(other._gram!.to(Device), HeldScalars.One);
         Samples += other.Samples;
     }
 

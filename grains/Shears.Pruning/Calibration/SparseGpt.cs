@@ -99,7 +99,7 @@ public static class SparseGpt
         diagonal.masked_fill_(dead, 1.0);
         w.masked_fill_(dead.unsqueeze(0), 0);
         using var lambda = (dampening * diagonal.mean().item<double>()).ToScalar(); // held to the end: implicit Scalars can be finalized mid-call
-        diagonal.add_(lambda);
+        diagonal.add_(lambda, HeldScalars.One);
 
         var (lower, info) = linalg.cholesky_ex(h);
         if (info.item<int>() != 0)

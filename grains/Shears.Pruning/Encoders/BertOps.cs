@@ -18,7 +18,7 @@ public static class BertOps
         using var two = 2.ToScalar();
         using var epsilon = eps.ToScalar();
         var variance = centered.pow(two).mean([-1L], keepdim: true);
-        return (centered / variance.add(epsilon).sqrt() * weight).Plus(bias).MoveToOuterDisposeScope();
+        return (centered / variance.add(epsilon, HeldScalars.One).sqrt() * weight).Plus(bias).MoveToOuterDisposeScope();
     }
 
     /// <summary>The exact GELU the graph computes: x · (1 + erf(x / √2)) · 0.5.</summary>
@@ -28,7 +28,7 @@ public static class BertOps
         using var root2 = Math.Sqrt(2.0).ToScalar();
         using var one = 1.0.ToScalar();
         using var half = 0.5.ToScalar();
-        return x.mul(x.div(root2).erf().add(one)).mul(half).MoveToOuterDisposeScope();
+        return x.mul(x.div(root2).erf().add(one, HeldScalars.One)).mul(half).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -42,6 +42,6 @@ public static class BertOps
         var mask = attentionMask.to(dtype).unsqueeze(1).unsqueeze(2);
         using var one = 1.0.ToScalar();
         using var score = maskedScore.ToScalar();
-        return mask.neg().add(one).mul(score).MoveToOuterDisposeScope();
+        return mask.neg().add(one, HeldScalars.One).mul(score).MoveToOuterDisposeScope();
     }
 }

@@ -20,7 +20,7 @@ internal static class LlamaOps
         using var two = 2.ToScalar();
         using var epsilon = eps.ToScalar();
         var variance = h.pow(two).mean([-1L], keepdim: true);
-        h = h * variance.add(epsilon).rsqrt();
+        h = h * variance.add(epsilon, HeldScalars.One).rsqrt();
         return (weight * h.to(inputType)).MoveToOuterDisposeScope();
     }
 

@@ -168,7 +168,7 @@ public sealed class MaskedAdamW : IDisposable
             weight.mul_(decay);
             state.ExpAvg.mul_(beta1).add_(grad, alpha: oneMinusBeta1);
             state.ExpAvgSq.mul_(beta2).addcmul_(grad, grad, value: oneMinusBeta2);
-            var denominator = state.ExpAvgSq.sqrt().div_(correction2).add_(epsilon);
+            var denominator = state.ExpAvgSq.sqrt().div_(correction2).add_(epsilon, HeldScalars.One);
             weight.addcdiv_(state.ExpAvg, denominator, value: step);
             state.ApplyMask();
         }
