@@ -1,9 +1,14 @@
+using System.Globalization;
 using System.Net;
 using Orleans.Configuration;
 using OpenTelemetry.Metrics;
 using Shears.Grains;
 using Shears.Grains.Diagnostics;
 using Shears.Silo;
+
+// Output and parsing never depend on the machine's locale.
+CultureInfo.DefaultThreadCurrentCulture = CultureInfo.DefaultThreadCurrentUICulture = CultureInfo.InvariantCulture;
+CultureInfo.CurrentCulture = CultureInfo.CurrentUICulture = CultureInfo.InvariantCulture;
 
 // Options come from the command line (--redis HOST:PORT, --silo-port N, ...), the environment
 // (SHEARS_ prefix, e.g. SHEARS_REDIS) or appsettings.json.

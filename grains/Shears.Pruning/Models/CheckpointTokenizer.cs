@@ -323,6 +323,11 @@ public sealed class CheckpointTokenizer
             }
         }
         Add(normalizer);
+        // Globalization-invariant processes return text unchanged from Normalize: refuse rather than tokenize wrongly.
+        if (steps.Count > 0 && "e\u0301".Normalize(NormalizationForm.FormC) != "\u00e9")
+        {
+            throw new NotSupportedException($"Tokenizer '{path}' normalizes text (Unicode {string.Join(", ", steps)}), and this process has no Unicode normalization (globalization-invariant mode, or no ICU library).");
+        }
         return s => steps.Aggregate(s, (text, form) => text.Normalize(form));
     }
 

@@ -78,6 +78,35 @@ public class CheckpointTokenizerTests
         }
     }
 
+    /// <summary>
+    /// The same GPT-2 tokenizer written the LLaMA-3 way — a Split pre-tokenizer carrying the regex, then ByteLevel without
+    /// its own regex — and with an NFC normalizer: the same ids as tiktoken, decomposed accents composed first.
+    /// </summary>
+    [Fact]
+    public void SplitThenByteLevelWithNfcAgreesWithTiktoken()
+    {
+        var tiktoken = TiktokenTokenizer.CreateForModel("gpt2");
+        using var dir = new TempDir();
+        WriteGpt2TokenizerJson(tiktoken, dir.Path);
+        string path = Path.Combine(dir.Path, CheckpointTokenizer.JsonFileName);
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+        json["normalizer"] = System.Text.Json.Nodes.JsonNode.Parse("""{"type": "Sequence", "normalizers": [{"type": "NFC"}]}""");
+        json["pre_tokenizer"] = System.Text.Json.Nodes.JsonNode.Parse("""
+            {"type": "Sequence", "pretokenizers": [
+              {"type": "Split", "pattern": {"Regex": "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"}, "behavior": "Isolated", "invert": false},
+              {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]}
+            """);
+        File.WriteAllText(path, json.ToJsonString());
+        var ours = CheckpointTokenizer.Load(dir.Path);
+
+        string composed = "Café déjà vu, naïve résumé: 42 times they'll see it.";
+        string decomposed = composed.Normalize(System.Text.NormalizationForm.FormD);
+        Assert.NotEqual(composed, decomposed);
+        var expected = tiktoken.EncodeToIds(composed).Select(i => (long)i).ToArray();
+        Assert.Equal(expected, ours.Encode(composed));
+        Assert.Equal(expected, ours.Encode(decomposed));
+    }
+
     [Fact]
     public void SentencePieceModelWorkedByHand()
     {
