@@ -66,8 +66,8 @@ public class SiloLossTests
             Enumerable.Range(0, 16).Select(_ => Enumerable.Range(0, 24).Select(_ => random.Next(128)).ToArray()).ToArray()));
         RunSpec Spec(string output) => new()
         {
-            ModelPath = dir.Sub("in"), OutputPath = dir.Sub(output), Sparsity = 0.7, Schedule = RunOptions.Schedules.Linear, Rounds = 6,
-            FinetuneSteps = 6, FinetuneData = train, LearningRate = 1e-3, Batch = 4,
+            ModelPath = dir.Sub("in"), OutputPath = dir.Sub(output), Sparsity = 0.7, Schedule = RunOptions.Schedules.Linear, Rounds = 10,
+            FinetuneSteps = 4, FinetuneData = train, LearningRate = 1e-3, Batch = 4,
         };
 
         var (calm, disturbed) = await RunCalmAndDisturbed(dir, Spec);
