@@ -45,8 +45,10 @@ internal static class GlobalProtocol
     /// When given, each shard's keys are not read from <see cref="BenchShard.Keys"/> but computed from its weights chunk
     /// by chunk in every pass, as shard grains do (without their cached histograms: the count pass is always run).
     /// </param>
+    /// <param name="histogramOf">With <paramref name="fill"/>: the shard's histogram read straight from its weights
+    /// (shard, level, prefix, histogram → low bits zero), as shard grains do for mapped fp32/bf16 weights.</param>
     public static ProtocolRun Run(IReadOnlyList<BenchShard> shards, long count, int threads, bool forwardLowBitsZero = true,
-        IReadOnlyList<KeyFiller>? fill = null)
+        IReadOnlyList<KeyFiller>? fill = null, Func<int, int, uint, long[], bool>? histogramOf = null)
     {
         int s = shards.Count;
         double level0 = 0, level1 = 0, merge = 0;
@@ -66,8 +68,8 @@ internal static class GlobalProtocol
             {
                 // As ShardGrain.HistogramAsync: a fresh histogram per request.
                 var histogram = new long[RadixSelect.Buckets];
-                lowBitsZero[i] = fill is null
-                    ? RadixSelect.Histogram(shards[i].Keys, shards[i].Mask, 0, level, prefix, histogram)
+                lowBitsZero[i] = histogramOf is not null ? histogramOf(i, level, prefix, histogram)
+                    : fill is null ? RadixSelect.Histogram(shards[i].Keys, shards[i].Mask, 0, level, prefix, histogram)
                     : RadixSelect.Histogram(shards[i].Keys.Length, fill[i], shards[i].Mask, 0, level, prefix, histogram);
                 histograms[i] = histogram;
             });

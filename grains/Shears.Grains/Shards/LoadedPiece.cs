@@ -39,6 +39,13 @@ internal sealed class LoadedPiece(TensorPiece piece, TensorEntry entry, byte[]? 
         return _owned;
     }
 
+    /// <summary>
+    /// Whether histograms may read magnitude keys straight from the bytes: mapped fp32/bf16 weights, which cannot change
+    /// after the load checked them for NaN.
+    /// </summary>
+    public bool KeysFromBytes => _mapped is not null && scoreMethod == RunOptions.Methods.Magnitude
+                                 && Entry.DType is TensorDType.F32 or TensorDType.BF16 && BitConverter.IsLittleEndian;
+
     /// <summary>Whether elements are selected one by one by score (unstructured magnitude or random).</summary>
     public bool Scored => scoreMethod is not null;
 

@@ -244,13 +244,16 @@ public sealed class ShardGrain(
         {
             var piece = _pieces[i];
             if (piece.Piece.Group != request.Group || !piece.Scored) continue;
+            bool Count(Span<long> into) => piece.KeysFromBytes
+                ? RadixSelect.HistogramOfWeights(piece.Bytes, piece.Entry.DType, piece.Mask, 0, request.Level, request.Prefix, into)
+                : RadixSelect.Histogram(piece.Piece.Elements, piece.FillKeys, piece.Mask, 0, request.Level, request.Prefix, into);
             if (piece.Piece.Elements < CachedHistogramElements)
             {
-                lowBitsZero &= RadixSelect.Histogram(piece.Piece.Elements, piece.FillKeys, piece.Mask, 0, request.Level, request.Prefix, histogram);
+                lowBitsZero &= Count(histogram);
                 continue;
             }
             var own = new long[RadixSelect.Buckets];
-            bool lowZero = RadixSelect.Histogram(piece.Piece.Elements, piece.FillKeys, piece.Mask, 0, request.Level, request.Prefix, own);
+            bool lowZero = Count(own);
             _histograms[(i, request.Level, request.Prefix)] = new PieceHistogram(own, lowZero, piece.Mask.CountSet());
             for (int b = 0; b < own.Length; b++) histogram[b] += own[b];
             lowBitsZero &= lowZero;

@@ -32,7 +32,7 @@ public static partial class RadixSelect
             {
                 var keys = scratch.AsSpan(0, (int)Math.Min(ChunkKeys, count - start));
                 fill(start, keys);
-                lowZero &= level == 0 ? CountTop(keys, words, maskOffset + start, counts) : CountLow(keys, words, maskOffset + start, prefix, counts);
+                lowZero &= level == 0 ? CountTop<uint, HeldKey>(keys, words, maskOffset + start, counts) : CountLow<uint, HeldKey>(keys, words, maskOffset + start, prefix, counts);
                 sinceFlush += keys.Length;
                 if (sinceFlush > uint.MaxValue - ChunkKeys || start + keys.Length >= count)
                 {

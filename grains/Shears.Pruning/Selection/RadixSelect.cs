@@ -40,7 +40,7 @@ public static partial class RadixSelect
         try
         {
             Array.Clear(counts, 0, Buckets);
-            bool lowZero = level == 0 ? CountTop(keys, mask.Words, maskOffset, counts) : CountLow(keys, mask.Words, maskOffset, prefix, counts);
+            bool lowZero = level == 0 ? CountTop<uint, HeldKey>(keys, mask.Words, maskOffset, counts) : CountLow<uint, HeldKey>(keys, mask.Words, maskOffset, prefix, counts);
             for (int b = 0; b < Buckets; b++) histogram[b] += counts[b];
             return lowZero;
         }
@@ -50,10 +50,72 @@ public static partial class RadixSelect
         }
     }
 
-    private static bool CountTop(ReadOnlySpan<uint> keys, ReadOnlySpan<ulong> words, long maskOffset, uint[] counts)
+    /// <summary>How a stored element reads as a key.</summary>
+    private interface IKeyView<TElem> where TElem : unmanaged
+    {
+        static abstract uint Key(TElem stored);
+    }
+
+    /// <summary>The element is the key.</summary>
+    private readonly struct HeldKey : IKeyView<uint>
+    {
+        public static uint Key(uint stored) => stored;
+    }
+
+    /// <summary>fp32 weight bits: |w|'s bits, the magnitude key.</summary>
+    private readonly struct F32Magnitude : IKeyView<uint>
+    {
+        public static uint Key(uint stored) => stored & 0x7FFF_FFFF;
+    }
+
+    /// <summary>bf16 weight bits: |w| widened to fp32 bits, the magnitude key.</summary>
+    private readonly struct BF16Magnitude : IKeyView<ushort>
+    {
+        public static uint Key(ushort stored) => (uint)(stored & 0x7FFF) << 16;
+    }
+
+    /// <summary>
+    /// <see cref="Histogram(ReadOnlySpan{uint}, BitMask, long, int, uint, Span{long})"/> of the magnitude keys of fp32 or
+    /// bf16 weights read straight from their little-endian bytes, without a key array or a copy. The caller guarantees
+    /// there is no NaN among them (magnitude keys refuse NaN; this reads bits as they are).
+    /// </summary>
+    public static bool HistogramOfWeights(ReadOnlySpan<byte> raw, Checkpoints.TensorDType dtype, BitMask mask, long maskOffset, int level, uint prefix, Span<long> histogram)
+    {
+        if (!BitConverter.IsLittleEndian || dtype is not (Checkpoints.TensorDType.F32 or Checkpoints.TensorDType.BF16))
+            throw new ArgumentException($"weights are read directly as F32 or BF16 on little-endian machines, not {dtype}", nameof(dtype));
+        int size = dtype == Checkpoints.TensorDType.F32 ? 4 : 2;
+        if (raw.Length % size != 0) throw new ArgumentException($"{raw.Length} bytes are not whole {dtype} elements", nameof(raw));
+        long count = raw.Length / size;
+        CheckHistogram(count, mask, maskOffset, level, prefix, histogram);
+        uint[] counts = ArrayPool<uint>.Shared.Rent(Buckets);
+        try
+        {
+            Array.Clear(counts, 0, Buckets);
+            bool lowZero;
+            if (dtype == Checkpoints.TensorDType.F32)
+            {
+                var bits = MemoryMarshal.Cast<byte, uint>(raw);
+                lowZero = level == 0 ? CountTop<uint, F32Magnitude>(bits, mask.Words, maskOffset, counts) : CountLow<uint, F32Magnitude>(bits, mask.Words, maskOffset, prefix, counts);
+            }
+            else
+            {
+                var bits = MemoryMarshal.Cast<byte, ushort>(raw);
+                lowZero = level == 0 ? CountTop<ushort, BF16Magnitude>(bits, mask.Words, maskOffset, counts) : CountLow<ushort, BF16Magnitude>(bits, mask.Words, maskOffset, prefix, counts);
+            }
+            for (int b = 0; b < Buckets; b++) histogram[b] += counts[b];
+            return lowZero;
+        }
+        finally
+        {
+            ArrayPool<uint>.Shared.Return(counts);
+        }
+    }
+
+    private static bool CountTop<TElem, TView>(ReadOnlySpan<TElem> keys, ReadOnlySpan<ulong> words, long maskOffset, uint[] counts)
+        where TElem : unmanaged where TView : struct, IKeyView<TElem>
     {
         ref uint h = ref MemoryMarshal.GetArrayDataReference(counts);
-        ref uint k = ref MemoryMarshal.GetReference(keys);
+        ref TElem k = ref MemoryMarshal.GetReference(keys);
         uint low = 0;
         int n = keys.Length;
         for (int start = 0; start < n; start += 64)
@@ -67,14 +129,14 @@ public static partial class RadixSelect
                 int i = start;
                 for (; i + 1 < end; i += 2)
                 {
-                    uint a = Unsafe.Add(ref k, i), b = Unsafe.Add(ref k, i + 1);
+                    uint a = TView.Key(Unsafe.Add(ref k, i)), b = TView.Key(Unsafe.Add(ref k, i + 1));
                     Unsafe.Add(ref h, (int)(a >> 16))++;
                     Unsafe.Add(ref h, (int)(b >> 16))++;
                     low |= a | b;
                 }
                 if (i < end)
                 {
-                    uint a = Unsafe.Add(ref k, i);
+                    uint a = TView.Key(Unsafe.Add(ref k, i));
                     Unsafe.Add(ref h, (int)(a >> 16))++;
                     low |= a;
                 }
@@ -83,7 +145,7 @@ public static partial class RadixSelect
             {
                 while (unmasked != 0)
                 {
-                    uint a = Unsafe.Add(ref k, start + BitOperations.TrailingZeroCount(unmasked));
+                    uint a = TView.Key(Unsafe.Add(ref k, start + BitOperations.TrailingZeroCount(unmasked)));
                     Unsafe.Add(ref h, (int)(a >> 16))++;
                     low |= a;
                     unmasked &= unmasked - 1;
@@ -93,7 +155,8 @@ public static partial class RadixSelect
         return (low & 0xFFFF) == 0;
     }
 
-    private static bool CountLow(ReadOnlySpan<uint> keys, ReadOnlySpan<ulong> words, long maskOffset, uint prefix, uint[] counts)
+    private static bool CountLow<TElem, TView>(ReadOnlySpan<TElem> keys, ReadOnlySpan<ulong> words, long maskOffset, uint prefix, uint[] counts)
+        where TElem : unmanaged where TView : struct, IKeyView<TElem>
     {
         int n = keys.Length;
         for (int start = 0; start < n; start += 64)
@@ -102,8 +165,9 @@ public static partial class RadixSelect
             ulong unmasked = ~MaskBits(words, maskOffset + start) & LowBits(len);
             if (unmasked == LowBits(len))
             {
-                foreach (uint a in keys.Slice(start, len))
+                foreach (TElem raw in keys.Slice(start, len))
                 {
+                    uint a = TView.Key(raw);
                     if (a >> 16 == prefix) counts[a & 0xFFFF]++;
                 }
             }
@@ -111,7 +175,7 @@ public static partial class RadixSelect
             {
                 while (unmasked != 0)
                 {
-                    uint a = keys[start + BitOperations.TrailingZeroCount(unmasked)];
+                    uint a = TView.Key(keys[start + BitOperations.TrailingZeroCount(unmasked)]);
                     if (a >> 16 == prefix) counts[a & 0xFFFF]++;
                     unmasked &= unmasked - 1;
                 }

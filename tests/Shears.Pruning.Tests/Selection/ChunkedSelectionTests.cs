@@ -92,4 +92,40 @@ public class ChunkedSelectionTests
             Assert.Equal(mask.CountSet() + take, actual.CountSet());
         }
     }
+
+    /// <summary>
+    /// Histograms read straight from fp32 and bf16 weight bits equal those of the magnitude keys, both levels, with
+    /// signs, ±0, ±Inf, subnormals, masked elements and an unaligned mask slice.
+    /// </summary>
+    [Theory]
+    [InlineData(Shears.Pruning.Checkpoints.TensorDType.F32)]
+    [InlineData(Shears.Pruning.Checkpoints.TensorDType.BF16)]
+    public void HistogramsOfWeightBitsEqualThoseOfTheirKeys(Shears.Pruning.Checkpoints.TensorDType dtype)
+    {
+        var random = new Random((int)dtype);
+        int count = 70_000, offset = 9;
+        var values = new float[count];
+        float[] special = [0f, -0f, float.PositiveInfinity, float.NegativeInfinity, float.Epsilon, -float.Epsilon, 1e-39f, -3.5f];
+        for (int i = 0; i < count; i++)
+            values[i] = i % 11 == 0 ? special[random.Next(special.Length)] : (float)(random.NextDouble() * 2 - 1) * (random.Next(3) == 0 ? 1e-3f : 1f);
+        byte[] raw = dtype == Shears.Pruning.Checkpoints.TensorDType.F32
+            ? values.SelectMany(BitConverter.GetBytes).ToArray()
+            : values.SelectMany(v => BitConverter.GetBytes((ushort)(BitConverter.SingleToUInt32Bits(v) >> 16))).ToArray();
+        var keys = new uint[count];
+        Shears.Pruning.Scoring.ScoreKeys.Magnitude(raw, dtype, keys, "w");
+        var mask = new BitMask(count + offset + 3);
+        for (int i = 0; i < mask.Length; i++) if (random.Next(4) == 0) mask.Set(i);
+
+        foreach (var (level, prefix) in new[] { (0, 0u), (1, keys[5] >> 16), (1, keys[12345] >> 16) })
+        {
+            var expected = new long[RadixSelect.Buckets];
+            var actual = new long[RadixSelect.Buckets];
+            bool a = RadixSelect.Histogram(keys, mask, offset, level, prefix, expected);
+            bool b = RadixSelect.HistogramOfWeights(raw, dtype, mask, offset, level, prefix, actual);
+            Assert.Equal(a, b);
+            Assert.Equal(expected, actual);
+            Assert.True(actual.Sum() > 0);
+        }
+        Assert.Throws<ArgumentException>(() => RadixSelect.HistogramOfWeights(new byte[8], Shears.Pruning.Checkpoints.TensorDType.F16, new BitMask(4), 0, 0, 0, new long[RadixSelect.Buckets]));
+    }
 }
