@@ -222,8 +222,7 @@ public sealed class BertEncoder : IDisposable
         {
             throw new ArgumentException($"The weight names describe {names.Layers.Count} layers; the config has {config.NumHiddenLayers}.");
         }
-        var builder = new StageBuilder<BertStage>(source, disposeTensors);
-        try
+        return StageBuilder<BertStage>.Build(source, disposeTensors, builder =>
         {
             var embeddings = builder.Stage(names.Embeddings.All, t => BertEmbeddings.FromTensors(config, names.Embeddings, t, device, dtype));
             var layers = new List<BertLayer>(config.NumHiddenLayers);
@@ -233,12 +232,7 @@ public sealed class BertEncoder : IDisposable
                 layers.Add(builder.Stage(names.Layers[i].All, t => BertLayer.FromTensors(config, index, names.Layers[index], t, device, dtype)));
             }
             return new BertEncoder(config, names, embeddings, layers);
-        }
-        catch
-        {
-            builder.DisposeBuilt();
-            throw;
-        }
+        });
     }
 
     public void Dispose()

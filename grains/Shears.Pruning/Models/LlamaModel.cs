@@ -110,8 +110,7 @@ public sealed class LlamaModel : IDisposable
         Func<IEnumerable<string>, IReadOnlyDictionary<string, Tensor>> source, bool disposeTensors, Func<int, IReadOnlyList<string>> layerNames)
     {
         config.Validate();
-        var builder = new StageBuilder<LlamaStage>(source, disposeTensors);
-        try
+        return StageBuilder<LlamaStage>.Build(source, disposeTensors, builder =>
         {
             var embedding = builder.Stage(LlamaWeights.EmbeddingNames(), t => LlamaEmbedding.FromTensors(config, t, device, dtype));
             var layers = new List<LlamaDecoderLayer>(config.NumHiddenLayers);
@@ -124,12 +123,7 @@ public sealed class LlamaModel : IDisposable
                 ? builder.Stage([LlamaWeights.FinalNormName], t => LlamaHead.TiedTo(embedding, t))
                 : builder.Stage(LlamaWeights.HeadNames(config), t => LlamaHead.FromTensors(config, t, device, dtype));
             return new LlamaModel(config, embedding, layers, head);
-        }
-        catch
-        {
-            builder.DisposeBuilt();
-            throw;
-        }
+        });
     }
 
     public void Dispose()

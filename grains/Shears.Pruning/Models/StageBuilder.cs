@@ -34,7 +34,22 @@ internal sealed class StageBuilder<TStage>(Func<IEnumerable<string>, IReadOnlyDi
         }
     }
 
-    public void DisposeBuilt()
+    /// <summary>Runs <paramref name="build"/>; if it throws, every stage it built so far is disposed.</summary>
+    public static T Build<T>(Func<IEnumerable<string>, IReadOnlyDictionary<string, Tensor>> source, bool disposeTensors, Func<StageBuilder<TStage>, T> build)
+    {
+        var builder = new StageBuilder<TStage>(source, disposeTensors);
+        try
+        {
+            return build(builder);
+        }
+        catch
+        {
+            builder.DisposeBuilt();
+            throw;
+        }
+    }
+
+    private void DisposeBuilt()
     {
         foreach (var stage in _built)
         {
