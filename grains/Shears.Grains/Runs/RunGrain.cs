@@ -129,8 +129,8 @@ public sealed class RunGrain(
         return sequences;
     }
 
-    /// <summary>The evaluation and fine-tuning token ids, checked before the run starts.</summary>
-    private static (IReadOnlyList<long[]>? Eval, IReadOnlyList<long[]>? Train) LoadTokenIds(RunSpec spec, CheckpointManifest manifest)
+    /// <summary>The evaluation, fine-tuning and calibration sequences (token ids, or sentences for an encoder), checked before the run starts.</summary>
+    private static (IReadOnlyList<long[]>? Eval, IReadOnlyList<long[]>? Train, IReadOnlyList<long[]>? Calibration) LoadTokenIds(RunSpec spec, CheckpointManifest manifest)
     {
         IReadOnlyList<long[]>? Read(string? path, string option)
         {
@@ -148,8 +148,7 @@ public sealed class RunGrain(
                 throw new RunRejectedException($"{option}: {e.Message}");
             }
         }
-        Read(spec.Calibration, "--calibration");
-        return (Read(spec.EvalData, "--eval"), Read(spec.FinetuneData, "--finetune-data"));
+        return (Read(spec.EvalData, "--eval"), Read(spec.FinetuneData, "--finetune-data"), Read(spec.Calibration, "--calibration"));
     }
 
     /// <summary>
@@ -298,15 +297,12 @@ public sealed class RunGrain(
             await Resilient("loading", () => Task.CompletedTask);
 
             long[][]? progressive = spec.Scope == RunOptions.Scopes.Progressive ? ProgressiveTargets(plan, infos, targets, spec.ProgressiveSpread) : null;
-            var (evalData, trainData) = spec.NeedsPipeline ? LoadTokenIds(spec, manifest) : (null, null);
+            var (evalData, trainData, calibrationData) = spec.NeedsPipeline ? LoadTokenIds(spec, manifest) : (null, null, null);
             bool encoder = plan.Stages is [{ Model: StagePlan.BertModel }, ..];
             var queries = encoder ? EncoderQueries(spec, manifest) : null;
             int hidden = plan.Hidden;
             // Calibration sequences are read and tokenized once for all rounds.
-            IReadOnlyList<long[]>? calibration = spec.NeedsCalibration
-                ? (encoder ? EncoderSentences(spec.Calibration!, "--calibration", manifest)
-                    : DecoderTokenIds(spec.Calibration!, spec, manifest)).Take(spec.CalibrationSamples).ToArray()
-                : null;
+            IReadOnlyList<long[]>? calibration = spec.NeedsCalibration ? calibrationData!.Take(spec.CalibrationSamples).ToArray() : null;
             if (encoder && (state.State.DenseEval is null && evalData is not null || state.State.DenseTrain is null && trainData is not null))
             {
                 // The dense model's sentence embeddings: what fidelity compares with, and what distillation pulls toward.
