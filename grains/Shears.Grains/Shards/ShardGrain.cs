@@ -69,7 +69,7 @@ public sealed class ShardGrain(
                 _stage = await compute.RunAsync(() => BuildStage(assignment, plan));
             _assignment = assignment;
         }
-        _stage?.Invalidate();
+        _stage?.Reset();
         long bytes = _pieces.Sum(p => (long)p.ByteLength);
         ShearsMetrics.BytesRead.Add(bytes, new KeyValuePair<string, object?>("run", assignment.RunId));
         ShearsMetrics.Shard(assignment.RunId, this.GetPrimaryKeyString(), _pieces.Sum(p => p.Mask.CountSet()));
@@ -164,20 +164,19 @@ public sealed class ShardGrain(
                         CheckFinite(map.Span.Slice(at, Math.Min(IoChunkBytes, length - at)), entry, elementOffset + at / size);
                     continue;
                 }
-                // Every byte is read into it: no need to clear it first.
+                // Every byte is read into it, from the checkpoint or from the committed round's trained weights: no need
+                // to clear it first.
                 var raw = GC.AllocateUninitializedArray<byte>(length);
+                using var trained = weights is null ? null : File.OpenHandle(weights);
+                if (trained is not null && RandomAccess.GetLength(trained) != length)
+                    throw new InvalidDataException($"{weights} holds {RandomAccess.GetLength(trained)} bytes, expected {length}");
                 for (int at = 0; at < raw.Length; at += IoChunkBytes)
                 {
                     var chunk = raw.AsSpan(at, Math.Min(IoChunkBytes, raw.Length - at));
-                    CheckpointReader.ReadTensorRange(manifest, entry, byteStart + at, chunk);
+                    if (trained is null) CheckpointReader.ReadTensorRange(manifest, entry, byteStart + at, chunk);
+                    else if (RandomAccess.Read(trained, chunk, at) != chunk.Length) throw new InvalidDataException($"{weights} ended early at byte {at}");
                     // Checked while the chunk is still in cache.
                     CheckFinite(chunk, entry, elementOffset + at / size);
-                }
-                if (weights is not null)
-                {
-                    var trained = File.ReadAllBytes(weights);
-                    if (trained.Length != raw.Length) throw new InvalidDataException($"{weights} holds {trained.Length} bytes, expected {raw.Length}");
-                    trained.CopyTo(raw, 0);
                 }
                 pieces[i] = new LoadedPiece(piece, entry, raw, null, mask, method, spec.Seed);
             }
@@ -334,7 +333,8 @@ public sealed class ShardGrain(
         var spec = Assignment.Spec;
         await compute.RunAsync(() =>
         {
-            ForgetStatistics();
+            // Kept statistics stay: each entry checks its piece's mask count, and masks only grow, so the pieces decided
+            // here fall out of them while pieces of split groups, applied next, keep theirs.
             if (spec.Pattern == RunOptions.Patterns.Heads)
             {
                 ApplyHeads(request.Sparsity);
@@ -503,9 +503,9 @@ public sealed class ShardGrain(
             {
             foreach (var piece in _pieces)
             {
-                // Chunk by chunk, while each is in cache: masked in place (the run is done with these bytes, and
-                // zeroing twice in a retried write changes nothing), zeros counted (the encoded size follows from them,
-                // SparseEncoding.Count), written.
+                // Chunk by chunk, while each is in cache: copied into the buffer with masked elements as +0.0 (the
+                // piece's own bytes stay as they are, so a retried write writes the same), zeros counted (the encoded
+                // size follows from them, SparseEncoding.Count), written.
                 int elementSize = piece.Entry.DType.ElementSize();
                 int chunkElements = IoChunkBytes / elementSize;
                 long nonZero = 0;
@@ -607,13 +607,25 @@ public sealed class ShardGrain(
 
     Task IShardGrain.ReleaseAsync()
     {
+        DropEverything();
+        DeactivateOnIdle();
+        return Task.CompletedTask;
+    }
+
+    /// <summary>A grain that deactivates without ReleaseAsync (idle, or its run's coordinator lost) still unmaps its weights.</summary>
+    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        DropEverything();
+        return Task.CompletedTask;
+    }
+
+    private void DropEverything()
+    {
         ForgetStatistics();
         _stage?.Dispose();
         _stage = null;
         foreach (var piece in _pieces) piece.Dispose();
         _pieces = [];
         _manifest = null;
-        DeactivateOnIdle();
-        return Task.CompletedTask;
     }
 }

@@ -9,15 +9,14 @@ internal static class ShardMath
     /// <summary>A copy of the piece's bytes with its masked elements written as +0.0.</summary>
     public static byte[] Masked(LoadedPiece piece)
     {
-        var bytes = piece.Bytes.ToArray();
+        var bytes = GC.AllocateUninitializedArray<byte>(piece.ByteLength);
         MaskedRange(piece, 0, (int)piece.Piece.Elements, bytes);
         return bytes;
     }
 
     /// <summary>
     /// Copies the <paramref name="count"/> elements from <paramref name="firstElement"/> (a multiple of 64) of the piece
-    /// into <paramref name="destination"/> (unless they are already there) with the masked ones written as +0.0, and
-    /// returns the bytes written.
+    /// into <paramref name="destination"/> with the masked ones written as +0.0, and returns the bytes written.
     /// </summary>
     public static Span<byte> MaskedRange(LoadedPiece piece, long firstElement, int count, Span<byte> destination)
     {
@@ -25,7 +24,7 @@ internal static class ShardMath
         int size = piece.Entry.DType.ElementSize();
         var source = piece.Bytes.Slice(checked((int)(firstElement * size)), count * size);
         var bytes = destination[..source.Length];
-        if (!source.Overlaps(bytes)) source.CopyTo(bytes);
+        source.CopyTo(bytes);
         var words = piece.Mask.Words.Slice((int)(firstElement / 64), (count + 63) / 64);
         if (size == 2) Zero<ushort>(bytes, words);
         else if (size == 4) Zero<uint>(bytes, words);

@@ -41,6 +41,16 @@ internal sealed class StageRunner(
         DisposeStage();
     }
 
+    /// <summary>
+    /// Back to the start of a round (the shard was loaded again, e.g. after a lost silo): the built stage and any
+    /// calibration inputs collected so far are dropped, so a repeated round does not count its inputs twice.
+    /// </summary>
+    public void Reset()
+    {
+        DisposeStage();
+        DropCalibration();
+    }
+
     private LlamaStage Stage(IReadOnlyList<LoadedPiece> pieces)
     {
         Build(pieces);

@@ -96,8 +96,8 @@ public static class SparseGpt
         var h = stats.Hessian(w.device);
         var diagonal = h.diagonal();
         var dead = diagonal.eq(0);
-        diagonal.masked_fill_(dead, 1.0);
-        w.masked_fill_(dead.unsqueeze(0), 0);
+        diagonal.masked_fill_(dead, HeldScalars.One);
+        w.masked_fill_(dead.unsqueeze(0), HeldScalars.Zero);
         using var lambda = (dampening * diagonal.mean().item<double>()).ToScalar(); // held to the end: implicit Scalars can be finalized mid-call
         diagonal.add_(lambda, HeldScalars.One);
 

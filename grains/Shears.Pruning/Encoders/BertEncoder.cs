@@ -123,8 +123,11 @@ public sealed class BertEncoder : IDisposable
         using var scope = NewDisposeScope();
         var h = lastHiddenState.detach().to(ScalarType.Float32);
         var m = attentionMask.to(ScalarType.Float32, h.device).unsqueeze(-1);
-        var mean = (h * m).sum(1) / m.sum(1).clamp_min(1e-9);
-        var unit = mean / mean.norm(1, keepdim: true).clamp_min(1e-12);
+        // Scalars held for the calls: TorchSharp may finalize an implicit one while libtorch reads it.
+        using var tinyCount = 1e-9.ToScalar();
+        using var tinyNorm = 1e-12.ToScalar();
+        var mean = (h * m).sum(1) / m.sum(1).clamp_min(tinyCount);
+        var unit = mean / mean.norm(1, keepdim: true).clamp_min(tinyNorm);
         var (rows, width) = ((int)unit.shape[0], (int)unit.shape[1]);
         var flat = unit.cpu().contiguous().data<float>().ToArray();
         return [.. Enumerable.Range(0, rows).Select(r => flat.AsSpan(r * width, width).ToArray())];

@@ -54,6 +54,12 @@ public sealed class MaskedAdamW : IDisposable
         Beta2 = beta2;
         Epsilon = epsilon;
         WeightDecay = weightDecay;
+        // Held for the optimizer's life: TorchSharp may finalize an implicit Scalar while libtorch reads it.
+        _beta1 = beta1.ToScalar();
+        _oneMinusBeta1 = (1 - beta1).ToScalar();
+        _beta2 = beta2.ToScalar();
+        _oneMinusBeta2 = (1 - beta2).ToScalar();
+        _epsilon = epsilon.ToScalar();
 
         foreach (var (name, weight) in parameters)
         {
@@ -87,6 +93,8 @@ public sealed class MaskedAdamW : IDisposable
             }
         }
     }
+
+    private readonly Scalar _beta1, _oneMinusBeta1, _beta2, _oneMinusBeta2, _epsilon;
 
     public double LearningRate { get; set; }
 
@@ -145,10 +153,9 @@ public sealed class MaskedAdamW : IDisposable
                 continue;
             }
             // Scalars are held in locals to the end of the scope: TorchSharp may finalize an implicit one while libtorch reads it.
-            using var zero = 0.0.ToScalar();
             if (state.Pruned is not null)
             {
-                grad.masked_fill_(state.Pruned, zero);
+                grad.masked_fill_(state.Pruned, HeldScalars.Zero);
             }
             state.ExpAvg ??= zeros_like(state.Weight).DetachFromDisposeScope();
             state.ExpAvgSq ??= zeros_like(state.Weight).DetachFromDisposeScope();
@@ -156,19 +163,14 @@ public sealed class MaskedAdamW : IDisposable
 
             var weight = state.Weight;
             using var decay = (1 - LearningRate * WeightDecay).ToScalar();
-            using var beta1 = Beta1.ToScalar();
-            using var oneMinusBeta1 = (1 - Beta1).ToScalar();
-            using var beta2 = Beta2.ToScalar();
-            using var oneMinusBeta2 = (1 - Beta2).ToScalar();
             var biasCorrection1 = 1 - Math.Pow(Beta1, state.Step);
             var biasCorrection2 = 1 - Math.Pow(Beta2, state.Step);
             using var correction2 = Math.Sqrt(biasCorrection2).ToScalar();
-            using var epsilon = Epsilon.ToScalar();
             using var step = (-LearningRate / biasCorrection1).ToScalar();
             weight.mul_(decay);
-            state.ExpAvg.mul_(beta1).add_(grad, alpha: oneMinusBeta1);
-            state.ExpAvgSq.mul_(beta2).addcmul_(grad, grad, value: oneMinusBeta2);
-            var denominator = state.ExpAvgSq.sqrt().div_(correction2).add_(epsilon, HeldScalars.One);
+            state.ExpAvg.mul_(_beta1).add_(grad, alpha: _oneMinusBeta1);
+            state.ExpAvgSq.mul_(_beta2).addcmul_(grad, grad, value: _oneMinusBeta2);
+            var denominator = state.ExpAvgSq.sqrt().div_(correction2).add_(_epsilon, HeldScalars.One);
             weight.addcdiv_(state.ExpAvg, denominator, value: step);
             state.ApplyMask();
         }
@@ -195,6 +197,10 @@ public sealed class MaskedAdamW : IDisposable
         foreach (var state in _states.Values)
         {
             state.Dispose();
+        }
+        foreach (var scalar in new[] { _beta1, _oneMinusBeta1, _beta2, _oneMinusBeta2, _epsilon })
+        {
+            scalar.Dispose();
         }
     }
 
