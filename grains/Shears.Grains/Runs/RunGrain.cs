@@ -116,10 +116,9 @@ public sealed class RunGrain(
     /// A decoder's token-id sequences from <paramref name="path"/> (a .json file of id arrays, or text tokenized by the
     /// checkpoint's own tokenizer), every id checked against the model's vocabulary.
     /// </summary>
-    private static IReadOnlyList<long[]> DecoderTokenIds(string path, RunSpec spec, CheckpointManifest manifest)
+    private static IReadOnlyList<long[]> DecoderTokenIds(string path, RunSpec spec, Func<Shears.Pruning.Models.CheckpointTokenizer> tokenizer, int vocab)
     {
-        var sequences = Shears.Pruning.Models.EvalData.LoadTokenIds(path, spec.EvalSeqLen, manifest.Root);
-        int vocab = Shears.Pruning.Models.LlamaConfig.Load(manifest.Root).VocabSize;
+        var sequences = Shears.Pruning.Models.EvalData.LoadTokenIds(path, spec.EvalSeqLen, tokenizer);
         for (int s = 0; s < sequences.Count; s++)
         {
             int bad = Array.FindIndex(sequences[s], id => id >= vocab);
@@ -132,6 +131,9 @@ public sealed class RunGrain(
     /// <summary>The evaluation, fine-tuning and calibration sequences (token ids, or sentences for an encoder), checked before the run starts.</summary>
     private static (IReadOnlyList<long[]>? Eval, IReadOnlyList<long[]>? Train, IReadOnlyList<long[]>? Calibration) LoadTokenIds(RunSpec spec, CheckpointManifest manifest)
     {
+        // One tokenizer and one config read for all three files, and only when a decoder needs them.
+        var tokenizer = new Lazy<Shears.Pruning.Models.CheckpointTokenizer>(() => Shears.Pruning.Models.CheckpointTokenizer.Load(manifest.Root));
+        var vocab = new Lazy<int>(() => Shears.Pruning.Models.LlamaConfig.Load(manifest.Root).VocabSize);
         IReadOnlyList<long[]>? Read(string? path, string option)
         {
             if (path is null) return null;
@@ -140,7 +142,7 @@ public sealed class RunGrain(
             {
                 return manifest.Format == CheckpointFormat.Onnx
                     ? EncoderSentences(path, option, manifest)
-                    : DecoderTokenIds(path, spec, manifest);
+                    : DecoderTokenIds(path, spec, () => tokenizer.Value, vocab.Value);
             }
             catch (Exception e) when (e is ArgumentException or FormatException or NotSupportedException or System.Text.Json.JsonException or IOException
                                           or Shears.Pruning.Models.LlamaConfigException)

@@ -13,7 +13,14 @@ public static class EvalData
     /// file) and cut into consecutive sequences of <paramref name="seqLen"/> tokens; a shorter last piece is kept
     /// if it holds at least 2 tokens, so every token of the file after the first is predicted exactly once.
     /// </summary>
-    public static IReadOnlyList<long[]> LoadTokenIds(string path, int seqLen, string? checkpointDir = null)
+    public static IReadOnlyList<long[]> LoadTokenIds(string path, int seqLen, string? checkpointDir = null) =>
+        LoadTokenIds(path, seqLen, checkpointDir is null ? null : () => CheckpointTokenizer.Load(checkpointDir));
+
+    /// <summary>
+    /// As <see cref="LoadTokenIds(string, int, string?)"/>, with the tokenizer given (asked for only when the file is
+    /// text): a run reading several files loads its tokenizer once.
+    /// </summary>
+    public static IReadOnlyList<long[]> LoadTokenIds(string path, int seqLen, Func<CheckpointTokenizer>? tokenizer)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         if (seqLen < 2)
@@ -23,12 +30,12 @@ public static class EvalData
         var full = Path.GetFullPath(path);
         if (!string.Equals(Path.GetExtension(full), ".json", StringComparison.OrdinalIgnoreCase))
         {
-            if (checkpointDir is null)
+            if (tokenizer is null)
             {
                 throw new NotSupportedException(
                     $"Evaluation data '{full}' is text, and no checkpoint tokenizer was given to tokenize it; use a .json file of token-id arrays.");
             }
-            return Cut(CheckpointTokenizer.Load(checkpointDir).Encode(ReadText(full)), seqLen, full);
+            return Cut(tokenizer().Encode(ReadText(full)), seqLen, full);
         }
 
         byte[] bytes;
