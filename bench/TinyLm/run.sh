@@ -18,3 +18,4 @@ mkdir -p "$here/data"
 cp -r client/Shears.Client/bin/Release/net10.0/linux-x64 "$here/data/shears"
 tinylm="$here/bin/Release/net10.0/linux-x64/tinylm"
 time "$tinylm" all "$@"
+"$here/keep-results.sh"   # the raw results and the text-evaluation check → bench/TinyLm/results/
