@@ -265,14 +265,23 @@ internal sealed class StageRunner(
         bool sparseGpt = method == RunOptions.Methods.SparseGpt;
         var pattern = nm.M > 0 ? new NmPattern(nm.N, nm.M) : null;
         // Input features: columns of an [out, in] decoder weight, rows of an encoder's stored [in, out] matrix.
-        var stats = pieces.ToDictionary(p => p.Entry.Name, p => new InputStatistics(IsBert ? p.Rows : p.Cols, withGram: sparseGpt), StringComparer.Ordinal);
+        var features = pieces.ToDictionary(p => p.Entry.Name, p => IsBert ? p.Rows : p.Cols, StringComparer.Ordinal);
+        // Weights that read the same input (q/k/v, gate/up) share one set of statistics, gathered once per batch: the
+        // layer hands the same tensor to each of their captures in a row.
+        var stats = new Dictionary<string, InputStatistics>(StringComparer.Ordinal);
+        Tensor? lastInput = null;
+        InputStatistics? lastStats = null;
         try
         {
             Build(pieces);
             Action<string, Tensor> capture = (name, x) =>
             {
-                if (!stats.TryGetValue(name, out var s)) return;
-                AddValidPositions(s, x, _current!);
+                if (!features.TryGetValue(name, out long width)) return;
+                bool sameInput = ReferenceEquals(x, lastInput) && lastStats is not null && lastStats.Features == width;
+                if (!stats.TryGetValue(name, out var s))
+                    stats[name] = s = sameInput ? lastStats! : new InputStatistics(width, withGram: sparseGpt);
+                if (!(sameInput && ReferenceEquals(s, lastStats))) AddValidPositions(s, x, _current!);
+                (lastInput, lastStats) = (x, s);
             };
             if (_stage is LlamaDecoderLayer llamaLayer) llamaLayer.Capture = capture;
             var bertLayer = _bert as Shears.Pruning.Encoders.BertLayer;
@@ -290,6 +299,9 @@ internal sealed class StageRunner(
             if (_stage is LlamaDecoderLayer done) done.Capture = null;
             if (bertLayer is not null) bertLayer.Capture = null;
             _current = null;
+            (lastInput, lastStats) = (null, null);
+            foreach (var name in features.Keys)
+                if (!stats.ContainsKey(name)) throw new InvalidOperationException($"layer {Plan.Layer}: no calibration input reached '{name}'");
 
             foreach (var piece in pieces)
             {
@@ -319,7 +331,7 @@ internal sealed class StageRunner(
         }
         finally
         {
-            foreach (var s in stats.Values) s.Dispose();
+            foreach (var s in stats.Values.Distinct()) s.Dispose();
         }
 
         // The next layer calibrates on what this pruned layer computes.
