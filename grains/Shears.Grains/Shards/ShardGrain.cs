@@ -101,8 +101,12 @@ public sealed class ShardGrain(
         return new StageRunner(plan, config, device.Device, frozen);
     }
 
+    // RunSpec's lists compare by reference and every assignment arrives as a copy: compare them by content, or a
+    // shard that kept its weights would reload them from the checkpoint all the same.
     private static bool SameData(ShardAssignment a, ShardAssignment b) =>
-        a.RunId == b.RunId && a.ModelPath == b.ModelPath && a.Pieces.SequenceEqual(b.Pieces) && a.Spec == b.Spec;
+        a.RunId == b.RunId && a.ModelPath == b.ModelPath && a.Pieces.SequenceEqual(b.Pieces)
+        && a.Spec with { Include = Array.Empty<string>(), Exclude = Array.Empty<string>() } == b.Spec with { Include = Array.Empty<string>(), Exclude = Array.Empty<string>() }
+        && a.Spec.Include.SequenceEqual(b.Spec.Include) && a.Spec.Exclude.SequenceEqual(b.Spec.Exclude);
 
     private void RestoreMasks(ShardAssignment assignment)
     {
