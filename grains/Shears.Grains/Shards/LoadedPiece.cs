@@ -2,6 +2,7 @@ using Shears.Contracts;
 using Shears.Pruning.Checkpoints;
 using Shears.Pruning.Masks;
 using Shears.Pruning.Scoring;
+using Shears.Pruning.Selection;
 
 namespace Shears.Grains.Shards;
 
@@ -68,6 +69,11 @@ internal sealed class LoadedPiece(TensorPiece piece, TensorEntry entry, byte[]? 
         int size = Entry.DType.ElementSize();
         ScoreKeys.Magnitude(Bytes.Slice(checked((int)(start * size)), keys.Length * size), Entry.DType, keys, Entry.Name, ElementOffset + start);
     }
+
+    /// <summary>Histogram of the unmasked keys at a level: straight from the weight bits when it may, else chunk by chunk.</summary>
+    public bool Histogram(int level, uint prefix, Span<long> into) => KeysFromBytes
+        ? RadixSelect.HistogramOfWeights(Bytes, Entry.DType, Mask, 0, level, prefix, into)
+        : RadixSelect.Histogram(Piece.Elements, FillKeys, Mask, 0, level, prefix, into);
 
     public void Dispose()
     {

@@ -247,16 +247,13 @@ public sealed class ShardGrain(
         {
             var piece = _pieces[i];
             if (piece.Piece.Group != request.Group || !piece.Scored) continue;
-            bool Count(Span<long> into) => piece.KeysFromBytes
-                ? RadixSelect.HistogramOfWeights(piece.Bytes, piece.Entry.DType, piece.Mask, 0, request.Level, request.Prefix, into)
-                : RadixSelect.Histogram(piece.Piece.Elements, piece.FillKeys, piece.Mask, 0, request.Level, request.Prefix, into);
             if (piece.Piece.Elements < CachedHistogramElements)
             {
-                lowBitsZero &= Count(histogram);
+                lowBitsZero &= piece.Histogram(request.Level, request.Prefix, histogram);
                 continue;
             }
             var own = new long[RadixSelect.Buckets];
-            bool lowZero = Count(own);
+            bool lowZero = piece.Histogram(request.Level, request.Prefix, own);
             _histograms[(i, request.Level, request.Prefix)] = new PieceHistogram(own, lowZero, piece.Mask.CountSet());
             for (int b = 0; b < own.Length; b++) histogram[b] += own[b];
             lowBitsZero &= lowZero;
@@ -352,7 +349,7 @@ public sealed class ShardGrain(
                 {
                     case RunOptions.Patterns.Unstructured:
                         long more = request.TargetMasked[i] - piece.Mask.CountSet();
-                        if (more > 0) LocalSelection.MaskSmallest(piece.FillKeys, piece.Mask, more);
+                        if (more > 0) LocalSelection.MaskSmallest(piece.FillKeys, piece.Mask, more, piece.Histogram);
                         break;
                     case "2:4" or "4:8":
                         var (n, m) = spec.NmPattern;

@@ -28,11 +28,13 @@ public static class LocalSelection
     /// <see cref="MaskSmallest(ReadOnlySpan{uint}, BitMask, long)"/> with the <paramref name="mask"/>.Length keys filled
     /// chunk by chunk by <paramref name="fill"/> instead of held in memory.
     /// </summary>
-    public static SelectionResult MaskSmallest(KeyFiller fill, BitMask mask, long count)
+    /// <param name="histogram">How the piece histograms its keys, when it has a faster way than filling them (e.g.
+    /// reading weight bits directly); by default through <paramref name="fill"/>.</param>
+    public static SelectionResult MaskSmallest(KeyFiller fill, BitMask mask, long count, PieceHistogram? histogram = null)
     {
         ArgumentNullException.ThrowIfNull(fill);
         ArgumentNullException.ThrowIfNull(mask);
-        return Select(new FilledKeys(fill, mask.Length), mask, count);
+        return Select(new FilledKeys(fill, mask.Length, histogram), mask, count);
     }
 
     /// <summary>Where the keys of one selection come from: held in memory or filled on demand.</summary>
@@ -52,9 +54,10 @@ public static class LocalSelection
         public long Apply(BitMask mask, uint threshold, long ties) => RadixSelect.ApplyThreshold(_keys, mask, threshold, ties);
     }
 
-    private readonly struct FilledKeys(KeyFiller fill, long count) : IKeys
+    private readonly struct FilledKeys(KeyFiller fill, long count, PieceHistogram? own) : IKeys
     {
-        public bool Histogram(BitMask mask, int level, uint prefix, Span<long> histogram) => RadixSelect.Histogram(count, fill, mask, 0, level, prefix, histogram);
+        public bool Histogram(BitMask mask, int level, uint prefix, Span<long> histogram) =>
+            own is not null ? own(level, prefix, histogram) : RadixSelect.Histogram(count, fill, mask, 0, level, prefix, histogram);
 
         public long Apply(BitMask mask, uint threshold, long ties) => RadixSelect.ApplyThreshold(count, fill, mask, threshold, ties);
     }

@@ -10,6 +10,13 @@ namespace Shears.Pruning.Selection;
 /// </summary>
 public delegate void KeyFiller(long start, Span<uint> keys);
 
+/// <summary>
+/// Adds to <paramref name="histogram"/> the digits of a piece's unmasked keys at <paramref name="level"/> (see
+/// <see cref="RadixSelect.Histogram(ReadOnlySpan{uint}, BitMask, long, int, uint, Span{long})"/>), however the piece
+/// reads them; returns whether every key counted has zero low 16 bits.
+/// </summary>
+public delegate bool PieceHistogram(int level, uint prefix, Span<long> histogram);
+
 public static partial class RadixSelect
 {
     /// <summary>Keys filled per step by the <see cref="KeyFiller"/> overloads: a multiple of 64, 256 KiB of keys.</summary>

@@ -128,4 +128,27 @@ public class ChunkedSelectionTests
         }
         Assert.Throws<ArgumentException>(() => RadixSelect.HistogramOfWeights(new byte[8], Shears.Pruning.Checkpoints.TensorDType.F16, new BitMask(4), 0, 0, 0, new long[RadixSelect.Buckets]));
     }
+
+    [Fact]
+    public void LocalSelectionWithHistogramsFromWeightBitsMasksTheSameElements()
+    {
+        var random = new Random(8);
+        int count = 2 * RadixSelect.ChunkKeys + 321;
+        // Few distinct magnitudes, both signs: ties across the sign bit.
+        var values = Enumerable.Range(0, count).Select(_ => (random.Next(2) == 0 ? -1 : 1) * random.Next(50) / 64f).ToArray();
+        var raw = values.SelectMany(BitConverter.GetBytes).ToArray();
+        var keys = new uint[count];
+        Shears.Pruning.Scoring.ScoreKeys.Magnitude(raw, Shears.Pruning.Checkpoints.TensorDType.F32, keys, "w");
+        var (_, mask) = Data(9, count, count, 0);
+        foreach (long take in new[] { 1L, (count - mask.CountSet()) / 3 })
+        {
+            var expected = mask.Clone();
+            var actual = mask.Clone();
+            var a = LocalSelection.MaskSmallest(keys, expected, take);
+            var b = LocalSelection.MaskSmallest(Filler(keys), actual, take,
+                (level, prefix, into) => RadixSelect.HistogramOfWeights(raw, Shears.Pruning.Checkpoints.TensorDType.F32, actual, 0, level, prefix, into));
+            Assert.Equal(a, b);
+            Assert.True(expected.SequenceEqual(actual), $"take {take}");
+        }
+    }
 }
