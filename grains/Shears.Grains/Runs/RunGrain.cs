@@ -305,23 +305,31 @@ public sealed class RunGrain(
             int hidden = plan.Hidden;
             // Calibration sequences are read and tokenized once for all rounds.
             IReadOnlyList<long[]>? calibration = spec.NeedsCalibration ? calibrationData!.Take(spec.CalibrationSamples).ToArray() : null;
-            if (encoder && (state.State.DenseEval is null && evalData is not null || state.State.DenseTrain is null && trainData is not null))
+            // The dense model's sentence embeddings: what fidelity compares with, and what distillation pulls toward.
+            float[]? denseEval = null, denseTrain = null, denseQueries = null;
+            if (encoder && (evalData is not null || trainData is not null))
             {
-                // The dense model's sentence embeddings: what fidelity compares with, and what distillation pulls toward.
-                await SetStatus(s => s with { Phase = "embedding sentences with the dense model" });
-                await Resilient("dense embeddings", async () =>
+                if (!state.State.DenseEmbedded)
                 {
-                    if (evalData is not null) state.State.DenseEval = Flatten(await EmbedAsync(evalData, hidden, token));
-                    if (trainData is not null) state.State.DenseTrain = Flatten(await EmbedAsync(trainData, hidden, token));
-                    if (queries is not null) state.State.DenseQueries = Flatten(await EmbedAsync(queries, hidden, token));
-                });
-                await state.WriteStateAsync();
+                    await SetStatus(s => s with { Phase = "embedding sentences with the dense model" });
+                    await Resilient("dense embeddings", async () =>
+                    {
+                        if (evalData is not null) WriteDense("eval", Flatten(await EmbedAsync(evalData, hidden, token)));
+                        if (trainData is not null) WriteDense("train", Flatten(await EmbedAsync(trainData, hidden, token)));
+                        if (queries is not null) WriteDense("queries", Flatten(await EmbedAsync(queries, hidden, token)));
+                    });
+                    state.State.DenseEmbedded = true;
+                    await state.WriteStateAsync();
+                }
+                denseEval = evalData is not null ? ReadDense("eval") : null;
+                denseTrain = trainData is not null ? ReadDense("train") : null;
+                denseQueries = queries is not null ? ReadDense("queries") : null;
             }
             if (encoder && evalData is not null && Status.Baseline is null)
             {
-                var dense = Unflatten(state.State.DenseEval!, hidden);
-                var denseQueries = state.State.DenseQueries is { } q ? Unflatten(q, hidden) : null;
-                await SetStatus(s => s with { Baseline = EncoderMetric(dense, dense, evalData, denseQueries) });
+                var dense = Unflatten(denseEval!, hidden);
+                var denseQueryRows = denseQueries is { } q ? Unflatten(q, hidden) : null;
+                await SetStatus(s => s with { Baseline = EncoderMetric(dense, dense, evalData, denseQueryRows) });
                 ShearsMetrics.Eval(RunId, 1.0);
             }
             else if (evalData is not null && Status.Baseline is null)
@@ -348,13 +356,13 @@ public sealed class RunGrain(
                     if (trainData is not null)
                     {
                         await SetStatus(s => s with { Phase = $"round {round}/{targets.Length}: {(encoder ? "distilling" : "fine-tuning")}" });
-                        loss = await FineTuneAsync(plan, spec, trainData, round, hidden, token, encoder ? state.State.DenseTrain : null);
+                        loss = await FineTuneAsync(plan, spec, trainData, round, hidden, token, encoder ? denseTrain : null);
                     }
                     if (evalData is not null)
                     {
                         await SetStatus(s => s with { Phase = $"round {round}/{targets.Length}: evaluating" });
                         eval = encoder
-                            ? EncoderMetric(Unflatten(state.State.DenseEval!, hidden), await EmbedAsync(evalData, hidden, token), evalData,
+                            ? EncoderMetric(Unflatten(denseEval!, hidden), await EmbedAsync(evalData, hidden, token), evalData,
                                 queries is null ? null : await EmbedAsync(queries, hidden, token))
                             : await EvaluateAsync(plan, evalData, hidden, token);
                     }
@@ -490,6 +498,20 @@ public sealed class RunGrain(
     }
 
     private static float[] Flatten(float[][] rows) => rows.SelectMany(r => r).ToArray();
+
+    private string DensePath(string name) => Path.Combine(state.State.StateDirectory!, $"dense-{name}.f32");
+
+    /// <summary>Writes embeddings where every silo reaches them (a coordinator elsewhere reads them back), atomically.</summary>
+    private void WriteDense(string name, float[] values)
+    {
+        string path = DensePath(name);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        File.WriteAllBytes(path + ".tmp", System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()).ToArray());
+        File.Move(path + ".tmp", path, overwrite: true);
+    }
+
+    private float[] ReadDense(string name) =>
+        System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(File.ReadAllBytes(DensePath(name))).ToArray();
 
     private static float[][] Unflatten(float[] flat, int width) => flat.Chunk(width).ToArray();
 

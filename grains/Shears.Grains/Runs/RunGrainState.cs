@@ -13,9 +13,9 @@ public sealed class RunGrainState
     [Id(3)] public List<ShardResult> Shards { get; set; } = [];
     [Id(4)] public string? ReportJson { get; set; }
     [Id(5)] public string? StateDirectory { get; set; }
-    /// <summary>Encoders: the dense model's sentence embeddings of the evaluation and fine-tuning sentences (flattened).</summary>
-    [Id(6)] public float[]? DenseEval { get; set; }
-    [Id(7)] public float[]? DenseTrain { get; set; }
-    /// <summary>Encoders evaluated on sentence pairs: the dense model's embeddings of the query column.</summary>
-    [Id(8)] public float[]? DenseQueries { get; set; }
+    /// <summary>
+    /// Encoders: the dense model's sentence embeddings of the evaluation, fine-tuning and query sentences are written to
+    /// files in <see cref="StateDirectory"/> (they can be megabytes: not part of the state written at every step).
+    /// </summary>
+    [Id(6)] public bool DenseEmbedded { get; set; }
 }
