@@ -6,8 +6,9 @@ namespace Shears.Pruning.Encoders;
 /// <summary>
 /// Accent stripping as Hugging Face's BertTokenizer does it (NFD, then drop the non-spacing marks) for the Latin
 /// letters with precomposed accents: U+00C0–U+024F and U+1E00–U+1EFF. Microsoft.ML.Tokenizers relies on
-/// <see cref="string.Normalize()"/>, which leaves non-ASCII text as it is under invariant globalization (Shears'
-/// setting), so "café" would become [UNK] instead of "cafe". The table was generated from Unicode's decompositions
+/// <see cref="string.Normalize()"/>, which leaves non-ASCII text as it is in a globalization-invariant process, so
+/// "café" would become [UNK] instead of "cafe" there. Shears runs with ICU, where Normalize strips every script's
+/// accents; this table keeps the Latin letters right in either mode. It was generated from Unicode's decompositions
 /// (Python unicodedata, Unicode 15): every letter in those ranges whose NFD minus marks differs from itself.
 /// </summary>
 internal static class AccentFolding

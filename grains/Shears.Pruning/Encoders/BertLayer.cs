@@ -82,16 +82,16 @@ public sealed class BertLayer : BertStage
     }
 
     /// <summary>
-    /// Hidden states [B, T, hidden] and the padding mask [B, T] (1 = a real token, 0 = padding; any numeric or bool
-    /// type) to the next hidden states, in the caller's dispose scope. Padded keys get (1 − 0)·−10000 added to
-    /// their scores, as BERT does; padded queries are computed too, as the exported graph computes them.
-    /// </summary>
-    /// <summary>
     /// When set, Forward hands it the input of every weight matrix (by the matrix's initializer name):
     /// calibration statistics for Wanda and SparseGPT. The tensor is only valid during the call.
     /// </summary>
     public Action<string, Tensor>? Capture { get; set; }
 
+    /// <summary>
+    /// Hidden states [B, T, hidden] and the padding mask [B, T] (1 = a real token, 0 = padding; any numeric or bool
+    /// type) to the next hidden states, in the caller's dispose scope. Padded keys get (1 − 0)·−10000 added to
+    /// their scores, as BERT does; padded queries are computed too, as the exported graph computes them.
+    /// </summary>
     public Tensor Forward(Tensor hidden, Tensor attentionMask)
     {
         ArgumentNullException.ThrowIfNull(hidden);
