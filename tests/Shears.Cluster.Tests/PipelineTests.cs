@@ -202,7 +202,7 @@ public class PipelineTests(ClusterFixture fixture)
     }
 
     [Fact]
-    public async Task WandaOnTheFirstLayerUsesTheEmbeddingsAsItsInputs()
+    public async Task WandaCalibratesEachLayerOnTheOutputsOfTheAlreadyPrunedLayersBeforeIt()
     {
         // Layer 0's q/k/v inputs are RMSNorm(embedding(tokens)) whatever else is pruned: recompute its mask independently.
         using var dir = new TempDir();
@@ -232,5 +232,30 @@ public class PipelineTests(ClusterFixture fixture)
         var original = layer.QProj.data<float>().ToArray();
         for (int i = 0; i < q.Length; i++)
             Assert.True(expected[i] ? q[i] == 0 : q[i] == original[i], $"element {i}");
+
+        // Layer 1 calibrates on what the already-pruned layer 0 computes (as the papers do), not on the dense layer 0:
+        // its inputs come from the output checkpoint's layer 0, in process.
+        using var pruned = LlamaModel.Load(dir.Sub("out"), torch.CPU);
+        using var afterPruned = new Shears.Pruning.Calibration.InputStatistics(Small.HiddenSize, withGram: false);
+        using var afterDense = new Shears.Pruning.Calibration.InputStatistics(Small.HiddenSize, withGram: false);
+        var next = model.Layers[1];
+        foreach (var sequence in sequences)
+        {
+            using var scope = torch.NewDisposeScope();
+            var embedded = model.Embedding.Forward(torch.tensor(sequence, [1, sequence.Length]));
+            var eps = model.Config.RmsNormEps;
+            foreach (var (source, into) in new[] { (pruned.Layers[0], afterPruned), (model.Layers[0], afterDense) })
+            {
+                var h = source.Forward(embedded);
+                into.Add((h * torch.rsqrt(h.pow(2).mean([-1], keepdim: true) + eps) * next.InputNorm)[0]);
+            }
+        }
+        var expected1 = Shears.Pruning.Calibration.Wanda.Mask(next.QProj, afterPruned, 0.5, null, "q_proj");
+        var denseInputs = Shears.Pruning.Calibration.Wanda.Mask(next.QProj, afterDense, 0.5, null, "q_proj");
+        Assert.False(expected1.SequenceEqual(denseInputs), "dense and pruned inputs give the same mask: the check cannot tell them apart");
+        var q1 = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(CheckpointReader.ReadTensor(output, output.Get("model.layers.1.self_attn.q_proj.weight"))).ToArray();
+        var original1 = next.QProj.data<float>().ToArray();
+        for (int i = 0; i < q1.Length; i++)
+            Assert.True(expected1[i] ? q1[i] == 0 : q1[i] == original1[i], $"layer 1 element {i}");
     }
 }
