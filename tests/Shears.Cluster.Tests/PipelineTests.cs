@@ -218,13 +218,12 @@ public class PipelineTests(ClusterFixture fixture)
         var sequences = EvalData.LoadTokenIds(calibration, 128);
         using var stats = new Shears.Pruning.Calibration.InputStatistics(Small.HiddenSize, withGram: false);
         var layer = model.Layers[0];
+        torch.Tensor Normed(torch.Tensor h, torch.Tensor norm) => (h * torch.rsqrt(h.pow(2).mean([-1], keepdim: true) + model.Config.RmsNormEps) * norm)[0];
+        torch.Tensor Embedded(long[] sequence) => model.Embedding.Forward(torch.tensor(sequence, [1, sequence.Length]));
         foreach (var sequence in sequences)
         {
             using var scope = torch.NewDisposeScope();
-            var hidden = model.Embedding.Forward(torch.tensor(sequence, [1, sequence.Length]));
-            var eps = model.Config.RmsNormEps;
-            var normed = hidden * torch.rsqrt(hidden.pow(2).mean([-1], keepdim: true) + eps) * layer.InputNorm;
-            stats.Add(normed[0]);
+            stats.Add(Normed(Embedded(sequence), layer.InputNorm));
         }
         var expected = Shears.Pruning.Calibration.Wanda.Mask(layer.QProj, stats, 0.5, null, "q_proj");
         var output = CheckpointReader.ReadManifest(dir.Sub("out"));
@@ -242,13 +241,9 @@ public class PipelineTests(ClusterFixture fixture)
         foreach (var sequence in sequences)
         {
             using var scope = torch.NewDisposeScope();
-            var embedded = model.Embedding.Forward(torch.tensor(sequence, [1, sequence.Length]));
-            var eps = model.Config.RmsNormEps;
-            foreach (var (source, into) in new[] { (pruned.Layers[0], afterPruned), (model.Layers[0], afterDense) })
-            {
-                var h = source.Forward(embedded);
-                into.Add((h * torch.rsqrt(h.pow(2).mean([-1], keepdim: true) + eps) * next.InputNorm)[0]);
-            }
+            var embedded = Embedded(sequence);
+            afterPruned.Add(Normed(pruned.Layers[0].Forward(embedded), next.InputNorm));
+            afterDense.Add(Normed(model.Layers[0].Forward(embedded), next.InputNorm));
         }
         var expected1 = Shears.Pruning.Calibration.Wanda.Mask(next.QProj, afterPruned, 0.5, null, "q_proj");
         var denseInputs = Shears.Pruning.Calibration.Wanda.Mask(next.QProj, afterDense, 0.5, null, "q_proj");
