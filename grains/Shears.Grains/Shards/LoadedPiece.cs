@@ -75,6 +75,22 @@ internal sealed class LoadedPiece(TensorPiece piece, TensorEntry entry, byte[]? 
         ? RadixSelect.HistogramOfWeights(Bytes, Entry.DType, Mask, 0, level, prefix, into)
         : RadixSelect.Histogram(Piece.Elements, FillKeys, Mask, 0, level, prefix, into);
 
+    /// <summary>The unmasked keys below and at the threshold: from the weight bits when it may, else chunk by chunk.</summary>
+    public void CountLessAndEqual(uint threshold, out long less, out long equal)
+    {
+        if (KeysFromBytes) RadixSelect.CountLessAndEqualOfWeights(Bytes, Entry.DType, Mask, threshold, out less, out equal);
+        else RadixSelect.CountLessAndEqual(Piece.Elements, FillKeys, Mask, threshold, out less, out equal);
+    }
+
+    /// <summary>
+    /// Masks the unmasked keys below the threshold and the first <paramref name="ties"/> at it (see
+    /// <see cref="RadixSelect.ApplyThreshold(long, KeyFiller, BitMask, uint, long, long, long)"/>): from the weight bits
+    /// when it may, else chunk by chunk.
+    /// </summary>
+    public long ApplyThreshold(uint threshold, long ties, long equalAvailable) => KeysFromBytes
+        ? RadixSelect.ApplyThresholdToWeights(Bytes, Entry.DType, Mask, threshold, ties, 0, equalAvailable)
+        : RadixSelect.ApplyThreshold(Piece.Elements, FillKeys, Mask, threshold, ties, 0, equalAvailable);
+
     public void Dispose()
     {
         _mapped?.Dispose();

@@ -32,10 +32,10 @@ public sealed class ShardGrain(
     // The selection statistics of the round under way, per piece, while its mask and weights stay as they were:
     // the histograms answer CountAsync, and the counts let ApplyAsync skip its checking pass, instead of more passes
     // over the weights. Cleared by everything that changes masks or weights; each entry also checks the mask count.
-    private readonly Dictionary<(int Piece, int Level, uint Prefix), PieceHistogram> _histograms = [];
+    private readonly Dictionary<(int Piece, int Level, uint Prefix), KeptHistogram> _histograms = [];
     private readonly Dictionary<int, (uint Threshold, long Equal, long MaskCount)> _equal = [];
 
-    private sealed record PieceHistogram(long[] Counts, bool LowZero, long MaskCount);
+    private sealed record KeptHistogram(long[] Counts, bool LowZero, long MaskCount);
 
     private long CachedHistogramElements => options.Value.CachedHistogramElements;
 
@@ -64,7 +64,8 @@ public sealed class ShardGrain(
             _stage = null;
             foreach (var piece in _pieces) piece.Dispose();
             _pieces = [];
-            (_manifest, _pieces) = await compute.RunAsync(() => Load(assignment));
+            (_manifest, _pieces, var first) = await compute.RunAsync(() => Load(assignment));
+            foreach (var (piece, kept) in first) _histograms[(piece, 0, 0)] = kept;
             if (assignment.Stage is { } plan)
                 _stage = await compute.RunAsync(() => BuildStage(assignment, plan));
             _assignment = assignment;
@@ -114,7 +115,7 @@ public sealed class ShardGrain(
         {
             // The weights changed since the committed round (fine-tuning, SparseGPT): start again from the
             // checkpoint's bytes and the round's persisted weights.
-            var fresh = Load(assignment).Item2;
+            var fresh = Load(assignment).Pieces;
             for (int i = 0; i < _pieces.Length; i++)
             {
                 _pieces[i].Dispose();
@@ -129,8 +130,14 @@ public sealed class ShardGrain(
                 : new BitMask(_pieces[i].Piece.Elements);
     }
 
-    private (CheckpointManifest, LoadedPiece[]) Load(ShardAssignment assignment)
+    /// <summary>
+    /// Reads (or maps) the assignment's pieces and refuses NaN. A large mapped piece of a magnitude run with no mask yet
+    /// is read once for both: its first histogram of round 1 is counted while checking, and kept for that round (NaN
+    /// and +Inf fall in the top buckets, which send the piece through the exact check).
+    /// </summary>
+    private (CheckpointManifest Manifest, LoadedPiece[] Pieces, List<(int Piece, KeptHistogram Kept)> Histograms) Load(ShardAssignment assignment)
     {
+        var first = new List<(int, KeptHistogram)>();
         var manifest = manifests.Get(assignment.ModelPath);
         var spec = assignment.Spec;
         bool scored = spec.Pattern == RunOptions.Patterns.Unstructured && spec.Method is RunOptions.Methods.Magnitude or RunOptions.Methods.Random;
@@ -163,9 +170,17 @@ public sealed class ShardGrain(
                 {
                     var map = MappedRange.Map(manifest, entry, byteStart, length);
                     pieces[i] = new LoadedPiece(piece, entry, null, map, mask, method, spec.Seed);
+                    if (pieces[i].KeysFromBytes && assignment.RestoreRound == 0 && spec.Pattern == RunOptions.Patterns.Unstructured
+                        && piece.Elements >= CachedHistogramElements)
+                    {
+                        var counts = new long[RadixSelect.Buckets];
+                        bool lowZero = RadixSelect.CheckedHistogramOfWeights(map.Span, entry.DType, mask, 0, counts, entry.Name, elementOffset);
+                        first.Add((i, new KeptHistogram(counts, lowZero, 0)));
+                        continue;
+                    }
                     // NaN is refused whatever the method, before any round.
                     for (int at = 0; at < length; at += IoChunkBytes)
-                        CheckFinite(map.Span.Slice(at, Math.Min(IoChunkBytes, length - at)), entry, elementOffset + at / size);
+                        CheckNoNaN(map.Span.Slice(at, Math.Min(IoChunkBytes, length - at)), entry, elementOffset + at / size);
                     continue;
                 }
                 // Every byte is read into it, from the checkpoint or from the committed round's trained weights: no need
@@ -180,11 +195,11 @@ public sealed class ShardGrain(
                     if (trained is null) CheckpointReader.ReadTensorRange(manifest, entry, byteStart + at, chunk);
                     else if (RandomAccess.Read(trained, chunk, at) != chunk.Length) throw new InvalidDataException($"{weights} ended early at byte {at}");
                     // Checked while the chunk is still in cache.
-                    CheckFinite(chunk, entry, elementOffset + at / size);
+                    CheckNoNaN(chunk, entry, elementOffset + at / size);
                 }
                 pieces[i] = new LoadedPiece(piece, entry, raw, null, mask, method, spec.Seed);
             }
-            return (manifest, pieces);
+            return (manifest, pieces, first);
         }
         catch
         {
@@ -196,24 +211,8 @@ public sealed class ShardGrain(
     /// <summary>Bytes read or written at a time: a multiple of 64 elements of any dtype, small enough to stay in cache.</summary>
     private const int IoChunkBytes = 4 << 20;
 
-    private static void CheckFinite(ReadOnlySpan<byte> raw, TensorEntry entry, long elementOffset)
-    {
-        // Magnitude keys check for NaN; a throwaway pass in chunks keeps memory flat.
-        int size = entry.DType.ElementSize();
-        var scratch = System.Buffers.ArrayPool<uint>.Shared.Rent(RadixSelect.ChunkKeys);
-        try
-        {
-            for (long start = 0; start < raw.Length / size; start += RadixSelect.ChunkKeys)
-            {
-                int n = (int)Math.Min(RadixSelect.ChunkKeys, raw.Length / size - start);
-                ScoreKeys.Magnitude(raw.Slice((int)(start * size), n * size), entry.DType, scratch.AsSpan(0, n), entry.Name, elementOffset + start);
-            }
-        }
-        finally
-        {
-            System.Buffers.ArrayPool<uint>.Shared.Return(scratch);
-        }
-    }
+    private static void CheckNoNaN(ReadOnlySpan<byte> raw, TensorEntry entry, long elementOffset) =>
+        ScoreKeys.CheckNoNaN(raw, entry.DType, entry.Name, elementOffset);
 
     /// <summary>Σ|w| over the piece (progressive allocation ranks layers by mean |w|).</summary>
     private static double AbsSum(LoadedPiece piece)
@@ -247,6 +246,11 @@ public sealed class ShardGrain(
         {
             var piece = _pieces[i];
             if (piece.Piece.Group != request.Group || !piece.Scored) continue;
+            if (AddKept(i, request.Level, request.Prefix, histogram, out bool keptLowZero))
+            {
+                lowBitsZero &= keptLowZero;
+                continue;
+            }
             if (piece.Piece.Elements < CachedHistogramElements)
             {
                 lowBitsZero &= piece.Histogram(request.Level, request.Prefix, histogram);
@@ -254,11 +258,24 @@ public sealed class ShardGrain(
             }
             var own = new long[RadixSelect.Buckets];
             bool lowZero = piece.Histogram(request.Level, request.Prefix, own);
-            _histograms[(i, request.Level, request.Prefix)] = new PieceHistogram(own, lowZero, piece.Mask.CountSet());
+            _histograms[(i, request.Level, request.Prefix)] = new KeptHistogram(own, lowZero, piece.Mask.CountSet());
             for (int b = 0; b < own.Length; b++) histogram[b] += own[b];
             lowBitsZero &= lowZero;
         }
         return new HistogramResult { Counts = histogram, LowBitsZero = lowBitsZero };
+    }
+
+    /// <summary>Adds piece <paramref name="i"/>'s histogram: the one kept for this round while it still describes the piece, else counted.</summary>
+    private bool KeptOrCounted(int i, int level, uint prefix, Span<long> histogram) =>
+        AddKept(i, level, prefix, histogram, out bool lowZero) ? lowZero : _pieces[i].Histogram(level, prefix, histogram);
+
+    private bool AddKept(int i, int level, uint prefix, Span<long> histogram, out bool lowZero)
+    {
+        lowZero = false;
+        if (!_histograms.TryGetValue((i, level, prefix), out var kept) || kept.MaskCount != _pieces[i].Mask.CountSet()) return false;
+        for (int b = 0; b < kept.Counts.Length; b++) histogram[b] += kept.Counts[b];
+        lowZero = kept.LowZero;
+        return true;
     }
 
     /// <summary>
@@ -271,7 +288,7 @@ public sealed class ShardGrain(
     {
         less = equal = 0;
         long maskCount = -1;
-        bool Valid(PieceHistogram h) => h.MaskCount == (maskCount = maskCount < 0 ? _pieces[i].Mask.CountSet() : maskCount);
+        bool Valid(KeptHistogram h) => h.MaskCount == (maskCount = maskCount < 0 ? _pieces[i].Mask.CountSet() : maskCount);
         if (!_histograms.TryGetValue((i, 0, 0), out var top) || !Valid(top)) return false;
         uint digit = threshold >> 16, low = threshold & 0xFFFF;
         long below = 0;
@@ -303,7 +320,7 @@ public sealed class ShardGrain(
             var piece = _pieces[i];
             if (piece.Piece.Group != group || !piece.Scored) continue;
             if (!CountFromHistograms(i, threshold, out less[i], out equal[i]))
-                RadixSelect.CountLessAndEqual(piece.Piece.Elements, piece.FillKeys, piece.Mask, threshold, out less[i], out equal[i]);
+                piece.CountLessAndEqual(threshold, out less[i], out equal[i]);
             _equal[i] = (threshold, equal[i], piece.Mask.CountSet());
         }
         return new ThresholdCounts { Less = less, Equal = equal };
@@ -320,7 +337,7 @@ public sealed class ShardGrain(
                 if (decision.Thresholds[i] is not uint threshold) continue;
                 var piece = _pieces[i];
                 long available = _equal.TryGetValue(i, out var known) && known.Threshold == threshold && known.MaskCount == piece.Mask.CountSet() ? known.Equal : -1;
-                RadixSelect.ApplyThreshold(piece.Piece.Elements, piece.FillKeys, piece.Mask, threshold, decision.Ties[i], 0, available);
+                piece.ApplyThreshold(threshold, decision.Ties[i], available);
             }
             ForgetStatistics();
         });
@@ -349,7 +366,9 @@ public sealed class ShardGrain(
                 {
                     case RunOptions.Patterns.Unstructured:
                         long more = request.TargetMasked[i] - piece.Mask.CountSet();
-                        if (more > 0) LocalSelection.MaskSmallest(piece.FillKeys, piece.Mask, more, piece.Histogram);
+                        int index = i;
+                        if (more > 0) LocalSelection.MaskSmallest(piece.FillKeys, piece.Mask, more, (level, prefix, into) => KeptOrCounted(index, level, prefix, into),
+                            (threshold, ties) => piece.ApplyThreshold(threshold, ties, -1));
                         break;
                     case "2:4" or "4:8":
                         var (n, m) = spec.NmPattern;
@@ -512,8 +531,8 @@ public sealed class ShardGrain(
                 long nonZero = 0;
                 for (long first = 0; first < piece.Piece.Elements; first += chunkElements)
                 {
-                    var bytes = ShardMath.MaskedRange(piece, first, (int)Math.Min(chunkElements, piece.Piece.Elements - first), buffer);
-                    nonZero += SparseEncoding.CountNonZero(bytes, piece.Entry.DType);
+                    var bytes = ShardMath.MaskedRange(piece, first, (int)Math.Min(chunkElements, piece.Piece.Elements - first), buffer, out long chunkNonZero);
+                    nonZero += chunkNonZero;
                     CheckpointOutput.WriteTensorRange(outputDirectory, piece.Entry, piece.ByteStart + first * elementSize, bytes);
                     total += bytes.Length;
                 }

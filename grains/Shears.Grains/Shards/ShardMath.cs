@@ -1,5 +1,5 @@
-using System.Numerics;
 using Shears.Pruning.Checkpoints;
+using Shears.Pruning.Masks;
 
 namespace Shears.Grains.Shards;
 
@@ -18,43 +18,21 @@ internal static class ShardMath
     /// Copies the <paramref name="count"/> elements from <paramref name="firstElement"/> (a multiple of 64) of the piece
     /// into <paramref name="destination"/> with the masked ones written as +0.0, and returns the bytes written.
     /// </summary>
-    public static Span<byte> MaskedRange(LoadedPiece piece, long firstElement, int count, Span<byte> destination)
+    public static Span<byte> MaskedRange(LoadedPiece piece, long firstElement, int count, Span<byte> destination) =>
+        MaskedRange(piece, firstElement, count, destination, out _);
+
+    /// <summary>
+    /// <see cref="MaskedRange(LoadedPiece, long, int, Span{byte})"/> that also counts the elements written that are not
+    /// +0.0 (−0.0 included: any non-zero byte), in the same pass.
+    /// </summary>
+    public static Span<byte> MaskedRange(LoadedPiece piece, long firstElement, int count, Span<byte> destination, out long nonZero)
     {
         if (firstElement % 64 != 0) throw new ArgumentException($"a range starts at a multiple of 64 elements, not {firstElement}", nameof(firstElement));
         int size = piece.Entry.DType.ElementSize();
         var source = piece.Bytes.Slice(checked((int)(firstElement * size)), count * size);
         var bytes = destination[..source.Length];
-        source.CopyTo(bytes);
-        var words = piece.Mask.Words.Slice((int)(firstElement / 64), (count + 63) / 64);
-        if (size == 2) Zero<ushort>(bytes, words);
-        else if (size == 4) Zero<uint>(bytes, words);
-        else
-        {
-            for (int w = 0; w < words.Length; w++)
-            {
-                for (ulong word = words[w]; word != 0; word &= word - 1)
-                    bytes.Slice((w * 64 + BitOperations.TrailingZeroCount(word)) * size, size).Clear();
-            }
-        }
+        nonZero = MaskedCopy.Copy(source, size, piece.Mask.Words.Slice((int)(firstElement / 64), (count + 63) / 64), bytes);
         return bytes;
-    }
-
-    /// <summary>Element by element, a masked one becomes zero: 64 at a time from each mask word.</summary>
-    private static void Zero<T>(Span<byte> bytes, ReadOnlySpan<ulong> words) where T : unmanaged
-    {
-        var values = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, T>(bytes);
-        for (int w = 0; w < words.Length; w++)
-        {
-            ulong word = words[w];
-            if (word == 0) continue;
-            int start = w * 64;
-            if (word == ulong.MaxValue && start + 64 <= values.Length) { values.Slice(start, 64).Clear(); continue; }
-            while (word != 0)
-            {
-                values[start + BitOperations.TrailingZeroCount(word)] = default;
-                word &= word - 1;
-            }
-        }
     }
 
     /// <summary>Stores fp32 values into the piece's bytes in its dtype (round to nearest even), masked ones as +0.0.</summary>

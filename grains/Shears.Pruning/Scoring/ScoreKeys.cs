@@ -130,6 +130,56 @@ public static class ScoreKeys
         return -1;
     }
 
+    /// <summary>
+    /// Throws <see cref="NaNWeightException"/> (tensor and element as for <see cref="Magnitude"/>) at the first NaN among
+    /// little-endian fp32, fp16 or bf16 elements. On little-endian machines it writes no keys: one read of the bytes.
+    /// </summary>
+    public static void CheckNoNaN(ReadOnlySpan<byte> raw, TensorDType dtype, string tensorName, long elementOffset = 0)
+    {
+        if (!dtype.IsPrunable())
+            throw new ArgumentException($"tensor '{tensorName}' has dtype {dtype}; magnitude scores take F32, F16 or BF16", nameof(dtype));
+        int size = dtype.ElementSize();
+        if (raw.Length % size != 0)
+            throw new ArgumentException($"tensor '{tensorName}': {raw.Length} bytes are not whole {dtype} elements", nameof(raw));
+        if (!BitConverter.IsLittleEndian)
+        {
+            var keys = new uint[Math.Min(1 << 16, raw.Length / size)];
+            for (int start = 0; start < raw.Length / size; start += keys.Length)
+            {
+                int n = Math.Min(keys.Length, raw.Length / size - start);
+                Magnitude(raw.Slice(start * size, n * size), dtype, keys.AsSpan(0, n), tensorName, elementOffset + start);
+            }
+            return;
+        }
+        int nanAt = size == 4
+            ? FirstNaN(MemoryMarshal.Cast<byte, uint>(raw), 0x7FFF_FFFFu, InfinityKey)
+            : FirstNaN(MemoryMarshal.Cast<byte, ushort>(raw), (ushort)0x7FFF, dtype == TensorDType.BF16 ? (ushort)0x7F80 : (ushort)0x7C00);
+        if (nanAt >= 0) throw new NaNWeightException(tensorName, elementOffset + nanAt);
+    }
+
+    /// <summary>The index of the first element whose bits without the sign exceed <paramref name="infinity"/>'s, or -1.</summary>
+    private static int FirstNaN<T>(ReadOnlySpan<T> bits, T abs, T infinity) where T : unmanaged, IBinaryInteger<T>, IUnsignedNumber<T>
+    {
+        const int Block = 4096;
+        for (int start = 0; start < bits.Length; start += Block)
+        {
+            var block = bits.Slice(start, Math.Min(Block, bits.Length - start));
+            // Vector maxima first, without a branch per element; the scan below only runs on a block that holds a NaN.
+            if (Vector.IsHardwareAccelerated && block.Length >= Vector<T>.Count)
+            {
+                var a = new Vector<T>(abs);
+                var worst = Vector<T>.Zero;
+                int i = 0;
+                for (; i <= block.Length - Vector<T>.Count; i += Vector<T>.Count) worst = Vector.Max(worst, Vector.BitwiseAnd(new Vector<T>(block[i..]), a));
+                bool tail = false;
+                for (; i < block.Length; i++) tail |= (block[i] & abs) > infinity;
+                if (!tail && !Vector.GreaterThanAny(worst, new Vector<T>(infinity))) continue;
+            }
+            for (int i = 0; i < block.Length; i++) if ((block[i] & abs) > infinity) return start + i;
+        }
+        return -1;
+    }
+
     private static int FirstAbove(ReadOnlySpan<uint> keys, uint limit)
     {
         for (int i = 0; i < keys.Length; i++) if (keys[i] > limit) return i;

@@ -30,11 +30,13 @@ public static class LocalSelection
     /// </summary>
     /// <param name="histogram">How the piece histograms its keys, when it has a faster way than filling them (e.g.
     /// reading weight bits directly); by default through <paramref name="fill"/>.</param>
-    public static SelectionResult MaskSmallest(KeyFiller fill, BitMask mask, long count, PieceHistogram? histogram = null)
+    /// <param name="apply">Likewise how it applies the threshold (the contract of
+    /// <see cref="RadixSelect.ApplyThreshold(long, KeyFiller, BitMask, uint, long, long, long)"/> on <paramref name="mask"/>).</param>
+    public static SelectionResult MaskSmallest(KeyFiller fill, BitMask mask, long count, PieceHistogram? histogram = null, ThresholdApplier? apply = null)
     {
         ArgumentNullException.ThrowIfNull(fill);
         ArgumentNullException.ThrowIfNull(mask);
-        return Select(new FilledKeys(fill, mask.Length, histogram), mask, count);
+        return Select(new FilledKeys(fill, mask.Length, histogram, apply), mask, count);
     }
 
     /// <summary>Where the keys of one selection come from: held in memory or filled on demand.</summary>
@@ -54,12 +56,13 @@ public static class LocalSelection
         public long Apply(BitMask mask, uint threshold, long ties) => RadixSelect.ApplyThreshold(_keys, mask, threshold, ties);
     }
 
-    private readonly struct FilledKeys(KeyFiller fill, long count, PieceHistogram? own) : IKeys
+    private readonly struct FilledKeys(KeyFiller fill, long count, PieceHistogram? own, ThresholdApplier? apply) : IKeys
     {
         public bool Histogram(BitMask mask, int level, uint prefix, Span<long> histogram) =>
             own is not null ? own(level, prefix, histogram) : RadixSelect.Histogram(count, fill, mask, 0, level, prefix, histogram);
 
-        public long Apply(BitMask mask, uint threshold, long ties) => RadixSelect.ApplyThreshold(count, fill, mask, threshold, ties);
+        public long Apply(BitMask mask, uint threshold, long ties) =>
+            apply is not null ? apply(threshold, ties) : RadixSelect.ApplyThreshold(count, fill, mask, threshold, ties);
     }
 
     private static SelectionResult Select<TKeys>(TKeys keys, BitMask mask, long count) where TKeys : IKeys, allows ref struct

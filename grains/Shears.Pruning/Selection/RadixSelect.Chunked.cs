@@ -17,6 +17,13 @@ public delegate void KeyFiller(long start, Span<uint> keys);
 /// </summary>
 public delegate bool PieceHistogram(int level, uint prefix, Span<long> histogram);
 
+/// <summary>
+/// Masks a piece's unmasked keys below <paramref name="threshold"/> and the first <paramref name="ties"/> equal to it, in
+/// index order, however the piece reads its keys; returns how many it masked (see
+/// <see cref="RadixSelect.ApplyThreshold(ReadOnlySpan{uint}, BitMask, uint, long, long)"/>).
+/// </summary>
+public delegate long ThresholdApplier(uint threshold, long ties);
+
 public static partial class RadixSelect
 {
     /// <summary>Keys filled per step by the <see cref="KeyFiller"/> overloads: a multiple of 64, 256 KiB of keys.</summary>

@@ -54,24 +54,94 @@ public static partial class RadixSelect
     private interface IKeyView<TElem> where TElem : unmanaged
     {
         static abstract uint Key(TElem stored);
+
+        /// <summary>
+        /// Bit j set where the key of block[j] is below <paramref name="limit"/> (or at most it, with
+        /// <paramref name="atMost"/>); a block holds at most 64 elements.
+        /// </summary>
+        static abstract ulong Bits(ReadOnlySpan<TElem> block, uint limit, bool atMost);
+
+        /// <summary>Whether every key is below 2^31 (a magnitude: no sign bit), so top digits stay below 0x8000.</summary>
+        static abstract bool SignFree { get; }
     }
 
     /// <summary>The element is the key.</summary>
     private readonly struct HeldKey : IKeyView<uint>
     {
         public static uint Key(uint stored) => stored;
+
+        public static ulong Bits(ReadOnlySpan<uint> block, uint limit, bool atMost) => UIntBits(block, uint.MaxValue, limit, atMost);
+
+        public static bool SignFree => false;
     }
 
     /// <summary>fp32 weight bits: |w|'s bits, the magnitude key.</summary>
     private readonly struct F32Magnitude : IKeyView<uint>
     {
         public static uint Key(uint stored) => stored & 0x7FFF_FFFF;
+
+        public static ulong Bits(ReadOnlySpan<uint> block, uint limit, bool atMost) => UIntBits(block, 0x7FFF_FFFF, limit, atMost);
+
+        public static bool SignFree => true;
     }
 
     /// <summary>bf16 weight bits: |w| widened to fp32 bits, the magnitude key.</summary>
     private readonly struct BF16Magnitude : IKeyView<ushort>
     {
         public static uint Key(ushort stored) => (uint)(stored & 0x7FFF) << 16;
+
+        public static ulong Bits(ReadOnlySpan<ushort> block, uint limit, bool atMost)
+        {
+            // A key is v << 16 with v = |w|'s 15 bits, so it compares with the limit through the limit's top digit:
+            // key ≤ limit ⇔ v ≤ top; key < limit ⇔ v < top, or v ≤ top when the limit has low bits (no key equals it).
+            ushort top = (ushort)(limit >> 16);
+            bool orEqual = atMost || (limit & 0xFFFF) != 0;
+            ulong bits = 0;
+            int j = 0;
+            if (Vector256.IsHardwareAccelerated)
+            {
+                var t = Vector256.Create(top);
+                var abs = Vector256.Create((ushort)0x7FFF);
+                for (; j + 16 <= block.Length; j += 16)
+                {
+                    var v = Vector256.Create(block.Slice(j, 16)) & abs;
+                    var hit = orEqual ? Vector256.LessThanOrEqual(v, t) : Vector256.LessThan(v, t);
+                    bits |= (ulong)hit.ExtractMostSignificantBits() << j;
+                }
+            }
+            for (; j < block.Length; j++)
+            {
+                int v = block[j] & 0x7FFF;
+                bits |= (ulong)((orEqual ? v <= top : v < top) ? 1 : 0) << j;
+            }
+            return bits;
+        }
+
+        public static bool SignFree => true;
+    }
+
+    /// <summary>Bit j set where (block[j] &amp; <paramref name="and"/>) is below the limit, or at most it.</summary>
+    private static ulong UIntBits(ReadOnlySpan<uint> block, uint and, uint limit, bool atMost)
+    {
+        ulong bits = 0;
+        int j = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var l = Vector256.Create(limit);
+            var a = Vector256.Create(and);
+            for (; j + 8 <= block.Length; j += 8)
+            {
+                var v = Vector256.Create(block.Slice(j, 8)) & a;
+                var hit = atMost ? Vector256.LessThanOrEqual(v, l) : Vector256.LessThan(v, l);
+                bits |= (ulong)hit.ExtractMostSignificantBits() << j;
+            }
+        }
+        for (; j < block.Length; j++)
+        {
+            uint v = block[j] & and;
+            bits |= (ulong)((atMost ? v <= limit : v < limit) ? 1 : 0) << j;
+        }
+        return bits;
     }
 
     /// <summary>
@@ -81,16 +151,14 @@ public static partial class RadixSelect
     /// </summary>
     public static bool HistogramOfWeights(ReadOnlySpan<byte> raw, Checkpoints.TensorDType dtype, BitMask mask, long maskOffset, int level, uint prefix, Span<long> histogram)
     {
-        if (!BitConverter.IsLittleEndian || dtype is not (Checkpoints.TensorDType.F32 or Checkpoints.TensorDType.BF16))
-            throw new ArgumentException($"weights are read directly as F32 or BF16 on little-endian machines, not {dtype}", nameof(dtype));
-        int size = dtype == Checkpoints.TensorDType.F32 ? 4 : 2;
-        if (raw.Length % size != 0) throw new ArgumentException($"{raw.Length} bytes are not whole {dtype} elements", nameof(raw));
-        long count = raw.Length / size;
+        long count = WeightCount(raw, dtype);
         CheckHistogram(count, mask, maskOffset, level, prefix, histogram);
-        uint[] counts = ArrayPool<uint>.Shared.Rent(Buckets);
+        // Level 0 counts into four tables of half the buckets (magnitude keys have no sign bit), see CountTop.
+        int length = level == 0 ? SignFreeTables * SignFreeBuckets : Buckets;
+        uint[] counts = ArrayPool<uint>.Shared.Rent(length);
         try
         {
-            Array.Clear(counts, 0, Buckets);
+            Array.Clear(counts, 0, length);
             bool lowZero;
             if (dtype == Checkpoints.TensorDType.F32)
             {
@@ -111,9 +179,36 @@ public static partial class RadixSelect
         }
     }
 
+    /// <summary>
+    /// The level-0 <see cref="HistogramOfWeights"/> of weights that may hold NaN, refusing it: a NaN's key lies above
+    /// +Inf's, so only weights whose histogram reaches past +Inf's bucket (or, for fp32, into it: that bucket also holds
+    /// NaN patterns) are read again, by <see cref="Scoring.ScoreKeys.CheckNoNaN"/>, which names the tensor and the first
+    /// NaN's element (<paramref name="elementOffset"/> + its index). One pass over clean weights does both. Masked
+    /// elements are neither counted nor checked.
+    /// </summary>
+    public static bool CheckedHistogramOfWeights(ReadOnlySpan<byte> raw, Checkpoints.TensorDType dtype, BitMask mask, long maskOffset, Span<long> histogram, string tensorName, long elementOffset)
+    {
+        var own = new long[Buckets];
+        bool lowZero = HistogramOfWeights(raw, dtype, mask, maskOffset, 0, 0, own);
+        int infinity = (int)(Scoring.ScoreKeys.InfinityKey >> 16);
+        if (own.AsSpan(infinity + 1).ContainsAnyExcept(0L) || (dtype == Checkpoints.TensorDType.F32 && own[infinity] > 0))
+            Scoring.ScoreKeys.CheckNoNaN(raw, dtype, tensorName, elementOffset);
+        for (int b = 0; b < Buckets; b++) histogram[b] += own[b];
+        return lowZero;
+    }
+
+    private const int SignFreeBuckets = Buckets / 2, SignFreeTables = 4;
+
+    /// <summary>
+    /// Counts the top digits of the unmasked keys into <paramref name="counts"/> (<see cref="Buckets"/> entries, cleared;
+    /// for sign-free keys <see cref="SignFreeTables"/> × <see cref="SignFreeBuckets"/>, of which the first
+    /// <see cref="Buckets"/> hold the result and the rest are left cleared).
+    /// </summary>
     private static bool CountTop<TElem, TView>(ReadOnlySpan<TElem> keys, ReadOnlySpan<ulong> words, long maskOffset, uint[] counts)
         where TElem : unmanaged where TView : struct, IKeyView<TElem>
     {
+        if (TView.SignFree && counts.Length < SignFreeTables * SignFreeBuckets)
+            throw new ArgumentException($"sign-free keys count into {SignFreeTables * SignFreeBuckets} entries", nameof(counts));
         ref uint h = ref MemoryMarshal.GetArrayDataReference(counts);
         ref TElem k = ref MemoryMarshal.GetReference(keys);
         uint low = 0;
@@ -127,6 +222,21 @@ public static partial class RadixSelect
                 // The common case: nothing masked in this block of 64.
                 int end = start + len;
                 int i = start;
+                if (TView.SignFree)
+                {
+                    // Weights cluster in few buckets: neighbours often hit the same one, and an increment waits for the
+                    // one before it. Four tables, one per lane of four, keep those increments apart.
+                    for (; i + 3 < end; i += 4)
+                    {
+                        uint a = TView.Key(Unsafe.Add(ref k, i)), b = TView.Key(Unsafe.Add(ref k, i + 1));
+                        uint c = TView.Key(Unsafe.Add(ref k, i + 2)), d = TView.Key(Unsafe.Add(ref k, i + 3));
+                        Unsafe.Add(ref h, (int)(a >> 16))++;
+                        Unsafe.Add(ref h, SignFreeBuckets + (int)(b >> 16))++;
+                        Unsafe.Add(ref h, 2 * SignFreeBuckets + (int)(c >> 16))++;
+                        Unsafe.Add(ref h, 3 * SignFreeBuckets + (int)(d >> 16))++;
+                        low |= a | b | c | d;
+                    }
+                }
                 for (; i + 1 < end; i += 2)
                 {
                     uint a = TView.Key(Unsafe.Add(ref k, i)), b = TView.Key(Unsafe.Add(ref k, i + 1));
@@ -151,6 +261,16 @@ public static partial class RadixSelect
                     unmasked &= unmasked - 1;
                 }
             }
+        }
+        if (TView.SignFree)
+        {
+            var all = counts.AsSpan(0, SignFreeTables * SignFreeBuckets);
+            for (int t = 1; t < SignFreeTables; t++)
+            {
+                var table = all.Slice(t * SignFreeBuckets, SignFreeBuckets);
+                for (int b = 0; b < SignFreeBuckets; b++) all[b] += table[b];
+            }
+            all[SignFreeBuckets..].Clear();
         }
         return (low & 0xFFFF) == 0;
     }
@@ -188,7 +308,27 @@ public static partial class RadixSelect
     public static void CountLessAndEqual(ReadOnlySpan<uint> keys, BitMask mask, uint threshold, out long less, out long equal, long maskOffset = 0)
     {
         CheckSlice(keys.Length, mask, maskOffset);
-        ReadOnlySpan<ulong> words = mask.Words;
+        CountLessAndEqual<uint, HeldKey>(keys, mask.Words, threshold, out less, out equal, maskOffset);
+    }
+
+    /// <summary>
+    /// <see cref="CountLessAndEqual(ReadOnlySpan{uint}, BitMask, uint, out long, out long, long)"/> over the magnitude keys
+    /// of fp32 or bf16 weights read straight from their little-endian bytes (no NaN among them, as for
+    /// <see cref="HistogramOfWeights"/>).
+    /// </summary>
+    public static void CountLessAndEqualOfWeights(ReadOnlySpan<byte> raw, Checkpoints.TensorDType dtype, BitMask mask, uint threshold, out long less, out long equal, long maskOffset = 0)
+    {
+        long count = WeightCount(raw, dtype);
+        CheckSlice(count, mask, maskOffset);
+        if (dtype == Checkpoints.TensorDType.F32)
+            CountLessAndEqual<uint, F32Magnitude>(MemoryMarshal.Cast<byte, uint>(raw), mask.Words, threshold, out less, out equal, maskOffset);
+        else
+            CountLessAndEqual<ushort, BF16Magnitude>(MemoryMarshal.Cast<byte, ushort>(raw), mask.Words, threshold, out less, out equal, maskOffset);
+    }
+
+    private static void CountLessAndEqual<TElem, TView>(ReadOnlySpan<TElem> keys, ReadOnlySpan<ulong> words, uint threshold, out long less, out long equal, long maskOffset)
+        where TElem : unmanaged where TView : struct, IKeyView<TElem>
+    {
         long lt = 0, le = 0;
         int n = keys.Length;
         for (int start = 0; start < n; start += 64)
@@ -196,9 +336,9 @@ public static partial class RadixSelect
             int len = Math.Min(64, n - start);
             ulong unmasked = ~MaskBits(words, maskOffset + start) & LowBits(len);
             if (unmasked == 0) continue;
-            ReadOnlySpan<uint> block = keys.Slice(start, len);
-            lt += BitOperations.PopCount(BitsBelow(block, threshold) & unmasked);
-            le += BitOperations.PopCount(BitsAtMost(block, threshold) & unmasked);
+            var block = keys.Slice(start, len);
+            lt += BitOperations.PopCount(TView.Bits(block, threshold, atMost: false) & unmasked);
+            le += BitOperations.PopCount(TView.Bits(block, threshold, atMost: true) & unmasked);
         }
         less = lt;
         equal = le - lt;
@@ -213,7 +353,35 @@ public static partial class RadixSelect
     {
         CheckSlice(keys.Length, mask, maskOffset);
         ArgumentOutOfRangeException.ThrowIfNegative(tiesToTake);
+        return ApplyThreshold<uint, HeldKey>(keys, mask, threshold, tiesToTake, maskOffset);
+    }
 
+    /// <summary>
+    /// <see cref="ApplyThreshold(ReadOnlySpan{uint}, BitMask, uint, long, long)"/> over the magnitude keys of fp32 or bf16
+    /// weights read straight from their little-endian bytes (no NaN among them, as for <see cref="HistogramOfWeights"/>):
+    /// the same bits, without a key array. <paramref name="equalAvailable"/>, when known (≥ 0), is the number of unmasked
+    /// keys equal to the threshold: taking them all then needs no search for the last tie taken.
+    /// </summary>
+    public static long ApplyThresholdToWeights(ReadOnlySpan<byte> raw, Checkpoints.TensorDType dtype, BitMask mask, uint threshold, long tiesToTake, long maskOffset = 0, long equalAvailable = -1)
+    {
+        long count = WeightCount(raw, dtype);
+        CheckSlice(count, mask, maskOffset);
+        ArgumentOutOfRangeException.ThrowIfNegative(tiesToTake);
+        if (equalAvailable >= 0 && tiesToTake > equalAvailable)
+            throw new ArgumentOutOfRangeException(nameof(tiesToTake), tiesToTake, $"only {equalAvailable} unmasked keys equal the threshold {threshold:X8}");
+        if (equalAvailable >= 0 && tiesToTake == equalAvailable && tiesToTake > 0 && threshold < uint.MaxValue)
+        {
+            // Every key ≤ threshold goes: no tie is left out, so none needs finding.
+            (threshold, tiesToTake) = (threshold + 1, 0);
+        }
+        return dtype == Checkpoints.TensorDType.F32
+            ? ApplyThreshold<uint, F32Magnitude>(MemoryMarshal.Cast<byte, uint>(raw), mask, threshold, tiesToTake, maskOffset)
+            : ApplyThreshold<ushort, BF16Magnitude>(MemoryMarshal.Cast<byte, ushort>(raw), mask, threshold, tiesToTake, maskOffset);
+    }
+
+    private static long ApplyThreshold<TElem, TView>(ReadOnlySpan<TElem> keys, BitMask mask, uint threshold, long tiesToTake, long maskOffset)
+        where TElem : unmanaged where TView : struct, IKeyView<TElem>
+    {
         // Last index whose tie is taken: found before any bit changes, so a bad count changes nothing.
         long lastTie = -1;
         ReadOnlySpan<ulong> words = mask.Words;
@@ -224,8 +392,8 @@ public static partial class RadixSelect
             for (int start = 0; start < keys.Length && lastTie < 0; start += 64)
             {
                 int len = Math.Min(64, keys.Length - start);
-                ReadOnlySpan<uint> block = keys.Slice(start, len);
-                ulong equal = (BitsAtMost(block, threshold) ^ BitsBelow(block, threshold)) & ~MaskBits(words, maskOffset + start) & LowBits(len);
+                var block = keys.Slice(start, len);
+                ulong equal = (TView.Bits(block, threshold, atMost: true) ^ TView.Bits(block, threshold, atMost: false)) & ~MaskBits(words, maskOffset + start) & LowBits(len);
                 int count = BitOperations.PopCount(equal);
                 if (seen + count < tiesToTake) { seen += count; continue; }
                 for (long need = tiesToTake - seen; need > 1; need--) equal &= equal - 1;
@@ -245,12 +413,12 @@ public static partial class RadixSelect
             ulong unmasked = ~MaskBits(words, maskOffset + start) & LowBits(len);
             if (unmasked == 0) continue;
             // Which keys go is data, not a pattern: build the block's bits without branches.
-            ReadOnlySpan<uint> block = keys.Slice(start, len);
-            ulong less = BitsBelow(block, threshold);
+            var block = keys.Slice(start, len);
+            ulong less = TView.Bits(block, threshold, atMost: false);
             ulong take = less;
             if (lastTie >= start)
             {
-                ulong equal = BitsAtMost(block, threshold) ^ less;
+                ulong equal = TView.Bits(block, threshold, atMost: true) ^ less;
                 take |= equal & LowBits((int)Math.Min(64, lastTie - start + 1));
             }
             take &= unmasked;
@@ -258,6 +426,16 @@ public static partial class RadixSelect
             mask.OrBits(maskOffset + start, take);
         }
         return masked;
+    }
+
+    /// <summary>The element count of fp32 or bf16 weight bytes, which are read in place on little-endian machines only.</summary>
+    private static long WeightCount(ReadOnlySpan<byte> raw, Checkpoints.TensorDType dtype)
+    {
+        if (!BitConverter.IsLittleEndian || dtype is not (Checkpoints.TensorDType.F32 or Checkpoints.TensorDType.BF16))
+            throw new ArgumentException($"weights are read directly as F32 or BF16 on little-endian machines, not {dtype}", nameof(dtype));
+        int size = dtype == Checkpoints.TensorDType.F32 ? 4 : 2;
+        if (raw.Length % size != 0) throw new ArgumentException($"{raw.Length} bytes are not whole {dtype} elements", nameof(raw));
+        return raw.Length / size;
     }
 
     /// <summary>Sums histograms bucket by bucket; none gives an empty histogram.</summary>
@@ -293,48 +471,6 @@ public static partial class RadixSelect
         if (left > 0)
             throw new InvalidOperationException($"{needed} ties are needed at the threshold but the pieces hold only {needed - left}");
         return take;
-    }
-
-    /// <summary>Bit j set where block[j] &lt; limit; blocks hold at most 64 keys.</summary>
-    private static ulong BitsBelow(ReadOnlySpan<uint> block, uint limit) => BitsWhere<Below>(block, limit);
-
-    /// <summary>Bit j set where block[j] ≤ limit; blocks hold at most 64 keys.</summary>
-    private static ulong BitsAtMost(ReadOnlySpan<uint> block, uint limit) => BitsWhere<AtMost>(block, limit);
-
-    /// <summary>A comparison with the limit, lane by lane and one key at a time.</summary>
-    private interface IComparison
-    {
-        static abstract Vector256<uint> Lanes(Vector256<uint> keys, Vector256<uint> limit);
-
-        static abstract bool One(uint key, uint limit);
-    }
-
-    private readonly struct Below : IComparison
-    {
-        public static Vector256<uint> Lanes(Vector256<uint> keys, Vector256<uint> limit) => Vector256.LessThan(keys, limit);
-
-        public static bool One(uint key, uint limit) => key < limit;
-    }
-
-    private readonly struct AtMost : IComparison
-    {
-        public static Vector256<uint> Lanes(Vector256<uint> keys, Vector256<uint> limit) => Vector256.LessThanOrEqual(keys, limit);
-
-        public static bool One(uint key, uint limit) => key <= limit;
-    }
-
-    private static ulong BitsWhere<TComparison>(ReadOnlySpan<uint> block, uint limit) where TComparison : struct, IComparison
-    {
-        ulong bits = 0;
-        int j = 0;
-        if (Vector256.IsHardwareAccelerated)
-        {
-            var l = Vector256.Create(limit);
-            for (; j + 8 <= block.Length; j += 8)
-                bits |= (ulong)TComparison.Lanes(Vector256.Create(block.Slice(j, 8)), l).ExtractMostSignificantBits() << j;
-        }
-        for (; j < block.Length; j++) bits |= (ulong)(TComparison.One(block[j], limit) ? 1 : 0) << j;
-        return bits;
     }
 
     /// <summary>The 64 mask bits from bit <paramref name="bit"/> on (bits past the end read as zero).</summary>

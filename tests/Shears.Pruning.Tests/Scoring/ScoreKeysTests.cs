@@ -163,4 +163,50 @@ public class ScoreKeysTests
         // First output of SplitMix64 seeded with 0 (Vigna's reference implementation).
         Assert.Equal(0xE220_A839_7B1D_CDAFUL, ScoreKeys.SplitMix64(0));
     }
+
+    /// <summary>
+    /// The key-free NaN check finds the same first NaN as the key computation, for every dtype, at the start, in a vector
+    /// block, in the scalar tail and after the first check block; ±Inf and the largest finite values pass; an offset
+    /// names the element in the whole tensor.
+    /// </summary>
+    [Theory]
+    [InlineData(TensorDType.F32)]
+    [InlineData(TensorDType.F16)]
+    [InlineData(TensorDType.BF16)]
+    public void CheckNoNaNFindsTheFirstNaNAsTheKeysDo(TensorDType dtype)
+    {
+        int count = 9_001;
+        var random = new Random((int)dtype);
+        int size = dtype.ElementSize();
+        ushort inf16 = dtype == TensorDType.BF16 ? (ushort)0x7F80 : (ushort)0x7C00;
+        byte[] Clean()
+        {
+            var raw = new byte[count * size];
+            for (int i = 0; i < count; i++)
+            {
+                // Finite values, ±Inf and the largest finite patterns: none is NaN.
+                uint bits = size == 4
+                    ? (uint)random.Next(3) switch { 0 => 0x7F80_0000u, 1 => 0x7F7F_FFFFu, _ => (uint)random.Next(0x7F80_0000) } | (uint)random.Next(2) << 31
+                    : (uint)(random.Next(3) switch { 0 => inf16, 1 => inf16 - 1, _ => random.Next(inf16) } | random.Next(2) << 15);
+                if (size == 4) BitConverter.TryWriteBytes(raw.AsSpan(i * 4), bits);
+                else BitConverter.TryWriteBytes(raw.AsSpan(i * 2), (ushort)bits);
+            }
+            return raw;
+        }
+        ScoreKeys.CheckNoNaN(Clean(), dtype, "w");
+        foreach (int at in new[] { 0, 17, 4095, 4096, 8200, count - 1 })
+        {
+            var raw = Clean();
+            // A quiet NaN at `at`, a negative signalling one later.
+            if (size == 4) { BitConverter.TryWriteBytes(raw.AsSpan(at * 4), 0x7FC0_0000u); BitConverter.TryWriteBytes(raw.AsSpan(Math.Min(count - 1, at + 3) * 4), 0xFF80_0001u); }
+            else { BitConverter.TryWriteBytes(raw.AsSpan(at * 2), (ushort)(inf16 + 0x40)); BitConverter.TryWriteBytes(raw.AsSpan(Math.Min(count - 1, at + 3) * 2), (ushort)(0x8000 | inf16 + 1)); }
+            var fromKeys = Assert.Throws<NaNWeightException>(() => Magnitude(raw, dtype, "layer.w"));
+            var e = Assert.Throws<NaNWeightException>(() => ScoreKeys.CheckNoNaN(raw, dtype, "layer.w", 1000));
+            Assert.Equal(at, fromKeys.Index);
+            Assert.Equal(1000 + at, e.Index);
+            Assert.Equal("layer.w", e.TensorName);
+        }
+        Assert.Throws<ArgumentException>(() => ScoreKeys.CheckNoNaN(new byte[3], dtype == TensorDType.F32 ? TensorDType.F32 : TensorDType.BF16, "w"));
+        Assert.Throws<ArgumentException>(() => ScoreKeys.CheckNoNaN(new byte[4], TensorDType.I32, "w"));
+    }
 }
