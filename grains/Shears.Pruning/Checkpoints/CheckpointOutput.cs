@@ -78,8 +78,19 @@ public static class CheckpointOutput
         ArgumentNullException.ThrowIfNull(t);
         CheckpointReader.CheckRange(t, byteStart, data.Length);
         using var handle = OpenOutput(outDir, t);
-        RandomAccess.Write(handle, data, t.FileOffset + byteStart);
+        lock (WriteLock(outDir, t))
+        {
+            RandomAccess.Write(handle, data, t.FileOffset + byteStart);
+        }
     }
+
+    // Buffered writes to one file take its inode lock in the kernel, so threads writing one file go one at a time
+    // anyway, and a thread waiting there spins on its core while the writer copies. Waiting here sleeps instead and
+    // leaves the core to the writer's page-cache work and to writeback. Striped by output path, never released.
+    private static readonly object[] WriteLocks = Enumerable.Range(0, 64).Select(_ => new object()).ToArray();
+
+    private static object WriteLock(string outDir, TensorEntry t) =>
+        WriteLocks[(uint)Path.GetFullPath(Path.Combine(outDir, t.FileName)).GetHashCode() % (uint)WriteLocks.Length];
 
     /// <summary>Copies one tensor's bytes unchanged from the input to the output, in pieces of at most 16 MB.</summary>
     public static void CopyTensor(CheckpointManifest input, TensorEntry t, string outDir)
@@ -100,7 +111,10 @@ public static class CheckpointOutput
             {
                 var chunk = buffer.AsSpan(0, (int)Math.Min(buffer.Length, t.ByteLength - done));
                 CheckpointReader.ReadExactly(source, chunk, t.FileOffset + done, inPath, t.Name);
-                RandomAccess.Write(target, (ReadOnlySpan<byte>)chunk, t.FileOffset + done);
+                lock (WriteLock(outDir, t))
+                {
+                    RandomAccess.Write(target, (ReadOnlySpan<byte>)chunk, t.FileOffset + done);
+                }
                 done += chunk.Length;
             }
         }

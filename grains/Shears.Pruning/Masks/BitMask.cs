@@ -15,6 +15,10 @@ public sealed class BitMask
         ArgumentOutOfRangeException.ThrowIfNegative(length);
         Length = length;
         _words = new ulong[(length + 63) / 64];
+        // Written once now: a fresh large array's pages are not yet the process's own, and a mask is usually read (every
+        // histogram reads it) before its first bit is set, which would map the shared zero page and then copy it on that
+        // write, with a TLB flush on every core per page.
+        _words.AsSpan().Clear();
     }
 
     private BitMask(long length, ulong[] words)

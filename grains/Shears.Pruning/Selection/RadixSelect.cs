@@ -63,6 +63,13 @@ public static partial class RadixSelect
 
         /// <summary>Whether every key is below 2^31 (a magnitude: no sign bit), so top digits stay below 0x8000.</summary>
         static abstract bool SignFree { get; }
+
+        /// <summary>
+        /// Counts the top digits of the 64 elements from <paramref name="first"/>, all unmasked, into
+        /// <paramref name="counts"/>; sign-free views may count into two tables of <see cref="SignFreeBuckets"/> (the
+        /// second at that offset), which <see cref="CountTop"/> folds. Returns the OR of the keys' low 16 bits.
+        /// </summary>
+        static abstract uint CountBlock(ref TElem first, ref uint counts);
     }
 
     /// <summary>The element is the key.</summary>
@@ -73,6 +80,19 @@ public static partial class RadixSelect
         public static ulong Bits(ReadOnlySpan<uint> block, uint limit, bool atMost) => UIntBits(block, uint.MaxValue, limit, atMost);
 
         public static bool SignFree => false;
+
+        public static uint CountBlock(ref uint first, ref uint counts)
+        {
+            uint low = 0;
+            for (int i = 0; i < 64; i += 2)
+            {
+                uint a = Unsafe.Add(ref first, i), b = Unsafe.Add(ref first, i + 1);
+                Unsafe.Add(ref counts, (int)(a >> 16))++;
+                Unsafe.Add(ref counts, (int)(b >> 16))++;
+                low |= a | b;
+            }
+            return low & 0xFFFF;
+        }
     }
 
     /// <summary>fp32 weight bits: |w|'s bits, the magnitude key.</summary>
@@ -83,6 +103,22 @@ public static partial class RadixSelect
         public static ulong Bits(ReadOnlySpan<uint> block, uint limit, bool atMost) => UIntBits(block, 0x7FFF_FFFF, limit, atMost);
 
         public static bool SignFree => true;
+
+        public static uint CountBlock(ref uint first, ref uint counts)
+        {
+            // Two elements per 8-byte load, one table each: neighbours often share a bucket, and an increment waits for
+            // the one before it in the same table.
+            ref byte bytes = ref Unsafe.As<uint, byte>(ref first);
+            ulong low = 0;
+            for (int i = 0; i < 256; i += 8)
+            {
+                ulong w = Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref bytes, i));
+                Unsafe.Add(ref counts, (int)(w >> 16) & 0x7FFF)++;
+                Unsafe.Add(ref counts, SignFreeBuckets + ((int)(w >> 48) & 0x7FFF))++;
+                low |= w;
+            }
+            return (uint)(low | low >> 32) & 0xFFFF;
+        }
     }
 
     /// <summary>bf16 weight bits: |w| widened to fp32 bits, the magnitude key.</summary>
@@ -118,6 +154,21 @@ public static partial class RadixSelect
         }
 
         public static bool SignFree => true;
+
+        public static uint CountBlock(ref ushort first, ref uint counts)
+        {
+            // Four elements per 8-byte load, alternating between two tables (see F32Magnitude); keys have no low bits.
+            ref byte bytes = ref Unsafe.As<ushort, byte>(ref first);
+            for (int i = 0; i < 128; i += 8)
+            {
+                ulong w = Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref bytes, i));
+                Unsafe.Add(ref counts, (int)w & 0x7FFF)++;
+                Unsafe.Add(ref counts, SignFreeBuckets + ((int)(w >> 16) & 0x7FFF))++;
+                Unsafe.Add(ref counts, (int)(w >> 32) & 0x7FFF)++;
+                Unsafe.Add(ref counts, SignFreeBuckets + ((int)(w >> 48) & 0x7FFF))++;
+            }
+            return 0;
+        }
     }
 
     /// <summary>Bit j set where (block[j] &amp; <paramref name="and"/>) is below the limit, or at most it.</summary>
@@ -153,12 +204,10 @@ public static partial class RadixSelect
     {
         long count = WeightCount(raw, dtype);
         CheckHistogram(count, mask, maskOffset, level, prefix, histogram);
-        // Level 0 counts into four tables of half the buckets (magnitude keys have no sign bit), see CountTop.
-        int length = level == 0 ? SignFreeTables * SignFreeBuckets : Buckets;
-        uint[] counts = ArrayPool<uint>.Shared.Rent(length);
+        uint[] counts = ArrayPool<uint>.Shared.Rent(Buckets);
         try
         {
-            Array.Clear(counts, 0, length);
+            Array.Clear(counts, 0, Buckets);
             bool lowZero;
             if (dtype == Checkpoints.TensorDType.F32)
             {
@@ -197,18 +246,13 @@ public static partial class RadixSelect
         return lowZero;
     }
 
-    private const int SignFreeBuckets = Buckets / 2, SignFreeTables = 4;
+    private const int SignFreeBuckets = Buckets / 2;
 
-    /// <summary>
-    /// Counts the top digits of the unmasked keys into <paramref name="counts"/> (<see cref="Buckets"/> entries, cleared;
-    /// for sign-free keys <see cref="SignFreeTables"/> × <see cref="SignFreeBuckets"/>, of which the first
-    /// <see cref="Buckets"/> hold the result and the rest are left cleared).
-    /// </summary>
+    /// <summary>Counts the top digits of the unmasked keys into <paramref name="counts"/> (<see cref="Buckets"/> entries, cleared).</summary>
     private static bool CountTop<TElem, TView>(ReadOnlySpan<TElem> keys, ReadOnlySpan<ulong> words, long maskOffset, uint[] counts)
         where TElem : unmanaged where TView : struct, IKeyView<TElem>
     {
-        if (TView.SignFree && counts.Length < SignFreeTables * SignFreeBuckets)
-            throw new ArgumentException($"sign-free keys count into {SignFreeTables * SignFreeBuckets} entries", nameof(counts));
+        if (counts.Length < Buckets) throw new ArgumentException($"a histogram has {Buckets} buckets", nameof(counts));
         ref uint h = ref MemoryMarshal.GetArrayDataReference(counts);
         ref TElem k = ref MemoryMarshal.GetReference(keys);
         uint low = 0;
@@ -217,59 +261,25 @@ public static partial class RadixSelect
         {
             int len = Math.Min(64, n - start);
             ulong unmasked = ~MaskBits(words, maskOffset + start) & LowBits(len);
-            if (unmasked == LowBits(len))
+            if (unmasked == ulong.MaxValue)
             {
-                // The common case: nothing masked in this block of 64.
-                int end = start + len;
-                int i = start;
-                if (TView.SignFree)
-                {
-                    // Weights cluster in few buckets: neighbours often hit the same one, and an increment waits for the
-                    // one before it. Four tables, one per lane of four, keep those increments apart.
-                    for (; i + 3 < end; i += 4)
-                    {
-                        uint a = TView.Key(Unsafe.Add(ref k, i)), b = TView.Key(Unsafe.Add(ref k, i + 1));
-                        uint c = TView.Key(Unsafe.Add(ref k, i + 2)), d = TView.Key(Unsafe.Add(ref k, i + 3));
-                        Unsafe.Add(ref h, (int)(a >> 16))++;
-                        Unsafe.Add(ref h, SignFreeBuckets + (int)(b >> 16))++;
-                        Unsafe.Add(ref h, 2 * SignFreeBuckets + (int)(c >> 16))++;
-                        Unsafe.Add(ref h, 3 * SignFreeBuckets + (int)(d >> 16))++;
-                        low |= a | b | c | d;
-                    }
-                }
-                for (; i + 1 < end; i += 2)
-                {
-                    uint a = TView.Key(Unsafe.Add(ref k, i)), b = TView.Key(Unsafe.Add(ref k, i + 1));
-                    Unsafe.Add(ref h, (int)(a >> 16))++;
-                    Unsafe.Add(ref h, (int)(b >> 16))++;
-                    low |= a | b;
-                }
-                if (i < end)
-                {
-                    uint a = TView.Key(Unsafe.Add(ref k, i));
-                    Unsafe.Add(ref h, (int)(a >> 16))++;
-                    low |= a;
-                }
+                // The common case: a whole block of 64 with nothing masked.
+                low |= TView.CountBlock(ref Unsafe.Add(ref k, start), ref h);
+                continue;
             }
-            else
+            while (unmasked != 0)
             {
-                while (unmasked != 0)
-                {
-                    uint a = TView.Key(Unsafe.Add(ref k, start + BitOperations.TrailingZeroCount(unmasked)));
-                    Unsafe.Add(ref h, (int)(a >> 16))++;
-                    low |= a;
-                    unmasked &= unmasked - 1;
-                }
+                uint a = TView.Key(Unsafe.Add(ref k, start + BitOperations.TrailingZeroCount(unmasked)));
+                Unsafe.Add(ref h, (int)(a >> 16))++;
+                low |= a;
+                unmasked &= unmasked - 1;
             }
         }
         if (TView.SignFree)
         {
-            var all = counts.AsSpan(0, SignFreeTables * SignFreeBuckets);
-            for (int t = 1; t < SignFreeTables; t++)
-            {
-                var table = all.Slice(t * SignFreeBuckets, SignFreeBuckets);
-                for (int b = 0; b < SignFreeBuckets; b++) all[b] += table[b];
-            }
+            // Fold the second table into the first: sign-free keys leave the top half of the buckets empty.
+            var all = counts.AsSpan(0, Buckets);
+            for (int b = 0; b < SignFreeBuckets; b++) all[b] += all[SignFreeBuckets + b];
             all[SignFreeBuckets..].Clear();
         }
         return (low & 0xFFFF) == 0;
