@@ -50,6 +50,25 @@ public class CheckpointOutputTests
     }
 
     [Fact]
+    public void CopyFromATruncatedFileNamesTheFileAndTheTensorAndWritesNothing()
+    {
+        using var dir = new TempDir();
+        var input = dir.Sub("in");
+        var output = dir.Sub("out");
+        DemoCheckpoint.Write(input, Small(100_000_000));
+        var m = CheckpointReader.ReadManifest(input);
+        CheckpointOutput.CreateLayout(m, output);
+        var last = m.Tensors.MaxBy(t => t.FileOffset)!;
+        var path = m.PathOf(last.FileName);
+        using (var file = File.OpenHandle(path, FileMode.Open, FileAccess.Write)) RandomAccess.SetLength(file, last.FileOffset + last.ByteLength - 1);
+        var e = Assert.Throws<CheckpointFormatException>(() => CheckpointOutput.CopyTensor(m, last, output));
+        Assert.Contains(path, e.Message);
+        Assert.Contains(last.Name, e.Message);
+        var written = File.ReadAllBytes(Path.Combine(output, last.FileName)).AsSpan((int)last.FileOffset, (int)last.ByteLength);
+        Assert.False(written.ContainsAnyExcept((byte)0));
+    }
+
+    [Fact]
     public void ConcurrentRowBlockWritesFillOneFile()
     {
         using var dir = new TempDir();
