@@ -49,15 +49,20 @@ public class CheckpointOutputTests
         }
     }
 
+    /// <summary>A one-file demo checkpoint in dir/in and its output layout in dir/out.</summary>
+    private static (CheckpointManifest Input, string Output) LaidOut(TempDir dir)
+    {
+        DemoCheckpoint.Write(dir.Sub("in"), Small(100_000_000));
+        var m = CheckpointReader.ReadManifest(dir.Sub("in"));
+        CheckpointOutput.CreateLayout(m, dir.Sub("out"));
+        return (m, dir.Sub("out"));
+    }
+
     [Fact]
     public void CopyFromATruncatedFileNamesTheFileAndTheTensorAndWritesNothing()
     {
         using var dir = new TempDir();
-        var input = dir.Sub("in");
-        var output = dir.Sub("out");
-        DemoCheckpoint.Write(input, Small(100_000_000));
-        var m = CheckpointReader.ReadManifest(input);
-        CheckpointOutput.CreateLayout(m, output);
+        var (m, output) = LaidOut(dir);
         var last = m.Tensors.MaxBy(t => t.FileOffset)!;
         var path = m.PathOf(last.FileName);
         using (var file = File.OpenHandle(path, FileMode.Open, FileAccess.Write)) RandomAccess.SetLength(file, last.FileOffset + last.ByteLength - 1);
@@ -72,11 +77,7 @@ public class CheckpointOutputTests
     public void ConcurrentRowBlockWritesFillOneFile()
     {
         using var dir = new TempDir();
-        var input = dir.Sub("in");
-        var output = dir.Sub("out");
-        DemoCheckpoint.Write(input, Small(100_000_000));
-        var m = CheckpointReader.ReadManifest(input);
-        CheckpointOutput.CreateLayout(m, output);
+        var (m, output) = LaidOut(dir);
         var up = m.Get("model.layers.0.mlp.up_proj.weight");
         var down = m.Get("model.layers.1.mlp.down_proj.weight");
 
