@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# End to end: pruning checkpoints of 1.27 GB and 3.8 GB (bf16, LLaMA layout) to 50% global magnitude on the
+# End to end: pruning checkpoints of 1.27 GB, 3.8 GB and optionally 7.0 GB (bf16, LLaMA layout) to 50% global magnitude on the
 # embedded silo, against copying them with cp, page cache warm; then both again followed by sync (to disk).
 # Also the fixed cost: the same command on a 10 MB checkpoint.
 # The client is the published, ReadyToRun-compiled binary (what deploy/ ships).
-# Usage: bench/e2e.sh [WORKDIR]   (needs ~11 GB free in WORKDIR and ~14 GB of memory; default /tmp/shears-e2e)
+# Usage: bench/e2e.sh [WORKDIR] [RUNS] [MODELS]   (default /tmp/shears-e2e, 3 runs, "tiny model large": ~11 GB free in
+# WORKDIR and ~14 GB of memory; "xl" adds the 7.0 GB checkpoint: ~26 GB free and ~20 GB of memory)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-/tmp/shears-e2e}
+runs=${2:-3}
+models=${3:-tiny model large}
 mkdir -p "$work"
 dotnet publish -c Release client/Shears.Client -o "$work/shears-publish" -nologo -v quiet >/dev/null
 dotnet build -c Release bench/Shears.Bench -nologo -v quiet >/dev/null
@@ -15,13 +18,15 @@ bench() { dotnet bench/Shears.Bench/bin/Release/net10.0/linux-x64/Shears.Bench.d
 [ -f "$work/model/config.json" ] || bench checkpoint "$work/model"
 [ -f "$work/large/config.json" ] || bench checkpoint "$work/large" --hidden 4096 --layers 8 --intermediate 11008
 [ -f "$work/tiny/config.json" ] || bench checkpoint "$work/tiny" --hidden 256 --layers 2 --intermediate 688 --vocab 4000
+case " $models " in *" xl "*) [ -f "$work/xl/config.json" ] || bench checkpoint "$work/xl" --hidden 4096 --layers 16 --intermediate 11008;; esac
 
 time_of() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); awk -v a="$s" -v b="$e" "BEGIN{printf \"%.2f\", b-a}"; }
 ratio() { awk -v p="$1" -v c="$2" "BEGIN{printf \"%.1f\", p/c}"; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{printf "%.2f", NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 phases() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(' '.join(f'{k} {v:.2f}s' for k,v in r['phaseSeconds'].items()), '| report', round(r['seconds'],2), 's')" "$1/shears-report.json"; }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg); $(date -u)"
-for m in tiny model large; do
+for m in $models; do
   src="$work/$m"
   echo "== $m: $(du -sb "$src" | cut -f1) bytes"
   cat "$src"/* > /dev/null   # warm the page cache for both
@@ -31,12 +36,16 @@ for m in tiny model large; do
   prune_synced() { prune; sync; }
   # Every timed command starts with no dirty pages (sync, untimed), so none pays for the writeback of another.
   clean() { rm -rf "$work/copy" "$work/pruned"; sync; cat "$src"/* > /dev/null; }
-  for i in 1 2 3; do
+  cs_all=(); ps_all=(); c_all=(); p_all=()
+  for i in $(seq "$runs"); do
     clean; c=$(time_of copy)
     clean; p=$(time_of prune); ph=$(phases "$work/pruned")
     clean; cs=$(time_of copy_synced)
     clean; ps=$(time_of prune_synced)
     echo "run $i: page cache: cp ${c}s shears ${p}s ratio $(ratio "$p" "$c")  |  with sync: cp ${cs}s shears ${ps}s ratio $(ratio "$ps" "$cs")  |  shears phases: $ph"
+    c_all+=("$c"); p_all+=("$p"); cs_all+=("$cs"); ps_all+=("$ps")
   done
+  mc=$(median "${c_all[@]}"); mp=$(median "${p_all[@]}"); mcs=$(median "${cs_all[@]}"); mps=$(median "${ps_all[@]}")
+  echo "median of $runs: page cache: cp ${mc}s shears ${mp}s ratio $(ratio "$mp" "$mc")  |  with sync: cp ${mcs}s shears ${mps}s ratio $(ratio "$mps" "$mcs")"
 done
 rm -rf "$work/copy" "$work/pruned"

@@ -1,3 +1,4 @@
+using Shears.Pruning.Checkpoints;
 using System.Diagnostics;
 using Shears.Pruning.Masks;
 using Shears.Pruning.Selection;
@@ -47,8 +48,11 @@ internal static class GlobalProtocol
     /// </param>
     /// <param name="histogramOf">With <paramref name="fill"/>: the shard's histogram read straight from its weights
     /// (shard, level, prefix, histogram → low bits zero), as shard grains do for mapped fp32/bf16 weights.</param>
+    /// <param name="weightsOf">Shard i's fp32/bf16 weight bytes and dtype, when counting and masking read the weight
+    /// bits (RadixSelect.CountLessAndEqualOfWeights, ApplyThresholdToWeights) as shard grains do.</param>
     public static ProtocolRun Run(IReadOnlyList<BenchShard> shards, long count, int threads, bool forwardLowBitsZero = true,
-        IReadOnlyList<KeyFiller>? fill = null, Func<int, int, uint, long[], bool>? histogramOf = null)
+        IReadOnlyList<KeyFiller>? fill = null, Func<int, int, uint, long[], bool>? histogramOf = null,
+        Func<int, (byte[] Bytes, int Offset, int Length, TensorDType DType)>? weightsOf = null)
     {
         int s = shards.Count;
         double level0 = 0, level1 = 0, merge = 0;
@@ -89,7 +93,12 @@ internal static class GlobalProtocol
         var equal = new long[s];
         Timing.ForEach(s, threads, i =>
         {
-            if (fill is null) RadixSelect.CountLessAndEqual(shards[i].Keys, shards[i].Mask, threshold, out less[i], out equal[i]);
+            if (weightsOf is not null)
+            {
+                var w = weightsOf(i);
+                RadixSelect.CountLessAndEqualOfWeights(w.Bytes.AsSpan(w.Offset, w.Length), w.DType, shards[i].Mask, threshold, out less[i], out equal[i]);
+            }
+            else if (fill is null) RadixSelect.CountLessAndEqual(shards[i].Keys, shards[i].Mask, threshold, out less[i], out equal[i]);
             else RadixSelect.CountLessAndEqual(shards[i].Keys.Length, fill[i], shards[i].Mask, threshold, out less[i], out equal[i]);
         });
         double countSeconds = Timing.Seconds(c);
@@ -102,9 +111,17 @@ internal static class GlobalProtocol
 
         a = Stopwatch.GetTimestamp();
         var masked = new long[s];
-        Timing.ForEach(s, threads, i => masked[i] = fill is null
-            ? RadixSelect.ApplyThreshold(shards[i].Keys, shards[i].Mask, threshold, ties[i])
-            : RadixSelect.ApplyThreshold(shards[i].Keys.Length, fill[i], shards[i].Mask, threshold, ties[i], 0, equal[i]));
+        Timing.ForEach(s, threads, i =>
+        {
+            if (weightsOf is not null)
+            {
+                var w = weightsOf(i);
+                masked[i] = RadixSelect.ApplyThresholdToWeights(w.Bytes.AsSpan(w.Offset, w.Length), w.DType, shards[i].Mask, threshold, ties[i], 0, equal[i]);
+            }
+            else masked[i] = fill is null
+                ? RadixSelect.ApplyThreshold(shards[i].Keys, shards[i].Mask, threshold, ties[i])
+                : RadixSelect.ApplyThreshold(shards[i].Keys.Length, fill[i], shards[i].Mask, threshold, ties[i], 0, equal[i]);
+        });
         double applySeconds = Timing.Seconds(a);
 
         return new ProtocolRun
