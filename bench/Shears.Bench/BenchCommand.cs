@@ -1,6 +1,6 @@
 namespace Shears.Bench;
 
-/// <summary>Dispatches `selection` and `layer`; prints usage and returns 2 on a bad command line.</summary>
+/// <summary>Dispatches the benchmarks; prints usage and returns 2 on a bad command line.</summary>
 internal static class BenchCommand
 {
     private const string Usage = """
@@ -10,6 +10,8 @@ internal static class BenchCommand
           layer     [--rows 4096] [--cols 4096] [--repeat R] [--torch-threads 2] [--sparsity 0.5] [--seed N]
           checkpoint DIR [--hidden 2048] [--layers 10] [--intermediate 5504] [--vocab 32000]
                     (a bf16 LLaMA-layout checkpoint for the end-to-end benchmark, bench/e2e.sh)
+          write     FILE SIZE_MIB [--repeat 5]
+                    (the machine's own buffered-write speed, no Shears code: the floor under cp and the export)
         """;
 
     private static int Checkpoint(ReadOnlySpan<string> span)
@@ -40,6 +42,7 @@ internal static class BenchCommand
             return args.Length == 0 ? 2 : 0;
         }
         if (args[0] == "checkpoint") return Checkpoint(args.AsSpan(1));
+        if (args[0] == "write") return WriteBench.Run(args.AsSpan(1));
         try
         {
             var options = BenchOptions.Parse(args.AsSpan(1));
