@@ -40,16 +40,15 @@ internal static class ShardMath
     {
         if (values.Length != piece.Piece.Elements) throw new ArgumentException($"'{piece.Entry.Name}': {values.Length} values for {piece.Piece.Elements} elements");
         var raw = piece.Writable().AsSpan();
-        for (int i = 0; i < values.Length; i++)
+        try
         {
-            float v = piece.Mask[i] ? 0f : values[i];
-            switch (piece.Entry.DType)
-            {
-                case TensorDType.F32: BitConverter.TryWriteBytes(raw[(i * 4)..], v); break;
-                case TensorDType.BF16: BitConverter.TryWriteBytes(raw[(i * 2)..], FloatBits.SingleToBFloat16(v)); break;
-                case TensorDType.F16: BitConverter.TryWriteBytes(raw[(i * 2)..], FloatBits.SingleToHalf(v)); break;
-                default: throw new NotSupportedException($"'{piece.Entry.Name}' is {piece.Entry.DType}");
-            }
+            FloatBits.Store(values, piece.Entry.DType, raw);
         }
+        catch (NotSupportedException e)
+        {
+            throw new NotSupportedException($"'{piece.Entry.Name}': {e.Message}", e);
+        }
+        // Masked elements back to +0.0, a mask word at a time (in place: each element is read before it is written).
+        MaskedCopy.Copy(raw, piece.Entry.DType.ElementSize(), piece.Mask.Words, raw);
     }
 }

@@ -10,7 +10,8 @@ public static class MaskedCopy
     /// <summary>
     /// Copies the elements of <paramref name="source"/> (<paramref name="elementSize"/> bytes each) into
     /// <paramref name="destination"/> with every masked one (bit i of <paramref name="words"/> set for element i) written
-    /// as zero bytes, and returns how many elements written hold a non-zero byte (−0.0 counts as non-zero).
+    /// as zero bytes, and returns how many elements written hold a non-zero byte (−0.0 counts as non-zero). The two may
+    /// be the same bytes (masking in place); otherwise they must not overlap.
     /// </summary>
     public static long Copy(ReadOnlySpan<byte> source, int elementSize, ReadOnlySpan<ulong> words, Span<byte> destination)
     {

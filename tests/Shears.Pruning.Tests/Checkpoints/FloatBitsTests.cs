@@ -66,4 +66,33 @@ public class FloatBitsTests
     [InlineData(5.960464477539063e-8f, 0x0001)] // smallest subnormal
     public void SingleToHalfKnownValues(float value, int bits) =>
         Assert.Equal((ushort)bits, FloatBits.SingleToHalf(value));
+
+    /// <summary>Storing a span gives each element's own conversion, little-endian, for every dtype it takes.</summary>
+    [Theory]
+    [InlineData(TensorDType.F32)]
+    [InlineData(TensorDType.BF16)]
+    [InlineData(TensorDType.F16)]
+    public void StoreWritesEachElementsConversion(TensorDType dtype)
+    {
+        var random = new Random((int)dtype);
+        float[] values = [.. Enumerable.Range(0, 257).Select(i => i switch
+        {
+            0 => float.NaN, 1 => float.NegativeInfinity, 2 => -0f, 3 => BitConverter.UInt32BitsToSingle(0x3F818000), 4 => 70000f, 5 => 1e-8f,
+            _ => (float)(random.NextDouble() * 2 - 1) * MathF.Pow(2, random.Next(-20, 20)),
+        })];
+        var raw = new byte[values.Length * dtype.ElementSize()];
+        FloatBits.Store(values, dtype, raw);
+        for (int i = 0; i < values.Length; i++)
+        {
+            byte[] expected = dtype switch
+            {
+                TensorDType.F32 => BitConverter.GetBytes(values[i]),
+                TensorDType.BF16 => BitConverter.GetBytes(FloatBits.SingleToBFloat16(values[i])),
+                _ => BitConverter.GetBytes(FloatBits.SingleToHalf(values[i])),
+            };
+            Assert.Equal(expected, raw.AsSpan(i * expected.Length, expected.Length).ToArray());
+        }
+        Assert.Throws<ArgumentException>(() => FloatBits.Store(values, dtype, new byte[raw.Length - 1]));
+        Assert.Throws<NotSupportedException>(() => FloatBits.Store(values, TensorDType.I16, new byte[values.Length * 2]));
+    }
 }

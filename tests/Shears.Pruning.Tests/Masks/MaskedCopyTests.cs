@@ -48,6 +48,11 @@ public class MaskedCopyTests
             long nonZero = MaskedCopy.Copy(source, size, words, actual);
             Assert.Equal(expected, actual);
             Assert.Equal(expectedNonZero, nonZero);
+
+            // In place: the same result in the source's own bytes.
+            var inPlace = (byte[])source.Clone();
+            Assert.Equal(expectedNonZero, MaskedCopy.Copy(inPlace, size, words, inPlace));
+            Assert.Equal(expected.AsSpan(0, source.Length).ToArray(), inPlace);
         }
     }
 
