@@ -80,6 +80,46 @@ public class MultiProcessTests
         }
     }
 
+    /// <summary>
+    /// An evaluated run: the coordinator's silo serves the evaluation of the last round as <c>shears_run_eval</c>, the
+    /// value the report gives (perplexity of the pruned model, not the dense baseline's).
+    /// </summary>
+    [RedisFact]
+    public async Task TheEvaluationOfTheLastRoundShowsInMetrics()
+    {
+        using var dir = new TempDir();
+        DemoCheckpoint.Write(dir.Sub("in"), new DemoCheckpointOptions(HiddenSize: 32, Layers: 2, Heads: 4, KvHeads: 2, IntermediateSize: 64, VocabSize: 96));
+        string ids = Path.Combine(dir.Path, "eval.json");
+        File.WriteAllText(ids, "[[1, 5, 9, 13, 17, 21, 25, 29], [2, 4, 8, 16, 32, 64, 3, 6], [90, 80, 70, 60, 50, 40, 30, 20]]");
+        string redis = Redis();
+        var (a, b) = await TwoSilos(redis);
+        await using (a)
+        await using (b)
+        {
+            var result = await ShearsProcess.RunAsync("run", "--model", dir.Sub("in"), "--out", dir.Sub("out"), "--sparsity", "0.8", "--rounds", "2",
+                "--schedule", "linear", "--eval", ids, "--cluster", "redis://" + redis, "--run-id", "evaluated");
+            Assert.True(result.ExitCode == 0, result + "\n" + a.Log + b.Log);
+            using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.Sub("out"), "shears-report.json")));
+            double last = report.RootElement.GetProperty("rounds").EnumerateArray().Last().GetProperty("eval").GetProperty("value").GetDouble();
+            double baseline = report.RootElement.GetProperty("baseline").GetProperty("eval").GetProperty("value").GetDouble();
+            Assert.NotEqual(baseline, last);
+
+            const string Series = "shears_run_eval{otel_scope_name=\"Shears\",otel_scope_version=\"1.0\",run=\"evaluated\"} ";
+            var served = new List<double>();
+            foreach (var silo in new[] { a, b })
+            {
+                foreach (string line in (await silo.MetricsAsync()).Split('\n'))
+                {
+                    if (!line.StartsWith(Series, StringComparison.Ordinal)) continue;
+                    string value = line[Series.Length..].Split(' ')[0];
+                    served.Add(double.Parse(value, System.Globalization.CultureInfo.InvariantCulture));
+                }
+            }
+            double shown = Assert.Single(served); // the coordinator's silo only
+            Assert.Equal(last, shown, last * 1e-9);
+        }
+    }
+
     [RedisFact]
     public async Task DetachAndCancelLeaveNoOutput()
     {
