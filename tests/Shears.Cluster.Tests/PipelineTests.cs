@@ -119,10 +119,12 @@ public class PipelineTests(ClusterFixture fixture)
 
     /// <summary>
     /// One round decides its masks before fine-tuning, so the same run without fine-tuning has the same masks: every
-    /// weight it zeroes is exactly +0.0 in the fine-tuned output too (positions, not only counts).
+    /// weight it zeroes is exactly +0.0 in the fine-tuned output too (positions, not only counts). And the fine-tuned
+    /// weights are those of the same steps taken in this process on the whole model, each sequence on its own (no
+    /// padding), with the same masks, optimizer and batches: the pipeline of stages trains as the model would.
     /// </summary>
     [Fact]
-    public async Task FineTuningKeepsTheMaskedPositionsAtZero()
+    public async Task FineTuningKeepsTheMaskedPositionsAtZeroAndMatchesTheWholeModelsSteps()
     {
         using var dir = new TempDir();
         DemoCheckpoint.Write(dir.Sub("in"), Small with { DType = TensorDType.F32 });
@@ -151,6 +153,61 @@ public class PipelineTests(ClusterFixture fixture)
             }
         }
         Assert.True(masked > 0 && moved > 0, $"masked {masked}, moved {moved}");
+
+        // The reference: RunGrain's batches (step s takes rows 4s..4s+3 of the data, wrapping), the loss as the mean over
+        // the batch's predictions, MaskedAdamW without weight decay on the pruned tensors only.
+        var data = JsonSerializer.Deserialize<long[][]>(File.ReadAllText(train))!;
+        var names = plain.Tensors.Where(t => t.Name.Contains("_proj.")).Select(t => t.Name).ToArray();
+        using var model = LlamaModel.Load(dir.Sub("in"), torch.CPU);
+        model.SetRequiresGrad(false);
+        var trainable = names.ToDictionary(n => n, n => model.Parameters[n]);
+        var masks = new Dictionary<string, torch.Tensor>();
+        try
+        {
+            foreach (var t in plain.Tensors.Where(t => names.Contains(t.Name)))
+            {
+                var bits = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, uint>(CheckpointReader.ReadTensor(plain, t)).ToArray();
+                masks[t.Name] = torch.tensor(bits.Select(b => b == 0).ToArray(), t.Shape);
+                using (torch.no_grad()) trainable[t.Name].masked_fill_(masks[t.Name], 0);
+                trainable[t.Name].requires_grad_(true);
+            }
+            using var optimizer = new MaskedAdamW(trainable, masks, learningRate: 1e-2, weightDecay: 0);
+            for (int step = 0; step < 6; step++)
+            {
+                using var scope = torch.NewDisposeScope();
+                optimizer.ZeroGrad();
+                var rows = Enumerable.Range(0, 4).Select(i => data[(step * 4 + i) % data.Length]).ToArray();
+                double predictions = rows.Sum(r => r.Length - 1);
+                torch.Tensor? loss = null;
+                foreach (var row in rows)
+                {
+                    var ids = torch.tensor(row, [1, row.Length]);
+                    var part = Perplexity.Loss(model.Forward(ids), ids) * ((row.Length - 1) / predictions);
+                    loss = loss is null ? part : loss + part;
+                }
+                loss!.backward();
+                optimizer.Step();
+            }
+            double worst = 0, movement = 0;
+            foreach (var name in names)
+            {
+                var reference = trainable[name].detach().contiguous().data<float>().ToArray();
+                var pipeline = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(CheckpointReader.ReadTensor(tuned, tuned.Get(name))).ToArray();
+                var start = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(CheckpointReader.ReadTensor(plain, plain.Get(name))).ToArray();
+                for (int i = 0; i < reference.Length; i++)
+                {
+                    worst = Math.Max(worst, Math.Abs(reference[i] - pipeline[i]));
+                    movement = Math.Max(movement, Math.Abs(pipeline[i] - start[i]));
+                }
+            }
+            // Measured here: 9.3e-6 against a movement of 0.06; with padding counted in the loss, 0.11.
+            Assert.True(worst < 0.01 * movement, $"the pipeline's weights differ from the whole model's steps by up to {worst} (moved up to {movement})");
+            Assert.True(movement > 1e-2, $"fine-tuning moved weights by up to {movement} only");
+        }
+        finally
+        {
+            foreach (var m in masks.Values) m.Dispose();
+        }
     }
 
     [Theory]

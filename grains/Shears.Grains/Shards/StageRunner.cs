@@ -167,7 +167,8 @@ internal sealed class StageRunner(
         if (!lossHere) return (batch with { Hidden = Bytes(_output), Shape = _output.shape }, null);
 
         using var scope = NewDisposeScope();
-        var loss = IsBert ? DistillationLoss(_output, batch) : Perplexity.Loss(_output, Targets(batch, device));
+        // Rows are right-padded to the longest: only each row's own predictions count.
+        var loss = IsBert ? DistillationLoss(_output, batch) : Perplexity.Loss(_output, Targets(batch, device), batch.TokenIds.Select(s => s.Length).ToArray());
         loss.backward();
         var result = new TrainStepResult { Loss = loss.item<float>(), InputGradient = Bytes(_input.grad!) };
         Step();

@@ -131,17 +131,39 @@ public static class Perplexity
     }
 
     /// <summary>Mean negative log-likelihood over the B × (T−1) predictions, differentiable: the training loss at the head.</summary>
-    public static Tensor Loss(Tensor logits, Tensor tokenIds)
+    public static Tensor Loss(Tensor logits, Tensor tokenIds) => Loss(logits, tokenIds, null);
+
+    /// <summary>
+    /// As the two-argument form over right-padded rows: the mean over the lengths[b] − 1 predictions inside each row's
+    /// sequence only, so padding is neither predicted nor counted (a batch of sequences of different lengths trains as
+    /// the same sequences would one by one).
+    /// </summary>
+    public static Tensor Loss(Tensor logits, Tensor tokenIds, IReadOnlyList<int>? lengths)
     {
         ArgumentNullException.ThrowIfNull(logits);
         ArgumentNullException.ThrowIfNull(tokenIds);
-        var (_, length) = CheckShapes(logits, tokenIds);
+        var (batch, length) = CheckShapes(logits, tokenIds);
         if (length < 2)
         {
             throw new ArgumentException("Sequences of one token predict nothing; a loss needs at least 2 tokens.", nameof(tokenIds));
         }
         using var scope = NewDisposeScope();
-        return TokenNll(logits, tokenIds).mean().MoveToOuterDisposeScope();
+        var perToken = TokenNll(logits, tokenIds); // [B, T−1]
+        if (lengths is null) return perToken.mean().MoveToOuterDisposeScope();
+        if (lengths.Count != batch) throw new ArgumentException($"{lengths.Count} lengths given for a batch of {batch}.", nameof(lengths));
+        var keep = new float[batch * (length - 1)];
+        long predicted = 0;
+        for (var b = 0; b < batch; b++)
+        {
+            var n = lengths[b];
+            if (n < 0 || n > length) throw new ArgumentOutOfRangeException(nameof(lengths), $"Length {n} of row {b} is outside [0, {length}].");
+            for (var t = 0; t < n - 1; t++) keep[b * (length - 1) + t] = 1;
+            predicted += Math.Max(0, n - 1);
+        }
+        if (predicted == 0) throw new ArgumentException("No row holds 2 tokens: the batch predicts nothing.", nameof(lengths));
+        var weights = tensor(keep, [batch, length - 1], ScalarType.Float32, perToken.device);
+        using var count = ((double)predicted).ToScalar();
+        return (perToken * weights).sum().div(count).MoveToOuterDisposeScope();
     }
 
     private static Tensor TokenNll(Tensor logits, Tensor tokenIds)

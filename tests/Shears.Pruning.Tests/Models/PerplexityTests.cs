@@ -23,6 +23,38 @@ public class PerplexityTests
         Assert.Equal(nll / tokens, Perplexity.Loss(logits, ids).item<float>(), 1e-6);
     }
 
+    /// <summary>
+    /// The training loss over right-padded rows is the mean over the rows' own predictions, and its gradient is the one
+    /// of the rows taken one by one: padding neither counts nor trains.
+    /// </summary>
+    [Fact]
+    public void LossWithLengthsIgnoresPaddingInValueAndGradient()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(2);
+        var logits = randn(2, 5, 7).requires_grad_(true);
+        var ids = randint(0, 7, [2, 5], ScalarType.Int64);
+        var loss = Perplexity.Loss(logits, ids, [5, 3]);
+        loss.backward();
+
+        var alone = randn(2, 5, 7);
+        alone.copy_(logits.detach());
+        alone.requires_grad_(true);
+        var (first, _) = Perplexity.NegativeLogLikelihood(alone.detach().narrow(0, 0, 1), ids.narrow(0, 0, 1));
+        var (second, _) = Perplexity.NegativeLogLikelihood(alone.detach().narrow(0, 1, 1).narrow(1, 0, 3), ids.narrow(0, 1, 1).narrow(1, 0, 3));
+        Assert.Equal((first + second) / 6, loss.item<float>(), 1e-5);
+
+        // The same total from the two rows' own losses, weighted by their predictions: the same gradient.
+        var rowLosses = Perplexity.Loss(alone.narrow(0, 0, 1), ids.narrow(0, 0, 1)) * 4 + Perplexity.Loss(alone.narrow(0, 1, 1).narrow(1, 0, 3), ids.narrow(0, 1, 1).narrow(1, 0, 3)) * 2;
+        (rowLosses / 6).backward();
+        Assert.True(logits.grad!.allclose(alone.grad!, rtol: 1e-5, atol: 1e-7));
+        // Padding got no gradient: the second row's positions 2–4 predict nothing inside its sequence of 3.
+        Assert.Equal(0f, logits.grad!.narrow(0, 1, 1).narrow(1, 2, 3).abs().sum().item<float>());
+
+        Assert.Throws<ArgumentException>(() => Perplexity.Loss(logits, ids, [1, 1]));
+        Assert.Throws<ArgumentException>(() => Perplexity.Loss(logits, ids, [5]));
+    }
+
     [Fact]
     public void LengthsCountOnlyPredictionsInsideEachSequence()
     {
