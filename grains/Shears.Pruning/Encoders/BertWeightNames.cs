@@ -105,7 +105,7 @@ public sealed record BertWeightNames(BertEmbeddingNames Embeddings, IReadOnlyLis
     }
 
     /// <summary>
-    /// Reads fp32 initializers of <paramref name="model"/> as tensors on <paramref name="device"/> in
+    /// Reads fp32, fp16 or bf16 initializers of <paramref name="model"/> as tensors on <paramref name="device"/> in
     /// <paramref name="dtype"/>. The tensors are detached from any dispose scope: the caller disposes them.
     /// </summary>
     public static Dictionary<string, Tensor> Read(OnnxModel model, IEnumerable<string> names, Device device, ScalarType dtype = ScalarType.Float32)
@@ -123,18 +123,14 @@ public sealed record BertWeightNames(BertEmbeddingNames Embeddings, IReadOnlyLis
                     continue;
                 }
                 var init = Require(model, name, "the encoder");
-                if (init.ElementType != OnnxElementType.Float || init.RawDataOffset is null)
+                // Typed as a checkpoint tensor: fp32, fp16 or bf16 raw_data, widened exactly.
+                if (init.ToTensorEntry(Path.GetFileName(model.FilePath)) is not { DType: TensorDType.F32 or TensorDType.F16 or TensorDType.BF16 } entry)
                 {
                     throw new CheckpointFormatException(model.FilePath, name,
-                        $"the encoder reads fp32 weights stored as raw_data; this one is {init.ElementType.ToOnnxName()} in {init.Storage}");
+                        $"the encoder reads fp32, fp16 or bf16 weights stored as raw_data; this one is {init.ElementType.ToOnnxName()} in {init.Storage}");
                 }
-                if (!BitConverter.IsLittleEndian)
-                {
-                    throw new PlatformNotSupportedException("ONNX raw_data is little-endian; this machine is not.");
-                }
-                var values = MemoryMarshal.Cast<byte, float>(model.ReadRawData(name)).ToArray();
                 using var scope = NewDisposeScope();
-                tensors.Add(name, tensor(values, init.Dims).to(dtype, device).DetachFromDisposeScope());
+                tensors.Add(name, Models.LlamaWeights.ToFloat32(entry, model.ReadRawData(name)).to(dtype, device).DetachFromDisposeScope());
             }
             return tensors;
         }
