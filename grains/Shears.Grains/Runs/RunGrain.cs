@@ -515,16 +515,22 @@ public sealed class RunGrain(
 
     private static float[][] Unflatten(float[] flat, int width) => flat.Chunk(width).ToArray();
 
-    /// <summary>Fidelity (mean and 5th percentile cosine to the dense embeddings) and neighbour agreement at 10.</summary>
+    // The dense evaluation embeddings' neighbours: the same for every round of a run (one run per grain).
+    private int[][]? _denseNeighbours;
+
     /// <summary>
-    /// With query embeddings (sentence pairs), also paraphrase retrieval: each query's match is the corpus
-    /// sentence of the same row; top-1 and MRR with queries and corpus from the pruned model, and with
-    /// the corpus embedded by the dense model (an index built before pruning).
+    /// Fidelity (mean and 5th percentile cosine to the dense embeddings) and neighbour agreement at 10 (the dense
+    /// model's neighbours found once per activation). With query embeddings (sentence pairs), also paraphrase retrieval:
+    /// each query's match is the corpus sentence of the same row; top-1 and MRR with queries and corpus from the pruned
+    /// model, and with the corpus embedded by the dense model (an index built before pruning).
     /// </summary>
-    private static EvalMetric EncoderMetric(float[][] dense, float[][] pruned, IReadOnlyList<long[]> sentences, float[][]? prunedQueries)
+    private EvalMetric EncoderMetric(float[][] dense, float[][] pruned, IReadOnlyList<long[]> sentences, float[][]? prunedQueries)
     {
         var fidelity = Shears.Pruning.Evaluation.EmbeddingQuality.Fidelity(dense, pruned);
-        double agreement = Shears.Pruning.Evaluation.EmbeddingQuality.NeighbourAgreement(dense, pruned, Math.Min(10, dense.Length - 1));
+        int k = Math.Min(10, dense.Length - 1);
+        if (_denseNeighbours is not { } known || known.Length != dense.Length || known.Any(n => n.Length != k))
+            _denseNeighbours = known = Shears.Pruning.Evaluation.EmbeddingQuality.NearestNeighbours(dense, k);
+        double agreement = Shears.Pruning.Evaluation.EmbeddingQuality.NeighbourAgreement(known, pruned, k);
         var measures = new Dictionary<string, double>
         {
             ["fidelityP5"] = fidelity.Percentile5, ["neighbourAgreement10"] = agreement, ["sentences"] = dense.Length,

@@ -82,14 +82,28 @@ public static class EmbeddingQuality
         {
             throw new ArgumentException($"Neighbour agreement@{k} needs more than {k} sentences; got {dense.Count}.", nameof(dense));
         }
-        var before = NearestNeighbours(dense, k);
+        return NeighbourAgreement(NearestNeighbours(dense, k), pruned, k);
+    }
+
+    /// <summary>
+    /// <see cref="NeighbourAgreement(IReadOnlyList{float[]}, IReadOnlyList{float[]}, int)"/> with the dense model's
+    /// neighbours already found (<see cref="NearestNeighbours"/> with the same k): a run measuring every round finds them once.
+    /// </summary>
+    public static double NeighbourAgreement(int[][] denseNeighbours, IReadOnlyList<float[]> pruned, int k)
+    {
+        ArgumentNullException.ThrowIfNull(denseNeighbours);
+        ArgumentNullException.ThrowIfNull(pruned);
+        if (denseNeighbours.Length != pruned.Count)
+            throw new ArgumentException($"{denseNeighbours.Length} dense neighbour lists for {pruned.Count} pruned embeddings.", nameof(pruned));
+        if (denseNeighbours.Any(n => n.Length != k))
+            throw new ArgumentException($"the dense neighbour lists must hold {k} neighbours each.", nameof(denseNeighbours));
         var after = NearestNeighbours(pruned, k);
         double total = 0;
-        for (var i = 0; i < before.Length; i++)
+        for (var i = 0; i < denseNeighbours.Length; i++)
         {
-            total += (double)before[i].Intersect(after[i]).Count() / k;
+            total += (double)denseNeighbours[i].Intersect(after[i]).Count() / k;
         }
-        return total / before.Length;
+        return total / denseNeighbours.Length;
     }
 
     /// <summary>

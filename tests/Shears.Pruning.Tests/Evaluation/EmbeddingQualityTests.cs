@@ -64,6 +64,12 @@ public class EmbeddingQualityTests
         //            pruned: A {B, C}  B {A, C}  C {D, E}  D {E, C}  E {D, C}
         Assert.Equal(0.8, EmbeddingQuality.NeighbourAgreement(dense, pruned, k: 2), 12);
         Assert.Equal(1.0, EmbeddingQuality.NeighbourAgreement(dense, dense, k: 2));
+        // The dense neighbours found once (as a run does for all its rounds) give the same figures.
+        var denseNeighbours = EmbeddingQuality.NearestNeighbours(dense, 2);
+        Assert.Equal(0.8, EmbeddingQuality.NeighbourAgreement(denseNeighbours, pruned, 2), 12);
+        Assert.Equal(1.0, EmbeddingQuality.NeighbourAgreement(denseNeighbours, dense, 2));
+        Assert.Throws<ArgumentException>(() => EmbeddingQuality.NeighbourAgreement(denseNeighbours, pruned, 3));
+        Assert.Throws<ArgumentException>(() => EmbeddingQuality.NeighbourAgreement(denseNeighbours, pruned[..4], 2));
 
         // Only the order inside the top k changes: full agreement. Sentence B moves from 10° to 25°:
         // B's neighbours become C (5°) then A (25°), the same set as A (10°) then C (20°).
