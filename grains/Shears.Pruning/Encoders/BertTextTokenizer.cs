@@ -79,12 +79,22 @@ public sealed class BertTextTokenizer
         {
             throw new ArgumentException("There are no sentences to encode.", nameof(sentences));
         }
-        var rows = sentences.Select(Tokenize).ToArray();
+        return Batch(sentences.Select(Tokenize).ToArray());
+    }
+
+    /// <summary>A batch of sentences already tokenized by <see cref="Tokenize"/>: right-padded, with its attention mask.</summary>
+    public BertBatch Batch(IReadOnlyList<IReadOnlyList<int>> rows)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        if (rows.Count == 0)
+        {
+            throw new ArgumentException("There are no sentences to encode.", nameof(rows));
+        }
         var length = rows.Max(r => r.Count);
-        var ids = new long[rows.Length * length];
-        var mask = new long[rows.Length * length];
+        var ids = new long[rows.Count * length];
+        var mask = new long[rows.Count * length];
         Array.Fill(ids, PaddingTokenId);
-        for (var r = 0; r < rows.Length; r++)
+        for (var r = 0; r < rows.Count; r++)
         {
             for (var t = 0; t < rows[r].Count; t++)
             {
@@ -92,6 +102,6 @@ public sealed class BertTextTokenizer
                 mask[r * length + t] = 1;
             }
         }
-        return new BertBatch(ids, mask, new long[rows.Length * length], rows.Length, length);
+        return new BertBatch(ids, mask, new long[rows.Count * length], rows.Count, length);
     }
 }

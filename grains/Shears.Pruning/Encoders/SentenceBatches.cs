@@ -12,12 +12,13 @@ public static class SentenceBatches
         ArgumentNullException.ThrowIfNull(sentences);
         ArgumentNullException.ThrowIfNull(tokenizer);
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
-        var lengths = sentences.Select(s => tokenizer.Tokenize(s).Count).ToArray();
-        var order = Enumerable.Range(0, sentences.Count).OrderBy(i => lengths[i]).ThenBy(i => i).ToArray();
+        // Tokenized once: the lengths order the sentences, the same tokens fill the batches.
+        var tokens = sentences.Select(tokenizer.Tokenize).ToArray();
+        var order = Enumerable.Range(0, sentences.Count).OrderBy(i => tokens[i].Count).ThenBy(i => i).ToArray();
         for (var start = 0; start < order.Length; start += batchSize)
         {
             var indices = order[start..Math.Min(order.Length, start + batchSize)];
-            yield return (indices, tokenizer.Encode([.. indices.Select(i => sentences[i])]));
+            yield return (indices, tokenizer.Batch([.. indices.Select(i => tokens[i])]));
         }
     }
 }
