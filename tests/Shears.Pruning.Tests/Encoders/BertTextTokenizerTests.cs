@@ -51,4 +51,22 @@ public class BertTextTokenizerTests(MiniLmEncoderFixture miniLm)
         Assert.Throws<FileNotFoundException>(() => BertTextTokenizer.Create(Path.Combine(miniLm.Scratch("none"), "vocab.txt")));
         Assert.Throws<ArgumentException>(() => miniLm.Tokenizer.Encode([]));
     }
+
+    /// <summary>Batches by length hold every sentence once, shortest first (ties in input order), each row its own tokens then padding.</summary>
+    [Fact]
+    public void BatchesByLengthHoldEachSentencesTokensShortestFirst()
+    {
+        var tokenizer = miniLm.Tokenizer;
+        var sentences = MiniLmEncoderFixture.Sentences;
+        var batches = SentenceBatches.ByLength(sentences, tokenizer, 3).ToArray();
+        Assert.Equal(Enumerable.Range(0, sentences.Count), batches.SelectMany(b => b.Indices).Order());
+        var lengths = batches.SelectMany(b => b.Indices).Select(i => tokenizer.Tokenize(sentences[i]).Count).ToArray();
+        Assert.Equal(lengths.Order(), lengths);
+        foreach (var (indices, batch) in batches)
+        {
+            Assert.InRange(indices.Length, 1, 3);
+            Assert.Equal(tokenizer.Encode([.. indices.Select(i => sentences[i])]), batch, (a, b) =>
+                a.InputIds.SequenceEqual(b.InputIds) && a.AttentionMask.SequenceEqual(b.AttentionMask) && a.Count == b.Count && a.Length == b.Length);
+        }
+    }
 }
