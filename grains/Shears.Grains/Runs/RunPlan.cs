@@ -173,7 +173,7 @@ public static partial class RunPlanner
         {
             var onnx = Shears.Pruning.Onnx.OnnxModel.Read(manifest.PathOf(manifest.Files[0].FileName));
             names = Shears.Pruning.Encoders.BertWeightNames.FromOnnx(onnx);
-            hidden = Shears.Pruning.Encoders.BertConfig.FromOnnx(onnx).HiddenSize;
+            hidden = Shears.Pruning.Encoders.BertConfig.FromOnnx(onnx, names).HiddenSize;
         }
         catch (Exception e) when (e is InvalidDataException or ArgumentException or InvalidOperationException or CheckpointFormatException)
         {

@@ -94,9 +94,8 @@ public sealed class ShardGrain(
             .ToDictionary(n => n, n => (manifest.Get(n), CheckpointReader.ReadTensor(manifest, manifest.Get(n))), StringComparer.Ordinal);
         if (plan.Model == StagePlan.BertModel)
         {
-            var onnx = Shears.Pruning.Onnx.OnnxModel.Read(manifest.PathOf(manifest.Files[0].FileName));
-            return new StageRunner(plan, null, device.Device, frozen,
-                Shears.Pruning.Encoders.BertConfig.FromOnnx(onnx), Shears.Pruning.Encoders.BertWeightNames.FromOnnx(onnx));
+            var encoder = manifests.Encoder(manifest.PathOf(manifest.Files[0].FileName));
+            return new StageRunner(plan, null, device.Device, frozen, encoder.Config, encoder.Names);
         }
         var config = Shears.Pruning.Models.LlamaConfig.Load(manifest.Root);
         return new StageRunner(plan, config, device.Device, frozen);

@@ -57,10 +57,13 @@ public sealed record BertConfig(
     /// ([batch, length, heads, head_dim]). The constants keep their defaults (see the type's remarks).
     /// </summary>
     /// <exception cref="CheckpointFormatException">The graph is not a BERT encoder this type can describe.</exception>
-    public static BertConfig FromOnnx(OnnxModel model)
+    public static BertConfig FromOnnx(OnnxModel model) => FromOnnx(model, BertWeightNames.FromOnnx(model));
+
+    /// <summary><see cref="FromOnnx(OnnxModel)"/> with the weight names already found (<see cref="BertWeightNames.FromOnnx"/>).</summary>
+    public static BertConfig FromOnnx(OnnxModel model, BertWeightNames names)
     {
         ArgumentNullException.ThrowIfNull(model);
-        var names = BertWeightNames.FromOnnx(model);
+        ArgumentNullException.ThrowIfNull(names);
         long[] Dims(string name) => model.FindInitializer(name)!.Dims is { Length: 2 } dims
             ? dims
             : throw new CheckpointFormatException(model.FilePath, name, $"expected a matrix; the initializer has dims [{string.Join(", ", model.FindInitializer(name)!.Dims)}]");
