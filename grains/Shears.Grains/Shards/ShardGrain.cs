@@ -493,7 +493,8 @@ public sealed class ShardGrain(
             string path = MaskPath(assignment, i, round);
             Directory.CreateDirectory(Path.GetDirectoryName(path)!);
             string temp = path + ".tmp";
-            File.WriteAllBytes(temp, _pieces[i].Mask.ToBytes());
+            using (var file = File.OpenHandle(temp, FileMode.Create, FileAccess.Write))
+                RandomAccess.Write(file, _pieces[i].Mask.Bytes, 0);
             File.Move(temp, path, overwrite: true);
             if (_stage is { Trained: true })
             {

@@ -76,11 +76,17 @@ public sealed class BitMask
     public BitMask Clone() => new(Length, (ulong[])_words.Clone());
 
     /// <summary>Little-endian packed bytes: element i is bit (i % 8) of byte i / 8.</summary>
-    public byte[] ToBytes()
+    public byte[] ToBytes() => Bytes.ToArray();
+
+    /// <summary>The packed bytes of <see cref="ToBytes"/> without a copy: valid while the mask lives, changing with it.</summary>
+    public ReadOnlySpan<byte> Bytes
     {
-        // The words are little-endian in memory: their first (Length + 7) / 8 bytes are the packed mask.
-        if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("masks are packed little-endian");
-        return System.Runtime.InteropServices.MemoryMarshal.AsBytes(_words.AsSpan())[..(int)((Length + 7) / 8)].ToArray();
+        get
+        {
+            // The words are little-endian in memory: their first (Length + 7) / 8 bytes are the packed mask.
+            if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("masks are packed little-endian");
+            return System.Runtime.InteropServices.MemoryMarshal.AsBytes(_words.AsSpan())[..(int)((Length + 7) / 8)];
+        }
     }
 
     public static BitMask FromBytes(ReadOnlySpan<byte> bytes, long length)
