@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End to end: pruning checkpoints of 1.27 GB, 3.8 GB and optionally 7.0 GB (bf16, LLaMA layout) to 50% global magnitude on the
 # embedded silo, against copying them with cp, page cache warm; then both again followed by sync (to disk).
-# Also the fixed cost: the same command on a 10 MB checkpoint.
-# The client is the published, ReadyToRun-compiled binary (what deploy/ ships).
+# Also the fixed cost: the same command on a 10 MB checkpoint; and the client against a silo already running on this
+# machine (`--cluster 127.0.0.1:PORT`, what users of a cluster run), which leaves out the silo's start and stop.
+# The client and silo are the published, ReadyToRun-compiled binaries (what deploy/ ships).
 # Usage: bench/e2e.sh [WORKDIR] [RUNS] [MODELS]   (default /tmp/shears-e2e, 3 runs, "tiny model large": ~11 GB free in
 # WORKDIR and ~14 GB of memory; "xl" adds the 7.0 GB checkpoint: ~26 GB free and ~20 GB of memory)
 set -euo pipefail
@@ -12,8 +13,16 @@ runs=${2:-3}
 models=${3:-tiny model large}
 mkdir -p "$work"
 dotnet publish -c Release client/Shears.Client -o "$work/shears-publish" -nologo -v quiet >/dev/null
+dotnet publish -c Release silo/Shears.Silo -o "$work/silo-publish" -nologo -v quiet >/dev/null
 dotnet build -c Release bench/Shears.Bench -nologo -v quiet >/dev/null
 shears="$work/shears-publish/shears"
+# A free port for each of the silo's listeners.
+port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
+silo_port=$(port); gateway=$(port); http=$(port)
+"$work/silo-publish/shears-silo" --silo-port "$silo_port" --gateway-port "$gateway" --http-port "$http" > "$work/silo.log" 2>&1 &
+silo_pid=$!
+trap 'kill "$silo_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$http/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
 bench() { dotnet bench/Shears.Bench/bin/Release/net10.0/linux-x64/Shears.Bench.dll "$@"; }
 [ -f "$work/model/config.json" ] || bench checkpoint "$work/model"
 [ -f "$work/large/config.json" ] || bench checkpoint "$work/large" --hidden 4096 --layers 8 --intermediate 11008
@@ -32,20 +41,22 @@ for m in $models; do
   cat "$src"/* > /dev/null   # warm the page cache for both
   copy() { cp -r "$src" "$work/copy"; }
   prune() { "$shears" run --model "$src" --out "$work/pruned" --sparsity 0.5 --scope global; }
+  prune_running() { "$shears" run --model "$src" --out "$work/pruned" --sparsity 0.5 --scope global --cluster "127.0.0.1:$gateway"; }
   copy_synced() { copy; sync; }
   prune_synced() { prune; sync; }
   # Every timed command starts with no dirty pages (sync, untimed), so none pays for the writeback of another.
   clean() { rm -rf "$work/copy" "$work/pruned"; sync; cat "$src"/* > /dev/null; }
-  cs_all=(); ps_all=(); c_all=(); p_all=()
+  cs_all=(); ps_all=(); c_all=(); p_all=(); r_all=()
   for i in $(seq "$runs"); do
     clean; c=$(time_of copy)
     clean; p=$(time_of prune); ph=$(phases "$work/pruned")
     clean; cs=$(time_of copy_synced)
     clean; ps=$(time_of prune_synced)
-    echo "run $i: page cache: cp ${c}s shears ${p}s ratio $(ratio "$p" "$c")  |  with sync: cp ${cs}s shears ${ps}s ratio $(ratio "$ps" "$cs")  |  shears phases: $ph"
-    c_all+=("$c"); p_all+=("$p"); cs_all+=("$cs"); ps_all+=("$ps")
+    clean; r=$(time_of prune_running)
+    echo "run $i: page cache: cp ${c}s shears ${p}s ratio $(ratio "$p" "$c")  |  with sync: cp ${cs}s shears ${ps}s ratio $(ratio "$ps" "$cs")  |  running silo: ${r}s ratio $(ratio "$r" "$c")  |  shears phases: $ph"
+    c_all+=("$c"); p_all+=("$p"); cs_all+=("$cs"); ps_all+=("$ps"); r_all+=("$r")
   done
-  mc=$(median "${c_all[@]}"); mp=$(median "${p_all[@]}"); mcs=$(median "${cs_all[@]}"); mps=$(median "${ps_all[@]}")
-  echo "median of $runs: page cache: cp ${mc}s shears ${mp}s ratio $(ratio "$mp" "$mc")  |  with sync: cp ${mcs}s shears ${mps}s ratio $(ratio "$mps" "$mcs")"
+  mc=$(median "${c_all[@]}"); mp=$(median "${p_all[@]}"); mcs=$(median "${cs_all[@]}"); mps=$(median "${ps_all[@]}"); mr=$(median "${r_all[@]}")
+  echo "median of $runs: page cache: cp ${mc}s shears ${mp}s ratio $(ratio "$mp" "$mc")  |  with sync: cp ${mcs}s shears ${mps}s ratio $(ratio "$mps" "$mcs")  |  running silo: ${mr}s ratio $(ratio "$mr" "$mc")"
 done
 rm -rf "$work/copy" "$work/pruned"
