@@ -58,6 +58,31 @@ public class CheckpointOutputTests
         return (m, dir.Sub("out"));
     }
 
+    /// <summary>
+    /// Between two file systems (a checkpoint in memory-backed /dev/shm, the output on disk) the kernel refuses
+    /// copy_file_range (EXDEV on current Linux) and the buffered copy takes over: the same bytes either way.
+    /// </summary>
+    [Fact]
+    public void CopiesAcrossFileSystemsAreExact()
+    {
+        using var dir = new TempDir();
+        string shm = Directory.Exists("/dev/shm") ? Path.Combine("/dev/shm", "shears-" + Guid.NewGuid().ToString("N")) : dir.Sub("same-fs");
+        try
+        {
+            DemoCheckpoint.Write(shm, Small(40_000));
+            var m = CheckpointReader.ReadManifest(shm);
+            var output = dir.Sub("out");
+            CheckpointOutput.CreateLayout(m, output);
+            foreach (var t in m.Tensors) CheckpointOutput.CopyTensor(m, t, output);
+            foreach (var file in m.Files)
+                Assert.True(File.ReadAllBytes(m.PathOf(file.FileName)).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(output, file.FileName))), file.FileName);
+        }
+        finally
+        {
+            if (shm.StartsWith("/dev/shm/", StringComparison.Ordinal)) Directory.Delete(shm, recursive: true);
+        }
+    }
+
     [Fact]
     public void CopyFromATruncatedFileNamesTheFileAndTheTensorAndWritesNothing()
     {
