@@ -14,12 +14,14 @@ public sealed class BitMask
     {
         ArgumentOutOfRangeException.ThrowIfNegative(length);
         Length = length;
-        _words = new ulong[(length + 63) / 64];
-        // Written once now: a fresh large array's pages are not yet the process's own, and a mask is usually read (every
-        // histogram reads it) before its first bit is set, which would map the shared zero page and then copy it on that
-        // write, with a TLB flush on every core per page.
+        // Written once now (the allocation leaves it unwritten): a fresh large array's pages are not yet the process's own,
+        // and a mask is usually read (every histogram reads it) before its first bit is set, which would map the shared
+        // zero page and then copy it on that write, with a TLB flush on every core per page.
+        _words = GC.AllocateUninitializedArray<ulong>(WordCount(length));
         _words.AsSpan().Clear();
     }
+
+    private static int WordCount(long length) => checked((int)((length + 63) / 64));
 
     private BitMask(long length, ulong[] words)
     {
@@ -75,10 +77,10 @@ public sealed class BitMask
 
     public BitMask Clone() => new(Length, (ulong[])_words.Clone());
 
-    /// <summary>Little-endian packed bytes: element i is bit (i % 8) of byte i / 8.</summary>
-    public byte[] ToBytes() => Bytes.ToArray();
-
-    /// <summary>The packed bytes of <see cref="ToBytes"/> without a copy: valid while the mask lives, changing with it.</summary>
+    /// <summary>
+    /// The little-endian packed bytes (element i is bit i % 8 of byte i / 8), without a copy: valid while the mask lives,
+    /// changing with it.
+    /// </summary>
     public ReadOnlySpan<byte> Bytes
     {
         get
@@ -93,8 +95,12 @@ public sealed class BitMask
     {
         if (bytes.Length != (length + 7) / 8)
             throw new ArgumentException($"a mask of {length} elements takes {(length + 7) / 8} bytes, got {bytes.Length}", nameof(bytes));
-        var mask = new BitMask(length);
-        bytes.CopyTo(System.Runtime.InteropServices.MemoryMarshal.AsBytes(mask._words.AsSpan()));
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        // Every word is written here, by the copy or the clear of its tail: no need to clear them first.
+        var mask = new BitMask(length, GC.AllocateUninitializedArray<ulong>(WordCount(length)));
+        var target = System.Runtime.InteropServices.MemoryMarshal.AsBytes(mask._words.AsSpan());
+        bytes.CopyTo(target);
+        target[bytes.Length..].Clear();
         if (length % 8 != 0 && (bytes[^1] >> (int)(length % 8)) != 0)
             throw new ArgumentException("mask bytes have bits set past the mask's length", nameof(bytes));
         return mask;

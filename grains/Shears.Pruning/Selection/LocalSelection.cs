@@ -44,7 +44,8 @@ public static class LocalSelection
     {
         bool Histogram(BitMask mask, int level, uint prefix, Span<long> histogram);
 
-        long Apply(BitMask mask, uint threshold, long ties);
+        /// <param name="equal">The unmasked keys equal to the threshold (the search counted them).</param>
+        long Apply(BitMask mask, uint threshold, long ties, long equal);
     }
 
     private readonly ref struct HeldKeys(ReadOnlySpan<uint> keys) : IKeys
@@ -53,7 +54,7 @@ public static class LocalSelection
 
         public bool Histogram(BitMask mask, int level, uint prefix, Span<long> histogram) => RadixSelect.Histogram(_keys, mask, 0, level, prefix, histogram);
 
-        public long Apply(BitMask mask, uint threshold, long ties) => RadixSelect.ApplyThreshold(_keys, mask, threshold, ties);
+        public long Apply(BitMask mask, uint threshold, long ties, long equal) => RadixSelect.ApplyThreshold(_keys, mask, threshold, ties);
     }
 
     private readonly struct FilledKeys(KeyFiller fill, long count, PieceHistogram? own, ThresholdApplier? apply) : IKeys
@@ -61,8 +62,8 @@ public static class LocalSelection
         public bool Histogram(BitMask mask, int level, uint prefix, Span<long> histogram) =>
             own is not null ? own(level, prefix, histogram) : RadixSelect.Histogram(count, fill, mask, 0, level, prefix, histogram);
 
-        public long Apply(BitMask mask, uint threshold, long ties) =>
-            apply is not null ? apply(threshold, ties) : RadixSelect.ApplyThreshold(count, fill, mask, threshold, ties);
+        public long Apply(BitMask mask, uint threshold, long ties, long equal) =>
+            apply is not null ? apply(threshold, ties, equal) : RadixSelect.ApplyThreshold(count, fill, mask, threshold, ties, 0, equal);
     }
 
     private static SelectionResult Select<TKeys>(TKeys keys, BitMask mask, long count) where TKeys : IKeys, allows ref struct
@@ -81,7 +82,7 @@ public static class LocalSelection
             search.Submit(histogram, lowBitsZero);
             Array.Clear(histogram);
         }
-        long masked = keys.Apply(mask, search.ThresholdKey, search.TiesNeeded);
+        long masked = keys.Apply(mask, search.ThresholdKey, search.TiesNeeded, search.CountEqual);
         return new SelectionResult(masked, search.ThresholdKey);
     }
 

@@ -20,9 +20,11 @@ public delegate bool PieceHistogram(int level, uint prefix, Span<long> histogram
 /// <summary>
 /// Masks a piece's unmasked keys below <paramref name="threshold"/> and the first <paramref name="ties"/> equal to it, in
 /// index order, however the piece reads its keys; returns how many it masked (see
-/// <see cref="RadixSelect.ApplyThreshold(ReadOnlySpan{uint}, BitMask, uint, long, long)"/>).
+/// <see cref="RadixSelect.ApplyThreshold(long, KeyFiller, BitMask, uint, long, long, long)"/>, whose
+/// <c>equalAvailable</c> <paramref name="equalAvailable"/> is: the unmasked keys equal to the threshold, known from the
+/// search).
 /// </summary>
-public delegate long ThresholdApplier(uint threshold, long ties);
+public delegate long ThresholdApplier(uint threshold, long ties, long equalAvailable);
 
 public static partial class RadixSelect
 {

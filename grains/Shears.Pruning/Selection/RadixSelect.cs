@@ -232,8 +232,9 @@ public static partial class RadixSelect
     /// The level-0 <see cref="HistogramOfWeights"/> of weights that may hold NaN, refusing it: a NaN's key lies above
     /// +Inf's, so only weights whose histogram reaches past +Inf's bucket (or, for fp32, into it: that bucket also holds
     /// NaN patterns) are read again, by <see cref="Scoring.ScoreKeys.CheckNoNaN"/>, which names the tensor and the first
-    /// NaN's element (<paramref name="elementOffset"/> + its index). One pass over clean weights does both. Masked
-    /// elements are neither counted nor checked.
+    /// NaN's element (<paramref name="elementOffset"/> + its index). One pass over clean weights does both. Meant for
+    /// weights before their first round (an empty mask): masked elements would not be counted, yet the exact check, when
+    /// it runs, reads every element.
     /// </summary>
     public static bool CheckedHistogramOfWeights(ReadOnlySpan<byte> raw, Checkpoints.TensorDType dtype, BitMask mask, long maskOffset, Span<long> histogram, string tensorName, long elementOffset)
     {

@@ -13,9 +13,13 @@ public class BitMaskBytesTests
         mask.Set(3);
         mask.Set(9);
         Assert.Equal(new byte[] { 0b0000_1001, 0b0000_0010 }, mask.Bytes.ToArray());
-        Assert.Equal(mask.Bytes.ToArray(), mask.ToBytes());
+        // A view, not a copy: it follows the mask.
+        var view = mask.Bytes;
+        mask.Set(1);
+        Assert.Equal(0b0000_1011, view[0]);
 
         var back = BitMask.FromBytes(mask.Bytes, 10);
+        Assert.Equal(4, back.CountSet());
         Assert.True(back.SequenceEqual(mask));
         Assert.Throws<ArgumentException>(() => BitMask.FromBytes(new byte[3], 10));
         Assert.Throws<ArgumentException>(() => BitMask.FromBytes(new byte[] { 0, 0b0000_0100 }, 10)); // bit 10 is past the end

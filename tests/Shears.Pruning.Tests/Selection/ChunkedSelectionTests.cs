@@ -63,15 +63,20 @@ public class ChunkedSelectionTests
         foreach (long ties in new[] { 0, 1, equal / 3, equal - 1, equal })
         {
             var expected = mask.Clone();
-            var actual = mask.Clone();
             long a = RadixSelect.ApplyThreshold(keys, expected, threshold, ties, offset);
-            long b = RadixSelect.ApplyThreshold(count, Filler(keys), actual, threshold, ties, offset);
-            Assert.Equal(a, b);
-            Assert.True(expected.SequenceEqual(actual), $"ties {ties}");
+            // With the tie count unknown (a checking pass), and known (none; taking them all needs no counting).
+            foreach (long known in new[] { -1, equal })
+            {
+                var actual = mask.Clone();
+                long b = RadixSelect.ApplyThreshold(count, Filler(keys), actual, threshold, ties, offset, known);
+                Assert.Equal(a, b);
+                Assert.True(expected.SequenceEqual(actual), $"ties {ties}, known {known}");
+            }
         }
 
         var unchanged = mask.Clone();
         Assert.Throws<ArgumentOutOfRangeException>(() => RadixSelect.ApplyThreshold(count, Filler(keys), unchanged, threshold, equal + 1, offset));
+        Assert.Throws<ArgumentOutOfRangeException>(() => RadixSelect.ApplyThreshold(count, Filler(keys), unchanged, threshold, equal + 1, offset, equal));
         Assert.True(mask.SequenceEqual(unchanged));
     }
 
@@ -150,6 +155,21 @@ public class ChunkedSelectionTests
                 (level, prefix, into) => RadixSelect.HistogramOfWeights(raw, Shears.Pruning.Checkpoints.TensorDType.F32, actual, 0, level, prefix, into));
             Assert.Equal(a, b);
             Assert.True(expected.SequenceEqual(actual), $"take {take}");
+
+            // As shards select: histograms and masking both from the weight bits, the search's tie count passed on.
+            var bits = mask.Clone();
+            long knownEqual = -2;
+            var c = LocalSelection.MaskSmallest(Filler(keys), bits, take,
+                (level, prefix, into) => RadixSelect.HistogramOfWeights(raw, Shears.Pruning.Checkpoints.TensorDType.F32, bits, 0, level, prefix, into),
+                (threshold, ties, equal) =>
+                {
+                    knownEqual = equal;
+                    return RadixSelect.ApplyThresholdToWeights(raw, Shears.Pruning.Checkpoints.TensorDType.F32, bits, threshold, ties, 0, equal);
+                });
+            Assert.Equal(a, c);
+            Assert.True(expected.SequenceEqual(bits), $"take {take}, from weight bits");
+            RadixSelect.CountLessAndEqual(keys, mask, a.ThresholdKey, out _, out long equalBefore);
+            Assert.Equal(equalBefore, knownEqual);
         }
     }
 

@@ -62,7 +62,7 @@ public class SparseEncodingTests
 
             var report = SparseEncoding.Measure(raw, dtype);
             Assert.Equal(new SizeReport(n, n - nnz, raw.Length, formula), report);
-            // Counting without encoding (what shards report) agrees with the encoding.
+            // Counting without encoding (the report from a zero count, as shards make it) agrees with the encoding.
             Assert.Equal(report, SparseEncoding.Count(raw, dtype));
 
             stream.Position = 0;
