@@ -42,6 +42,17 @@ public sealed record RunSpec
 
     /// <summary>N of an N:M pattern (pruned per group of M), or 0.</summary>
     public (int N, int M) NmPattern => Pattern.Split(':') is [var n, var m] && int.TryParse(n, out int a) && int.TryParse(m, out int b) ? (a, b) : (0, 0);
+
+    /// <summary>
+    /// The same run asked for: every option equal, the include and exclude lists by content (the record's own equality
+    /// compares lists by reference, and every spec that crosses the wire is a new copy).
+    /// </summary>
+    public bool SameAs(RunSpec other)
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        return this with { Include = [], Exclude = [] } == other with { Include = [], Exclude = [] }
+               && Include.SequenceEqual(other.Include) && Exclude.SequenceEqual(other.Exclude);
+    }
 }
 
 /// <summary>The accepted values of the run options, and the checks a run spec must pass before it starts.</summary>

@@ -79,6 +79,29 @@ public class MultiSiloTests(ClusterFixture fixture)
         }));
         Assert.Contains(dir.Sub("missing"), e.Message);
     }
+
+    /// <summary>
+    /// Starting a run again with the same options (a client retrying; the lists are new copies, equal by content) answers
+    /// with the run; other options under the same run id are refused.
+    /// </summary>
+    [Fact]
+    public async Task TheSameSpecAgainFindsTheRunAnotherIsRefused()
+    {
+        using var dir = new TempDir();
+        TieHeavyCheckpoint.Write(dir.Sub("in"));
+        RunSpec Spec(double sparsity) => new()
+        {
+            ModelPath = dir.Sub("in"), OutputPath = dir.Sub("out"), Sparsity = sparsity, Include = ["model.layers.*"], Exclude = ["*.o_proj.weight"],
+        };
+        string runId = Guid.NewGuid().ToString("N");
+        var end = await Runs.RunToEndAsync(fixture.Cluster.Client, Spec(0.5), runId);
+        Assert.True(end.State == RunState.Completed, end.Error);
+        var grain = fixture.Cluster.Client.GetGrain<IRunGrain>(runId);
+        var again = await grain.StartAsync(Spec(0.5));
+        Assert.Equal((RunState.Completed, end.StartedAt), (again.State, again.StartedAt));
+        var e = await Assert.ThrowsAsync<RunRejectedException>(() => grain.StartAsync(Spec(0.6)));
+        Assert.Contains("already taken", e.Message);
+    }
 }
 
 /// <summary>Progressive per-layer allocation through the grains: the per-tensor counts the allocation defines, exactly.</summary>

@@ -38,7 +38,7 @@ public sealed class RunGrain(
     {
         if (state.State.Status is { } existing)
         {
-            if (existing.Spec == given) return existing;
+            if (existing.Spec is { } asked && asked.SameAs(given)) return existing;
             throw new RunRejectedException($"run id '{RunId}' is already taken by another run");
         }
         var errors = RunOptions.Validate(given);
@@ -54,7 +54,8 @@ public sealed class RunGrain(
         try { targets = Schedule.Targets(ParseSchedule(spec.Schedule), spec.Sparsity, spec.Rounds); }
         catch (ArgumentException e) { throw new RunRejectedException(e.Message); }
 
-        LoadTokenIds(spec, manifest);
+        // Read, tokenized and checked before the run starts; the job takes them from here unless the grain restarted.
+        _tokenIds = LoadTokenIds(spec, manifest);
         state.State.Plan = plan;
         state.State.StateDirectory = Path.Combine(Path.GetDirectoryName(spec.OutputPath)!, $".shears-state-{RunId}");
         state.State.Status = new RunStatus
@@ -128,6 +129,9 @@ public sealed class RunGrain(
         return sequences;
     }
 
+    // The sequences StartAsync read for this activation's run (not state: a restarted grain reads them again).
+    private (IReadOnlyList<long[]>? Eval, IReadOnlyList<long[]>? Train, IReadOnlyList<long[]>? Calibration)? _tokenIds;
+
     /// <summary>The evaluation, fine-tuning and calibration sequences (token ids, or sentences for an encoder), checked before the run starts.</summary>
     private static (IReadOnlyList<long[]>? Eval, IReadOnlyList<long[]>? Train, IReadOnlyList<long[]>? Calibration) LoadTokenIds(RunSpec spec, CheckpointManifest manifest)
     {
@@ -145,7 +149,7 @@ public sealed class RunGrain(
                     : DecoderTokenIds(path, spec, () => tokenizer.Value, vocab.Value);
             }
             catch (Exception e) when (e is ArgumentException or FormatException or NotSupportedException or System.Text.Json.JsonException or IOException
-                                          or Shears.Pruning.Models.LlamaConfigException)
+                                          or InvalidDataException or Shears.Pruning.Models.LlamaConfigException)
             {
                 throw new RunRejectedException($"{option}: {e.Message}");
             }
@@ -299,7 +303,8 @@ public sealed class RunGrain(
             await Resilient("loading", () => Task.CompletedTask);
 
             long[][]? progressive = spec.Scope == RunOptions.Scopes.Progressive ? ProgressiveTargets(plan, infos, targets, spec.ProgressiveSpread) : null;
-            var (evalData, trainData, calibrationData) = spec.NeedsPipeline ? LoadTokenIds(spec, manifest) : (null, null, null);
+            var (evalData, trainData, calibrationData) = spec.NeedsPipeline ? _tokenIds ?? LoadTokenIds(spec, manifest) : (null, null, null);
+            _tokenIds = null;
             bool encoder = plan.Stages is [{ Model: StagePlan.BertModel }, ..];
             var queries = encoder ? EncoderQueries(spec, manifest) : null;
             int hidden = plan.Hidden;

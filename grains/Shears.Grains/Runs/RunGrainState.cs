@@ -17,5 +17,6 @@ public sealed class RunGrainState
     /// Encoders: the dense model's sentence embeddings of the evaluation, fine-tuning and query sentences are written to
     /// files in <see cref="StateDirectory"/> (they can be megabytes: not part of the state written at every step).
     /// </summary>
-    [Id(6)] public bool DenseEmbedded { get; set; }
+    // Ids 6-8 held the embeddings themselves in earlier builds: not reused, so older saved state never reads as this.
+    [Id(9)] public bool DenseEmbedded { get; set; }
 }

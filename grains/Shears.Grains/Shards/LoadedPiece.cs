@@ -24,17 +24,20 @@ internal sealed class LoadedPiece(TensorPiece piece, TensorEntry entry, byte[]? 
     public BitMask Mask { get; set; } = mask;
 
     /// <summary>The piece's bytes as they are now.</summary>
-    public ReadOnlySpan<byte> Bytes => _owned is not null ? _owned : _mapped!.Span;
+    public ReadOnlySpan<byte> Bytes => _owned is not null ? _owned : Mapped.Span;
 
-    public int ByteLength => _owned?.Length ?? _mapped!.Length;
+    public int ByteLength => _owned?.Length ?? Mapped.Length;
+
+    // A disposed piece (unmapped) says so rather than failing on a null map.
+    private MappedRange Mapped => _mapped ?? throw new ObjectDisposedException(nameof(LoadedPiece), $"piece of '{Entry.Name}' was released");
 
     /// <summary>The bytes as an array of this silo's own, copied from the map the first time.</summary>
     public byte[] Writable()
     {
         if (_owned is null)
         {
-            _owned = _mapped!.Span.ToArray();
-            _mapped.Dispose();
+            _owned = Mapped.Span.ToArray();
+            _mapped!.Dispose();
             _mapped = null;
         }
         return _owned;

@@ -51,7 +51,10 @@ public sealed class ShardGrain(
     {
         var stopwatch = Stopwatch.StartNew();
         ForgetStatistics();
-        if (_assignment is { } loaded && _pieces.Length == assignment.Pieces.Count && SameData(loaded, assignment))
+        bool reused = _assignment is { } loaded && _pieces.Length == assignment.Pieces.Count && SameData(loaded, assignment);
+        // Kept weights were read before, not now, unless they were trained and must be read again.
+        bool read = !reused || _stage is { Trained: true };
+        if (reused)
         {
             // Already holding these weights: only go back to the committed masks.
             await compute.RunAsync(() => RestoreMasks(assignment));
@@ -72,7 +75,7 @@ public sealed class ShardGrain(
         }
         _stage?.Reset();
         long bytes = _pieces.Sum(p => (long)p.ByteLength);
-        ShearsMetrics.BytesRead.Add(bytes, new KeyValuePair<string, object?>("run", assignment.RunId));
+        if (read) ShearsMetrics.BytesRead.Add(bytes, new KeyValuePair<string, object?>("run", assignment.RunId));
         ShearsMetrics.Shard(assignment.RunId, this.GetPrimaryKeyString(), _pieces.Sum(p => p.Mask.CountSet()));
         logger.LogInformation("Shard {Shard} loaded {Pieces} pieces ({Bytes} bytes) in {Seconds:F2}s", this.GetPrimaryKeyString(), _pieces.Length, bytes, stopwatch.Elapsed.TotalSeconds);
         return new ShardInfo
@@ -101,12 +104,9 @@ public sealed class ShardGrain(
         return new StageRunner(plan, config, device.Device, frozen);
     }
 
-    // RunSpec's lists compare by reference and every assignment arrives as a copy: compare them by content, or a
-    // shard that kept its weights would reload them from the checkpoint all the same.
+    // Every assignment arrives as a copy: compared by content, or a shard that kept its weights would reload them.
     private static bool SameData(ShardAssignment a, ShardAssignment b) =>
-        a.RunId == b.RunId && a.ModelPath == b.ModelPath && a.Pieces.SequenceEqual(b.Pieces)
-        && a.Spec with { Include = Array.Empty<string>(), Exclude = Array.Empty<string>() } == b.Spec with { Include = Array.Empty<string>(), Exclude = Array.Empty<string>() }
-        && a.Spec.Include.SequenceEqual(b.Spec.Include) && a.Spec.Exclude.SequenceEqual(b.Spec.Exclude);
+        a.RunId == b.RunId && a.ModelPath == b.ModelPath && a.Pieces.SequenceEqual(b.Pieces) && a.Spec.SameAs(b.Spec);
 
     private void RestoreMasks(ShardAssignment assignment)
     {
@@ -122,7 +122,7 @@ public sealed class ShardGrain(
             }
             return;
         }
-        // The bytes are the checkpoint's (masked positions at most zeroed by an export): only the masks go back.
+        // The bytes are the checkpoint's (no step writes into them unless it trains): only the masks go back.
         for (int i = 0; i < _pieces.Length; i++)
             _pieces[i].Mask = assignment.RestoreRound > 0
                 ? BitMask.FromBytes(File.ReadAllBytes(MaskPath(assignment, i, assignment.RestoreRound)), _pieces[i].Piece.Elements)
@@ -169,8 +169,7 @@ public sealed class ShardGrain(
                 {
                     var map = MappedRange.Map(manifest, entry, byteStart, length);
                     pieces[i] = new LoadedPiece(piece, entry, null, map, mask, method, spec.Seed);
-                    if (pieces[i].KeysFromBytes && assignment.RestoreRound == 0 && spec.Pattern == RunOptions.Patterns.Unstructured
-                        && piece.Elements >= CachedHistogramElements)
+                    if (pieces[i].KeysFromBytes && assignment.RestoreRound == 0 && piece.Elements >= CachedHistogramElements)
                     {
                         var counts = new long[RadixSelect.Buckets];
                         bool lowZero = RadixSelect.CheckedHistogramOfWeights(map.Span, entry.DType, mask, 0, counts, entry.Name, elementOffset);
@@ -178,8 +177,7 @@ public sealed class ShardGrain(
                         continue;
                     }
                     // NaN is refused whatever the method, before any round.
-                    for (int at = 0; at < length; at += IoChunkBytes)
-                        CheckNoNaN(map.Span.Slice(at, Math.Min(IoChunkBytes, length - at)), entry, elementOffset + at / size);
+                    ScoreKeys.CheckNoNaN(map.Span, entry.DType, entry.Name, elementOffset);
                     continue;
                 }
                 // Every byte is read into it, from the checkpoint or from the committed round's trained weights: no need
@@ -194,7 +192,7 @@ public sealed class ShardGrain(
                     if (trained is null) CheckpointReader.ReadTensorRange(manifest, entry, byteStart + at, chunk);
                     else if (RandomAccess.Read(trained, chunk, at) != chunk.Length) throw new InvalidDataException($"{weights} ended early at byte {at}");
                     // Checked while the chunk is still in cache.
-                    CheckNoNaN(chunk, entry, elementOffset + at / size);
+                    ScoreKeys.CheckNoNaN(chunk, entry.DType, entry.Name, elementOffset + at / size);
                 }
                 pieces[i] = new LoadedPiece(piece, entry, raw, null, mask, method, spec.Seed);
             }
@@ -209,9 +207,6 @@ public sealed class ShardGrain(
 
     /// <summary>Bytes read or written at a time: a multiple of 64 elements of any dtype, small enough to stay in cache.</summary>
     private const int IoChunkBytes = 4 << 20;
-
-    private static void CheckNoNaN(ReadOnlySpan<byte> raw, TensorEntry entry, long elementOffset) =>
-        ScoreKeys.CheckNoNaN(raw, entry.DType, entry.Name, elementOffset);
 
     /// <summary>Σ|w| over the piece (progressive allocation ranks layers by mean |w|).</summary>
     private static double AbsSum(LoadedPiece piece)
@@ -367,7 +362,7 @@ public sealed class ShardGrain(
                         long more = request.TargetMasked[i] - piece.Mask.CountSet();
                         int index = i;
                         if (more > 0) LocalSelection.MaskSmallest(piece.FillKeys, piece.Mask, more, (level, prefix, into) => KeptOrCounted(index, level, prefix, into),
-                            (threshold, ties) => piece.ApplyThreshold(threshold, ties, -1));
+                            (threshold, ties, equal) => piece.ApplyThreshold(threshold, ties, equal));
                         break;
                     case "2:4" or "4:8":
                         var (n, m) = spec.NmPattern;
@@ -417,7 +412,14 @@ public sealed class ShardGrain(
         Or(layer.O.Mask, masks.O);
     }
 
-    Task<HeadScores> IShardGrain.HeadScoresAsync() => compute.RunAsync(() =>
+    Task<HeadScores> IShardGrain.HeadScoresAsync()
+    {
+        // A shard that re-activated without its weights must say so, not report no heads.
+        _ = Assignment;
+        return compute.RunAsync(HeadScores);
+    }
+
+    private HeadScores HeadScores()
     {
         var layers = AttentionLayers().ToArray();
         return new HeadScores
@@ -426,7 +428,7 @@ public sealed class ShardGrain(
             Scores = layers.Select(Scores).ToArray(),
             Pruned = layers.Select(l => PrunedHeads(l.Q, Layout)).ToArray(),
         };
-    });
+    }
 
     async Task<ShardRoundResult> IShardGrain.PruneHeadsAsync(HeadDecision decision)
     {
@@ -521,23 +523,23 @@ public sealed class ShardGrain(
             var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(IoChunkBytes);
             try
             {
-            foreach (var piece in _pieces)
-            {
-                // Chunk by chunk, while each is in cache: copied into the buffer with masked elements as +0.0 (the
-                // piece's own bytes stay as they are, so a retried write writes the same), zeros counted (the encoded
-                // size follows from them, SparseEncoding.Count), written.
-                int elementSize = piece.Entry.DType.ElementSize();
-                int chunkElements = IoChunkBytes / elementSize;
-                long nonZero = 0;
-                for (long first = 0; first < piece.Piece.Elements; first += chunkElements)
+                foreach (var piece in _pieces)
                 {
-                    var bytes = ShardMath.MaskedRange(piece, first, (int)Math.Min(chunkElements, piece.Piece.Elements - first), buffer, out long chunkNonZero);
-                    nonZero += chunkNonZero;
-                    CheckpointOutput.WriteTensorRange(outputDirectory, piece.Entry, piece.ByteStart + first * elementSize, bytes);
-                    total += bytes.Length;
+                    // Chunk by chunk, while each is in cache: copied into the buffer with masked elements as +0.0 (the
+                    // piece's own bytes stay as they are, so a retried write writes the same), zeros counted (the encoded
+                    // size follows from them, SparseEncoding.Report), written.
+                    int elementSize = piece.Entry.DType.ElementSize();
+                    int chunkElements = IoChunkBytes / elementSize;
+                    long nonZero = 0;
+                    for (long first = 0; first < piece.Piece.Elements; first += chunkElements)
+                    {
+                        var bytes = ShardMath.MaskedRange(piece, first, (int)Math.Min(chunkElements, piece.Piece.Elements - first), buffer, out long chunkNonZero);
+                        nonZero += chunkNonZero;
+                        CheckpointOutput.WriteTensorRange(outputDirectory, piece.Entry, piece.ByteStart + first * elementSize, bytes);
+                        total += bytes.Length;
+                    }
+                    size = size.Add(SparseEncoding.Report(piece.Piece.Elements, nonZero, piece.Entry.DType));
                 }
-                size = size.Add(SparseEncoding.Report(piece.Piece.Elements, nonZero, piece.Entry.DType));
-            }
             }
             finally
             {
