@@ -191,8 +191,8 @@ public sealed class BertEncoder : IDisposable
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(device);
-        var config = BertConfig.FromOnnx(model);
         var names = BertWeightNames.FromOnnx(model);
+        var config = BertConfig.FromOnnx(model, names);
         try
         {
             return Build(config, names, device, dtype, n => BertWeightNames.Read(model, n, device, dtype), disposeTensors: true);

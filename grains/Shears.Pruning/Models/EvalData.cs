@@ -81,6 +81,11 @@ public static class EvalData
     /// <summary>Consecutive pieces of <paramref name="seqLen"/> ids; a last piece of at least 2 ids is kept.</summary>
     public static IReadOnlyList<long[]> Cut(long[] ids, int seqLen, string source)
     {
+        ArgumentNullException.ThrowIfNull(ids);
+        if (seqLen < 2)
+        {
+            throw new ArgumentOutOfRangeException(nameof(seqLen), $"The evaluation sequence length is {seqLen}; a prediction needs at least 2 tokens.");
+        }
         var sequences = new List<long[]>(ids.Length / seqLen + 1);
         for (int start = 0; start < ids.Length; start += seqLen)
         {

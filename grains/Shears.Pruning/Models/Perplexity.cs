@@ -103,31 +103,34 @@ public static class Perplexity
 
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var perToken = TokenNll(logits, tokenIds); // [B, T−1]
-        long predicted = batch * (length - 1);
-        if (lengths is not null)
-        {
-            var mask = new bool[batch * (length - 1)];
-            predicted = 0;
-            for (var b = 0; b < batch; b++)
-            {
-                var n = lengths[b];
-                if (n < 0 || n > length)
-                {
-                    throw new ArgumentOutOfRangeException(nameof(lengths), $"Length {n} of row {b} is outside [0, {length}].");
-                }
-                for (var t = 0; t < n - 1; t++)
-                {
-                    mask[b * (length - 1) + t] = true;
-                }
-                predicted += Math.Max(0, n - 1);
-            }
-            var keep = tensor(mask, [batch, length - 1], ScalarType.Bool, perToken.device);
-            using var zero = 0.0.ToScalar();
-            perToken = perToken.masked_fill(keep.logical_not(), zero);
-        }
+        var (perToken, predicted) = PredictionsInside(TokenNll(logits, tokenIds), lengths);
         var sum = perToken.to(ScalarType.Float64).sum().cpu().item<double>();
         return (sum, predicted);
+    }
+
+    /// <summary>
+    /// Per-prediction values [B, T−1] with those past each row's sequence (lengths[b] − 1 predictions inside row b) set
+    /// to 0, and how many predictions lie inside; all of them without <paramref name="lengths"/>.
+    /// </summary>
+    private static (Tensor Values, long Predicted) PredictionsInside(Tensor perToken, IReadOnlyList<int>? lengths)
+    {
+        long batch = perToken.shape[0], predictions = perToken.shape[1];
+        if (lengths is null) return (perToken, batch * predictions);
+        var outside = new bool[batch * predictions];
+        long predicted = 0;
+        for (var b = 0; b < batch; b++)
+        {
+            var n = lengths[b];
+            if (n < 0 || n > predictions + 1)
+            {
+                throw new ArgumentOutOfRangeException(nameof(lengths), $"Length {n} of row {b} is outside [0, {predictions + 1}].");
+            }
+            var inside = Math.Max(0, n - 1);
+            Array.Fill(outside, true, (int)(b * predictions + inside), (int)(predictions - inside));
+            predicted += inside;
+        }
+        var mask = tensor(outside, [batch, predictions], ScalarType.Bool, perToken.device);
+        return (perToken.masked_fill(mask, HeldScalars.Zero), predicted);
     }
 
     /// <summary>Mean negative log-likelihood over the B × (T−1) predictions, differentiable: the training loss at the head.</summary>
@@ -147,23 +150,13 @@ public static class Perplexity
         {
             throw new ArgumentException("Sequences of one token predict nothing; a loss needs at least 2 tokens.", nameof(tokenIds));
         }
+        if (lengths is not null && lengths.Count != batch) throw new ArgumentException($"{lengths.Count} lengths given for a batch of {batch}.", nameof(lengths));
         using var scope = NewDisposeScope();
-        var perToken = TokenNll(logits, tokenIds); // [B, T−1]
-        if (lengths is null) return perToken.mean().MoveToOuterDisposeScope();
-        if (lengths.Count != batch) throw new ArgumentException($"{lengths.Count} lengths given for a batch of {batch}.", nameof(lengths));
-        var keep = new float[batch * (length - 1)];
-        long predicted = 0;
-        for (var b = 0; b < batch; b++)
-        {
-            var n = lengths[b];
-            if (n < 0 || n > length) throw new ArgumentOutOfRangeException(nameof(lengths), $"Length {n} of row {b} is outside [0, {length}].");
-            for (var t = 0; t < n - 1; t++) keep[b * (length - 1) + t] = 1;
-            predicted += Math.Max(0, n - 1);
-        }
+        if (lengths is null) return TokenNll(logits, tokenIds).mean().MoveToOuterDisposeScope();
+        var (perToken, predicted) = PredictionsInside(TokenNll(logits, tokenIds), lengths);
         if (predicted == 0) throw new ArgumentException("No row holds 2 tokens: the batch predicts nothing.", nameof(lengths));
-        var weights = tensor(keep, [batch, length - 1], ScalarType.Float32, perToken.device);
         using var count = ((double)predicted).ToScalar();
-        return (perToken * weights).sum().div(count).MoveToOuterDisposeScope();
+        return perToken.sum().div(count).MoveToOuterDisposeScope();
     }
 
     private static Tensor TokenNll(Tensor logits, Tensor tokenIds)

@@ -53,6 +53,14 @@ public class PerplexityTests
 
         Assert.Throws<ArgumentException>(() => Perplexity.Loss(logits, ids, [1, 1]));
         Assert.Throws<ArgumentException>(() => Perplexity.Loss(logits, ids, [5]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Perplexity.Loss(logits, ids, [6, 3]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Perplexity.Loss(logits, ids, [5, -1]));
+
+        // A padded position whose logits are all −Inf (its per-token loss NaN) stays out of the loss: masked, not
+        // multiplied by zero.
+        var extreme = logits.detach().clone();
+        extreme[1, 3].fill_(float.NegativeInfinity);
+        Assert.True(float.IsFinite(Perplexity.Loss(extreme, ids, [5, 3]).item<float>()));
     }
 
     [Fact]
