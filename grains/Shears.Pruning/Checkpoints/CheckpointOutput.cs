@@ -86,9 +86,9 @@ public static class CheckpointOutput
 
     // Buffered writes to one file take its inode lock in the kernel, so threads writing one file go one at a time
     // anyway, and a thread waiting there spins on its core while the writer copies. Waiting here sleeps instead and
-    // leaves the core to the writer's page-cache work, to writeback and to threads writing other files (measured: the
-    // same export time for a one-file checkpoint, about 0.2 s less for two files, bench/RESULTS.md). Striped by output
-    // path, never released.
+    // leaves the core to the writer's page-cache work, to writeback and to threads writing other files (an A/B in
+    // bench/RESULTS.md: a median 0.2 s less for a two-file checkpoint, no clear difference for one file; weak evidence on
+    // a machine whose writes vary more than that). Striped by output path, never released.
     private static readonly object[] WriteLocks = Enumerable.Range(0, 64).Select(_ => new object()).ToArray();
 
     private static object WriteLock(string outDir, TensorEntry t) =>
