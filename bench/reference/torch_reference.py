@@ -16,7 +16,13 @@ Part 2 (LLaMA): for a trained Hugging Face LLaMA checkpoint and the outputs Shea
     block computes the next block's inputs), with the exact counts Shears documents, against Shears'
     masks and weights, and the perplexity each reaches.
 
+Part 3 (tokenizers): trains small tokenizers on TRAIN.txt with Hugging Face `tokenizers` (byte-level BPE in
+the GPT-2, LLaMA-3, Qwen2 and NFKC styles) and `sentencepiece` (BPE with byte fallback, LLaMA-2 style), and
+writes the ids each gives for TEST.txt; tests/Shears.Pruning.Tests/Models/TokenizerReference/ keeps them and
+CheckpointTokenizerReferenceTests requires the same ids from Shears.
+
 usage: torch_reference.py fixtures OUT_DIR
+       torch_reference.py tokenizers TRAIN.txt TEST.txt OUT_DIR
        torch_reference.py llama DIR OUT_JSON   (DIR holds dense/, eval.json, calibration.json and
                                                 Shears' outputs named METHOD-unstructured, METHOD-2of4)
 """
@@ -373,9 +379,87 @@ def llama(directory, out_json):
         json.dump(result, f, indent=1)
 
 
+# ---------------------------------------------------------------- part 3: tokenizers
+
+# The pre-tokenizer regexes of LLaMA-3 and Qwen2 as their tokenizer.json files publish them.
+LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+QWEN2_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+
+
+def byte_level(style, lines, directory):
+    from tokenizers import Tokenizer, Regex, AddedToken, models, trainers, pre_tokenizers, decoders, normalizers, processors
+    tok = Tokenizer(models.BPE(ignore_merges=style == "llama3"))
+    if style in ("gpt2", "nfkc"):
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(LLAMA3_SPLIT if style == "llama3" else QWEN2_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    if style in ("llama3", "qwen2"):
+        tok.normalizer = normalizers.NFC()
+    elif style == "nfkc":
+        tok.normalizer = normalizers.NFKC()
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|begin_of_text|>", "<|end_of_text|>"]
+    trainer = trainers.BpeTrainer(vocab_size=3000, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(lines, trainer)
+    tok.add_tokens([AddedToken("<|pad|>", special=False, normalized=False)])
+    bos = tok.token_to_id("<|begin_of_text|>")
+    if style == "llama3":
+        tok.post_processor = processors.Sequence([processors.ByteLevel(trim_offsets=False),
+                                                  processors.TemplateProcessing(single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", bos)])])
+    elif style == "nfkc":
+        tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A <|end_of_text|>",
+                                                           special_tokens=[("<|begin_of_text|>", bos), ("<|end_of_text|>", tok.token_to_id("<|end_of_text|>"))])
+    else:
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    os.makedirs(directory, exist_ok=True)
+    tok.save(os.path.join(directory, "tokenizer.json"))
+    return lambda text: tok.encode(text).ids
+
+
+def sentence_piece(lines, directory):
+    import io
+    import sentencepiece as spm
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=model, vocab_size=1000, model_type="bpe",
+                                   byte_fallback=True, split_digits=True, add_dummy_prefix=True, remove_extra_whitespaces=False,
+                                   normalization_rule_name="identity", allow_whitespace_only_pieces=True, character_coverage=0.9995,
+                                   unk_id=0, bos_id=1, eos_id=2, minloglevel=2)
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "tokenizer.model"), "wb") as f:
+        f.write(model.getvalue())
+    with open(os.path.join(directory, "tokenizer_config.json"), "w") as f:
+        json.dump({"add_bos_token": True, "add_eos_token": False}, f)
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    return lambda text: [sp.bos_id()] + sp.encode(text)
+
+
+def tokenizer_fixtures(train_path, test_path, out_dir):
+    import tokenizers
+    import sentencepiece
+    with open(train_path, encoding="utf-8", newline="") as f:
+        lines = f.read().splitlines(keepends=True)
+    with open(test_path, encoding="utf-8", newline="") as f:
+        text = f.read()
+    summary = {"versions": {"tokenizers": tokenizers.__version__, "sentencepiece": sentencepiece.__version__}, "test_chars": len(text), "ids": {}}
+    for style in ["gpt2", "llama3", "qwen2", "nfkc", "sentencepiece"]:
+        directory = os.path.join(out_dir, style)
+        encode = sentence_piece(lines, directory) if style == "sentencepiece" else byte_level(style, lines, directory)
+        ids = encode(text)
+        with open(os.path.join(directory, "ids.json"), "w") as f:
+            json.dump(ids, f)
+        summary["ids"][style] = len(ids)
+    with open(os.path.join(out_dir, "tokenizers.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    print(json.dumps(summary, indent=1))
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "fixtures":
         fixtures(sys.argv[2])
+    elif len(sys.argv) >= 5 and sys.argv[1] == "tokenizers":
+        tokenizer_fixtures(sys.argv[2], sys.argv[3], sys.argv[4])
     elif len(sys.argv) >= 4 and sys.argv[1] == "llama":
         llama(sys.argv[2], sys.argv[3])
     else:

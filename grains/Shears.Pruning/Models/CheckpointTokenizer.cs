@@ -14,7 +14,7 @@ namespace Shears.Pruning.Models;
 /// (<c>ByteLevel</c>, or <c>Split</c> by a regex then <c>ByteLevel</c>), BPE merges by Microsoft.ML.Tokenizers'
 /// <see cref="BpeTokenizer"/> (with <c>ignore_merges</c> honoured), and the special tokens the post-processor's
 /// template puts around a single sequence;</item>
-/// <item><c>tokenizer.model</c> (SentencePiece) — LLaMA-1/2, Mistral — through <see cref="LlamaTokenizer"/>,
+/// <item><c>tokenizer.model</c> (SentencePiece BPE) — LLaMA-1/2, Mistral — through <see cref="SentencePieceBpe"/>,
 /// with <c>add_bos_token</c>/<c>add_eos_token</c> from <c>tokenizer_config.json</c> when present (default: BOS, no EOS).</item>
 /// </list>
 /// A <c>tokenizer.json</c> that is not byte-level BPE is used only if a <c>tokenizer.model</c> stands beside it;
@@ -86,18 +86,14 @@ public sealed class CheckpointTokenizer
             bos = OptionalBool(config.RootElement, "add_bos_token", configPath) ?? bos;
             eos = OptionalBool(config.RootElement, "add_eos_token", configPath) ?? eos;
         }
-        SentencePieceTokenizer tokenizer;
-        try
+        var tokenizer = SentencePieceBpe.Load(path);
+        return new CheckpointTokenizer(path, "SentencePiece", text =>
         {
-            using var stream = File.OpenRead(path);
-            tokenizer = LlamaTokenizer.Create(stream, bos, eos);
-        }
-        catch (Exception e) when (e is not IOException)
-        {
-            throw new InvalidDataException($"Tokenizer '{path}' could not be read as a SentencePiece model: {e.Message}", e);
-        }
-        return new CheckpointTokenizer(path, "SentencePiece",
-            text => tokenizer.EncodeToIds(text, bos, eos, considerPreTokenization: true, considerNormalization: true).ToList());
+            var ids = tokenizer.Encode(text);
+            if (bos) ids.Insert(0, tokenizer.BosId);
+            if (eos) ids.Add(tokenizer.EosId);
+            return ids;
+        });
     }
 
     private static CheckpointTokenizer FromJson(string path)

@@ -124,6 +124,39 @@ public class CheckpointTokenizerTests
     }
 
     [Fact]
+    public void SentencePieceMergesTheLeftmostOfEqualPairsFirst()
+    {
+        using var dir = new TempDir();
+        WriteSentencePiece(dir.Path, removeExtraWhitespaces: false, spaces: true);
+
+        // "  hi" → "▁▁▁hi": ▁▁ (−0.5) could merge at 0 or at 1; sentencepiece takes the leftmost → ▁▁|▁|h|i, then ▁h (−1),
+        // then ▁hi (−2) → ▁▁ ▁hi. Merging the right pair first would strand h and i: ▁ ▁▁ h i.
+        Assert.Equal(new long[] { 1, 10, 8 }, CheckpointTokenizer.Load(dir.Path).Encode("  hi"));
+        // Spaces are kept as they are written here, none at the ends removed; an empty text has no dummy prefix.
+        Assert.Equal(new long[] { 1 }, CheckpointTokenizer.Load(dir.Path).Encode(""));
+    }
+
+    [Fact]
+    public void SentencePieceModelsNotSupportedAreNamed()
+    {
+        using var dir = new TempDir();
+        WriteSentencePiece(dir.Path, modelType: 1);
+        var unigram = Assert.Throws<NotSupportedException>(() => CheckpointTokenizer.Load(dir.Path));
+        Assert.Contains("model_type", unigram.Message);
+        Assert.Contains(CheckpointTokenizer.SentencePieceFileName, unigram.Message);
+
+        WriteSentencePiece(dir.Path, charsmap: [1, 2, 3]);
+        var normalized = Assert.Throws<NotSupportedException>(() => CheckpointTokenizer.Load(dir.Path));
+        Assert.Contains("precompiled_charsmap", normalized.Message);
+
+        string model = Path.Combine(dir.Path, CheckpointTokenizer.SentencePieceFileName);
+        WriteSentencePiece(dir.Path);
+        File.WriteAllBytes(model, File.ReadAllBytes(model)[..^3]);
+        var truncated = Assert.Throws<InvalidDataException>(() => CheckpointTokenizer.Load(dir.Path));
+        Assert.Contains(model, truncated.Message);
+    }
+
+    [Fact]
     public void UnsupportedTokenizerJsonFallsBackToTokenizerModel()
     {
         using var dir = new TempDir();
@@ -266,13 +299,14 @@ public class CheckpointTokenizerTests
     /// A SentencePiece BPE model written field by field (sentencepiece_model.proto): &lt;unk&gt; 0, &lt;s&gt; 1, &lt;/s&gt; 2,
     /// then ▁ h i d ▁h ▁hi id with scores −10 −11 −12 −13 −1 −2 −3.
     /// </summary>
-    private static void WriteSentencePiece(string dir)
+    private static void WriteSentencePiece(string dir, int modelType = 2, bool removeExtraWhitespaces = true, byte[]? charsmap = null, bool spaces = false)
     {
         var model = new MemoryStream();
         (string Piece, float Score, int Type)[] pieces =
         [
             ("<unk>", 0, 2), ("<s>", 0, 3), ("</s>", 0, 3),
             ("▁", -10, 1), ("h", -11, 1), ("i", -12, 1), ("d", -13, 1), ("▁h", -1, 1), ("▁hi", -2, 1), ("id", -3, 1),
+            .. spaces ? new (string, float, int)[] { ("▁▁", -0.5f, 1) } : [],
         ];
         foreach (var (piece, score, type) in pieces)
         {
@@ -284,15 +318,16 @@ public class CheckpointTokenizerTests
             Bytes(model, 1, p.ToArray());
         }
         var trainer = new MemoryStream();
-        Varint(trainer, 3, 2); // model_type = BPE
+        Varint(trainer, 3, (ulong)modelType); // 2 = BPE
         Varint(trainer, 40, 0); // unk_id
         Varint(trainer, 41, 1); // bos_id
         Varint(trainer, 42, 2); // eos_id
         Bytes(model, 2, trainer.ToArray());
         var normalizer = new MemoryStream();
         Bytes(normalizer, 1, "identity"u8.ToArray());
+        if (charsmap is not null) Bytes(normalizer, 2, charsmap);
         Varint(normalizer, 3, 1); // add_dummy_prefix
-        Varint(normalizer, 4, 1); // remove_extra_whitespaces
+        Varint(normalizer, 4, removeExtraWhitespaces ? 1UL : 0); // remove_extra_whitespaces
         Varint(normalizer, 5, 1); // escape_whitespaces
         Bytes(model, 3, normalizer.ToArray());
         File.WriteAllBytes(Path.Combine(dir, CheckpointTokenizer.SentencePieceFileName), model.ToArray());
