@@ -52,6 +52,63 @@ public class MultiSiloTests(ClusterFixture fixture)
         }
     }
 
+    /// <summary>
+    /// Shards read the checkpoint through maps of its files: one rewritten during a run must fail the run naming the file,
+    /// not give an output made of two checkpoints' weights (and the output must not appear).
+    /// </summary>
+    [Fact]
+    public async Task ACheckpointChangedMidRunFailsTheRunNamingTheFile()
+    {
+        using var dir = new TempDir();
+        DemoCheckpoint.Write(dir.Sub("in"), new DemoCheckpointOptions(HiddenSize: 384, Layers: 6, Heads: 6, KvHeads: 2, IntermediateSize: 1024));
+        var files = Directory.GetFiles(dir.Sub("in"), "*.safetensors");
+        bool touched = false;
+        var status = await Runs.RunToEndAsync(fixture.Cluster.Client, new RunSpec
+        {
+            ModelPath = dir.Sub("in"), OutputPath = dir.Sub("out"), Sparsity = 0.6, Schedule = RunOptions.Schedules.Linear, Rounds = 16,
+            ShardElements = 400_000,
+        }, watch: status =>
+        {
+            if (!touched && status.Round >= 2)
+            {
+                touched = true;
+                // What an in-place rewrite does to the file's metadata (the bytes may even be the same).
+                foreach (string file in files) File.SetLastWriteTimeUtc(file, DateTime.UtcNow.AddSeconds(5));
+            }
+            return Task.CompletedTask;
+        });
+        Assert.True(touched, "the run ended before the checkpoint could be changed");
+        Assert.Equal(RunState.Failed, status.State);
+        Assert.Contains("changed while the run was reading it", status.Error);
+        Assert.Contains(files, f => status.Error!.Contains(f));
+        Assert.False(Directory.Exists(dir.Sub("out")));
+    }
+
+    /// <summary>A shard's error reaches the coordinator on another silo with its message (it was "Could not find a codec").</summary>
+    [Fact]
+    public async Task ANaNOnAnotherSiloIsNamed()
+    {
+        using var dir = new TempDir();
+        TieHeavyCheckpoint.Write(dir.Sub("in"), TensorDType.F32);
+        var manifest = CheckpointReader.ReadManifest(dir.Sub("in"));
+        // In every prunable tensor, so that shards on every silo find one.
+        foreach (var t in manifest.Tensors.Where(ReferencePruner.DefaultPrunable))
+        {
+            using var file = File.OpenWrite(Path.Combine(dir.Sub("in"), t.FileName));
+            file.Position = t.FileOffset + 4 * 5;
+            file.Write(BitConverter.GetBytes(float.NaN));
+        }
+        var status = await Runs.RunToEndAsync(fixture.Cluster.Client, new RunSpec
+        {
+            ModelPath = dir.Sub("in"), OutputPath = dir.Sub("out"), Sparsity = 0.5, ShardElements = 400,
+        });
+        Assert.Equal(RunState.Failed, status.State);
+        Assert.Contains("NaN", status.Error);
+        Assert.Contains("model.layers.", status.Error);
+        Assert.DoesNotContain("codec", status.Error);
+        Assert.False(Directory.Exists(dir.Sub("out")));
+    }
+
     [Fact]
     public async Task ShardsSpreadEvenly()
     {

@@ -27,6 +27,10 @@ public static class ShearsHostingExtensions
         // Orleans drops a connection on a message over its body limit; Shears never needs more than
         // 16 MB in one message, so a bug that would send more fails loudly here first.
         builder.Configure<Orleans.Configuration.SiloMessagingOptions>(o => o.MaxMessageBodySize = MaxMessageBytes);
+        // A shard's error (a NaN weight, a malformed or changed checkpoint file: Shears.Pruning's exceptions, which know
+        // nothing of Orleans) reaches the coordinator on another silo with its type and message; without this Orleans
+        // sends "Could not find a codec" in their place.
+        builder.Services.Configure<Orleans.Serialization.ExceptionSerializationOptions>(o => o.SupportedNamespacePrefixes.Add("Shears"));
         return builder;
     }
 

@@ -31,6 +31,9 @@ internal sealed class LoadedPiece(TensorPiece piece, TensorEntry entry, byte[]? 
     // A disposed piece (unmapped) says so rather than failing on a null map.
     private MappedRange Mapped => _mapped ?? throw new ObjectDisposedException(nameof(LoadedPiece), $"piece of '{Entry.Name}' was released");
 
+    /// <summary>Throws <see cref="CheckpointChangedException"/> when the mapped checkpoint file changed since the load.</summary>
+    public void CheckSource() => _mapped?.CheckUnchanged();
+
     /// <summary>The bytes as an array of this silo's own, copied from the map the first time.</summary>
     public byte[] Writable()
     {

@@ -234,6 +234,7 @@ public sealed class ShardGrain(
 
     private HistogramResult Histogram(HistogramRequest request)
     {
+        CheckSources();
         var histogram = new long[RadixSelect.Buckets];
         bool lowBitsZero = true;
         for (int i = 0; i < _pieces.Length; i++)
@@ -334,6 +335,7 @@ public sealed class ShardGrain(
                 piece.ApplyThreshold(threshold, decision.Ties[i], available);
             }
             ForgetStatistics();
+            CheckSources();
         });
         _stage?.Invalidate();
         return Result(stopwatch);
@@ -380,6 +382,7 @@ public sealed class ShardGrain(
                         throw new NotSupportedException($"--pattern {spec.Pattern} is not decided by shards");
                 }
             }
+            CheckSources();
         });
         _stage?.Invalidate();
         return Result(stopwatch);
@@ -510,6 +513,12 @@ public sealed class ShardGrain(
         }
     });
 
+    /// <summary>Fails the step when a checkpoint file this shard reads through a map changed since the load.</summary>
+    private void CheckSources()
+    {
+        foreach (var piece in _pieces) piece.CheckSource();
+    }
+
     private static string MaskPath(ShardAssignment assignment, int piece, int round) =>
         Path.Combine(assignment.StateDirectory, $"shard-{assignment.ShardIndex:D5}", $"piece-{piece:D5}.round-{round}.mask");
 
@@ -518,6 +527,7 @@ public sealed class ShardGrain(
         var assignment = Assignment;
         var result = await compute.RunAsync(() =>
         {
+            CheckSources();
             long total = 0;
             var size = SizeReport.Empty;
             var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(IoChunkBytes);
@@ -551,6 +561,8 @@ public sealed class ShardGrain(
                 CheckpointOutput.CopyTensor(_manifest, entry, outputDirectory);
                 total += entry.ByteLength;
             }
+            // A file changed during the export leaves a mixed output: the run fails, and it is never renamed into place.
+            CheckSources();
             return new ShardWriteResult
             {
                 BytesWritten = total, Elements = size.Elements, ZeroElements = size.ZeroElements,

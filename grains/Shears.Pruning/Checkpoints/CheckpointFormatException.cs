@@ -25,3 +25,12 @@ public sealed class CheckpointFormatException : Exception
             ? $"Checkpoint file '{filePath}': {problem}"
             : $"Checkpoint file '{filePath}', tensor '{tensorName}': {problem}";
 }
+
+/// <summary>A checkpoint file changed while a run was reading it; the message names the file, a tensor in it and the change.</summary>
+public sealed class CheckpointChangedException(string filePath, string tensorName, string change)
+    : IOException($"Checkpoint file '{filePath}' (tensor '{tensorName}') changed while the run was reading it: {change}. "
+                  + "A checkpoint must stay as it is until its run ends; start the run again.")
+{
+    public string FilePath { get; } = filePath;
+    public string TensorName { get; } = tensorName;
+}

@@ -27,4 +27,43 @@ public class MappedRangeTests
         Assert.Throws<ObjectDisposedException>(() => disposed.Span.Length);
         Assert.Throws<ArgumentOutOfRangeException>(() => MappedRange.Map(manifest, manifest.Get("a"), 2990, 11));
     }
+
+    [Fact]
+    public void AFileChangedInPlaceIsNamed()
+    {
+        using var dir = new TempDir();
+        ShardedCheckpointWriter.Write(dir.Path, [("a", TensorDType.U8, [3000], new byte[3000])], long.MaxValue, null);
+        var manifest = CheckpointReader.ReadManifest(dir.Path);
+        string file = manifest.PathOf(manifest.Get("a").FileName);
+        var mapped = File.GetLastWriteTimeUtc(file);
+
+        using (var map = MappedRange.Map(manifest, manifest.Get("a"), 0, 3000))
+        {
+            map.CheckUnchanged();
+            // The same bytes written again: only the modification time tells.
+            using (var handle = File.OpenHandle(file, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite))
+                RandomAccess.Write(handle, new byte[8], manifest.Get("a").FileOffset);
+            File.SetLastWriteTimeUtc(file, mapped.AddSeconds(1));
+            var modified = Assert.Throws<CheckpointChangedException>(map.CheckUnchanged);
+            Assert.Contains(file, modified.Message);
+            Assert.Contains("'a'", modified.Message);
+            Assert.Contains("modified", modified.Message);
+        }
+
+        using (var map = MappedRange.Map(manifest, manifest.Get("a"), 0, 1000))
+        {
+            using (var handle = File.OpenHandle(file, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite))
+                RandomAccess.SetLength(handle, RandomAccess.GetLength(handle) - 100);
+            var cut = Assert.Throws<CheckpointChangedException>(map.CheckUnchanged);
+            Assert.Contains("length went from", cut.Message);
+        }
+
+        // Replaced under the same name (written beside it, then renamed): the map still shows the file it mapped.
+        using (var map = MappedRange.Map(manifest, manifest.Get("a"), 0, 1000))
+        {
+            File.WriteAllBytes(file + ".new", File.ReadAllBytes(file));
+            File.Move(file + ".new", file, overwrite: true);
+            map.CheckUnchanged();
+        }
+    }
 }
