@@ -27,7 +27,7 @@ builder.UseOrleans(silo =>
     else
     {
         silo.UseLocalhostClustering(settings.SiloPort, settings.GatewayPort, settings.Primary);
-        silo.AddMemoryGrainStorage(ShearsStorage.Name);
+        silo.AddShearsFileStorage(settings.StateDirectory);
     }
     silo.Configure<ClusterOptions>(o => { o.ClusterId = "shears"; o.ServiceId = "shears"; });
     // Declare a silo that stops answering dead within a few seconds, so runs resume quickly.

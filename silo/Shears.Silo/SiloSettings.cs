@@ -6,7 +6,7 @@ namespace Shears.Silo;
 /// <summary>The silo's command-line options, read from configuration, each checked with a message naming it.</summary>
 public sealed record SiloSettings(
     string? Redis, int SiloPort, int GatewayPort, IPEndPoint? Primary, IPAddress Advertise, string HttpAddress, int HttpPort,
-    string Device, string Role, IReadOnlyList<string> DataRoots)
+    string Device, string Role, IReadOnlyList<string> DataRoots, string StateDirectory)
 {
     public static SiloSettings From(IConfiguration configuration)
     {
@@ -22,9 +22,15 @@ public sealed record SiloSettings(
             throw new ArgumentException($"--role must be worker, coordinator or all, got '{role}'");
         var roots = configuration.GetSection("data-root").GetChildren().Select(c => c.Value).OfType<string>().ToArray();
         if (roots.Length == 0 && configuration["data-root"] is { } single) roots = single.Split(',', StringSplitOptions.RemoveEmptyEntries);
+        // Without Redis the runs' state is kept in files: every silo of the cluster must name the same folder.
+        string state = configuration["state-dir"] is { Length: > 0 } dir ? dir : DefaultStateDirectory;
         return new SiloSettings(redis, siloPort, gatewayPort, primary, advertise, configuration["http-address"] ?? "0.0.0.0", httpPort,
-            configuration["device"] ?? "auto", role, roots.Select(Path.GetFullPath).ToArray());
+            configuration["device"] ?? "auto", role, roots.Select(Path.GetFullPath).ToArray(), Path.GetFullPath(state));
     }
+
+    /// <summary>Where silos clustered without Redis keep the runs' state unless --state-dir says otherwise.</summary>
+    public static string DefaultStateDirectory =>
+        Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.LocalApplicationData, Environment.SpecialFolderOption.DoNotVerify), "shears", "state");
 
     /// <summary>Turns a repeated "--name value" into "--name:0 value --name:1 value" so configuration keeps every value.</summary>
     public static string[] IndexRepeated(string[] args, string name)

@@ -186,6 +186,70 @@ public class MultiProcessTests
         }
     }
 
+    /// <summary>
+    /// Two silo processes on one machine without any service (the second joins the first with --primary; the runs'
+    /// state in files under a shared --state-dir): the silo that joined is killed mid-run, preferably while it holds
+    /// the run's coordinator, which then resumes on the other silo from the state files; the output is the undisturbed one.
+    /// </summary>
+    [Fact]
+    public async Task TwoSilosWithoutAnyServiceSurviveKillingOne()
+    {
+        using var dir = new TempDir();
+        DemoCheckpoint.Write(dir.Sub("in"), new DemoCheckpointOptions(HiddenSize: 384, Layers: 6, Heads: 6, KvHeads: 2, IntermediateSize: 1024));
+        RunSpec Spec(string output) => new()
+        {
+            ModelPath = dir.Sub("in"), OutputPath = dir.Sub(output), Sparsity = 0.6, Schedule = RunOptions.Schedules.Cubic, Rounds = 24, ShardElements = 300_000,
+        };
+        var calm = await ShearsProcess.RunAsync("run", "--model", dir.Sub("in"), "--out", dir.Sub("calm"), "--sparsity", "0.6", "--schedule", "cubic",
+            "--rounds", "24", "--shard-elements", "300000");
+        Assert.True(calm.ExitCode == 0, calm.ToString());
+
+        string primary = SiloProcess.FreePort().ToString();
+        int gatewayA = SiloProcess.FreePort(), gatewayB = SiloProcess.FreePort();
+        var a = await SiloProcess.StartAsync("--silo-port", primary, "--gateway-port", gatewayA.ToString(), "--state-dir", dir.Sub("state"));
+        await using (a)
+        {
+            var b = await SiloProcess.StartAsync("--silo-port", SiloProcess.FreePort().ToString(), "--gateway-port", gatewayB.ToString(),
+                "--primary", "127.0.0.1:" + primary, "--state-dir", dir.Sub("state"));
+            await using (b)
+            {
+                await using var connection = await ClusterConnection.OpenAsync($"127.0.0.1:{gatewayA},127.0.0.1:{gatewayB}", CancellationToken.None);
+                // Coordinators are placed at random: start runs until one lands on b (cancelled ones leave nothing).
+                IRunGrain grain = null!;
+                RunStatus status = null!;
+                for (int attempt = 0; attempt < 8; attempt++)
+                {
+                    grain = connection.Client.GetGrain<IRunGrain>($"no-service-{attempt}");
+                    status = await grain.StartAsync(Spec("disturbed"));
+                    while (status.Coordinator is null && !status.IsFinished) status = await grain.GetStatusAsync();
+                    if (status.Coordinator!.Contains($":{b.SiloPort}:")) break;
+                    await grain.CancelAsync();
+                    while (!(await grain.GetStatusAsync()).IsFinished) await Task.Delay(50);
+                }
+                bool killed = false;
+                var deadline = DateTime.UtcNow.AddMinutes(4);
+                while (!status.IsFinished)
+                {
+                    Assert.True(DateTime.UtcNow < deadline, $"run did not finish: {status.Phase}\n{a.Log}\n{b.Log}");
+                    if (!killed && status.Round >= 3)
+                    {
+                        b.Kill();
+                        killed = true;
+                    }
+                    await Task.Delay(100);
+                    try { status = await grain.GetStatusAsync(); }
+                    catch (Exception e) when (e is OrleansException or TimeoutException) { await Task.Delay(500); }
+                }
+                Assert.True(killed, "the run ended before a silo could be killed");
+                Assert.True(status.State == RunState.Completed, status.Error + "\n" + a.Log + "\n" + b.Log);
+                Assert.DoesNotContain($":{b.SiloPort}:", status.Coordinator);
+                Assert.Equal(24, status.Rounds.Count);
+                AssertSameCheckpoint(dir.Sub("calm"), dir.Sub("disturbed"));
+                Assert.NotEmpty(Directory.GetFiles(dir.Sub("state"), "*.state"));
+            }
+        }
+    }
+
     private static string SiloPort(SiloProcess silo) => silo.SiloPort;
 }
 

@@ -1,7 +1,3 @@
-using System.Collections.Concurrent;
-using Microsoft.Extensions.DependencyInjection;
-using Orleans.Runtime.Hosting;
-using Orleans.Storage;
 using Orleans.TestingHost;
 using Shears.Contracts;
 using Shears.Grains;
@@ -18,13 +14,12 @@ public sealed class ClusterFixture : IAsyncLifetime
     public static InProcessTestCluster Build(short silos, string? coordinatorSilo = null, bool allKeepHistograms = false)
     {
         var builder = new InProcessTestClusterBuilder(silos);
+        string state = Path.Combine(StateRoot, Guid.NewGuid().ToString("N"));
         builder.ConfigureSilo((options, silo) =>
         {
-            // Not AddMemoryGrainStorage: its state lives in grains on the silos, so stopping a silo can lose a run's state
-            // or fail its write, which no external store (Redis) does.
-            silo.Services.AddGrainStorage(ShearsStorage.Name, (services, _) => new SharedGrainStorage(
-                services.GetRequiredService<Orleans.Serialization.Serializer>(),
-                services.GetRequiredService<Microsoft.Extensions.Options.IOptions<Orleans.Configuration.ClusterOptions>>().Value.ClusterId));
+            // Not AddMemoryGrainStorage: its state lives in grains on the silos, so stopping a silo can lose a run's
+            // state or fail its write. Files in a folder all silos reach, as the silo host keeps them without Redis.
+            silo.AddShearsFileStorage(state);
             silo.AddShears(o =>
             {
                 o.ComputeThreads = 1;
@@ -35,6 +30,16 @@ public sealed class ClusterFixture : IAsyncLifetime
             });
         });
         return builder.Build();
+    }
+
+    /// <summary>The clusters' state folders, removed when the test process ends.</summary>
+    private static readonly string StateRoot = CreateStateRoot();
+
+    private static string CreateStateRoot()
+    {
+        string root = Path.Combine(Path.GetTempPath(), "shears-test-state-" + Environment.ProcessId);
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => { try { Directory.Delete(root, recursive: true); } catch (IOException) { } };
+        return root;
     }
 
     public async Task InitializeAsync()
@@ -67,54 +72,5 @@ public static class Runs
             if (watch is not null) await watch(status);
         }
         return status;
-    }
-}
-
-/// <summary>
-/// Grain state in this process's memory, shared by every silo of a cluster and outliving any one of them: what an
-/// external store gives a real cluster. Each write stores a serialized copy and checks the ETag as stores do.
-/// </summary>
-public sealed class SharedGrainStorage(Orleans.Serialization.Serializer serializer, string clusterId) : IGrainStorage
-{
-    private static readonly ConcurrentDictionary<string, (string ETag, byte[] State)> Store = new();
-    private static readonly object Gate = new();
-
-    private string Key(string stateName, GrainId grainId) => $"{clusterId}/{stateName}/{grainId}";
-
-    public Task ReadStateAsync<T>(string stateName, GrainId grainId, IGrainState<T> grainState)
-    {
-        if (Store.TryGetValue(Key(stateName, grainId), out var entry))
-        {
-            grainState.State = serializer.Deserialize<T>(entry.State);
-            (grainState.ETag, grainState.RecordExists) = (entry.ETag, true);
-        }
-        else
-        {
-            grainState.State = Activator.CreateInstance<T>();
-            (grainState.ETag, grainState.RecordExists) = (null, false);
-        }
-        return Task.CompletedTask;
-    }
-
-    public Task WriteStateAsync<T>(string stateName, GrainId grainId, IGrainState<T> grainState)
-    {
-        string key = Key(stateName, grainId);
-        lock (Gate)
-        {
-            string? stored = Store.TryGetValue(key, out var entry) ? entry.ETag : null;
-            if (stored != grainState.ETag) throw new InconsistentStateException($"ETag {grainState.ETag} is not the stored {stored}", stored, grainState.ETag);
-            string etag = Guid.NewGuid().ToString("N");
-            Store[key] = (etag, serializer.SerializeToArray(grainState.State));
-            (grainState.ETag, grainState.RecordExists) = (etag, true);
-        }
-        return Task.CompletedTask;
-    }
-
-    public Task ClearStateAsync<T>(string stateName, GrainId grainId, IGrainState<T> grainState)
-    {
-        lock (Gate) Store.TryRemove(Key(stateName, grainId), out _);
-        grainState.State = Activator.CreateInstance<T>();
-        (grainState.ETag, grainState.RecordExists) = (null, false);
-        return Task.CompletedTask;
     }
 }

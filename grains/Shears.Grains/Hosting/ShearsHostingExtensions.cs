@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Orleans.Runtime.Hosting;
 using Shears.Grains;
 using Orleans.Runtime.MembershipService.SiloMetadata;
 using Shears.Grains.Compute;
@@ -31,6 +32,17 @@ public static class ShearsHostingExtensions
         // nothing of Orleans) reaches the coordinator on another silo with its type and message; without this Orleans
         // sends "Could not find a codec" in their place.
         builder.Services.Configure<Orleans.Serialization.ExceptionSerializationOptions>(o => o.SupportedNamespacePrefixes.Add("Shears"));
+        return builder;
+    }
+
+    /// <summary>
+    /// Keeps the runs' state in files under <paramref name="directory"/> (<see cref="FileGrainStorage"/>),
+    /// for silos clustered without Redis: every silo of the cluster must reach the same folder.
+    /// </summary>
+    public static ISiloBuilder AddShearsFileStorage(this ISiloBuilder builder, string directory)
+    {
+        builder.Services.AddGrainStorage(ShearsStorage.Name, (services, _) =>
+            new FileGrainStorage(directory, services.GetRequiredService<Orleans.Serialization.Serializer>()));
         return builder;
     }
 
