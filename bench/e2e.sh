@@ -4,7 +4,7 @@
 # Also the fixed cost: the same command on a 10 MB checkpoint; and the client against a silo already running on this
 # machine (`--cluster 127.0.0.1:PORT`, what users of a cluster run), which leaves out the silo's start and stop.
 # The client and silo are the published, ReadyToRun-compiled binaries (what deploy/ ships).
-# Usage: bench/e2e.sh [WORKDIR] [RUNS] [MODELS]   (default /tmp/shears-e2e, 3 runs, "tiny model large": ~11 GB free in
+# Usage: [SETTLE=SECONDS] bench/e2e.sh [WORKDIR] [RUNS] [MODELS]   (default /tmp/shears-e2e, 3 runs, "tiny model large": ~11 GB free in
 # WORKDIR and ~14 GB of memory; "xl" adds the 7.0 GB checkpoint: ~26 GB free and ~20 GB of memory)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +34,7 @@ ratio() { awk -v p="$1" -v c="$2" "BEGIN{printf \"%.1f\", p/c}"; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{printf "%.2f", NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 phases() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(' '.join(f'{k} {v:.2f}s' for k,v in r['phaseSeconds'].items()), '| report', round(r['seconds'],2), 's')" "$1/shears-report.json"; }
 
+echo "settle: ${SETTLE:-5} s after each cleanup; commit $(git rev-parse --short HEAD)$(git diff --quiet && echo "" || echo " + working tree")"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg); $(date -u)"
 for m in $models; do
   src="$work/$m"
@@ -44,8 +45,13 @@ for m in $models; do
   prune_running() { "$shears" run --model "$src" --out "$work/pruned" --sparsity 0.5 --scope global --cluster "127.0.0.1:$gateway"; }
   copy_synced() { copy; sync; }
   prune_synced() { prune; sync; }
-  # Every timed command starts with no dirty pages (sync, untimed), so none pays for the writeback of another.
-  clean() { rm -rf "$work/copy" "$work/pruned"; sync; cat "$src"/* > /dev/null; }
+  # Every timed command starts with no dirty pages (sync, untimed), so none pays for the writeback of another, and,
+  # after SETTLE seconds (default 5), with the memory the last output held given back to the host: on a VM with
+  # free page reporting (virtio-balloon), pages freed by the rm are reported within a second or two, and a command
+  # that writes before that reuses them cheaply while a later one pays a host fault per page. With SETTLE=0, cp
+  # (which writes at once) is favoured over shears (which writes after its start, load and rounds): a 3.76 GB cp took
+  # 0.94-1.31 s right after the rm and 2.78-3.69 s three seconds later (results/2026-11-28-settle.txt).
+  clean() { rm -rf "$work/copy" "$work/pruned"; sync; cat "$src"/* > /dev/null; sleep "${SETTLE:-5}"; }
   cs_all=(); ps_all=(); c_all=(); p_all=(); r_all=()
   for i in $(seq "$runs"); do
     clean; c=$(time_of copy)
