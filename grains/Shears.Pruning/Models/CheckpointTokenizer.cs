@@ -184,22 +184,24 @@ public sealed class CheckpointTokenizer
             if (at < span.Length) EncodeWord(span[at..], ids);
         }
 
+        // Bytes whose alphabet character is not a piece: the BPE would drop them without a word, so a text needing one is
+        // refused. Checked once here; real byte-level vocabularies hold all 256.
+        var missing = Enumerable.Range(0, 256).Select(b => ByteLevelAlphabet.Of((byte)b)).Where(c => !vocab.ContainsKey(c.ToString())).ToArray();
+
         void EncodeWord(string word, List<int> ids)
         {
             string mapped = ByteLevelAlphabet.Map(word);
+            if (missing.Length > 0 && mapped.IndexOfAny(missing) is int at and >= 0)
+            {
+                throw new InvalidDataException($"Tokenizer '{path}': the byte-level piece '{mapped[at]}' is not in the vocabulary (incomplete byte alphabet), and the text needs it.");
+            }
             if (ignoreMerges && vocab.TryGetValue(mapped, out int whole))
             {
                 ids.Add(whole);
                 return;
             }
             foreach (var token in bpe.EncodeToTokens(mapped, out _, considerPreTokenization: false, considerNormalization: false))
-            {
-                if (!vocab.ContainsKey(token.Value))
-                {
-                    throw new InvalidDataException($"Tokenizer '{path}': the byte-level piece '{token.Value}' is not in the vocabulary (incomplete byte alphabet).");
-                }
                 ids.Add(token.Id);
-            }
         }
 
         return new CheckpointTokenizer(path, "byte-level BPE", Encode);
