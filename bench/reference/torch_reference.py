@@ -21,8 +21,15 @@ the GPT-2, LLaMA-3, Qwen2 and NFKC styles) and `sentencepiece` (BPE with byte fa
 writes the ids each gives for TEST.txt; tests/Shears.Pruning.Tests/Models/TokenizerReference/ keeps them and
 CheckpointTokenizerReferenceTests requires the same ids from Shears.
 
+Part 4 (fine-tuning): recovery fine-tuning after magnitude pruning, done in PyTorch as Shears documents it (the
+pruned linear weights of the blocks trained by AdamW without weight decay, masks re-applied after each step, batches
+taken from the data in order, the mean next-token loss), against the weights, mean loss and perplexity of Shears'
+output.
+
 usage: torch_reference.py fixtures OUT_DIR
        torch_reference.py tokenizers TRAIN.txt TEST.txt OUT_DIR
+       torch_reference.py finetune DIR STEPS BATCH LR OUT_JSON   (DIR holds dense/, magnitude-unstructured/ (masks),
+                                                                  magnitude-ft/, finetune.json, eval.json)
        torch_reference.py llama DIR OUT_JSON   (DIR holds dense/, eval.json, calibration.json and
                                                 Shears' outputs named METHOD-unstructured, METHOD-2of4)
 """
@@ -379,6 +386,69 @@ def llama(directory, out_json):
         json.dump(result, f, indent=1)
 
 
+# ---------------------------------------------------------------- part 4: fine-tuning
+
+def finetune(directory, steps, batch, lr, out_json):
+    torch.set_num_threads(min(16, os.cpu_count() or 1))
+    with open(os.path.join(directory, "finetune.json")) as f:
+        data = json.load(f)
+    with open(os.path.join(directory, "eval.json")) as f:
+        evaluation = json.load(f)
+    pruned = {}
+    for file in sorted(os.listdir(os.path.join(directory, "magnitude-unstructured"))):
+        if file.endswith(".safetensors"):
+            pruned.update(load_file(os.path.join(directory, "magnitude-unstructured", file)))
+    model = load_model(os.path.join(directory, "dense"))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    masks, trained = {}, []
+    for index, block in enumerate(model.model.layers):
+        for proj in PROJ:
+            name = f"model.layers.{index}.{proj}.weight"
+            weight = block.get_submodule(proj).weight
+            masks[name] = pruned[name] == 0
+            with torch.no_grad():
+                weight[masks[name]] = 0.0
+            weight.requires_grad_(True)
+            trained.append((name, weight))
+    start = {name: w.detach().clone() for name, w in trained}
+    optimizer = torch.optim.AdamW([w for _, w in trained], lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    losses = []
+    for step in range(steps):
+        rows = [(step * batch + i) % len(data) for i in range(batch)]
+        ids = torch.tensor([data[r] for r in rows])
+        logits = model(input_ids=ids, use_cache=False).logits
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            for name, w in trained:
+                w[masks[name]] = 0.0
+        losses.append(loss.item())
+    shears = {}
+    for file in sorted(os.listdir(os.path.join(directory, "magnitude-ft"))):
+        if file.endswith(".safetensors"):
+            shears.update(load_file(os.path.join(directory, "magnitude-ft", file)))
+    worst_difference, worst_movement, masked_nonzero = 0.0, 0.0, 0
+    for name, w in trained:
+        ours = w.detach()
+        worst_difference = max(worst_difference, (ours - shears[name].float()).abs().max().item())
+        worst_movement = max(worst_movement, (ours - start[name]).abs().max().item())
+        masked_nonzero += int((shears[name][masks[name]] != 0).sum())
+    with open(os.path.join(directory, "magnitude-ft", "shears-report.json")) as f:
+        report = json.load(f)
+    model.eval()
+    result = {"torch": torch.__version__, "steps": steps, "batch": batch, "lr": lr,
+              "mean_loss_torch": sum(losses) / len(losses), "mean_loss_shears": report["rounds"][-1]["finetuneLoss"],
+              "perplexity_torch": perplexity(model, evaluation)[0], "perplexity_shears": report["rounds"][-1]["eval"]["value"],
+              "worst_weight_difference": worst_difference, "worst_weight_movement": worst_movement,
+              "masked_weights_not_zero_in_shears_output": masked_nonzero}
+    print(json.dumps(result, indent=1))
+    with open(out_json, "w") as f:
+        json.dump(result, f, indent=1)
+
+
 # ---------------------------------------------------------------- part 3: tokenizers
 
 # The pre-tokenizer regexes of LLaMA-3 and Qwen2 as their tokenizer.json files publish them.
@@ -460,6 +530,8 @@ if __name__ == "__main__":
         fixtures(sys.argv[2])
     elif len(sys.argv) >= 5 and sys.argv[1] == "tokenizers":
         tokenizer_fixtures(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif len(sys.argv) >= 7 and sys.argv[1] == "finetune":
+        finetune(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6])
     elif len(sys.argv) >= 4 and sys.argv[1] == "llama":
         llama(sys.argv[2], sys.argv[3])
     else:
