@@ -10,6 +10,10 @@ public sealed class BitMask
 {
     private readonly ulong[] _words;
 
+    // Set bits, counted on first need after the last change (-1: not known). Shards ask for the count several times a
+    // round (kept statistics check it, results report it); a count reads the whole mask.
+    private long _count = -1;
+
     public BitMask(long length)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(length);
@@ -41,10 +45,15 @@ public sealed class BitMask
         {
             if (value) _words[index >> 6] |= 1UL << (int)(index & 63);
             else _words[index >> 6] &= ~(1UL << (int)(index & 63));
+            _count = -1;
         }
     }
 
-    public void Set(long index) => _words[index >> 6] |= 1UL << (int)(index & 63);
+    public void Set(long index)
+    {
+        _words[index >> 6] |= 1UL << (int)(index & 63);
+        _count = -1;
+    }
 
     /// <summary>ORs 64 bits into the mask starting at element <paramref name="start"/> (any alignment): bit j of <paramref name="bits"/> sets element start + j.</summary>
     public void OrBits(long start, ulong bits)
@@ -54,6 +63,7 @@ public sealed class BitMask
             throw new ArgumentOutOfRangeException(nameof(start), $"bits past the mask's {Length} elements");
         long word = start >> 6;
         int shift = (int)(start & 63);
+        _count = -1;
         _words[word] |= bits << shift;
         if (shift != 0 && bits >> (64 - shift) != 0) _words[word + 1] |= bits >> (64 - shift);
     }
@@ -70,9 +80,10 @@ public sealed class BitMask
 
     public long CountSet()
     {
+        if (_count >= 0) return _count;
         long n = 0;
         foreach (ulong w in _words) n += BitOperations.PopCount(w);
-        return n;
+        return _count = n;
     }
 
     public BitMask Clone() => new(Length, (ulong[])_words.Clone());

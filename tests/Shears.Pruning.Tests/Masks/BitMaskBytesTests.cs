@@ -38,3 +38,42 @@ public class BitMaskBytesTests
         }
     }
 }
+
+public class BitMaskCountTests
+{
+    /// <summary>The count is kept between changes: every way of setting (or clearing) a bit must be seen by the next count.</summary>
+    [Fact]
+    public void TheKeptCountFollowsEveryChange()
+    {
+        var random = new Random(5);
+        var mask = new BitMask(1000);
+        var reference = new bool[1000];
+        long Expected() => reference.LongCount(b => b);
+        Assert.Equal(0, mask.CountSet());
+        for (int step = 0; step < 400; step++)
+        {
+            int at = random.Next(1000);
+            switch (step % 5)
+            {
+                case 0: mask.Set(at); reference[at] = true; break;
+                case 1: mask[at] = true; reference[at] = true; break;
+                case 2: mask[at] = false; reference[at] = false; break;
+                case 3:
+                    int start = Math.Min(at, 1000 - 64);
+                    ulong bits = (ulong)random.NextInt64() | 1;
+                    mask.OrBits(start, bits);
+                    for (int j = 0; j < 64; j++) if ((bits >> j & 1) != 0) reference[start + j] = true;
+                    break;
+                default:
+                    int count = random.Next(Math.Min(200, 1000 - at) + 1);
+                    mask.SetRange(at, count);
+                    for (int j = 0; j < count; j++) reference[at + j] = true;
+                    break;
+            }
+            Assert.Equal(Expected(), mask.CountSet());
+            Assert.Equal(Expected(), mask.CountSet()); // asked twice: the kept value
+        }
+        Assert.Equal(Expected(), mask.Clone().CountSet());
+        Assert.Equal(Expected(), BitMask.FromBytes(mask.Bytes, 1000).CountSet());
+    }
+}
