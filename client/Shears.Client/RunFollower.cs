@@ -27,9 +27,17 @@ public static class RunFollower
         }
 
         using var cancelRegistration = token.Register(() => { _ = grain.CancelAsync(); });
-        status = Console.IsOutputRedirected || !AnsiConsole.Profile.Capabilities.Interactive
-            ? await FollowPlain(grain, status, token)
-            : await FollowLive(grain, status, token);
+        try
+        {
+            status = Console.IsOutputRedirected || !AnsiConsole.Profile.Capabilities.Interactive
+                ? await FollowPlain(grain, status, token)
+                : await FollowLive(grain, status, token);
+        }
+        catch (RunStateLostException e)
+        {
+            Console.Error.WriteLine($"shears: {e.Message}");
+            return Commands.RunFailed;
+        }
 
         switch (status.State)
         {
@@ -76,6 +84,9 @@ public static class RunFollower
                         await Task.Delay(1000);
                         break;
                     }
+                    // A coordinator that re-activated without its persisted state knows nothing of the run: say so rather
+                    // than follow an empty run forever.
+                    if (next.Spec is null) throw new RunStateLostException(first.RunId);
                     yield return next;
                     if (next.IsFinished) yield break;
                 }
@@ -133,3 +144,7 @@ public static class RunFollower
         return status;
     }
 }
+
+/// <summary>The run's coordinator answers without the run's state (its store lost it): nothing more can be followed.</summary>
+public sealed class RunStateLostException(string runId)
+    : Exception($"run {runId}: its coordinator came back without the run's state (the cluster's state store lost it); the run cannot go on, start it again");
