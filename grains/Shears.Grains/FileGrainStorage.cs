@@ -64,8 +64,10 @@ public sealed class FileGrainStorage : IGrainStorage
             {
                 file.Write(BitConverter.GetBytes(version + 1));
                 file.Write(state);
-                file.Flush(flushToDisk: true);
             }
+            // Not flushed to disk: a silo process that dies leaves its writes in the page cache for the others, and the
+            // shards' mask files beside the output are not flushed either; a flush here would cost a disk round trip at
+            // every step of every round and still not make a run survive the machine's own crash.
             File.Move(temp, path, overwrite: true);
             (grainState.ETag, grainState.RecordExists) = ((version + 1).ToString(), true);
         }

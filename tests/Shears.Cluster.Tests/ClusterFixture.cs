@@ -59,6 +59,18 @@ public sealed class ClusterCollection : ICollectionFixture<ClusterFixture>
 
 public static class Runs
 {
+    /// <summary>Writes a 6-layer bf16 checkpoint to dir/in; the spec prunes it to 60% in 16 linear rounds on shards of at most 400,000 elements.</summary>
+    public static Func<string, RunSpec> ManyRounds(Shears.Testing.TempDir dir)
+    {
+        Shears.Pruning.Checkpoints.DemoCheckpoint.Write(dir.Sub("in"),
+            new Shears.Pruning.Checkpoints.DemoCheckpointOptions(HiddenSize: 384, Layers: 6, Heads: 6, KvHeads: 2, IntermediateSize: 1024));
+        return output => new()
+        {
+            ModelPath = dir.Sub("in"), OutputPath = dir.Sub(output), Sparsity = 0.6, Schedule = RunOptions.Schedules.Linear, Rounds = 16,
+            ShardElements = 400_000,
+        };
+    }
+
     public static async Task<RunStatus> RunToEndAsync(IClusterClient client, RunSpec spec, string? runId = null, Func<RunStatus, Task>? watch = null)
     {
         var grain = client.GetGrain<IRunGrain>(runId ?? Guid.NewGuid().ToString("N"));

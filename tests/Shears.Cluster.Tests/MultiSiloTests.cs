@@ -60,14 +60,10 @@ public class MultiSiloTests(ClusterFixture fixture)
     public async Task ACheckpointChangedMidRunFailsTheRunNamingTheFile()
     {
         using var dir = new TempDir();
-        DemoCheckpoint.Write(dir.Sub("in"), new DemoCheckpointOptions(HiddenSize: 384, Layers: 6, Heads: 6, KvHeads: 2, IntermediateSize: 1024));
+        var spec = Runs.ManyRounds(dir);
         var files = Directory.GetFiles(dir.Sub("in"), "*.safetensors");
         bool touched = false;
-        var status = await Runs.RunToEndAsync(fixture.Cluster.Client, new RunSpec
-        {
-            ModelPath = dir.Sub("in"), OutputPath = dir.Sub("out"), Sparsity = 0.6, Schedule = RunOptions.Schedules.Linear, Rounds = 16,
-            ShardElements = 400_000,
-        }, watch: status =>
+        var status = await Runs.RunToEndAsync(fixture.Cluster.Client, spec("out"), watch: status =>
         {
             if (!touched && status.Round >= 2)
             {

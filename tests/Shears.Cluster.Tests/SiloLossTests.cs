@@ -40,18 +40,7 @@ public class SiloLossTests
     public async Task StoppingASiloMidRunChangesNothingInTheOutput()
     {
         using var dir = new TempDir();
-        await RunCalmAndDisturbed(dir, ManyRounds(dir));
-    }
-
-    /// <summary>A 6-layer bf16 checkpoint pruned to 60% in 16 linear rounds, on shards of at most 400,000 elements.</summary>
-    private static Func<string, RunSpec> ManyRounds(TempDir dir)
-    {
-        DemoCheckpoint.Write(dir.Sub("in"), new DemoCheckpointOptions(HiddenSize: 384, Layers: 6, Heads: 6, KvHeads: 2, IntermediateSize: 1024));
-        return output => new()
-        {
-            ModelPath = dir.Sub("in"), OutputPath = dir.Sub(output), Sparsity = 0.6, Schedule = RunOptions.Schedules.Linear, Rounds = 16,
-            ShardElements = 400_000,
-        };
+        await RunCalmAndDisturbed(dir, Runs.ManyRounds(dir));
     }
 
     /// <summary>
@@ -63,7 +52,7 @@ public class SiloLossTests
     public async Task StoppingASiloMidRunWithKeptHistogramsChangesNothingInTheOutput()
     {
         using var dir = new TempDir();
-        var (calm, _) = await RunCalmAndDisturbed(dir, ManyRounds(dir), allKeepHistograms: true);
+        var (calm, _) = await RunCalmAndDisturbed(dir, Runs.ManyRounds(dir), allKeepHistograms: true);
         // And both equal the plain reference: the output is right, not only the same twice.
         var manifest = CheckpointReader.ReadManifest(dir.Sub("in"));
         ReferencePruner.AssertOutput(dir.Sub("in"), dir.Sub("calm"), ReferencePruner.Masks(manifest, calm.Rounds[^1].TargetSparsity, global: true));

@@ -23,6 +23,7 @@ public sealed class SentencePieceBpe
     private readonly Dictionary<string, (int Id, float Score)> _pieces = new(StringComparer.Ordinal);
     private readonly Dictionary<string, (int Id, float Score)>.AlternateLookup<ReadOnlySpan<char>> _lookup;
     private readonly Dictionary<string, int> _userDefined = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _userDefinedLookup;
     private readonly int[] _byteIds = Enumerable.Repeat(-1, 256).ToArray();
     private readonly int _maxUserDefinedLength;
     private readonly bool _addDummyPrefix = true, _removeExtraWhitespaces = true, _escapeWhitespaces = true, _byteFallback;
@@ -111,6 +112,7 @@ public sealed class SentencePieceBpe
         foreach (var (name, value) in new[] { ("unk_id", UnknownId), ("bos_id", BosId), ("eos_id", EosId) })
             if (value < 0 || value >= id) throw new InvalidDataException($"Tokenizer '{path}': trainer_spec.{name} is {value}, outside the {id} pieces.");
         _lookup = _pieces.GetAlternateLookup<ReadOnlySpan<char>>();
+        _userDefinedLookup = _userDefined.GetAlternateLookup<ReadOnlySpan<char>>();
     }
 
     /// <summary>Reads a SentencePiece model file.</summary>
@@ -168,7 +170,7 @@ public sealed class SentencePieceBpe
         for (int s = 0; s >= 0; s = next[s])
         {
             var piece = normalized.AsSpan(start[s], length[s]);
-            if (frozen[s]) ids.Add(_userDefined[piece.ToString()]);
+            if (frozen[s]) ids.Add(_userDefinedLookup[piece]);
             else if (_lookup.TryGetValue(piece, out var p)) ids.Add(p.Id);
             else if (_byteFallback)
             {
@@ -197,7 +199,7 @@ public sealed class SentencePieceBpe
     private int UserDefinedAt(string text, int i)
     {
         for (int len = Math.Min(_maxUserDefinedLength, text.Length - i); len > 0; len--)
-            if (_userDefined.ContainsKey(text.Substring(i, len))) return len;
+            if (_userDefinedLookup.ContainsKey(text.AsSpan(i, len))) return len;
         return 0;
     }
 

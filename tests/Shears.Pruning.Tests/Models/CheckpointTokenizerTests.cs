@@ -137,6 +137,16 @@ public class CheckpointTokenizerTests
     }
 
     [Fact]
+    public void SentencePieceUserDefinedSymbolsStayWhole()
+    {
+        using var dir = new TempDir();
+        WriteSentencePiece(dir.Path, userDefined: true);
+
+        // "hi<x>hid" → "▁hi<x>hid": <x> (id 10) is split out first and never merged; ▁hi, then h|id (no "hid" piece).
+        Assert.Equal(new long[] { 1, 8, 10, 4, 9 }, CheckpointTokenizer.Load(dir.Path).Encode("hi<x>hid"));
+    }
+
+    [Fact]
     public void SentencePieceModelsNotSupportedAreNamed()
     {
         using var dir = new TempDir();
@@ -299,7 +309,7 @@ public class CheckpointTokenizerTests
     /// A SentencePiece BPE model written field by field (sentencepiece_model.proto): &lt;unk&gt; 0, &lt;s&gt; 1, &lt;/s&gt; 2,
     /// then ▁ h i d ▁h ▁hi id with scores −10 −11 −12 −13 −1 −2 −3.
     /// </summary>
-    private static void WriteSentencePiece(string dir, int modelType = 2, bool removeExtraWhitespaces = true, byte[]? charsmap = null, bool spaces = false)
+    private static void WriteSentencePiece(string dir, int modelType = 2, bool removeExtraWhitespaces = true, byte[]? charsmap = null, bool spaces = false, bool userDefined = false)
     {
         var model = new MemoryStream();
         (string Piece, float Score, int Type)[] pieces =
@@ -307,6 +317,7 @@ public class CheckpointTokenizerTests
             ("<unk>", 0, 2), ("<s>", 0, 3), ("</s>", 0, 3),
             ("▁", -10, 1), ("h", -11, 1), ("i", -12, 1), ("d", -13, 1), ("▁h", -1, 1), ("▁hi", -2, 1), ("id", -3, 1),
             .. spaces ? new (string, float, int)[] { ("▁▁", -0.5f, 1) } : [],
+            .. userDefined ? new (string, float, int)[] { ("<x>", 0, 4) } : [],
         ];
         foreach (var (piece, score, type) in pieces)
         {
