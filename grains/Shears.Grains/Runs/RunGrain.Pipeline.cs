@@ -1,0 +1,131 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Orleans.Concurrency;
+using Shears.Contracts;
+using Shears.Grains.Diagnostics;
+using Shears.Grains.Placement;
+using Shears.Grains.Shards;
+using Shears.Pruning.Allocation;
+using Shears.Pruning.Checkpoints;
+using Shears.Pruning.Schedules;
+using Shears.Pruning.Scoring;
+using Shears.Pruning.Selection;
+
+namespace Shears.Grains.Runs;
+
+// Evaluation and fine-tuning through the model pipeline of the shards.
+public sealed partial class RunGrain
+{
+    /// <summary>Sequences per pipeline message: hidden states of a batch stay within the 16 MB message limit.</summary>
+    private static int BatchFitting(IReadOnlyList<long[]> data, int hidden, int wanted)
+    {
+        long longest = data.Max(s => (long)s.Length);
+        long perSequence = longest * hidden * sizeof(float);
+        return (int)Math.Clamp(Orleans.Hosting.ShearsHostingExtensions.MaxMessageBytes / 2 / Math.Max(1, perSequence), 1, wanted);
+    }
+
+    /// <summary>Perplexity through the pipeline: batches enter the embedding shard and leave the head as summed NLL.</summary>
+    private async Task<EvalMetric> EvaluateAsync(RunPlan plan, IReadOnlyList<long[]> data, int hidden, CancellationToken token)
+    {
+        int batch = BatchFitting(data, hidden, 32);
+        double nll = 0;
+        long tokens = 0;
+        for (int start = 0; start < data.Count; start += batch)
+        {
+            token.ThrowIfCancellationRequested();
+            var ids = data.Skip(start).Take(batch).ToArray();
+            var result = await Shard(0).EvaluateAsync(new ActivationBatch { TokenIds = ids });
+            nll += result.NllSum;
+            tokens += result.Tokens;
+        }
+        return new EvalMetric { Metric = "perplexity", Value = Math.Exp(nll / tokens), Tokens = tokens };
+    }
+
+    /// <summary>Encoders: sentence embeddings through the pipeline (the last layer pools and normalizes).</summary>
+    private async Task<float[][]> EmbedAsync(IReadOnlyList<long[]> sentences, int hidden, CancellationToken token)
+    {
+        int batch = BatchFitting(sentences, hidden, 64);
+        var result = new List<float[]>(sentences.Count);
+        for (int start = 0; start < sentences.Count; start += batch)
+        {
+            token.ThrowIfCancellationRequested();
+            var ids = sentences.Skip(start).Take(batch).ToArray();
+            var output = await Shard(0).EvaluateAsync(new ActivationBatch { TokenIds = ids });
+            result.AddRange(Unflatten(output.Embeddings, hidden));
+        }
+        return result.ToArray();
+    }
+
+    private static float[] Flatten(float[][] rows) => rows.SelectMany(r => r).ToArray();
+
+    private string DensePath(string name) => Path.Combine(state.State.StateDirectory!, $"dense-{name}.f32");
+
+    /// <summary>Writes embeddings where every silo reaches them (a coordinator elsewhere reads them back), atomically.</summary>
+    private void WriteDense(string name, float[] values)
+    {
+        string path = DensePath(name);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        File.WriteAllBytes(path + ".tmp", System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()).ToArray());
+        File.Move(path + ".tmp", path, overwrite: true);
+    }
+
+    private float[] ReadDense(string name) =>
+        System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(File.ReadAllBytes(DensePath(name))).ToArray();
+
+    private static float[][] Unflatten(float[] flat, int width) => flat.Chunk(width).ToArray();
+
+    // The dense evaluation embeddings' neighbours: the same for every round of a run (one run per grain).
+    private int[][]? _denseNeighbours;
+
+    /// <summary>
+    /// Fidelity (mean and 5th percentile cosine to the dense embeddings) and neighbour agreement at 10 (the dense
+    /// model's neighbours found once per activation). With query embeddings (sentence pairs), also paraphrase retrieval:
+    /// each query's match is the corpus sentence of the same row; top-1 and MRR with queries and corpus from the pruned
+    /// model, and with the corpus embedded by the dense model (an index built before pruning).
+    /// </summary>
+    private EvalMetric EncoderMetric(float[][] dense, float[][] pruned, IReadOnlyList<long[]> sentences, float[][]? prunedQueries)
+    {
+        var fidelity = Shears.Pruning.Evaluation.EmbeddingQuality.Fidelity(dense, pruned);
+        int k = Math.Min(10, dense.Length - 1);
+        if (_denseNeighbours is not { } known || known.Length != dense.Length || known.Any(n => n.Length != k))
+            _denseNeighbours = known = Shears.Pruning.Evaluation.EmbeddingQuality.NearestNeighbours(dense, k);
+        double agreement = Shears.Pruning.Evaluation.EmbeddingQuality.NeighbourAgreement(known, pruned, k);
+        var measures = new Dictionary<string, double>
+        {
+            ["fidelityP5"] = fidelity.Percentile5, ["neighbourAgreement10"] = agreement, ["sentences"] = dense.Length,
+        };
+        if (prunedQueries is not null && prunedQueries.Length == pruned.Length)
+        {
+            var retrieval = Shears.Pruning.Evaluation.ParaphraseRetrieval.Measure(prunedQueries, pruned, dense);
+            measures["retrievalTop1"] = retrieval.SameModel.Top1;
+            measures["retrievalMrr"] = retrieval.SameModel.Mrr;
+            measures["retrievalDenseCorpusTop1"] = retrieval.DenseCorpus.Top1;
+            measures["retrievalDenseCorpusMrr"] = retrieval.DenseCorpus.Mrr;
+        }
+        return new EvalMetric { Metric = "fidelity", Value = fidelity.Mean, Tokens = sentences.Sum(s => (long)s.Length), Measures = measures };
+    }
+
+    /// <summary>
+    /// Recovery fine-tuning: each step sends one batch through the pipeline and the gradients back; each
+    /// shard steps its own optimizer and re-applies its masks. Batches follow the data in order, round after round.
+    /// Encoders distill toward the dense model's sentence embeddings (<paramref name="targets"/>).
+    /// </summary>
+    private async Task<double> FineTuneAsync(RunPlan plan, RunSpec spec, IReadOnlyList<long[]> data, int round, int hidden, CancellationToken token, float[]? targets = null)
+    {
+        int batch = BatchFitting(data, hidden, spec.Batch);
+        double lossSum = 0;
+        for (int step = 0; step < spec.FinetuneSteps; step++)
+        {
+            token.ThrowIfCancellationRequested();
+            long first = ((long)(round - 1) * spec.FinetuneSteps + step) * batch;
+            var rows = Enumerable.Range(0, batch).Select(i => (int)((first + i) % data.Count)).ToArray();
+            var ids = rows.Select(r => data[r]).ToArray();
+            float[] goal = targets is null ? [] : rows.SelectMany(r => targets.AsSpan(r * hidden, hidden).ToArray()).ToArray();
+            var result = await Shard(0).TrainStepAsync(new ActivationBatch { TokenIds = ids, Targets = goal }, spec.LearningRate);
+            lossSum += result.Loss;
+        }
+        await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).EndTrainingAsync()));
+        return lossSum / spec.FinetuneSteps;
+    }
+}
