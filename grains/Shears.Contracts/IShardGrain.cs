@@ -36,6 +36,11 @@ public sealed record ShardAssignment
     [Id(8)] public HeadLayout? Heads { get; init; }
     /// <summary>The model stage this shard runs when the run evaluates or fine-tunes; null otherwise.</summary>
     [Id(9)] public StagePlan? Stage { get; init; }
+    /// <summary>
+    /// Names this loading of the run's shards (a new one after every recovery): pipeline passes carry it, and a stage
+    /// drops messages of an earlier loading that were still on their way.
+    /// </summary>
+    [Id(10)] public string Epoch { get; init; } = "";
 }
 
 /// <summary>One stage of the model pipeline: the embedding, one decoder layer, or the head.</summary>
@@ -74,14 +79,6 @@ public sealed record NllResult
     [Id(1)] public long Tokens { get; init; }
     /// <summary>Encoders: the batch's L2-normalized mean-pooled sentence embeddings [batch, hidden], flattened.</summary>
     [Id(2)] public float[] Embeddings { get; init; } = [];
-}
-
-[GenerateSerializer, Immutable]
-public sealed record TrainStepResult
-{
-    [Id(0)] public double Loss { get; init; }
-    /// <summary>fp32 gradient of the loss with respect to this stage's input hidden states (empty for the embedding).</summary>
-    [Id(1)] public byte[] InputGradient { get; init; } = [];
 }
 
 /// <summary>Attention geometry read from config.json.</summary>
@@ -208,26 +205,6 @@ public interface IShardGrain : IGrainWithStringKey
     Task CommitRoundAsync(RoundResult round);
     Task<ShardWriteResult> WriteAsync(string outputDirectory);
 
-    /// <summary>Runs this stage on the batch and passes it on; the head returns the summed negative log-likelihood.</summary>
-    Task<NllResult> EvaluateAsync(ActivationBatch batch);
-
-    /// <summary>One training step through this stage and the ones after it; each stage steps its own optimizer and re-applies its masks.</summary>
-    Task<TrainStepResult> TrainStepAsync(ActivationBatch batch, double learningRate);
-
-    /// <summary>Ends a fine-tuning phase: the trained weights become the shard's weights (in their own dtype).</summary>
-    Task EndTrainingAsync();
-
-    /// <summary>
-    /// Calibration: the embedding turns token ids into hidden states and hands them to the first layer,
-    /// which keeps them as its calibration inputs.
-    /// </summary>
-    Task CollectCalibrationAsync(ActivationBatch batch);
-
-    /// <summary>
-    /// Prunes this layer with Wanda or SparseGPT from the statistics of its kept calibration inputs, then
-    /// passes the inputs through the pruned layer to the next layer (each layer sees the already-pruned ones before it).
-    /// </summary>
-    Task<ShardRoundResult> PruneCalibratedAsync(int round, double sparsity);
     Task ReleaseAsync();
 }
 

@@ -22,4 +22,10 @@ public sealed class ShearsOptions
     /// counting at the threshold and masking need no further pass over their weights; smaller pieces count again.
     /// </summary>
     public long CachedHistogramElements { get; set; } = 1 << 20;
+
+    /// <summary>
+    /// How many times a run reloads its shards and retries a step interrupted by a lost shard, silo or time-out before
+    /// the run fails with the step's error.
+    /// </summary>
+    public int MaxRecoveries { get; set; } = 3;
 }

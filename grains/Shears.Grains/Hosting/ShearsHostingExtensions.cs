@@ -53,6 +53,7 @@ public static class ShearsHostingExtensions
         if (configure is not null) options.Configure(configure);
         options.Validate(o => o.Role is "all" or "worker" or "coordinator", "Shears:Role must be all, worker or coordinator")
                .Validate(o => o.ComputeThreads >= 0, "Shears:ComputeThreads must not be negative")
+               .Validate(o => o.MaxRecoveries >= 0, "Shears:MaxRecoveries must not be negative")
                .ValidateOnStart();
         services.AddSingleton<ComputeExecutor>();
         services.AddSingleton<ComputeDevice>();

@@ -25,36 +25,36 @@ public sealed partial class RunGrain
         return (int)Math.Clamp(Orleans.Hosting.ShearsHostingExtensions.MaxMessageBytes / 2 / Math.Max(1, perSequence), 1, wanted);
     }
 
-    /// <summary>Perplexity through the pipeline: batches enter the embedding shard and leave the head as summed NLL.</summary>
+    // The pipeline of the shards loaded last (a recovery loads them again, under a new epoch).
+    private PipelineDriver? _pipeline;
+    private PipelineDriver Pipeline => _pipeline ?? throw new InvalidOperationException("the shards' pipeline is used before the shards were loaded");
+
+    /// <summary>
+    /// Splits <paramref name="data"/> into micro-batches: each fits the message limit and holds at most
+    /// <paramref name="wanted"/> sequences, and there are at least two per stage when the data allows, so that stages on
+    /// different silos work at once.
+    /// </summary>
+    private ActivationBatch[] MicroBatches(IReadOnlyList<long[]> data, int hidden, int wanted)
+    {
+        int stages = Pipeline.Order.Count;
+        int size = Math.Max(1, Math.Min(BatchFitting(data, hidden, wanted), (data.Count + 2 * stages - 1) / (2 * stages)));
+        return data.Chunk(size).Select(ids => new ActivationBatch { TokenIds = ids }).ToArray();
+    }
+
+    /// <summary>Perplexity through the pipeline: micro-batches enter the embedding shard and leave the head as summed NLL.</summary>
     private async Task<EvalMetric> EvaluateAsync(RunPlan plan, IReadOnlyList<long[]> data, int hidden, CancellationToken token)
     {
-        int batch = BatchFitting(data, hidden, 32);
-        double nll = 0;
-        long tokens = 0;
-        for (int start = 0; start < data.Count; start += batch)
-        {
-            token.ThrowIfCancellationRequested();
-            var ids = data.Skip(start).Take(batch).ToArray();
-            var result = await Shard(0).EvaluateAsync(new ActivationBatch { TokenIds = ids });
-            nll += result.NllSum;
-            tokens += result.Tokens;
-        }
+        var outputs = await Pipeline.EvaluateAsync(MicroBatches(data, hidden, 32), token);
+        double nll = outputs.Sum(o => o.Result!.NllSum);
+        long tokens = outputs.Sum(o => o.Result!.Tokens);
         return new EvalMetric { Metric = "perplexity", Value = Math.Exp(nll / tokens), Tokens = tokens };
     }
 
     /// <summary>Encoders: sentence embeddings through the pipeline (the last layer pools and normalizes).</summary>
     private async Task<float[][]> EmbedAsync(IReadOnlyList<long[]> sentences, int hidden, CancellationToken token)
     {
-        int batch = BatchFitting(sentences, hidden, 64);
-        var result = new List<float[]>(sentences.Count);
-        for (int start = 0; start < sentences.Count; start += batch)
-        {
-            token.ThrowIfCancellationRequested();
-            var ids = sentences.Skip(start).Take(batch).ToArray();
-            var output = await Shard(0).EvaluateAsync(new ActivationBatch { TokenIds = ids });
-            result.AddRange(Unflatten(output.Embeddings, hidden));
-        }
-        return result.ToArray();
+        var outputs = await Pipeline.EvaluateAsync(MicroBatches(sentences, hidden, 64), token);
+        return outputs.SelectMany(o => Unflatten(o.Result!.Embeddings, hidden)).ToArray();
     }
 
     private static float[] Flatten(float[][] rows) => rows.SelectMany(r => r).ToArray();
@@ -107,25 +107,34 @@ public sealed partial class RunGrain
     }
 
     /// <summary>
-    /// Recovery fine-tuning: each step sends one batch through the pipeline and the gradients back; each
-    /// shard steps its own optimizer and re-applies its masks. Batches follow the data in order, round after round.
-    /// Encoders distill toward the dense model's sentence embeddings (<paramref name="targets"/>).
+    /// Recovery fine-tuning: each step sends one batch through the pipeline as micro-batches and the gradients back;
+    /// each shard accumulates them, steps its own optimizer and re-applies its masks. Batches follow the data in order,
+    /// round after round. Encoders distill toward the dense model's sentence embeddings (<paramref name="targets"/>).
     /// </summary>
     private async Task<double> FineTuneAsync(RunPlan plan, RunSpec spec, IReadOnlyList<long[]> data, int round, int hidden, CancellationToken token, float[]? targets = null)
     {
         int batch = BatchFitting(data, hidden, spec.Batch);
+        int parts = Math.Min(batch, Pipeline.Order.Count);
+        int size = (batch + parts - 1) / parts;
         double lossSum = 0;
         for (int step = 0; step < spec.FinetuneSteps; step++)
         {
             token.ThrowIfCancellationRequested();
             long first = ((long)(round - 1) * spec.FinetuneSteps + step) * batch;
             var rows = Enumerable.Range(0, batch).Select(i => (int)((first + i) % data.Count)).ToArray();
-            var ids = rows.Select(r => data[r]).ToArray();
-            float[] goal = targets is null ? [] : rows.SelectMany(r => targets.AsSpan(r * hidden, hidden).ToArray()).ToArray();
-            var result = await Shard(0).TrainStepAsync(new ActivationBatch { TokenIds = ids, Targets = goal }, spec.LearningRate);
-            lossSum += result.Loss;
+            var micro = rows.Chunk(size).Select(part => new ActivationBatch
+            {
+                TokenIds = part.Select(r => data[r]).ToArray(),
+                Targets = targets is null ? [] : part.SelectMany(r => targets.AsSpan(r * hidden, hidden).ToArray()).ToArray(),
+            }).ToArray();
+            // Each micro-batch's loss counts by its share of the step's loss terms (predictions, or sentences when
+            // distilling), so the accumulated gradient is the one of the whole batch.
+            double Terms(ActivationBatch b) => targets is null ? b.TokenIds.Sum(t => Math.Max(0, t.Length - 1)) : b.TokenIds.Length;
+            double total = micro.Sum(Terms);
+            var weights = micro.Select(b => micro.Length == 1 ? 1.0 : Terms(b) / total).ToArray();
+            lossSum += await Pipeline.TrainStepAsync(micro, weights, spec.LearningRate, token);
         }
-        await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).EndTrainingAsync()));
+        await Task.WhenAll(plan.Shards.Select(s => GrainFactory.GetGrain<IStageGrain>($"{RunId}/{s.Index}").EndTrainingAsync()));
         return lossSum / spec.FinetuneSteps;
     }
 }

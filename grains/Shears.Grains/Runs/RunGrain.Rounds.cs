@@ -37,13 +37,19 @@ public sealed partial class RunGrain
         {
             // Calibration flows layer by layer: each layer is pruned from the inputs that the
             // already-pruned layers before it compute, then hands its outputs on.
-            int batch = BatchFitting(calibration!, plan.Hidden, 16);
-            for (int start = 0; start < calibration!.Count; start += batch)
-                await Shard(0).CollectCalibrationAsync(new ActivationBatch { TokenIds = calibration.Skip(start).Take(batch).ToArray() });
-            foreach (var stage in plan.Stages!.Select((s, i) => (s, i)).Where(x => x.s.Kind == StagePlan.LayerKind))
+            var batches = MicroBatches(calibration!, plan.Hidden, 16);
+            string pass = await Pipeline.FeedCalibrationAsync(batches, token);
+            try
             {
-                token.ThrowIfCancellationRequested();
-                masked[stage.i] = (await Shard(stage.i).PruneCalibratedAsync(round, target)).MaskedPerPiece;
+                foreach (var stage in plan.Stages!.Select((s, i) => (s, i)).Where(x => x.s.Kind == StagePlan.LayerKind))
+                {
+                    token.ThrowIfCancellationRequested();
+                    masked[stage.i] = (await Pipeline.PruneCalibratedAsync(pass, stage.i, round, target, batches.Length, token)).MaskedPerPiece;
+                }
+            }
+            finally
+            {
+                await Pipeline.EndAsync(pass);
             }
             return (null, 0);
         }

@@ -154,8 +154,6 @@ public sealed partial class RunGrain(
         }
     }
 
-    private const int MaxRecoveries = 20;
-
     private static bool IsTransient(Exception e)
     {
         while (e is AggregateException { InnerException: { } inner }) e = inner;
@@ -176,8 +174,10 @@ public sealed partial class RunGrain(
         async Task LoadAll()
         {
             var phase = Stopwatch.StartNew();
+            string epoch = Guid.NewGuid().ToString("N");
             var assignments = plan.Shards.Select(s => new ShardAssignment
             {
+                Epoch = epoch,
                 RunId = RunId, ShardIndex = s.Index, ModelPath = spec.ModelPath, Pieces = s.Pieces, CopyTensors = s.CopyTensors,
                 Spec = spec, StateDirectory = state.State.StateDirectory!, RestoreRound = state.State.CommittedRound, Heads = plan.Heads,
                 Stage = plan.Stages?[s.Index],
@@ -186,6 +186,7 @@ public sealed partial class RunGrain(
             ShearsMetrics.PhaseSeconds.Record(phase.Elapsed.TotalSeconds, ShearsMetrics.Tag("phase", "load"));
             phases["load"] = phases.GetValueOrDefault("load") + phase.Elapsed.TotalSeconds;
             masked = infos.Select(i => i.MaskedPerPiece.ToArray()).ToArray();
+            _pipeline = plan.Stages is { } stages ? new PipelineDriver(GrainFactory, RunId, epoch, stages) : null;
             state.State.Shards = plan.Shards.Select((s, i) => new ShardResult
             {
                 Grain = $"{RunId}/{s.Index}", Silo = infos[i].Silo, Elements = infos[i].Elements,
@@ -194,9 +195,11 @@ public sealed partial class RunGrain(
             reload = false;
         }
 
-        // Runs a step; when a shard or silo is lost it reloads every shard at the committed round and tries again.
+        // Runs a step; when a shard or silo is lost it reloads every shard at the committed round and tries again, a
+        // bounded number of times: a step that fails the same way after every recovery fails the run, naming the step.
         async Task Resilient(string what, Func<Task> step)
         {
+            int limit = options.Value.MaxRecoveries;
             for (int attempt = 0; ; attempt++)
             {
                 token.ThrowIfCancellationRequested();
@@ -206,12 +209,15 @@ public sealed partial class RunGrain(
                     await step();
                     return;
                 }
-                catch (Exception e) when (IsTransient(e) && attempt < MaxRecoveries && !token.IsCancellationRequested)
+                catch (Exception e) when (IsTransient(e) && !token.IsCancellationRequested)
                 {
+                    if (attempt >= limit)
+                        throw new RunStepFailedException($"{what} failed again after {limit} {(limit == 1 ? "recovery" : "recoveries")}: {Describe(e)}", e);
                     reload = true;
                     logger.LogWarning("Run {Run}: {What} interrupted ({Error}); reloading shards at round {Round}", RunId, what, Describe(e), state.State.CommittedRound);
                     await SetStatus(s => s with { Recoveries = s.Recoveries + 1 });
-                    await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(5000, 250 * (attempt + 1))), token);
+                    // 1 s, 3 s, 9 s, …: a lost silo is declared dead within seconds; until then its grains cannot move.
+                    await Task.Delay(TimeSpan.FromSeconds(Math.Min(30, Math.Pow(3, attempt))), token);
                 }
             }
         }

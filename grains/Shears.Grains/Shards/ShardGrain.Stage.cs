@@ -1,47 +1,57 @@
 using System.Diagnostics;
-using Microsoft.Extensions.Logging;
 using Shears.Contracts;
-using Shears.Grains.Compute;
-using Shears.Grains.Diagnostics;
-using Shears.Grains.Placement;
-using Shears.Pruning.Checkpoints;
-using Shears.Pruning.Heads;
-using Shears.Pruning.Masks;
-using Shears.Pruning.Scoring;
-using Shears.Pruning.Selection;
-using Shears.Pruning.Size;
-using Shears.Pruning.Structured;
 
 namespace Shears.Grains.Shards;
 
-// The model stage this shard runs in the evaluation, fine-tuning and calibration pipelines.
-public sealed partial class ShardGrain
+// The model stage this shard runs in the evaluation, fine-tuning and calibration pipelines: every call queues work
+// for the stage's worker or reads its progress, and returns at once.
+public sealed partial class ShardGrain : IStageGrain, IStageHost
 {
-    async Task<NllResult> IShardGrain.EvaluateAsync(ActivationBatch batch)
+    private StageWorker? _worker;
+    private StageWorker Worker => _worker ??= new StageWorker(this);
+
+    int IStageHost.ShardIndex => Assignment.ShardIndex;
+    string IStageHost.Epoch => Assignment.Epoch;
+    StageRunner IStageHost.Stage => Stage;
+    IReadOnlyList<LoadedPiece> IStageHost.Pieces => _pieces;
+    Task<T> IStageHost.Compute<T>(Func<T> work) => compute.RunAsync(work);
+    void IStageHost.WeightsChanging() => ForgetStatistics();
+    Task IStageHost.SendNextAsync(StageMessage message) => StageGrain(Stage.Plan.Next).PushAsync(message);
+    Task IStageHost.SendBackAsync(int shard, string pass, int index, byte[] gradient) => StageGrain(shard).PushGradientAsync(pass, index, gradient);
+
+    private StageRunner Stage => _stage ?? throw new ShardNotLoadedException($"shard {this.GetPrimaryKeyString()} runs no model stage (not loaded on {silo.SiloAddress})");
+
+    private IStageGrain StageGrain(int shard) => GrainFactory.GetGrain<IStageGrain>($"{Assignment.RunId}/{shard}");
+
+    Task IStageGrain.PushAsync(StageMessage message)
     {
-        var stage = _stage ?? throw new ShardNotLoadedException($"shard {this.GetPrimaryKeyString()} runs no model stage");
-        var (next, nll) = await compute.RunAsync(() => stage.Evaluate(batch, _pieces));
-        if (nll is not null) return nll;
-        return await GrainFactory.GetGrain<IShardGrain>($"{Assignment.RunId}/{stage.Plan.Next}").EvaluateAsync(next!);
+        _ = Stage;
+        Worker.Push(message);
+        return Task.CompletedTask;
     }
 
-    async Task<TrainStepResult> IShardGrain.TrainStepAsync(ActivationBatch batch, double learningRate)
+    Task IStageGrain.PushGradientAsync(string pass, int index, byte[] gradient)
     {
-        var stage = _stage ?? throw new ShardNotLoadedException($"shard {this.GetPrimaryKeyString()} runs no model stage");
-        var (next, done) = await compute.RunAsync(() =>
-        {
-            ForgetStatistics();
-            return stage.Forward(batch, _pieces, learningRate);
-        });
-        if (done is not null) return done;
-        var downstream = await GrainFactory.GetGrain<IShardGrain>($"{Assignment.RunId}/{stage.Plan.Next}").TrainStepAsync(next!, learningRate);
-        var gradient = await compute.RunAsync(() => stage.Backward(downstream.InputGradient));
-        return downstream with { InputGradient = gradient };
+        _ = Stage;
+        Worker.PushGradient(pass, index, gradient);
+        return Task.CompletedTask;
     }
 
-    async Task IShardGrain.EndTrainingAsync()
+    Task<PassProgress> IStageGrain.PollAsync(string pass, int taken, TimeSpan wait)
     {
-        var stage = _stage ?? throw new ShardNotLoadedException($"shard {this.GetPrimaryKeyString()} runs no model stage");
+        _ = Stage;
+        return Worker.PollAsync(pass, taken, wait);
+    }
+
+    Task IStageGrain.EndPassAsync(string pass)
+    {
+        _worker?.EndPass(pass);
+        return Task.CompletedTask;
+    }
+
+    async Task IStageGrain.EndTrainingAsync()
+    {
+        var stage = Stage;
         // Magnitude keys are computed from the bytes when read, so the next round scores the trained weights.
         await compute.RunAsync(() =>
         {
@@ -50,36 +60,36 @@ public sealed partial class ShardGrain
         });
     }
 
-    async Task IShardGrain.CollectCalibrationAsync(ActivationBatch batch)
+    Task IStageGrain.StartPruneCalibratedAsync(string pass, int round, double sparsity, int inputs)
     {
-        var stage = _stage ?? throw new ShardNotLoadedException($"shard {this.GetPrimaryKeyString()} runs no model stage");
-        switch (stage.Plan.Kind)
+        var stage = Stage;
+        var spec = Assignment.Spec;
+        Worker.StartPruneCalibrated(pass, async () =>
         {
-            case StagePlan.EmbeddingKind:
-                var (next, _) = await compute.RunAsync(() => stage.Evaluate(batch, _pieces));
-                await GrainFactory.GetGrain<IShardGrain>($"{Assignment.RunId}/{stage.Plan.Next}").CollectCalibrationAsync(next!);
-                break;
-            case StagePlan.LayerKind:
-                await compute.RunAsync(() => stage.Collect(batch));
-                break;
-        }
+            var stopwatch = Stopwatch.StartNew();
+            var next = await compute.RunAsync(() =>
+            {
+                ForgetStatistics();
+                return stage.PruneCalibrated(_pieces, spec.Method, spec.NmPattern, sparsity);
+            });
+            // The next layer calibrates on what this pruned layer computes.
+            if (stage.Plan.Next >= 0)
+            {
+                var following = StageGrain(stage.Plan.Next);
+                for (int i = 0; i < next.Count; i++)
+                    await following.PushAsync(new StageMessage
+                    {
+                        Pass = pass, Kind = PassKind.Calibrate, Index = i, Count = next.Count, Batch = next[i], From = Assignment.ShardIndex,
+                    });
+            }
+            return Result(stopwatch);
+        }, inputs);
+        return Task.CompletedTask;
     }
 
-    async Task<ShardRoundResult> IShardGrain.PruneCalibratedAsync(int round, double sparsity)
+    Task<ShardRoundResult?> IStageGrain.PruneCalibratedResultAsync(string pass, TimeSpan wait)
     {
-        var stopwatch = Stopwatch.StartNew();
-        var stage = _stage ?? throw new ShardNotLoadedException($"shard {this.GetPrimaryKeyString()} runs no model stage");
-        var spec = Assignment.Spec;
-        var next = await compute.RunAsync(() =>
-        {
-            ForgetStatistics();
-            return stage.PruneCalibrated(_pieces, spec.Method, spec.NmPattern, sparsity);
-        });
-        if (stage.Plan.Next >= 0)
-        {
-            var following = GrainFactory.GetGrain<IShardGrain>($"{Assignment.RunId}/{stage.Plan.Next}");
-            foreach (var batch in next) await following.CollectCalibrationAsync(batch);
-        }
-        return Result(stopwatch);
+        _ = Stage;
+        return Worker.CalibratedResultAsync(pass, wait);
     }
 }

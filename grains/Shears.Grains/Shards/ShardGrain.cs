@@ -74,6 +74,7 @@ public sealed partial class ShardGrain(
             _assignment = assignment;
         }
         _stage?.Reset();
+        _worker?.Reset();
         long bytes = _pieces.Sum(p => (long)p.ByteLength);
         if (read) ShearsMetrics.BytesRead.Add(bytes, new KeyValuePair<string, object?>("run", assignment.RunId));
         ShearsMetrics.Shard(assignment.RunId, this.GetPrimaryKeyString(), _pieces.Sum(p => p.Mask.CountSet()));
@@ -243,6 +244,7 @@ public sealed partial class ShardGrain(
     private void DropEverything()
     {
         ForgetStatistics();
+        _worker?.Reset();
         _stage?.Dispose();
         _stage = null;
         foreach (var piece in _pieces) piece.Dispose();

@@ -26,7 +26,9 @@ internal sealed class StageRunner(
     private IReadOnlyDictionary<string, Tensor> StageParameters => (IReadOnlyDictionary<string, Tensor>?)_stage?.Parameters ?? _bert!.Parameters;
     private Dictionary<string, Tensor>? _owned;
     private MaskedAdamW? _optimizer;
-    private Tensor? _input, _output;
+    // Training: each micro-batch's input and output until its backward, and the backwards done in the step so far.
+    private readonly Dictionary<int, (Tensor Input, Tensor Output)> _steps = [];
+    private int _backwardDone;
 
     private readonly List<(Tensor Hidden, long[][] TokenIds)> _calibration = [];
 
@@ -152,27 +154,35 @@ internal sealed class StageRunner(
     }
 
     /// <summary>
-    /// The forward half of a training step. The head computes the loss, steps and returns at once;
-    /// other stages keep their input and output for <see cref="Backward"/>.
+    /// The forward half of a training micro-batch (<paramref name="message"/>.Index of a step of .Count). The stage
+    /// that computes the loss scales it by the micro-batch's share, back-propagates at once and returns the loss and its
+    /// input gradient; other stages keep their input and output for <see cref="Backward"/>.
     /// </summary>
-    public (ActivationBatch? Next, TrainStepResult? Done) Forward(ActivationBatch batch, IReadOnlyList<LoadedPiece> pieces, double learningRate)
+    public (ActivationBatch? Next, (double Loss, byte[] InputGradient)? Done) Forward(StageMessage message, IReadOnlyList<LoadedPiece> pieces)
     {
+        var batch = message.Batch;
         Build(pieces);
-        EnsureOptimizer(pieces, learningRate);
-        DisposeStep();
-        _input = Input(batch).DetachFromDisposeScope();
-        if (Plan.Kind != StagePlan.EmbeddingKind) _input.requires_grad_(true);
-        _output = Run(_input, batch).DetachFromDisposeScope();
+        EnsureOptimizer(pieces, message.LearningRate);
+        DisposeStep(message.Index);
+        var input = Input(batch).DetachFromDisposeScope();
+        if (Plan.Kind != StagePlan.EmbeddingKind) input.requires_grad_(true);
+        var output = Run(input, batch).DetachFromDisposeScope();
+        _steps[message.Index] = (input, output);
         bool lossHere = IsBert ? Last : Plan.Kind == StagePlan.HeadKind;
-        if (!lossHere) return (batch with { Hidden = Bytes(_output), Shape = _output.shape }, null);
+        if (!lossHere) return (batch with { Hidden = Bytes(output), Shape = output.shape }, null);
 
-        using var scope = NewDisposeScope();
-        // Rows are right-padded to the longest: only each row's own predictions count.
-        var loss = IsBert ? DistillationLoss(_output, batch) : Perplexity.Loss(_output, Targets(batch, device), batch.TokenIds.Select(s => s.Length).ToArray());
-        loss.backward();
-        var result = new TrainStepResult { Loss = loss.item<float>(), InputGradient = Bytes(_input.grad!) };
-        Step();
-        return (null, result);
+        double loss;
+        using (var scope = NewDisposeScope())
+        {
+            // Rows are right-padded to the longest: only each row's own predictions count.
+            var mean = IsBert ? DistillationLoss(output, batch) : Perplexity.Loss(output, Targets(batch, device), batch.TokenIds.Select(s => s.Length).ToArray());
+            var weighted = message.LossWeight == 1 ? mean : mean * message.LossWeight;
+            weighted.backward();
+            loss = weighted.item<float>();
+        }
+        var gradient = Bytes(input.grad!);
+        BackwardDone(message.Index, message.Count);
+        return (null, (loss, gradient));
     }
 
     /// <summary>Distillation toward the dense model: mean over the batch of 1 − cos(pruned, dense) sentence embeddings.</summary>
@@ -184,27 +194,34 @@ internal sealed class StageRunner(
         return (pooled * target).sum([-1]).neg().add(one, Shears.Pruning.HeldScalars.One).mean();
     }
 
-    /// <summary>The backward half: the output's gradient from the next stage in, this stage's input gradient out.</summary>
-    public byte[] Backward(byte[] outputGradient)
+    /// <summary>
+    /// The backward half of micro-batch <paramref name="index"/>: its output's gradient from the next stage in, this
+    /// stage's input gradient out. Parameter gradients accumulate over the step's micro-batches; the optimizer steps
+    /// after the last of <paramref name="count"/>.
+    /// </summary>
+    public byte[] Backward(int index, int count, byte[] outputGradient)
     {
-        if (_input is null || _output is null) throw new InvalidOperationException($"stage {Plan.Kind} {Plan.Layer}: backward without a forward");
+        if (!_steps.TryGetValue(index, out var kept)) throw new InvalidOperationException($"stage {Plan.Kind} {Plan.Layer}: backward of micro-batch {index} without its forward");
+        var (input, output) = kept;
         // A stage with nothing to train and no input gradient to pass on (the embedding, unpruned) has no graph.
-        if (_output.requires_grad)
+        if (output.requires_grad)
         {
             using var scope = NewDisposeScope();
-            var gradient = tensor(MemoryMarshal.Cast<byte, float>(outputGradient).ToArray(), _output.shape, ScalarType.Float32, device);
-            _output.backward([gradient]);
+            var gradient = tensor(MemoryMarshal.Cast<byte, float>(outputGradient).ToArray(), output.shape, ScalarType.Float32, device);
+            output.backward([gradient]);
         }
-        byte[] inputGradient = Plan.Kind == StagePlan.EmbeddingKind || _input.grad is null ? [] : Bytes(_input.grad);
-        Step();
+        byte[] inputGradient = Plan.Kind == StagePlan.EmbeddingKind || input.grad is null ? [] : Bytes(input.grad);
+        BackwardDone(index, count);
         return inputGradient;
     }
 
-    private void Step()
+    private void BackwardDone(int index, int count)
     {
+        DisposeStep(index);
+        if (++_backwardDone < count) return;
+        _backwardDone = 0;
         _optimizer?.Step();
         _optimizer?.ZeroGrad();
-        DisposeStep();
         Trained = true;
     }
 
@@ -380,16 +397,22 @@ internal sealed class StageRunner(
         _calibration.Clear();
     }
 
-    private void DisposeStep()
+    private void DisposeStep(int index)
     {
-        _input?.Dispose();
-        _output?.Dispose();
-        _input = _output = null;
+        if (!_steps.Remove(index, out var kept)) return;
+        kept.Input.Dispose();
+        kept.Output.Dispose();
+    }
+
+    private void DisposeSteps()
+    {
+        foreach (int index in _steps.Keys.ToArray()) DisposeStep(index);
+        _backwardDone = 0;
     }
 
     private void DisposeStage()
     {
-        DisposeStep();
+        DisposeSteps();
         _optimizer?.Dispose();
         _optimizer = null;
         _stage?.Dispose();
