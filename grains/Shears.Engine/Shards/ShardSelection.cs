@@ -1,281 +1,189 @@
-using System.Diagnostics;
-using Microsoft.Extensions.Logging;
-using Shears.Contracts;
-using Shears.Grains.Compute;
-using Shears.Grains.Diagnostics;
-using Shears.Grains.Placement;
 using Shears.Pruning.Checkpoints;
-using Shears.Pruning.Heads;
 using Shears.Pruning.Masks;
 using Shears.Pruning.Scoring;
 using Shears.Pruning.Selection;
-using Shears.Pruning.Size;
-using Shears.Pruning.Structured;
 
-namespace Shears.Grains.Shards;
+namespace Shears.Engine.Shards;
 
-// Statistics for the coordinator's selection, and the decisions it sends back.
-public sealed partial class ShardGrain
+/// <summary>What a shard loads: its pieces of a checkpoint, and the masks of the committed round to start from.</summary>
+public sealed record ShardLoad
 {
-    Task<HistogramResult> IShardGrain.HistogramAsync(HistogramRequest request)
+    public required CheckpointManifest Manifest { get; init; }
+    public required IReadOnlyList<ShardPiece> Pieces { get; init; }
+    public required RunRecipe Recipe { get; init; }
+    /// <summary>The run changes weights (fine-tuning): the shard holds copies of its own instead of a map of the checkpoint.</summary>
+    public bool ChangesWeights { get; init; }
+    public HeadGeometry? Heads { get; init; }
+    /// <summary>Per piece, the mask file of the committed round (weights trained in that round lie beside it as .weights); null when no round was committed.</summary>
+    public IReadOnlyList<string>? RestoredMasks { get; init; }
+    /// <summary>Pieces of at least this many elements keep their histograms for the round's later questions.</summary>
+    public long CachedHistogramElements { get; init; } = 1 << 20;
+}
+
+/// <summary>
+/// One shard's side of selection, free of any host: its pieces and masks, the statistics the coordinator asks for,
+/// and the decisions it sends back. Not thread-safe: its host runs one call at a time.
+/// </summary>
+public sealed partial class ShardSelection : IDisposable
+{
+    private ShardSelection(ShardLoad load, LoadedPiece[] pieces)
     {
-        _ = Assignment;
-        return compute.RunAsync(() => Histogram(request));
+        _load = load;
+        Pieces = pieces;
     }
 
-    private HistogramResult Histogram(HistogramRequest request)
-    {
-        CheckSources();
-        var histogram = new long[RadixSelect.Buckets];
-        bool lowBitsZero = true;
-        for (int i = 0; i < _pieces.Length; i++)
-        {
-            var piece = _pieces[i];
-            if (piece.Piece.Group != request.Group || !piece.Scored) continue;
-            if (AddKept(i, request.Level, request.Prefix, histogram, out bool keptLowZero))
-            {
-                lowBitsZero &= keptLowZero;
-                continue;
-            }
-            if (piece.Piece.Elements < CachedHistogramElements)
-            {
-                lowBitsZero &= piece.Histogram(request.Level, request.Prefix, histogram);
-                continue;
-            }
-            var own = new long[RadixSelect.Buckets];
-            bool lowZero = piece.Histogram(request.Level, request.Prefix, own);
-            _histograms[(i, request.Level, request.Prefix)] = new KeptHistogram(own, lowZero, piece.Mask.CountSet());
-            for (int b = 0; b < own.Length; b++) histogram[b] += own[b];
-            lowBitsZero &= lowZero;
-        }
-        return new HistogramResult { Counts = histogram, LowBitsZero = lowBitsZero };
-    }
+    private ShardLoad _load;
 
-    /// <summary>Adds piece <paramref name="i"/>'s histogram: the one kept for this round while it still describes the piece, else counted.</summary>
-    private bool KeptOrCounted(int i, int level, uint prefix, Span<long> histogram) =>
-        AddKept(i, level, prefix, histogram, out bool lowZero) ? lowZero : _pieces[i].Histogram(level, prefix, histogram);
+    internal LoadedPiece[] Pieces { get; }
 
-    private bool AddKept(int i, int level, uint prefix, Span<long> histogram, out bool lowZero)
+    public CheckpointManifest Manifest => _load.Manifest;
+    public RunRecipe Recipe => _load.Recipe;
+    public int PieceCount => Pieces.Length;
+    public long Elements => Pieces.Sum(p => p.Piece.Elements);
+    public long ByteLength => Pieces.Sum(p => (long)p.ByteLength);
+    public long[] MaskedPerPiece => Pieces.Select(p => p.Mask.CountSet()).ToArray();
+
+    /// <summary>
+    /// Reads (or maps) the pieces and refuses NaN. A large mapped piece of a magnitude run with no mask yet is read
+    /// once for both: its first histogram of round 1 is counted while checking, and kept for that round (NaN and +Inf
+    /// fall in the top buckets, which send the piece through the exact check).
+    /// </summary>
+    public static ShardSelection Load(ShardLoad load)
     {
-        lowZero = false;
-        if (!_histograms.TryGetValue((i, level, prefix), out var kept) || kept.MaskCount != _pieces[i].Mask.CountSet()) return false;
-        for (int b = 0; b < kept.Counts.Length; b++) histogram[b] += kept.Counts[b];
-        lowZero = kept.LowZero;
-        return true;
+        var (pieces, first) = Read(load);
+        var shard = new ShardSelection(load, pieces);
+        foreach (var (piece, kept) in first) shard._histograms[(piece, 0, 0)] = kept;
+        return shard;
     }
 
     /// <summary>
-    /// The unmasked keys of piece <paramref name="i"/> below and at <paramref name="threshold"/>, read from the
-    /// histograms of this round when they still describe the piece: the top-digit histogram gives everything below
-    /// the threshold's top digit; the low-digit one of that prefix, or a piece whose keys all have zero low bits
-    /// (bf16), gives the rest.
+    /// Goes back to the committed round of <paramref name="load"/> while keeping the weights already held; when they
+    /// changed since (<paramref name="weightsChanged"/>: fine-tuning, SparseGPT) they are read again.
     /// </summary>
-    private bool CountFromHistograms(int i, uint threshold, out long less, out long equal)
+    public void Restore(ShardLoad load, bool weightsChanged)
     {
-        less = equal = 0;
-        long maskCount = -1;
-        bool Valid(KeptHistogram h) => h.MaskCount == (maskCount = maskCount < 0 ? _pieces[i].Mask.CountSet() : maskCount);
-        if (!_histograms.TryGetValue((i, 0, 0), out var top) || !Valid(top)) return false;
-        uint digit = threshold >> 16, low = threshold & 0xFFFF;
-        long below = 0;
-        for (int b = 0; b < digit; b++) below += top.Counts[b];
-        if (_histograms.TryGetValue((i, 1, digit), out var lower) && Valid(lower))
+        if (load.Pieces.Count != Pieces.Length) throw new ArgumentException($"{load.Pieces.Count} pieces to restore, the shard holds {Pieces.Length}", nameof(load));
+        ForgetStatistics();
+        _load = load;
+        if (weightsChanged)
         {
-            long lowBelow = 0;
-            for (int d = 0; d < low; d++) lowBelow += lower.Counts[d];
-            (less, equal) = (below + lowBelow, lower.Counts[low]);
-            return true;
-        }
-        if (!top.LowZero) return false;
-        (less, equal) = low == 0 ? (below, top.Counts[digit]) : (below + top.Counts[digit], 0);
-        return true;
-    }
-
-    Task<ThresholdCounts> IShardGrain.CountAsync(int group, uint threshold)
-    {
-        _ = Assignment;
-        return compute.RunAsync(() => Count(group, threshold));
-    }
-
-    private ThresholdCounts Count(int group, uint threshold)
-    {
-        var less = new long[_pieces.Length];
-        var equal = new long[_pieces.Length];
-        for (int i = 0; i < _pieces.Length; i++)
-        {
-            var piece = _pieces[i];
-            if (piece.Piece.Group != group || !piece.Scored) continue;
-            if (!CountFromHistograms(i, threshold, out less[i], out equal[i]))
-                piece.CountLessAndEqual(threshold, out less[i], out equal[i]);
-            _equal[i] = (threshold, equal[i], piece.Mask.CountSet());
-        }
-        return new ThresholdCounts { Less = less, Equal = equal };
-    }
-
-    async Task<ShardRoundResult> IShardGrain.ApplyAsync(MaskDecision decision)
-    {
-        _ = Assignment;
-        var stopwatch = Stopwatch.StartNew();
-        await compute.RunAsync(() =>
-        {
-            for (int i = 0; i < _pieces.Length; i++)
+            var fresh = Read(load).Pieces;
+            for (int i = 0; i < Pieces.Length; i++)
             {
-                if (decision.Thresholds[i] is not uint threshold) continue;
-                var piece = _pieces[i];
-                long available = _equal.TryGetValue(i, out var known) && known.Threshold == threshold && known.MaskCount == piece.Mask.CountSet() ? known.Equal : -1;
-                piece.ApplyThreshold(threshold, decision.Ties[i], available);
+                Pieces[i].Dispose();
+                Pieces[i] = fresh[i];
             }
-            ForgetStatistics();
-            CheckSources();
-        });
-        _stage?.Invalidate();
-        return Result(stopwatch);
+            return;
+        }
+        // The bytes are the checkpoint's (no step writes into them unless it trains): only the masks go back.
+        for (int i = 0; i < Pieces.Length; i++)
+            Pieces[i].Mask = load.RestoredMasks is { } paths
+                ? BitMask.FromBytes(File.ReadAllBytes(paths[i]), Pieces[i].Piece.Elements)
+                : new BitMask(Pieces[i].Piece.Elements);
     }
 
-    async Task<ShardRoundResult> IShardGrain.ApplyLocalAsync(LocalRoundRequest request)
+    private static (LoadedPiece[] Pieces, List<(int Piece, KeptHistogram Kept)> First) Read(ShardLoad load)
     {
-        var stopwatch = Stopwatch.StartNew();
-        var spec = Assignment.Spec;
-        await compute.RunAsync(() =>
+        var first = new List<(int, KeptHistogram)>();
+        var manifest = load.Manifest;
+        var recipe = load.Recipe;
+        // Runs that never change weights read them in place from a map of the checkpoint; fine-tuning, calibrated
+        // methods and head scoring hold copies of their own.
+        bool mapped = !load.ChangesWeights && !recipe.Calibrated && recipe.Pattern != PrunePattern.Heads;
+        ScoreMethod? method = recipe.ScoresElements ? recipe.Method : null;
+        var pieces = new LoadedPiece[load.Pieces.Count];
+        try
         {
-            // Kept statistics stay: each entry checks its piece's mask count, and masks only grow, so the pieces decided
-            // here fall out of them while pieces of split groups, applied next, keep theirs.
-            if (spec.Pattern == RunOptions.Patterns.Heads)
+            for (int i = 0; i < pieces.Length; i++)
             {
-                ApplyHeads(request.Sparsity);
-                return;
-            }
-            for (int i = 0; i < _pieces.Length; i++)
-            {
-                if (request.TargetMasked[i] < 0) continue;
-                var piece = _pieces[i];
-                switch (spec.Pattern)
+                var piece = load.Pieces[i];
+                var entry = manifest.Get(piece.Tensor);
+                int size = entry.DType.ElementSize();
+                int length = checked((int)(piece.Elements * size));
+                long byteStart = piece.RowStart * piece.RowElements * size;
+                long elementOffset = piece.RowStart * piece.RowElements;
+                var mask = new BitMask(piece.Elements);
+                string? weights = null;
+                if (load.RestoredMasks is { } paths)
                 {
-                    case RunOptions.Patterns.Unstructured:
-                        long more = request.TargetMasked[i] - piece.Mask.CountSet();
-                        int index = i;
-                        if (more > 0) LocalSelection.MaskSmallest(piece.FillKeys, piece.Mask, more, (level, prefix, into) => KeptOrCounted(index, level, prefix, into),
-                            (threshold, ties, equal) => piece.ApplyThreshold(threshold, ties, equal));
-                        break;
-                    case "2:4" or "4:8":
-                        var (n, m) = spec.NmPattern;
-                        piece.Mask = new Shears.Pruning.Calibration.NmPattern(n, m).MagnitudeMask(piece.Bytes, piece.Entry.DType, piece.Rows, piece.Cols, piece.Entry.Name, piece.Mask);
-                        break;
-                    case RunOptions.Patterns.Rows or RunOptions.Patterns.Columns:
-                        // rows = output neurons, columns = input features, whatever the storage order.
-                        bool outputsAreColumns = _manifest!.OutputColumns.Contains(piece.Entry.Name);
-                        var axis = (spec.Pattern == RunOptions.Patterns.Rows) != outputsAreColumns ? StructuredAxis.Rows : StructuredAxis.Columns;
-                        var masked = Masked(piece);
-                        var norms = StructuredPruning.Norms(masked, piece.Entry.DType, piece.Rows, piece.Cols, axis, spec.Norm, piece.Entry.Name);
-                        StructuredPruning.MaskSmallest(norms, piece.Mask, piece.Rows, piece.Cols, axis, request.Sparsity);
-                        break;
-                    default:
-                        throw new NotSupportedException($"--pattern {spec.Pattern} is not decided by shards");
+                    mask = BitMask.FromBytes(File.ReadAllBytes(paths[i]), piece.Elements);
+                    // A fine-tuned round persisted its weights beside its masks.
+                    weights = Path.ChangeExtension(paths[i], ".weights");
+                    if (!File.Exists(weights)) weights = null;
                 }
+                if (mapped && weights is null)
+                {
+                    var map = MappedRange.Map(manifest, entry, byteStart, length);
+                    pieces[i] = new LoadedPiece(piece, entry, null, map, mask, method, recipe.Seed);
+                    if (pieces[i].KeysFromBytes && load.RestoredMasks is null && piece.Elements >= load.CachedHistogramElements)
+                    {
+                        var counts = new long[RadixSelect.Buckets];
+                        bool lowZero = RadixSelect.CheckedHistogramOfWeights(map.Span, entry.DType, mask, 0, counts, entry.Name, elementOffset);
+                        first.Add((i, new KeptHistogram(counts, lowZero, 0)));
+                        continue;
+                    }
+                    // NaN is refused whatever the method, before any round.
+                    ScoreKeys.CheckNoNaN(map.Span, entry.DType, entry.Name, elementOffset);
+                    continue;
+                }
+                // Every byte is read into it, from the checkpoint or from the committed round's trained weights: no need
+                // to clear it first.
+                var raw = GC.AllocateUninitializedArray<byte>(length);
+                using var trained = weights is null ? null : File.OpenHandle(weights);
+                if (trained is not null && RandomAccess.GetLength(trained) != length)
+                    throw new InvalidDataException($"{weights} holds {RandomAccess.GetLength(trained)} bytes, expected {length}");
+                for (int at = 0; at < raw.Length; at += IoChunkBytes)
+                {
+                    var chunk = raw.AsSpan(at, Math.Min(IoChunkBytes, raw.Length - at));
+                    if (trained is null) CheckpointReader.ReadTensorRange(manifest, entry, byteStart + at, chunk);
+                    else if (RandomAccess.Read(trained, chunk, at) != chunk.Length) throw new InvalidDataException($"{weights} ended early at byte {at}");
+                    // Checked while the chunk is still in cache.
+                    ScoreKeys.CheckNoNaN(chunk, entry.DType, entry.Name, elementOffset + at / size);
+                }
+                pieces[i] = new LoadedPiece(piece, entry, raw, null, mask, method, recipe.Seed);
             }
-            CheckSources();
-        });
-        _stage?.Invalidate();
-        return Result(stopwatch);
-    }
-
-    private HeadLayout Layout => Assignment.Heads ?? throw new InvalidOperationException("--pattern heads needs the attention layout from config.json");
-
-    private HeadWeights Weights((LoadedPiece Q, LoadedPiece K, LoadedPiece V, LoadedPiece O) layer) =>
-        new(layer.Q.Writable(), layer.K.Writable(), layer.V.Writable(), layer.O.Writable(), layer.Q.Entry.DType, Layout.Hidden, Layout.Heads, Layout.KvHeads, Layout.HeadDim);
-
-    private double[] Scores((LoadedPiece Q, LoadedPiece K, LoadedPiece V, LoadedPiece O) layer) =>
-        HeadPruning.Scores(Weights(layer), Assignment.Spec.HeadScore == RunOptions.HeadScores.Qkvo ? HeadScore.QkvoL1 : HeadScore.QueryL1);
-
-    /// <summary>Layer-wise: each layer keeps its own share of heads.</summary>
-    private void ApplyHeads(double sparsity)
-    {
-        foreach (var layer in AttentionLayers())
+            return (pieces, first);
+        }
+        catch
         {
-            var already = PrunedHeads(layer.Q, Layout);
-            MaskHeads(layer, HeadPruning.SelectHeads(Scores(layer), sparsity, already).Union(already).ToArray());
+            foreach (var piece in pieces) piece?.Dispose();
+            throw;
         }
     }
 
-    private void MaskHeads((LoadedPiece Q, LoadedPiece K, LoadedPiece V, LoadedPiece O) layer, int[] heads)
-    {
-        var masks = HeadPruning.MaskHeads(Weights(layer), heads);
-        Or(layer.Q.Mask, masks.Q);
-        Or(layer.K.Mask, masks.K);
-        Or(layer.V.Mask, masks.V);
-        Or(layer.O.Mask, masks.O);
-    }
+    /// <summary>Bytes read at a time: a multiple of 64 elements of any dtype, small enough to stay in cache.</summary>
+    private const int IoChunkBytes = 4 << 20;
 
-    Task<HeadScores> IShardGrain.HeadScoresAsync()
-    {
-        // A shard that re-activated without its weights must say so, not report no heads.
-        _ = Assignment;
-        return compute.RunAsync(HeadScores);
-    }
+    /// <summary>Per piece, Σ|w| (progressive allocation ranks layers by mean |w|); zeros for other scopes, which skip the pass.</summary>
+    public double[] AbsSumPerPiece() =>
+        Recipe.Scope == SelectionScope.Progressive ? Pieces.Select(AbsSum).ToArray() : new double[Pieces.Length];
 
-    private HeadScores HeadScores()
+    private static double AbsSum(LoadedPiece piece)
     {
-        var layers = AttentionLayers().ToArray();
-        return new HeadScores
+        int size = piece.Entry.DType.ElementSize();
+        long n = piece.Piece.Elements;
+        var scratch = new uint[RadixSelect.ChunkKeys];
+        double sum = 0;
+        for (long start = 0; start < n; start += scratch.Length)
         {
-            Layers = layers.Select(l => l.Q.Entry.Name).ToArray(),
-            Scores = layers.Select(Scores).ToArray(),
-            Pruned = layers.Select(l => PrunedHeads(l.Q, Layout)).ToArray(),
-        };
-    }
-
-    async Task<ShardRoundResult> IShardGrain.PruneHeadsAsync(HeadDecision decision)
-    {
-        var stopwatch = Stopwatch.StartNew();
-        await compute.RunAsync(() =>
-        {
-            ForgetStatistics();
-            foreach (var layer in AttentionLayers())
-            {
-                if (!decision.Heads.TryGetValue(layer.Q.Entry.Name, out var heads) || heads.Length == 0) continue;
-                MaskHeads(layer, heads.Union(PrunedHeads(layer.Q, Layout)).ToArray());
-            }
-        });
-        _stage?.Invalidate();
-        return Result(stopwatch);
-    }
-
-    private static int[] PrunedHeads(LoadedPiece q, HeadLayout layout)
-    {
-        var result = new List<int>();
-        long headElements = (long)layout.HeadDim * q.Cols;
-        for (int h = 0; h < layout.Heads; h++)
-        {
-            bool all = true;
-            for (long e = h * headElements; e < (h + 1) * headElements && all; e++) all = q.Mask[e];
-            if (all) result.Add(h);
+            var keys = scratch.AsSpan(0, (int)Math.Min(scratch.Length, n - start));
+            ScoreKeys.Magnitude(piece.Bytes.Slice((int)(start * size), keys.Length * size), piece.Entry.DType, keys, piece.Entry.Name, piece.ElementOffset + start);
+            double partial = 0;
+            foreach (uint key in keys) partial += ScoreKeys.ToScore(key);
+            sum += partial;
         }
-        return result.ToArray();
+        return sum;
     }
 
-    private IEnumerable<(LoadedPiece Q, LoadedPiece K, LoadedPiece V, LoadedPiece O)> AttentionLayers()
+    /// <summary>Throws <see cref="CheckpointChangedException"/> when a mapped checkpoint file changed since the load.</summary>
+    public void CheckSources()
     {
-        foreach (var q in _pieces.Where(p => p.Entry.Name.EndsWith("q_proj.weight", StringComparison.Ordinal)))
-        {
-            string prefix = q.Entry.Name[..^"q_proj.weight".Length];
-            LoadedPiece Find(string suffix) => _pieces.FirstOrDefault(p => p.Entry.Name == prefix + suffix)
-                ?? throw new InvalidOperationException($"--pattern heads: tensor '{prefix + suffix}' must be pruned with '{q.Entry.Name}'");
-            yield return (q, Find("k_proj.weight"), Find("v_proj.weight"), Find("o_proj.weight"));
-        }
+        foreach (var piece in Pieces) piece.CheckSource();
     }
 
-    private static void Or(BitMask target, BitMask source)
+    public void Dispose()
     {
-        if (target.Length != source.Length) throw new InvalidOperationException("mask length mismatch");
-        for (long i = 0; i < source.Length; i++) if (source[i]) target.Set(i);
-    }
-
-    private static byte[] Masked(LoadedPiece piece) => ShardMath.Masked(piece);
-
-    private ShardRoundResult Result(Stopwatch stopwatch)
-    {
-        var masked = _pieces.Select(p => p.Mask.CountSet()).ToArray();
-        ShearsMetrics.Shard(Assignment.RunId, this.GetPrimaryKeyString(), masked.Sum());
-        return new ShardRoundResult { MaskedPerPiece = masked, Seconds = stopwatch.Elapsed.TotalSeconds };
+        ForgetStatistics();
+        foreach (var piece in Pieces) piece.Dispose();
     }
 }

@@ -1,0 +1,54 @@
+using System.Diagnostics;
+using Shears.Contracts;
+using Shears.Engine.Shards;
+
+namespace Shears.Grains.Shards;
+
+// Statistics for the coordinator's selection, and the decisions it sends back: the engine's shard decides, on the
+// silo's compute executor; the grain translates the messages and records metrics.
+public sealed partial class ShardGrain
+{
+    Task<HistogramResult[]> IShardGrain.HistogramsAsync(HistogramRequest[] requests)
+    {
+        var selection = Selection;
+        return compute.RunAsync(() => selection.Histograms(requests.Select(EngineWire.Query).ToArray()).Select(EngineWire.Result).ToArray());
+    }
+
+    Task<ThresholdCounts[]> IShardGrain.CountsAsync(CountRequest[] requests)
+    {
+        var selection = Selection;
+        return compute.RunAsync(() => selection.Counts(requests.Select(EngineWire.Query).ToArray()).Select(EngineWire.Result).ToArray());
+    }
+
+    Task<ShardRoundResult> IShardGrain.ApplyAsync(MaskDecision decision) => Decide(s => _ = s.Apply(EngineWire.Decision(decision)));
+
+    Task<ShardRoundResult> IShardGrain.ApplyLocalAsync(LocalRoundRequest request) => Decide(s => _ = s.ApplyLocal(EngineWire.Decision(request)));
+
+    Task<HeadScores> IShardGrain.HeadScoresAsync()
+    {
+        // A shard that re-activated without its weights must say so, not report no heads.
+        var selection = Selection;
+        return compute.RunAsync(() => EngineWire.Result(selection.HeadScores()));
+    }
+
+    Task<ShardRoundResult> IShardGrain.PruneHeadsAsync(HeadDecision decision) => Decide(s => _ = s.PruneHeads(EngineWire.Choice(decision)));
+
+    private ShardSelection Selection
+    {
+        get
+        {
+            _ = Assignment;
+            return _selection!;
+        }
+    }
+
+    /// <summary>Runs a decision that changes masks; the model stage, if any, computes with the new ones from now on.</summary>
+    private async Task<ShardRoundResult> Decide(Action<ShardSelection> decide)
+    {
+        var selection = Selection;
+        var stopwatch = Stopwatch.StartNew();
+        await compute.RunAsync(() => decide(selection));
+        _stage?.Invalidate();
+        return Result(stopwatch);
+    }
+}
