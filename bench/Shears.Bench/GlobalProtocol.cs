@@ -70,7 +70,7 @@ internal static class GlobalProtocol
             long t = Stopwatch.GetTimestamp();
             Timing.ForEach(s, threads, i =>
             {
-                // As ShardGrain.HistogramAsync: a fresh histogram per request.
+                // As the shard side of selection (ShardSelection.Histogram): a fresh histogram per request.
                 var histogram = new long[RadixSelect.Buckets];
                 lowBitsZero[i] = histogramOf is not null ? histogramOf(i, level, prefix, histogram)
                     : fill is null ? RadixSelect.Histogram(shards[i].Keys, shards[i].Mask, 0, level, prefix, histogram)

@@ -122,6 +122,14 @@ public sealed record HistogramResult
     [Id(1)] public bool LowBitsZero { get; init; }
 }
 
+/// <summary>The counts of one selection group's unmasked scores below and equal to a threshold key.</summary>
+[GenerateSerializer, Immutable]
+public sealed record CountRequest
+{
+    [Id(0)] public required int Group { get; init; }
+    [Id(1)] public required uint Threshold { get; init; }
+}
+
 /// <summary>The per-piece counts of unmasked scores below and equal to a threshold.</summary>
 [GenerateSerializer, Immutable]
 public sealed record ThresholdCounts
@@ -193,8 +201,10 @@ public sealed record ShardRoundResult
 public interface IShardGrain : IGrainWithStringKey
 {
     Task<ShardInfo> LoadAsync(ShardAssignment assignment);
-    Task<HistogramResult> HistogramAsync(HistogramRequest request);
-    Task<ThresholdCounts> CountAsync(int group, uint threshold);
+    /// <summary>One histogram per request: the requests of every selection group a search level asks this shard about travel together.</summary>
+    Task<HistogramResult[]> HistogramsAsync(HistogramRequest[] requests);
+    /// <summary>One set of per-piece counts per request, for several selection groups at once.</summary>
+    Task<ThresholdCounts[]> CountsAsync(CountRequest[] requests);
     Task<ShardRoundResult> ApplyAsync(MaskDecision decision);
     Task<ShardRoundResult> ApplyLocalAsync(LocalRoundRequest request);
     /// <summary>Scores of the heads of the attention layers this shard holds (global head ranking).</summary>

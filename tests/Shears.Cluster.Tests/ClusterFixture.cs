@@ -11,7 +11,8 @@ public sealed class ClusterFixture : IAsyncLifetime
 
     /// <param name="coordinatorSilo">Name of a silo that runs coordinators only (holds no shards), if any.</param>
     /// <param name="allKeepHistograms">Every silo keeps every piece's histograms (by default only the first does).</param>
-    public static InProcessTestCluster Build(short silos, string? coordinatorSilo = null, bool allKeepHistograms = false)
+    /// <param name="configure">More silo configuration (a test's own timeouts or services).</param>
+    public static InProcessTestCluster Build(short silos, string? coordinatorSilo = null, bool allKeepHistograms = false, Action<Orleans.Hosting.ISiloBuilder>? configure = null)
     {
         var builder = new InProcessTestClusterBuilder(silos);
         string state = Path.Combine(StateRoot, Guid.NewGuid().ToString("N"));
@@ -28,6 +29,7 @@ public sealed class ClusterFixture : IAsyncLifetime
                 o.CachedHistogramElements = allKeepHistograms || options.SiloName.EndsWith('0') ? 0 : long.MaxValue;
                 if (options.SiloName == coordinatorSilo) o.Role = "coordinator";
             });
+            configure?.Invoke(silo);
         });
         return builder.Build();
     }

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 using Shears.Contracts;
+using Shears.Engine.Shards;
 using Shears.Grains.Compute;
 using Shears.Grains.Diagnostics;
 using Shears.Grains.Placement;

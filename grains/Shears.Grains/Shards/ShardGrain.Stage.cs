@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Shears.Contracts;
+using Shears.Engine.Shards;
 
 namespace Shears.Grains.Shards;
 
@@ -16,6 +17,10 @@ public sealed partial class ShardGrain : IStageGrain, IStageHost
     IReadOnlyList<LoadedPiece> IStageHost.Pieces => _pieces;
     Task<T> IStageHost.Compute<T>(Func<T> work) => compute.RunAsync(work);
     void IStageHost.WeightsChanging() => ForgetStatistics();
+    async Task IStageHost.BeforeAsync(StageMessage message)
+    {
+        foreach (var interceptor in interceptors) await interceptor.BeforeAsync(this.GetPrimaryKeyString(), Stage.Plan, message);
+    }
     Task IStageHost.SendNextAsync(StageMessage message) => StageGrain(Stage.Plan.Next).PushAsync(message);
     Task IStageHost.SendBackAsync(int shard, string pass, int index, byte[] gradient) => StageGrain(shard).PushGradientAsync(pass, index, gradient);
 

@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Shears.Contracts;
+using Shears.Engine.Shards;
 using Shears.Pruning.Calibration;
 using Shears.Pruning.Checkpoints;
 using Shears.Pruning.Masks;

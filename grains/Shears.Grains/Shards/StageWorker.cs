@@ -1,5 +1,6 @@
 using System.Runtime.ExceptionServices;
 using Shears.Contracts;
+using Shears.Engine.Shards;
 
 namespace Shears.Grains.Shards;
 
@@ -15,6 +16,8 @@ internal interface IStageHost
     Task<T> Compute<T>(Func<T> work);
     /// <summary>Training and pruning change weights: the selection statistics kept for the round no longer hold.</summary>
     void WeightsChanging();
+    /// <summary>Runs the silo's <see cref="IStageInterceptor"/>s before a micro-batch is worked on.</summary>
+    Task BeforeAsync(StageMessage message);
     Task SendNextAsync(StageMessage message);
     Task SendBackAsync(int shard, string pass, int index, byte[] gradient);
 }
@@ -45,7 +48,8 @@ internal sealed class StageWorker(IStageHost host)
 
     private readonly Dictionary<string, Pass> _passes = new(StringComparer.Ordinal);
     private readonly Queue<Work> _queue = new();
-    private Task? _draining;
+    // Set before the worker starts and cleared when it ends, even when it ends without awaiting anything.
+    private bool _draining;
     private (string Pass, Task<ShardRoundResult> Job)? _calibrated;
 
     public void Push(StageMessage message) => Enqueue(new Forward(message));
@@ -56,7 +60,9 @@ internal sealed class StageWorker(IStageHost host)
     {
         if (!IsCurrent(work.Pass)) return;
         _queue.Enqueue(work);
-        _draining ??= DrainAsync();
+        if (_draining) return;
+        _draining = true;
+        _ = DrainAsync();
     }
 
     /// <summary>A message of a loading that a recovery replaced is dropped: its pass was abandoned.</summary>
@@ -71,6 +77,18 @@ internal sealed class StageWorker(IStageHost host)
     private async Task DrainAsync()
     {
         // Runs in the activation: dequeues between awaits, so pushes that interleave only add to the queue.
+        try
+        {
+            await DrainQueueAsync();
+        }
+        finally
+        {
+            _draining = false;
+        }
+    }
+
+    private async Task DrainQueueAsync()
+    {
         while (_queue.TryDequeue(out var work))
         {
             if (!IsCurrent(work.Pass) || !_passes.TryGetValue(work.Pass, out var pass) && work is Gradient) continue;
@@ -91,13 +109,13 @@ internal sealed class StageWorker(IStageHost host)
             }
             pass.Signal();
         }
-        _draining = null;
     }
 
     private async Task ForwardAsync(StageMessage message, Pass pass)
     {
         var stage = host.Stage;
         pass.Count = message.Count;
+        await host.BeforeAsync(message);
         var forward = message with { From = host.ShardIndex };
         switch (message.Kind)
         {

@@ -1,7 +1,7 @@
 using Shears.Pruning.Checkpoints;
 using Shears.Pruning.Masks;
 
-namespace Shears.Grains.Shards;
+namespace Shears.Engine.Shards;
 
 /// <summary>Byte-level helpers of a shard's pieces.</summary>
 internal static class ShardMath

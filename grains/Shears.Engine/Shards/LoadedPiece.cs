@@ -1,25 +1,24 @@
-using Shears.Contracts;
 using Shears.Pruning.Checkpoints;
 using Shears.Pruning.Masks;
 using Shears.Pruning.Scoring;
 using Shears.Pruning.Selection;
 
-namespace Shears.Grains.Shards;
+namespace Shears.Engine.Shards;
 
 /// <summary>
-/// A piece of a tensor held by a shard grain: its bytes and mask. The bytes are either a read-only map of the
+/// A piece of a tensor held by a shard: its bytes and mask. The bytes are either a read-only map of the
 /// checkpoint (runs that never change weights: no copy, no memory of the silo's own) or an array of the silo's own,
 /// made on first need by <see cref="Writable"/>. Element scores are not stored: they are computed chunk by chunk from
 /// the bytes (or the seed) whenever selection reads them (<see cref="FillKeys"/>).
 /// </summary>
-internal sealed class LoadedPiece(TensorPiece piece, TensorEntry entry, byte[]? owned, MappedRange? mapped, BitMask mask, string? scoreMethod, long seed)
+internal sealed class LoadedPiece(ShardPiece piece, TensorEntry entry, byte[]? owned, MappedRange? mapped, BitMask mask, ScoreMethod? scoreMethod, long seed)
     : IDisposable
 {
     private byte[]? _owned = (owned is null) != (mapped is null) ? owned
         : throw new ArgumentException("a piece holds either its own bytes or a map of them");
     private MappedRange? _mapped = mapped;
 
-    public TensorPiece Piece { get; } = piece;
+    public ShardPiece Piece { get; } = piece;
     public TensorEntry Entry { get; } = entry;
     public BitMask Mask { get; set; } = mask;
 
@@ -50,7 +49,7 @@ internal sealed class LoadedPiece(TensorPiece piece, TensorEntry entry, byte[]? 
     /// Whether histograms may read magnitude keys straight from the bytes: mapped fp32/bf16 weights, which cannot change
     /// after the load checked them for NaN.
     /// </summary>
-    public bool KeysFromBytes => _mapped is not null && scoreMethod == RunOptions.Methods.Magnitude
+    public bool KeysFromBytes => _mapped is not null && scoreMethod == ScoreMethod.Magnitude
                                  && Entry.DType is TensorDType.F32 or TensorDType.BF16 && BitConverter.IsLittleEndian;
 
     /// <summary>Whether elements are selected one by one by score (unstructured magnitude or random).</summary>
@@ -67,7 +66,7 @@ internal sealed class LoadedPiece(TensorPiece piece, TensorEntry entry, byte[]? 
     /// </summary>
     public void FillKeys(long start, Span<uint> keys)
     {
-        if (scoreMethod == RunOptions.Methods.Random)
+        if (scoreMethod == ScoreMethod.Random)
         {
             ScoreKeys.Random((ulong)seed, Entry.Name, ElementOffset + start, keys);
             return;

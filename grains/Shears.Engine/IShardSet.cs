@@ -1,0 +1,56 @@
+namespace Shears.Engine;
+
+/// <summary>
+/// The shards of a run as the rounds see them. Each call goes to one shard (by index in the layout) and answers
+/// for its pieces in assignment order; calls to different shards may run at once. Requests of several selection
+/// groups travel in one call, so a search level costs one message per shard whatever the number of groups.
+/// </summary>
+public interface IShardSet
+{
+    /// <summary>One digit histogram per query, over the unmasked scores of the shard's pieces in the query's group.</summary>
+    Task<IReadOnlyList<GroupHistogram>> HistogramsAsync(int shard, IReadOnlyList<HistogramQuery> queries);
+
+    /// <summary>Per query, per piece: unmasked scores below and equal to the threshold (zero for pieces of other groups).</summary>
+    Task<IReadOnlyList<PieceCounts>> CountsAsync(int shard, IReadOnlyList<CountQuery> queries);
+
+    /// <summary>Masks below each piece's threshold and its share of the ties; returns masked elements per piece.</summary>
+    Task<long[]> ApplyAsync(int shard, ThresholdDecision decision);
+
+    /// <summary>A round decided inside the shard (layer-local units, groups on one piece); returns masked elements per piece.</summary>
+    Task<long[]> ApplyLocalAsync(int shard, LocalDecision decision);
+
+    Task<HeadScoreSet> HeadScoresAsync(int shard);
+
+    /// <summary>Masks the chosen heads of the named layers; returns masked elements per piece.</summary>
+    Task<long[]> PruneHeadsAsync(int shard, HeadChoice choice);
+
+    /// <summary>Hands the calibration sequences to the model's first layer, which keeps its inputs.</summary>
+    Task FeedCalibrationAsync(IReadOnlyList<long[]> sequences);
+
+    /// <summary>Prunes one layer from its kept calibration inputs and passes them on to the next; returns masked elements per piece.</summary>
+    Task<long[]> PruneCalibratedAsync(int shard, int round, double sparsity);
+}
+
+/// <param name="Level">0: the top 16 bits of the score keys; 1: the low 16 bits of keys whose top bits are <paramref name="Prefix"/>.</param>
+public sealed record HistogramQuery(int Group, int Level, uint Prefix);
+
+/// <param name="Counts">65,536 buckets.</param>
+/// <param name="LowBitsZero">Every counted key has zero low bits (bf16): the top digit alone decides exactly.</param>
+public sealed record GroupHistogram(long[] Counts, bool LowBitsZero);
+
+public sealed record CountQuery(int Group, uint Threshold);
+
+public sealed record PieceCounts(long[] Less, long[] Equal);
+
+/// <param name="Thresholds">Per piece: keys below it are masked; null where the piece masks nothing by threshold.</param>
+/// <param name="Ties">Per piece: how many keys equal to the threshold to mask, lowest positions first.</param>
+public sealed record ThresholdDecision(int Round, uint?[] Thresholds, long[] Ties);
+
+/// <param name="Sparsity">The round's cumulative target (rows, columns and heads count their units by it).</param>
+/// <param name="TargetMasked">Per piece, the cumulative masked elements to reach; -1 where the piece is not decided here.</param>
+public sealed record LocalDecision(int Round, double Sparsity, long[] TargetMasked);
+
+/// <summary>Per attention layer a shard holds (named by its q_proj tensor): head scores and the heads already pruned.</summary>
+public sealed record HeadScoreSet(IReadOnlyList<string> Layers, IReadOnlyList<double[]> Scores, IReadOnlyList<int[]> Pruned);
+
+public sealed record HeadChoice(int Round, IReadOnlyDictionary<string, int[]> Heads);

@@ -1,0 +1,14 @@
+namespace Shears.Engine.Rounds;
+
+/// <summary>Picks the kind of round a recipe runs.</summary>
+public static class RoundChooser
+{
+    public static IRound Choose(RunRecipe recipe, RunLayout layout, IShardSet shards) => recipe switch
+    {
+        // Calibrated methods prune layer by layer from activations, whatever the pattern.
+        { Calibrated: true } => new CalibratedRound(layout, shards),
+        { Pattern: PrunePattern.Heads, Scope: SelectionScope.Global } => new GlobalHeadsRound(layout, shards),
+        { Pattern: not PrunePattern.Unstructured } => new LayerLocalRound(layout, shards),
+        _ => new ExactSelectionRound(layout, shards, global: recipe.Scope == SelectionScope.Global),
+    };
+}
