@@ -24,6 +24,7 @@ public static class ShearsHostingExtensions
         configure?.Invoke(probe);
         builder.UseSiloMetadata(new Dictionary<string, string> { [SiloRoles.MetadataKey] = probe.Role });
         builder.AddPlacementDirector<ShardPlacement, ShardPlacementDirector>();
+        builder.Services.AddSingleton<IIncomingGrainCallFilter>(services => services.GetRequiredService<Shears.Grains.Diagnostics.GrainCallTimes>());
         builder.AddPlacementDirector<CoordinatorPlacement, CoordinatorPlacementDirector>();
         // Orleans drops a connection on a message over its body limit; Shears never needs more than
         // 16 MB in one message, so a bug that would send more fails loudly here first.
@@ -59,6 +60,7 @@ public static class ShearsHostingExtensions
         services.AddSingleton<ComputeDevice>();
         services.AddSingleton<ManifestCache>();
         services.AddSingleton<SiloRoles>();
+        services.AddSingleton<Shears.Grains.Diagnostics.GrainCallTimes>();
         return services;
     }
 }

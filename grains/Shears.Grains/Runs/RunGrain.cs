@@ -26,7 +26,8 @@ public sealed partial class RunGrain(
     ManifestCache manifests,
     IOptions<ShearsOptions> options,
     ILocalSiloDetails silo,
-    ILogger<RunGrain> logger) : Grain, IRunGrain
+    ILogger<RunGrain> logger,
+    Diagnostics.GrainCallTimes callTimes) : Grain, IRunGrain
 {
     private CancellationTokenSource? _cancel;
     private Task? _job;
@@ -334,7 +335,7 @@ public sealed partial class RunGrain(
             phases["rounds"] = Status.Rounds.Sum(r => r.Seconds);
 
             var finished = Status with { State = RunState.Completed, Phase = "completed", FinishedAt = DateTimeOffset.UtcNow };
-            string report = RunReport.Build(finished, manifest, plan, masked, state.State.Shards, written, total.Elapsed.TotalSeconds, phases);
+            string report = RunReport.Build(finished, manifest, plan, masked, state.State.Shards, written, total.Elapsed.TotalSeconds, phases, callTimes.Longest(RunId));
             await File.WriteAllTextAsync(Path.Combine(temp, RunReport.FileName), report, CancellationToken.None);
             if (Directory.Exists(spec.OutputPath))
             {
@@ -368,6 +369,7 @@ public sealed partial class RunGrain(
                 try { await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).ReleaseAsync())); }
                 catch (Exception e) when (IsTransient(e)) { /* a shard on a lost silo has nothing to release */ }
                 ShearsMetrics.ClearRunState(RunId);
+                callTimes.Forget(RunId);
                 ShearsMetrics.RunState(RunId, Status.State.ToString());
             }
         }

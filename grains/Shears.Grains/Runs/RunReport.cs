@@ -20,7 +20,7 @@ public static class RunReport
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
-    public static string Build(RunStatus status, CheckpointManifest manifest, RunPlan plan, long[][] maskedPerPiece, IReadOnlyList<ShardResult> shards, IReadOnlyList<ShardWriteResult> written, double seconds, IReadOnlyDictionary<string, double>? phases = null)
+    public static string Build(RunStatus status, CheckpointManifest manifest, RunPlan plan, long[][] maskedPerPiece, IReadOnlyList<ShardResult> shards, IReadOnlyList<ShardWriteResult> written, double seconds, IReadOnlyDictionary<string, double>? phases = null, IReadOnlyDictionary<string, double>? longestCalls = null)
     {
         var maskedByTensor = new Dictionary<string, long>(StringComparer.Ordinal);
         for (int s = 0; s < plan.Shards.Count; s++)
@@ -72,6 +72,7 @@ public static class RunReport
             ["finishedAt"] = status.FinishedAt,
             ["seconds"] = seconds,
             ["phaseSeconds"] = phases is null ? null : JsonSerializer.SerializeToNode(phases, Json),
+            ["longestCallSeconds"] = longestCalls is null ? null : JsonSerializer.SerializeToNode(longestCalls, Json),
         };
         return report.ToJsonString(Json);
     }
