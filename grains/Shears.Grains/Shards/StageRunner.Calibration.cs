@@ -1,0 +1,149 @@
+using System.Runtime.InteropServices;
+using Shears.Contracts;
+using Shears.Engine.Shards;
+using Shears.Pruning.Calibration;
+using Shears.Pruning.Checkpoints;
+using Shears.Pruning.Masks;
+using Shears.Pruning.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Shears.Grains.Shards;
+
+// Wanda and SparseGPT on the stage's layer, from the calibration inputs the layer keeps.
+internal sealed partial class StageRunner
+{
+    private readonly List<(Tensor Hidden, long[][] TokenIds)> _calibration = [];
+
+    /// <summary>Keeps a batch of this layer's calibration inputs (on the CPU until used).</summary>
+    public void Collect(ActivationBatch batch)
+    {
+        var hidden = tensor(MemoryMarshal.Cast<byte, float>(batch.Hidden).ToArray(), batch.Shape, ScalarType.Float32, CPU).DetachFromDisposeScope();
+        _calibration.Add((hidden, batch.TokenIds));
+    }
+
+    /// <summary>
+    /// Wanda or SparseGPT on this layer's pieces from its kept calibration inputs; returns those inputs
+    /// passed through the pruned layer (the next layer's calibration inputs).
+    /// </summary>
+    public List<ActivationBatch> PruneCalibrated(IReadOnlyList<LoadedPiece> pieces, string method, (int N, int M) nm, double sparsity)
+    {
+        if (Plan.Kind != StagePlan.LayerKind) throw new InvalidOperationException($"--method {method} prunes the model's layers; this shard runs the {Plan.Kind}");
+        if (_calibration.Count == 0) throw new InvalidOperationException($"layer {Plan.Layer} received no calibration inputs");
+        bool sparseGpt = method == RunOptions.Methods.SparseGpt;
+        var pattern = nm.M > 0 ? new NmPattern(nm.N, nm.M) : null;
+        // Input features: columns of an [out, in] decoder weight, rows of an encoder's stored [in, out] matrix.
+        var features = pieces.ToDictionary(p => p.Entry.Name, p => IsBert ? p.Rows : p.Cols, StringComparer.Ordinal);
+        // Weights that read the same input (q/k/v, gate/up) share one set of statistics, gathered once per batch: the
+        // layer hands the same tensor to each of their captures in a row.
+        var stats = new Dictionary<string, InputStatistics>(StringComparer.Ordinal);
+        Tensor? lastInput = null;
+        InputStatistics? lastStats = null;
+        try
+        {
+            Build(pieces);
+            Action<string, Tensor> capture = (name, x) =>
+            {
+                if (!features.TryGetValue(name, out long width)) return;
+                bool sameInput = ReferenceEquals(x, lastInput) && lastStats is not null && lastStats.Features == width;
+                if (!stats.TryGetValue(name, out var s))
+                    stats[name] = s = sameInput ? lastStats! : new InputStatistics(width, withGram: sparseGpt);
+                if (!(sameInput && ReferenceEquals(s, lastStats))) AddValidPositions(s, x, _current!);
+                (lastInput, lastStats) = (x, s);
+            };
+            if (_stage is LlamaDecoderLayer llamaLayer) llamaLayer.Capture = capture;
+            var bertLayer = _bert as Shears.Pruning.Encoders.BertLayer;
+            if (bertLayer is not null) bertLayer.Capture = capture;
+            using (no_grad())
+            {
+                foreach (var (hidden, ids) in _calibration)
+                {
+                    using var scope = NewDisposeScope();
+                    _current = ids;
+                    var batch = new ActivationBatch { TokenIds = ids };
+                    Run(hidden.to(device), batch);
+                }
+            }
+            if (_stage is LlamaDecoderLayer done) done.Capture = null;
+            if (bertLayer is not null) bertLayer.Capture = null;
+            _current = null;
+            (lastInput, lastStats) = (null, null);
+            foreach (var name in features.Keys)
+                if (!stats.ContainsKey(name)) throw new InvalidOperationException($"layer {Plan.Layer}: no calibration input reached '{name}'");
+
+            foreach (var piece in pieces)
+            {
+                string name = piece.Entry.Name;
+                // Wanda and SparseGPT take W as [out, in]; an encoder's matrices are stored [in, out].
+                bool stored = IsBert;
+                using var weight = stored ? StageParameters[name].detach().t().contiguous() : StageParameters[name].alias();
+                var existing = stored ? Transpose(piece.Mask, piece.Rows, piece.Cols) : piece.Mask;
+                BitMask mask;
+                if (sparseGpt)
+                {
+                    using var result = SparseGpt.Prune(weight, stats[name], sparsity, pattern, existing: existing, tensorName: name);
+                    mask = result.Mask;
+                    using var cpu = (stored ? result.Weight.detach().t() : result.Weight.detach()).cpu().to(ScalarType.Float32).contiguous();
+                    piece.Mask = stored ? Transpose(mask, piece.Cols, piece.Rows) : mask;
+                    ShardMath.WriteFloats(cpu.data<float>().ToArray(), piece);
+                    Trained = true;
+                }
+                else
+                {
+                    mask = pattern is null
+                        ? Wanda.Mask(weight, stats[name], sparsity, existing, name)
+                        : Wanda.MaskNm(weight, stats[name], pattern, existing, name);
+                    piece.Mask = stored ? Transpose(mask, piece.Cols, piece.Rows) : mask;
+                }
+            }
+        }
+        finally
+        {
+            foreach (var s in stats.Values.Distinct()) s.Dispose();
+        }
+
+        // The next layer calibrates on what this pruned layer computes.
+        DisposeStage();
+        var next = new List<ActivationBatch>();
+        Build(pieces);
+        using (no_grad())
+        {
+            foreach (var (hidden, ids) in _calibration)
+            {
+                using var scope = NewDisposeScope();
+                var output = Run(hidden.to(device), new ActivationBatch { TokenIds = ids });
+                next.Add(new ActivationBatch { TokenIds = ids, Hidden = Bytes(output), Shape = output.shape });
+            }
+        }
+        DropCalibration();
+        return next;
+    }
+
+    private long[][]? _current;
+
+    /// <summary>The mask of the transposed matrix: element (r, c) of [rows, cols] becomes (c, r).</summary>
+    private static BitMask Transpose(BitMask mask, long rows, long cols)
+    {
+        var result = new BitMask(mask.Length);
+        for (long r = 0; r < rows; r++)
+            for (long c = 0; c < cols; c++)
+                if (mask[r * cols + c]) result.Set(c * rows + r);
+        return result;
+    }
+
+    private static void AddValidPositions(InputStatistics stats, Tensor x, long[][] tokenIds)
+    {
+        // Right padding is not data: each sequence contributes its own positions only.
+        for (int b = 0; b < tokenIds.Length; b++)
+        {
+            using var rows = x[b].narrow(0, 0, tokenIds[b].Length);
+            stats.Add(rows);
+        }
+    }
+
+    private void DropCalibration()
+    {
+        foreach (var (hidden, _) in _calibration) hidden.Dispose();
+        _calibration.Clear();
+    }
+}
