@@ -4,7 +4,7 @@ using Shears.Contracts;
 
 namespace Shears.Client;
 
-/// <summary>The command line of DESIGN.md: run, status, list, cancel, report, demo.</summary>
+/// <summary>The command line of README.md: run, status, list, cancel, report, demo.</summary>
 public static class Commands
 {
     public const int Ok = 0, RunFailed = 1, BadInput = 2;

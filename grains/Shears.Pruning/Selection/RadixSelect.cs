@@ -9,7 +9,7 @@ namespace Shears.Pruning.Selection;
 
 /// <summary>
 /// Building blocks of the exact selection of the k smallest keys spread over many pieces
-/// (see DESIGN.md, "Exact global selection without gathering"). Shard side: <see cref="Histogram"/>,
+/// (see README.md, "Exact global selection without gathering"). Shard side: <see cref="Histogram"/>,
 /// <see cref="CountLessAndEqual"/>, <see cref="ApplyThreshold"/>; coordinator side:
 /// <see cref="GlobalThresholdSearch"/>, <see cref="MergeHistograms"/>, <see cref="AssignTies"/>.
 /// </summary>
