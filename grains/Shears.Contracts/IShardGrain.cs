@@ -200,7 +200,14 @@ public sealed record ShardRoundResult
 /// </summary>
 public interface IShardGrain : IGrainWithStringKey
 {
-    Task<ShardInfo> LoadAsync(ShardAssignment assignment);
+    /// <summary>
+    /// Starts loading the assignment and returns at once: reading a shard's bytes can take longer than a call may last.
+    /// A load of an earlier epoch still under way finishes first.
+    /// </summary>
+    Task StartLoadAsync(ShardAssignment assignment);
+
+    /// <summary>The load of <paramref name="epoch"/> once done, or null while it runs (after waiting up to <paramref name="wait"/>); throws its error.</summary>
+    Task<ShardInfo?> LoadedAsync(string epoch, TimeSpan wait);
     /// <summary>One histogram per request: the requests of every selection group a search level asks this shard about travel together.</summary>
     Task<HistogramResult[]> HistogramsAsync(HistogramRequest[] requests);
     /// <summary>One set of per-piece counts per request, for several selection groups at once.</summary>

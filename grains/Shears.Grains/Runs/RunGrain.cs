@@ -183,7 +183,15 @@ public sealed partial class RunGrain(
                 Spec = spec, StateDirectory = state.State.StateDirectory!, RestoreRound = state.State.CommittedRound, Heads = plan.Heads,
                 Stage = plan.Stages?[s.Index],
             }).ToArray();
-            infos = await Task.WhenAll(assignments.Select(a => Shard(a.ShardIndex).LoadAsync(a)));
+            await Task.WhenAll(assignments.Select(a => Shard(a.ShardIndex).StartLoadAsync(a)));
+            infos = await Task.WhenAll(assignments.Select(async a =>
+            {
+                while (true)
+                {
+                    token.ThrowIfCancellationRequested();
+                    if (await Shard(a.ShardIndex).LoadedAsync(a.Epoch, PipelineDriver.PollWait) is { } info) return info;
+                }
+            }));
             ShearsMetrics.PhaseSeconds.Record(phase.Elapsed.TotalSeconds, ShearsMetrics.Tag("phase", "load"));
             phases["load"] = phases.GetValueOrDefault("load") + phase.Elapsed.TotalSeconds;
             masked = infos.Select(i => i.MaskedPerPiece.ToArray()).ToArray();
@@ -325,7 +333,8 @@ public sealed partial class RunGrain(
             temp = Path.Combine(parent, $".{Path.GetFileName(spec.OutputPath)}.shears-tmp-{RunId}");
             if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
             Directory.CreateDirectory(temp);
-            CheckpointOutput.CreateLayout(manifest, temp);
+            // The shards write their pruned tensors (and copy the others they were given): the layout leaves those out.
+            CheckpointOutput.CreateLayout(manifest, temp, plan.Shards.SelectMany(s => s.Pieces.Select(p => p.Tensor).Concat(s.CopyTensors)).ToHashSet(StringComparer.Ordinal));
             string target_ = temp;
             ShardWriteResult[] written = [];
             await Resilient("writing", async () => written = await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).WriteAsync(target_))));

@@ -39,7 +39,33 @@ public sealed partial class ShardGrain(
 
     private ShardAssignment Assignment => _assignment ?? throw new ShardNotLoadedException($"shard {this.GetPrimaryKeyString()} has not been loaded on {silo.SiloAddress}");
 
-    async Task<ShardInfo> IShardGrain.LoadAsync(ShardAssignment assignment)
+    // The load under way or done, by epoch: the coordinator starts it and polls it.
+    private (string Epoch, Task<ShardInfo> Job)? _loading;
+
+    Task IShardGrain.StartLoadAsync(ShardAssignment assignment)
+    {
+        if (_loading is { } known && known.Epoch == assignment.Epoch) return Task.CompletedTask;
+        var previous = _loading?.Job;
+        _loading = (assignment.Epoch, LoadAfterAsync(previous, assignment));
+        return Task.CompletedTask;
+    }
+
+    async Task<ShardInfo?> IShardGrain.LoadedAsync(string epoch, TimeSpan wait)
+    {
+        if (_loading is not { } loading || loading.Epoch != epoch)
+            throw new ShardNotLoadedException($"shard {this.GetPrimaryKeyString()} on {silo.SiloAddress} has no load of epoch {epoch} (it was re-activated)");
+        if (!loading.Job.IsCompleted) await Task.WhenAny(loading.Job, Task.Delay(wait));
+        return loading.Job.IsCompleted ? await loading.Job : null;
+    }
+
+    private async Task<ShardInfo> LoadAfterAsync(Task? previous, ShardAssignment assignment)
+    {
+        // Two loads never change the pieces at once; the earlier one's outcome was its own epoch's.
+        if (previous is not null) await previous.ContinueWith(_ => { }, TaskScheduler.Current);
+        return await LoadAsync(assignment);
+    }
+
+    private async Task<ShardInfo> LoadAsync(ShardAssignment assignment)
     {
         var stopwatch = Stopwatch.StartNew();
         ForgetStatistics();
@@ -123,6 +149,7 @@ public sealed partial class ShardGrain(
 
     Task IShardGrain.ReleaseAsync()
     {
+        _loading = null;
         DropEverything();
         DeactivateOnIdle();
         return Task.CompletedTask;

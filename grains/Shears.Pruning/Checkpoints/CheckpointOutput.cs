@@ -15,9 +15,11 @@ public static class CheckpointOutput
     /// <summary>
     /// Creates every safetensors file of <paramref name="input"/> in <paramref name="outDir"/> with the same
     /// name, its header copied verbatim and its full length (data to be written); copies the index and the
-    /// companion files byte for byte.
+    /// companion files byte for byte. An ONNX model's tensors sit between protobuf bytes: every byte is copied except
+    /// the ranges of <paramref name="writtenElsewhere"/> (the tensors the shards write), so that no pruned weight is
+    /// copied here only to be overwritten.
     /// </summary>
-    public static void CreateLayout(CheckpointManifest input, string outDir)
+    public static void CreateLayout(CheckpointManifest input, string outDir, IReadOnlySet<string>? writtenElsewhere = null)
     {
         ArgumentNullException.ThrowIfNull(input);
         ArgumentException.ThrowIfNullOrEmpty(outDir);
@@ -33,8 +35,7 @@ public static class CheckpointOutput
             var inPath = input.PathOf(file.FileName);
             if (input.Format == CheckpointFormat.Onnx)
             {
-                // Tensors sit between protobuf bytes: copy the model whole, then shards overwrite their tensors.
-                File.Copy(inPath, Path.Combine(outRoot, file.FileName), overwrite: true);
+                CopyAllBut(input, file.FileName, Path.Combine(outRoot, file.FileName), writtenElsewhere ?? new HashSet<string>());
                 continue;
             }
             var header = GC.AllocateUninitializedArray<byte>(checked((int)file.HeaderBytes));
@@ -57,6 +58,46 @@ public static class CheckpointOutput
         foreach (var companion in input.CompanionFiles)
         {
             File.Copy(input.PathOf(companion), Path.Combine(outRoot, companion), overwrite: true);
+        }
+    }
+
+    /// <summary>Copies file <paramref name="fileName"/> to <paramref name="outPath"/> at its full length, leaving the byte ranges of the skipped tensors unwritten.</summary>
+    private static void CopyAllBut(CheckpointManifest input, string fileName, string outPath, IReadOnlySet<string> skipped)
+    {
+        var inPath = input.PathOf(fileName);
+        using var source = CheckpointReader.OpenForRead(inPath, null);
+        long length = RandomAccess.GetLength(source);
+        var holes = input.Tensors.Where(t => t.FileName == fileName && skipped.Contains(t.Name) && t.ByteLength > 0)
+            .Select(t => (Start: t.FileOffset, End: t.FileOffset + t.ByteLength)).OrderBy(h => h.Start).ToArray();
+        Directory.CreateDirectory(Path.GetDirectoryName(outPath)!);
+        using var target = File.OpenHandle(outPath, FileMode.Create, FileAccess.ReadWrite, FileShare.ReadWrite);
+        RandomAccess.SetLength(target, length);
+        long at = 0;
+        foreach (var (start, end) in holes.Append((Start: length, End: length)))
+        {
+            if (start > at) CopyRange(source, target, at, start - at, inPath);
+            at = Math.Max(at, end);
+        }
+    }
+
+    private static void CopyRange(SafeFileHandle source, SafeFileHandle target, long offset, long length, string inPath)
+    {
+        long copied = KernelCopy.Copy(source, target, offset, length);
+        if (copied == length) return;
+        var buffer = ArrayPool<byte>.Shared.Rent((int)Math.Min(CopyChunkBytes, length - copied));
+        try
+        {
+            for (long done = copied; done < length;)
+            {
+                var chunk = buffer.AsSpan(0, (int)Math.Min(buffer.Length, length - done));
+                CheckpointReader.ReadExactly(source, chunk, offset + done, inPath, null);
+                RandomAccess.Write(target, (ReadOnlySpan<byte>)chunk, offset + done);
+                done += chunk.Length;
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
         }
     }
 

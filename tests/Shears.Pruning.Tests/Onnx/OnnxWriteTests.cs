@@ -44,6 +44,28 @@ public class OnnxWriteTests
     }
 
     [Fact]
+    public void TheOutputLayoutCopiesEveryByteButTheTensorsTheShardsWrite()
+    {
+        using var dir = new TempDir();
+        var (input, before) = TwoMatrices(dir);
+        var manifest = OnnxCheckpoint.ReadManifest(input);
+        var b = OnnxModel.Read(input).FindInitializer("b")!;
+
+        Shears.Pruning.Checkpoints.CheckpointOutput.CreateLayout(manifest, dir.Sub("out"), new HashSet<string> { "b" });
+
+        // b's range is left to its shard (unwritten: zeros); every other byte, a's data and the protobuf around, is the input's.
+        var after = File.ReadAllBytes(Path.Combine(dir.Sub("out"), Path.GetFileName(input)));
+        Assert.Equal(before.Length, after.Length);
+        for (var i = 0; i < before.Length; i++)
+        {
+            var inB = i >= b.RawDataOffset && i < b.RawDataOffset + b.RawDataLength;
+            Assert.True((inB ? (byte)0 : before[i]) == after[i], $"byte {i}");
+        }
+        Shears.Pruning.Checkpoints.CheckpointOutput.CreateLayout(manifest, dir.Sub("whole"));
+        Assert.Equal(before, File.ReadAllBytes(Path.Combine(dir.Sub("whole"), Path.GetFileName(input))));
+    }
+
+    [Fact]
     public void WithNoReplacementsTheCopyIsIdentical()
     {
         using var dir = new TempDir();
