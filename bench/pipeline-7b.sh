@@ -11,7 +11,7 @@ for project in client/Shears.Client bench/Shears.Bench; do dotnet build -c Relea
 bench="dotnet bench/Shears.Bench/bin/Release/net10.0/linux-x64/Shears.Bench.dll"
 shears="client/Shears.Client/bin/Release/net10.0/linux-x64/shears"
 for layers in 8 2; do
-  [ -f "$work/l$layers/model.safetensors.index.json" ] || $bench checkpoint "$work/l$layers" --hidden 4096 --layers $layers --intermediate 11008 --vocab 32000
+  [ -f "$work/l$layers/config.json" ] || $bench checkpoint "$work/l$layers" --hidden 4096 --layers $layers --intermediate 11008 --vocab 32000
 done
 # Token ids drawn uniformly from the vocabulary with a fixed seed: two sequences of 64 for evaluation, four for training and calibration.
 python3 - "$work" <<'PY'

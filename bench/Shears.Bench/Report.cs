@@ -5,7 +5,7 @@ namespace Shears.Bench;
 /// <summary>The printed figures; RESULTS.md is written from these lines.</summary>
 internal static partial class Report
 {
-    private const double HistogramFloorGBs = 9.0; // ENVIRONMENT.md: a C 16-bit histogram pass over fp32 on one core
+    private const double HistogramFloorGBs = 9.0; // a single-core C 16-bit histogram pass over fp32 measured on these machines (bench/RESULTS.md)
 
     public static void Header(string benchmark, BenchOptions o)
     {
