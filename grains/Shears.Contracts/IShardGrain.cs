@@ -102,6 +102,8 @@ public sealed record ShardInfo
     /// <summary>Per piece: the mean |w| (for progressive allocation).</summary>
     [Id(4)] public double[] MeanMagnitudePerPiece { get; init; } = [];
     [Id(5)] public double[] AbsSumPerPiece { get; init; } = [];
+    /// <summary>Threads of the silo's compute executor: how many stages that silo can run at once.</summary>
+    [Id(6)] public int ComputeThreads { get; init; } = 1;
 }
 
 /// <summary>Digit histograms over the unmasked scores of the selected pieces.</summary>
@@ -208,21 +210,36 @@ public interface IShardGrain : IGrainWithStringKey
 
     /// <summary>The load of <paramref name="epoch"/> once done, or null while it runs (after waiting up to <paramref name="wait"/>); throws its error.</summary>
     Task<ShardInfo?> LoadedAsync(string epoch, TimeSpan wait);
+    // Work on a shard's weights waits for the silo's compute executor, which other shards of the silo share: each of
+    // these calls returns its result if the work ends within a few seconds, else a ticket that PollAsync follows.
+
     /// <summary>One histogram per request: the requests of every selection group a search level asks this shard about travel together.</summary>
-    Task<HistogramResult[]> HistogramsAsync(HistogramRequest[] requests);
+    Task<ShardReply<HistogramResult[]>> HistogramsAsync(HistogramRequest[] requests);
     /// <summary>One set of per-piece counts per request, for several selection groups at once.</summary>
-    Task<ThresholdCounts[]> CountsAsync(CountRequest[] requests);
-    Task<ShardRoundResult> ApplyAsync(MaskDecision decision);
-    Task<ShardRoundResult> ApplyLocalAsync(LocalRoundRequest request);
+    Task<ShardReply<ThresholdCounts[]>> CountsAsync(CountRequest[] requests);
+    Task<ShardReply<ShardRoundResult>> ApplyAsync(MaskDecision decision);
+    Task<ShardReply<ShardRoundResult>> ApplyLocalAsync(LocalRoundRequest request);
     /// <summary>Scores of the heads of the attention layers this shard holds (global head ranking).</summary>
-    Task<HeadScores> HeadScoresAsync();
+    Task<ShardReply<HeadScores>> HeadScoresAsync();
     /// <summary>Masks the given heads (q/o, and k/v once a KV group is empty) in the named layers.</summary>
-    Task<ShardRoundResult> PruneHeadsAsync(HeadDecision decision);
+    Task<ShardReply<ShardRoundResult>> PruneHeadsAsync(HeadDecision decision);
     /// <summary>Persists this round's masks where all silos reach them; the round's outcome feeds this silo's metrics.</summary>
-    Task CommitRoundAsync(RoundResult round);
-    Task<ShardWriteResult> WriteAsync(string outputDirectory);
+    Task<ShardReply<bool>> CommitRoundAsync(RoundResult round);
+    Task<ShardReply<ShardWriteResult>> WriteAsync(string outputDirectory);
+
+    /// <summary>The work behind <paramref name="ticket"/>: done, or still running after waiting up to <paramref name="wait"/>; throws its error.</summary>
+    Task<ShardReply<T>> PollAsync<T>(long ticket, TimeSpan wait);
 
     Task ReleaseAsync();
+}
+
+/// <summary>The answer to work that may outlast a call: its result when it ended within the call, else a ticket to poll.</summary>
+[GenerateSerializer, Immutable]
+public sealed record ShardReply<T>
+{
+    [Id(0)] public bool Done { get; init; }
+    [Id(1)] public T? Result { get; init; }
+    [Id(2)] public long Ticket { get; init; }
 }
 
 /// <summary>A shard grain was asked for work before it was loaded: it was re-activated (its silo was lost) and must be reloaded.</summary>

@@ -80,7 +80,7 @@ public interface IStageGrain : IGrainWithStringKey
     Task EndPassAsync(string pass);
 
     /// <summary>Ends a fine-tuning phase: the trained weights become the shard's weights (in their own dtype).</summary>
-    Task EndTrainingAsync();
+    Task<ShardReply<bool>> EndTrainingAsync();
 
     /// <summary>
     /// Starts pruning this layer with Wanda or SparseGPT from its kept calibration inputs (once

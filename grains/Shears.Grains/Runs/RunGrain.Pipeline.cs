@@ -30,16 +30,18 @@ public sealed partial class RunGrain
     private PipelineDriver Pipeline => _pipeline ?? throw new InvalidOperationException("the shards' pipeline is used before the shards were loaded");
 
     /// <summary>
-    /// Splits <paramref name="data"/> into micro-batches: each fits the message limit and holds at most
-    /// <paramref name="wanted"/> sequences, and there are at least two per stage when the data allows, so that stages on
-    /// different silos work at once.
+    /// Splits <paramref name="data"/> into micro-batches that fit the message limit and hold at most
+    /// <paramref name="wanted"/> sequences, and, when the data allows, at least two for each compute thread of the silos
+    /// that hold the stages: stages work at once only on different micro-batches, and each compute thread runs one.
     /// </summary>
     private ActivationBatch[] MicroBatches(IReadOnlyList<long[]> data, int hidden, int wanted)
     {
-        int stages = Pipeline.Order.Count;
-        int size = Math.Max(1, Math.Min(BatchFitting(data, hidden, wanted), (data.Count + 2 * stages - 1) / (2 * stages)));
+        int size = Math.Max(1, Math.Min(BatchFitting(data, hidden, wanted), (data.Count + 2 * _computeWorkers - 1) / (2 * _computeWorkers)));
         return data.Chunk(size).Select(ids => new ActivationBatch { TokenIds = ids }).ToArray();
     }
+
+    // Compute threads of the silos holding the loaded shards (set by every load).
+    private int _computeWorkers = 1;
 
     /// <summary>Perplexity through the pipeline: micro-batches enter the embedding shard and leave the head as summed NLL.</summary>
     private async Task<EvalMetric> EvaluateAsync(RunPlan plan, IReadOnlyList<long[]> data, int hidden, CancellationToken token)
@@ -107,14 +109,16 @@ public sealed partial class RunGrain
     }
 
     /// <summary>
-    /// Recovery fine-tuning: each step sends one batch through the pipeline as micro-batches and the gradients back;
+    /// Recovery fine-tuning: each step sends one batch through the pipeline as micro-batches (one per compute thread of
+    /// the stages' silos) and the gradients back;
     /// each shard accumulates them, steps its own optimizer and re-applies its masks. Batches follow the data in order,
     /// round after round. Encoders distill toward the dense model's sentence embeddings (<paramref name="targets"/>).
     /// </summary>
     private async Task<double> FineTuneAsync(RunPlan plan, RunSpec spec, IReadOnlyList<long[]> data, int round, int hidden, CancellationToken token, float[]? targets = null)
     {
         int batch = BatchFitting(data, hidden, spec.Batch);
-        int parts = Math.Min(batch, Pipeline.Order.Count);
+        // As many micro-batches as compute threads can work on them at once: more only add overhead.
+        int parts = Math.Min(batch, _computeWorkers);
         int size = (batch + parts - 1) / parts;
         double lossSum = 0;
         for (int step = 0; step < spec.FinetuneSteps; step++)
@@ -134,7 +138,7 @@ public sealed partial class RunGrain
             var weights = micro.Select(b => micro.Length == 1 ? 1.0 : Terms(b) / total).ToArray();
             lossSum += await Pipeline.TrainStepAsync(micro, weights, spec.LearningRate, token);
         }
-        await Task.WhenAll(plan.Shards.Select(s => GrainFactory.GetGrain<IStageGrain>($"{RunId}/{s.Index}").EndTrainingAsync()));
+        await Task.WhenAll(plan.Shards.Select(s => GrainFactory.GetGrain<IStageGrain>($"{RunId}/{s.Index}").EndTrainingAsync().Complete(Shard(s.Index), token)));
         return lossSum / spec.FinetuneSteps;
     }
 }

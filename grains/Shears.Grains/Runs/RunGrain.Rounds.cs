@@ -33,21 +33,21 @@ public sealed partial class RunGrain
     private sealed class GrainShards(RunGrain run, RunPlan plan) : IShardSet
     {
         public async Task<IReadOnlyList<GroupHistogram>> HistogramsAsync(int shard, IReadOnlyList<HistogramQuery> queries) =>
-            (await run.Shard(shard).HistogramsAsync(queries.Select(EngineWire.Request).ToArray())).Select(EngineWire.Histogram).ToArray();
+            (await run.Shard(shard).HistogramsAsync(queries.Select(EngineWire.Request).ToArray()).Complete(run.Shard(shard))).Select(EngineWire.Histogram).ToArray();
 
         public async Task<IReadOnlyList<PieceCounts>> CountsAsync(int shard, IReadOnlyList<CountQuery> queries) =>
-            (await run.Shard(shard).CountsAsync(queries.Select(EngineWire.Request).ToArray())).Select(EngineWire.Counts).ToArray();
+            (await run.Shard(shard).CountsAsync(queries.Select(EngineWire.Request).ToArray()).Complete(run.Shard(shard))).Select(EngineWire.Counts).ToArray();
 
         public async Task<long[]> ApplyAsync(int shard, ThresholdDecision decision) =>
-            (await run.Shard(shard).ApplyAsync(EngineWire.Decision(decision))).MaskedPerPiece;
+            (await run.Shard(shard).ApplyAsync(EngineWire.Decision(decision)).Complete(run.Shard(shard))).MaskedPerPiece;
 
         public async Task<long[]> ApplyLocalAsync(int shard, LocalDecision decision) =>
-            (await run.Shard(shard).ApplyLocalAsync(EngineWire.Request(decision))).MaskedPerPiece;
+            (await run.Shard(shard).ApplyLocalAsync(EngineWire.Request(decision)).Complete(run.Shard(shard))).MaskedPerPiece;
 
-        public async Task<HeadScoreSet> HeadScoresAsync(int shard) => EngineWire.Scores(await run.Shard(shard).HeadScoresAsync());
+        public async Task<HeadScoreSet> HeadScoresAsync(int shard) => EngineWire.Scores(await run.Shard(shard).HeadScoresAsync().Complete(run.Shard(shard)));
 
         public async Task<long[]> PruneHeadsAsync(int shard, HeadChoice choice) =>
-            (await run.Shard(shard).PruneHeadsAsync(EngineWire.Decision(choice))).MaskedPerPiece;
+            (await run.Shard(shard).PruneHeadsAsync(EngineWire.Decision(choice)).Complete(run.Shard(shard))).MaskedPerPiece;
 
         public async Task FeedCalibrationAsync(IReadOnlyList<long[]> sequences)
         {

@@ -196,6 +196,7 @@ public sealed partial class RunGrain(
             phases["load"] = phases.GetValueOrDefault("load") + phase.Elapsed.TotalSeconds;
             masked = infos.Select(i => i.MaskedPerPiece.ToArray()).ToArray();
             _pipeline = plan.Stages is { } stages ? new PipelineDriver(GrainFactory, RunId, epoch, stages) : null;
+            _computeWorkers = Math.Max(1, infos.GroupBy(i => i.Silo).Sum(g => g.First().ComputeThreads));
             state.State.Shards = plan.Shards.Select((s, i) => new ShardResult
             {
                 Grain = $"{RunId}/{s.Index}", Silo = infos[i].Silo, Elements = infos[i].Elements,
@@ -314,7 +315,7 @@ public sealed partial class RunGrain(
                         Threshold = threshold is uint t ? ScoreKeys.ToScore(t) : null, Seconds = roundClock.Elapsed.TotalSeconds, SelectionBytes = bytes,
                         Eval = eval, FinetuneLoss = loss,
                     };
-                    await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).CommitRoundAsync(result)));
+                    await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).CommitRoundAsync(result).Complete(Shard(s.Index), token)));
                 });
                 state.State.CommittedRound = round;
                 await SetStatus(s => s with { Rounds = s.Rounds.Append(result!).ToArray() });
@@ -337,7 +338,7 @@ public sealed partial class RunGrain(
             CheckpointOutput.CreateLayout(manifest, temp, plan.Shards.SelectMany(s => s.Pieces.Select(p => p.Tensor).Concat(s.CopyTensors)).ToHashSet(StringComparer.Ordinal));
             string target_ = temp;
             ShardWriteResult[] written = [];
-            await Resilient("writing", async () => written = await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).WriteAsync(target_))));
+            await Resilient("writing", async () => written = await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).WriteAsync(target_).Complete(Shard(s.Index), token))));
             token.ThrowIfCancellationRequested();
             ShearsMetrics.PhaseSeconds.Record(phase.Elapsed.TotalSeconds, ShearsMetrics.Tag("phase", "export"));
             phases["export"] = phase.Elapsed.TotalSeconds;

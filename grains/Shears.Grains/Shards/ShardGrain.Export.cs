@@ -18,7 +18,7 @@ namespace Shears.Grains.Shards;
 // The round store (masks persisted between rounds) and the export of the shard's tensors.
 public sealed partial class ShardGrain
 {
-    Task IShardGrain.CommitRoundAsync(RoundResult result) => compute.RunAsync(() =>
+    Task<ShardReply<bool>> IShardGrain.CommitRoundAsync(RoundResult result) => Jobs.Run(compute.RunAsync(() =>
     {
         var assignment = Assignment;
         int round = result.Round;
@@ -41,7 +41,8 @@ public sealed partial class ShardGrain
             // The previous round stays until the coordinator has recorded this one: a crash in between reloads it.
             if (round > 2) File.Delete(MaskPath(assignment, i, round - 2));
         }
-    });
+        return true;
+    }));
 
     /// <summary>Fails the step when a checkpoint file this shard reads through a map changed since the load.</summary>
     private void CheckSources()
@@ -52,7 +53,9 @@ public sealed partial class ShardGrain
     private static string MaskPath(ShardAssignment assignment, int piece, int round) =>
         Path.Combine(assignment.StateDirectory, $"shard-{assignment.ShardIndex:D5}", $"piece-{piece:D5}.round-{round}.mask");
 
-    async Task<ShardWriteResult> IShardGrain.WriteAsync(string outputDirectory)
+    Task<ShardReply<ShardWriteResult>> IShardGrain.WriteAsync(string outputDirectory) => Jobs.Run(WriteAsync(outputDirectory));
+
+    private async Task<ShardWriteResult> WriteAsync(string outputDirectory)
     {
         var assignment = Assignment;
         var result = await compute.RunAsync(() =>

@@ -8,30 +8,32 @@ namespace Shears.Grains.Shards;
 // silo's compute executor; the grain translates the messages and records metrics.
 public sealed partial class ShardGrain
 {
-    Task<HistogramResult[]> IShardGrain.HistogramsAsync(HistogramRequest[] requests)
+    Task<ShardReply<HistogramResult[]>> IShardGrain.HistogramsAsync(HistogramRequest[] requests)
     {
         var selection = Selection;
-        return compute.RunAsync(() => selection.Histograms(requests.Select(EngineWire.Query).ToArray()).Select(EngineWire.Result).ToArray());
+        return Jobs.Run(compute.RunAsync(() => selection.Histograms(requests.Select(EngineWire.Query).ToArray()).Select(EngineWire.Result).ToArray()));
     }
 
-    Task<ThresholdCounts[]> IShardGrain.CountsAsync(CountRequest[] requests)
+    Task<ShardReply<ThresholdCounts[]>> IShardGrain.CountsAsync(CountRequest[] requests)
     {
         var selection = Selection;
-        return compute.RunAsync(() => selection.Counts(requests.Select(EngineWire.Query).ToArray()).Select(EngineWire.Result).ToArray());
+        return Jobs.Run(compute.RunAsync(() => selection.Counts(requests.Select(EngineWire.Query).ToArray()).Select(EngineWire.Result).ToArray()));
     }
 
-    Task<ShardRoundResult> IShardGrain.ApplyAsync(MaskDecision decision) => Decide(s => _ = s.Apply(EngineWire.Decision(decision)));
+    Task<ShardReply<ShardRoundResult>> IShardGrain.ApplyAsync(MaskDecision decision) => Jobs.Run(Decide(s => _ = s.Apply(EngineWire.Decision(decision))));
 
-    Task<ShardRoundResult> IShardGrain.ApplyLocalAsync(LocalRoundRequest request) => Decide(s => _ = s.ApplyLocal(EngineWire.Decision(request)));
+    Task<ShardReply<ShardRoundResult>> IShardGrain.ApplyLocalAsync(LocalRoundRequest request) => Jobs.Run(Decide(s => _ = s.ApplyLocal(EngineWire.Decision(request))));
 
-    Task<HeadScores> IShardGrain.HeadScoresAsync()
+    Task<ShardReply<HeadScores>> IShardGrain.HeadScoresAsync()
     {
         // A shard that re-activated without its weights must say so, not report no heads.
         var selection = Selection;
-        return compute.RunAsync(() => EngineWire.Result(selection.HeadScores()));
+        return Jobs.Run(compute.RunAsync(() => EngineWire.Result(selection.HeadScores())));
     }
 
-    Task<ShardRoundResult> IShardGrain.PruneHeadsAsync(HeadDecision decision) => Decide(s => _ = s.PruneHeads(EngineWire.Choice(decision)));
+    Task<ShardReply<ShardRoundResult>> IShardGrain.PruneHeadsAsync(HeadDecision decision) => Jobs.Run(Decide(s => _ = s.PruneHeads(EngineWire.Choice(decision))));
+
+    Task<ShardReply<T>> IShardGrain.PollAsync<T>(long ticket, TimeSpan wait) => Jobs.Poll<T>(ticket, wait, this.GetPrimaryKeyString());
 
     private ShardSelection Selection
     {

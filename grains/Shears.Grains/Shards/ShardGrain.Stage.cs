@@ -54,15 +54,16 @@ public sealed partial class ShardGrain : IStageGrain, IStageHost
         return Task.CompletedTask;
     }
 
-    async Task IStageGrain.EndTrainingAsync()
+    Task<ShardReply<bool>> IStageGrain.EndTrainingAsync()
     {
         var stage = Stage;
         // Magnitude keys are computed from the bytes when read, so the next round scores the trained weights.
-        await compute.RunAsync(() =>
+        return Jobs.Run(compute.RunAsync(() =>
         {
             ForgetStatistics();
             stage.EndTraining(_pieces);
-        });
+            return true;
+        }));
     }
 
     Task IStageGrain.StartPruneCalibratedAsync(string pass, int round, double sparsity, int inputs)

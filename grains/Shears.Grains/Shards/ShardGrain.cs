@@ -39,6 +39,9 @@ public sealed partial class ShardGrain(
 
     private ShardAssignment Assignment => _assignment ?? throw new ShardNotLoadedException($"shard {this.GetPrimaryKeyString()} has not been loaded on {silo.SiloAddress}");
 
+    private readonly ShardJobs _jobs = new();
+    private ShardJobs Jobs => _jobs;
+
     // The load under way or done, by epoch: the coordinator starts it and polls it.
     private (string Epoch, Task<ShardInfo> Job)? _loading;
 
@@ -93,6 +96,7 @@ public sealed partial class ShardGrain(
         }
         _stage?.Reset();
         _worker?.Reset();
+        _jobs.Clear();
         long bytes = _pieces.Sum(p => (long)p.ByteLength);
         if (read) ShearsMetrics.BytesRead.Add(bytes, new KeyValuePair<string, object?>("run", assignment.RunId));
         ShearsMetrics.Shard(assignment.RunId, this.GetPrimaryKeyString(), _pieces.Sum(p => p.Mask.CountSet()));
@@ -104,6 +108,7 @@ public sealed partial class ShardGrain(
             BytesRead = bytes,
             MaskedPerPiece = _pieces.Select(p => p.Mask.CountSet()).ToArray(),
             AbsSumPerPiece = _selection!.AbsSumPerPiece(),
+            ComputeThreads = compute.Threads,
         };
     }
 
@@ -150,6 +155,7 @@ public sealed partial class ShardGrain(
     Task IShardGrain.ReleaseAsync()
     {
         _loading = null;
+        _jobs.Clear();
         DropEverything();
         DeactivateOnIdle();
         return Task.CompletedTask;
