@@ -14,6 +14,6 @@ out="bench/results/$(date -u +%Y-%m-%d-%H%M)-pipeline-$what${OMP_WAIT_POLICY:+-o
   echo "command: bench/Pipeline/run.sh $what $*${OMP_WAIT_POLICY:+ (OMP_WAIT_POLICY=$OMP_WAIT_POLICY)}"
   echo "commit: $(git rev-parse --short HEAD)"
   echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/^Mem:/ { print $2 " GiB" }'), dotnet $(dotnet --version)"
-  "$here/bin/Release/net10.0/linux-x64/pipeline-bench" "$what" "$@" 2>&1 | grep -Ev '^\s*(info|warn|dbug): |^\s+(Orleans|Microsoft)\.' || true
+  "$here/bin/Release/net10.0/linux-x64/pipeline-bench" "$what" "$@" 2>&1 | grep --line-buffered -Ev '^\s*(info|warn|dbug): |^\s+(Orleans|Microsoft)\.' || true
   echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$out"
