@@ -26,6 +26,27 @@ public sealed class ComputeExecutor : IDisposable
 
     public int Threads => _threads.Length;
 
+    /// <summary>
+    /// libtorch's intra-op threads on each compute thread: the cores shared out among the compute threads, so that jobs
+    /// running at once do not ask for more threads than there are cores (waiting OpenMP threads spin, and two jobs of
+    /// two threads each on two cores ran many times slower than one).
+    /// </summary>
+    public int TorchThreads => Math.Max(1, Environment.ProcessorCount / Threads);
+
+    // libtorch keeps its thread count per OS thread: each compute thread sets it before its first tensor job.
+    [ThreadStatic] private static int _torchThreads;
+
+    /// <summary>Runs tensor work (<see cref="RunAsync{T}"/>) with this executor's share of libtorch's threads.</summary>
+    public Task<T> RunTorchAsync<T>(Func<T> work, CancellationToken cancellationToken = default) => RunAsync(() =>
+    {
+        if (_torchThreads != TorchThreads)
+        {
+            TorchSharp.torch.set_num_threads(TorchThreads);
+            _torchThreads = TorchThreads;
+        }
+        return work();
+    }, cancellationToken);
+
     public Task<T> RunAsync<T>(Func<T> work, CancellationToken cancellationToken = default)
     {
         var completion = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -15,7 +15,7 @@ public sealed partial class ShardGrain : IStageGrain, IStageHost
     string IStageHost.Epoch => Assignment.Epoch;
     StageRunner IStageHost.Stage => Stage;
     IReadOnlyList<LoadedPiece> IStageHost.Pieces => _pieces;
-    Task<T> IStageHost.Compute<T>(Func<T> work) => compute.RunAsync(work);
+    Task<T> IStageHost.Compute<T>(Func<T> work) => compute.RunTorchAsync(work);
     void IStageHost.WeightsChanging() => ForgetStatistics();
     async Task IStageHost.BeforeAsync(StageMessage message)
     {
@@ -58,7 +58,7 @@ public sealed partial class ShardGrain : IStageGrain, IStageHost
     {
         var stage = Stage;
         // Magnitude keys are computed from the bytes when read, so the next round scores the trained weights.
-        return Jobs.Run(compute.RunAsync(() =>
+        return Jobs.Run(compute.RunTorchAsync(() =>
         {
             ForgetStatistics();
             stage.EndTraining(_pieces);
@@ -73,7 +73,7 @@ public sealed partial class ShardGrain : IStageGrain, IStageHost
         Worker.StartPruneCalibrated(pass, async () =>
         {
             var stopwatch = Stopwatch.StartNew();
-            var next = await compute.RunAsync(() =>
+            var next = await compute.RunTorchAsync(() =>
             {
                 ForgetStatistics();
                 return stage.PruneCalibrated(_pieces, spec.Method, spec.NmPattern, sparsity);
