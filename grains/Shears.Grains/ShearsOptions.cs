@@ -28,4 +28,10 @@ public sealed class ShearsOptions
     /// the run fails with the step's error.
     /// </summary>
     public int MaxRecoveries { get; set; } = 3;
+
+    /// <summary>
+    /// How long a call to a shard waits for its work (which queues for the silo's compute executor) before it answers
+    /// with a ticket the coordinator polls.
+    /// </summary>
+    public TimeSpan ShardCallWait { get; set; } = TimeSpan.FromSeconds(2);
 }

@@ -38,7 +38,12 @@ public class ShortCallTests
         {
             silo.Services.AddSingleton<IStageInterceptor>(stages);
             silo.Configure<SiloMessagingOptions>(o => o.ResponseTimeout = ResponseTimeout);
-            silo.Services.Configure<ShearsOptions>(o => o.MaxRecoveries = maxRecoveries);
+            silo.Services.Configure<ShearsOptions>(o =>
+            {
+                o.MaxRecoveries = maxRecoveries;
+                // Every call on a shard's weights answers with a ticket at once: the coordinator polls each of them.
+                o.ShardCallWait = TimeSpan.Zero;
+            });
         });
         await cluster.DeployAsync();
         try

@@ -39,8 +39,8 @@ public sealed partial class ShardGrain(
 
     private ShardAssignment Assignment => _assignment ?? throw new ShardNotLoadedException($"shard {this.GetPrimaryKeyString()} has not been loaded on {silo.SiloAddress}");
 
-    private readonly ShardJobs _jobs = new();
-    private ShardJobs Jobs => _jobs;
+    private ShardJobs? _jobs;
+    private ShardJobs Jobs => _jobs ??= new ShardJobs(options.Value.ShardCallWait);
 
     // The load under way or done, by epoch: the coordinator starts it and polls it.
     private (string Epoch, Task<ShardInfo> Job)? _loading;
@@ -96,7 +96,7 @@ public sealed partial class ShardGrain(
         }
         _stage?.Reset();
         _worker?.Reset();
-        _jobs.Clear();
+        _jobs?.Clear();
         long bytes = _pieces.Sum(p => (long)p.ByteLength);
         if (read) ShearsMetrics.BytesRead.Add(bytes, new KeyValuePair<string, object?>("run", assignment.RunId));
         ShearsMetrics.Shard(assignment.RunId, this.GetPrimaryKeyString(), _pieces.Sum(p => p.Mask.CountSet()));
@@ -155,7 +155,7 @@ public sealed partial class ShardGrain(
     Task IShardGrain.ReleaseAsync()
     {
         _loading = null;
-        _jobs.Clear();
+        _jobs?.Clear();
         DropEverything();
         DeactivateOnIdle();
         return Task.CompletedTask;

@@ -6,17 +6,15 @@ namespace Shears.Grains.Shards;
 /// Work of one shard grain that may outlast a call: a call waits a little for it, then hands out a ticket that the
 /// caller polls. The work runs in the activation (its tensor parts on the compute executor) whether or not anyone waits.
 /// </summary>
-internal sealed class ShardJobs
+/// <param name="callWait">How long a call waits for its work before it answers with a ticket.</param>
+internal sealed class ShardJobs(TimeSpan callWait)
 {
-    /// <summary>How long a call waits for its work before it answers with a ticket.</summary>
-    public static readonly TimeSpan CallWait = TimeSpan.FromSeconds(2);
-
     private readonly Dictionary<long, Task> _running = [];
     private long _next;
 
     public async Task<ShardReply<T>> Run<T>(Task<T> work)
     {
-        if (!work.IsCompleted) await Task.WhenAny(work, Task.Delay(CallWait));
+        if (!work.IsCompleted) await Task.WhenAny(work, Task.Delay(callWait));
         if (work.IsCompleted) return new ShardReply<T> { Done = true, Result = await work };
         long ticket = ++_next;
         _running[ticket] = work;
