@@ -22,4 +22,10 @@ public sealed class ShearsOptions
     /// counting at the threshold and masking need no further pass over their weights; smaller pieces count again.
     /// </summary>
     public long CachedHistogramElements { get; set; } = 1 << 20;
+
+    /// <summary>
+    /// How often an unfinished run's reminder calls its coordinator, which re-activates it on another silo when its own
+    /// was lost: at most this long after the cluster notices. Below a minute it lowers Orleans' ReminderOptions.MinimumReminderPeriod.
+    /// </summary>
+    public TimeSpan ResumeCheckPeriod { get; set; } = TimeSpan.FromMinutes(1);
 }

@@ -21,7 +21,7 @@ namespace Shears.Grains.Runs;
 /// </summary>
 [Reentrant]
 [CoordinatorPlacement]
-public sealed class RunGrain(
+public sealed partial class RunGrain(
     [PersistentState("run", ShearsStorage.Name)] IPersistentState<RunGrainState> state,
     ManifestCache manifests,
     IOptions<ShearsOptions> options,
@@ -64,6 +64,8 @@ public sealed class RunGrain(
             TotalRounds = targets.Length, PrunableWeights = plan.PrunableWeights, Shards = plan.Shards.Count,
             StartedAt = DateTimeOffset.UtcNow,
         };
+        // Before the state is written: a run is never recorded without the reminder that resumes it after a lost silo.
+        await KeepRunningAsync();
         await state.WriteStateAsync();
         await GrainFactory.GetGrain<IRunRegistryGrain>(0).RegisterAsync(RunId);
         ShearsMetrics.RunState(RunId, "running");
@@ -81,6 +83,7 @@ public sealed class RunGrain(
             var manifest = manifests.Get(spec.ModelPath);
             var targets = Schedule.Targets(ParseSchedule(spec.Schedule), spec.Sparsity, spec.Rounds);
             StartJob(spec, manifest, targets);
+            return EnsureKeepRunningAsync();
         }
         return Task.CompletedTask;
     }
@@ -443,6 +446,7 @@ public sealed class RunGrain(
                 catch (Exception e) when (IsTransient(e)) { /* a shard on a lost silo has nothing to release */ }
                 ShearsMetrics.ClearRunState(RunId);
                 ShearsMetrics.RunState(RunId, Status.State.ToString());
+                await StopKeepingRunningAsync();
             }
         }
     }
