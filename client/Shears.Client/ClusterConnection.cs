@@ -34,6 +34,9 @@ public sealed class ClusterConnection : IAsyncDisposable
             {
                 silo.UseLocalhostClustering(FreePort(), FreePort(), serviceId: "shears", clusterId: "shears-embedded");
                 silo.AddMemoryGrainStorage(ShearsStorage.Name);
+                // Runs register a reminder; this silo is the whole cluster and lives only as long as its run, so Orleans'
+                // in-memory reminder table is enough.
+                silo.UseInMemoryReminderService();
                 silo.AddShears();
             });
         }

@@ -92,7 +92,8 @@ public sealed class FileGrainStorage : IGrainStorage
     }
 
     // FileShare.None takes an exclusive advisory lock that other .NET processes honour; a writer waits its turn.
-    private static FileStream Lock(string path)
+    // FileReminderTable takes the same kind of lock.
+    internal static FileStream Lock(string path)
     {
         for (int attempt = 0; ; attempt++)
         {

@@ -34,4 +34,10 @@ public sealed class ShearsOptions
     /// with a ticket the coordinator polls.
     /// </summary>
     public TimeSpan ShardCallWait { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>
+    /// How often an unfinished run's reminder calls its coordinator, which re-activates it on another silo when its own
+    /// was lost: at most this long after the cluster notices. Below a minute it lowers Orleans' ReminderOptions.MinimumReminderPeriod.
+    /// </summary>
+    public TimeSpan ResumeCheckPeriod { get; set; } = TimeSpan.FromMinutes(1);
 }

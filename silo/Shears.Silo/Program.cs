@@ -23,11 +23,14 @@ builder.UseOrleans(silo =>
     {
         silo.UseRedisClustering(redis);
         silo.AddRedisGrainStorage(ShearsStorage.Name, o => o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(redis));
+        // The reminders that resume a run whose coordinator's silo was lost live beside its state, outside every silo.
+        silo.UseRedisReminderService(o => o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(redis));
     }
     else
     {
         silo.UseLocalhostClustering(settings.SiloPort, settings.GatewayPort, settings.Primary);
         silo.AddShearsFileStorage(settings.StateDirectory);
+        silo.AddShearsFileReminders(settings.StateDirectory);
     }
     silo.Configure<ClusterOptions>(o => { o.ClusterId = "shears"; o.ServiceId = "shears"; });
     // Declare a silo that stops answering dead within a few seconds, so runs resume quickly.

@@ -251,6 +251,63 @@ public class MultiProcessTests
     }
 
     private static string SiloPort(SiloProcess silo) => silo.SiloPort;
+
+    /// <summary>
+    /// A detached run whose coordinator's silo is killed mid-run, and then no client at all: the run's reminder, kept in
+    /// Redis, calls the coordinator, which re-activates on the other silo and resumes; the test only watches the
+    /// filesystem until the output appears, the undisturbed one byte for byte.
+    /// </summary>
+    [RedisFact]
+    public async Task ADetachedRunWhoseCoordinatorsSiloIsKilledFinishesWithNoClient()
+    {
+        using var dir = new TempDir();
+        DemoCheckpoint.Write(dir.Sub("in"), new DemoCheckpointOptions(HiddenSize: 384, Layers: 6, Heads: 6, KvHeads: 2, IntermediateSize: 1024));
+        string[] Run(string output, params string[] extra) =>
+            ["run", "--model", dir.Sub("in"), "--out", dir.Sub(output), "--sparsity", "0.6", "--schedule", "linear", "--rounds", "40", "--shard-elements", "300000", .. extra];
+        var calm = await ShearsProcess.RunAsync(Run("calm"));
+        Assert.True(calm.ExitCode == 0, calm.ToString());
+
+        string redis = Redis();
+        // A reminder every 2 s rather than every minute, so that the test does not wait a minute for it.
+        var (a, b) = await TwoSilos(redis, "--Shears:ResumeCheckPeriod", "00:00:02");
+        await using (a)
+        await using (b)
+        {
+            var started = await ShearsProcess.RunAsync(Run("detached", "--cluster", "redis://" + redis, "--detach", "--run-id", "detached"));
+            Assert.True(started.ExitCode == 0, started.ToString());
+            // Round 3's masks on disk: the run is under way, with 37 rounds to go.
+            string state = Path.Combine(dir.Path, ".shears-state-detached");
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            while (!Directory.Exists(state) || !Directory.EnumerateFiles(state, "*.round-3.mask", SearchOption.AllDirectories).Any())
+            {
+                Assert.True(clock.Elapsed < TimeSpan.FromMinutes(2), $"the run did not reach round 3\n{a.Log}\n{b.Log}");
+                await Task.Delay(20);
+            }
+            // Where the coordinator lives, from the grain directory (asking the run itself would be a call to it).
+            SiloAddress? coordinator;
+            await using (var connection = await ClusterConnection.OpenAsync("redis://" + redis, CancellationToken.None))
+                coordinator = await connection.Client.GetGrain<IManagementGrain>(0).GetActivationAddress(connection.Client.GetGrain<IRunGrain>("detached"));
+            Assert.NotNull(coordinator);
+            var (victim, survivor) = coordinator.Endpoint.Port.ToString() == SiloPort(a) ? (a, b) : (b, a);
+            victim.Kill();
+            Assert.False(Directory.Exists(dir.Sub("detached")), "the run ended before its coordinator's silo was killed");
+
+            clock.Restart();
+            while (!Directory.Exists(dir.Sub("detached")))
+            {
+                Assert.True(clock.Elapsed < TimeSpan.FromMinutes(3), $"the detached run did not finish after its coordinator's silo was killed\n{survivor.Log}");
+                await Task.Delay(100);
+            }
+            AssertSameCheckpoint(dir.Sub("calm"), dir.Sub("detached"));
+
+            // Now that it is over: the surviving silo coordinated the end of it.
+            var status = await ShearsProcess.RunAsync("status", "detached", "--json", "--cluster", "redis://" + redis);
+            Assert.True(status.ExitCode == 0, status.ToString());
+            var json = JsonDocument.Parse(status.Stdout).RootElement;
+            Assert.Equal("completed", json.GetProperty("state").GetString());
+            Assert.Contains($":{SiloPort(survivor)}:", json.GetProperty("coordinator").GetString());
+        }
+    }
 }
 
 [CollectionDefinition("redis", DisableParallelization = true)]

@@ -21,9 +21,12 @@ public sealed class ClusterFixture : IAsyncLifetime
             // Not AddMemoryGrainStorage: its state lives in grains on the silos, so stopping a silo can lose a run's
             // state or fail its write. Files in a folder all silos reach, as the silo host keeps them without Redis.
             silo.AddShearsFileStorage(state);
+            // Not UseInMemoryReminderService either: its table is a grain, which a stopped silo can take along.
+            silo.AddShearsFileReminders(state);
             silo.AddShears(o =>
             {
                 o.ComputeThreads = 1;
+                o.ResumeCheckPeriod = ResumeCheckPeriod;
                 // The first silo keeps every piece's histograms, the others none: both ways of counting at the
                 // threshold take part in every multi-silo run and must agree with the reference.
                 o.CachedHistogramElements = allKeepHistograms || options.SiloName.EndsWith('0') ? 0 : long.MaxValue;
@@ -33,6 +36,9 @@ public sealed class ClusterFixture : IAsyncLifetime
         });
         return builder.Build();
     }
+
+    /// <summary>How often a run's reminder calls its coordinator in the test clusters (a silo's default is a minute).</summary>
+    private static readonly TimeSpan ResumeCheckPeriod = TimeSpan.FromSeconds(2);
 
     /// <summary>The clusters' state folders, removed when the test process ends.</summary>
     private static readonly string StateRoot = CreateStateRoot();

@@ -1,4 +1,6 @@
+using System.Diagnostics;
 using Microsoft.Extensions.DependencyInjection;
+using Orleans.TestingHost;
 using Shears.Contracts;
 using Shears.Pruning.Checkpoints;
 using Shears.Testing;
@@ -80,6 +82,61 @@ public class SiloLossTests
 
         var (calm, disturbed) = await RunCalmAndDisturbed(dir, Spec);
         Assert.Equal(calm.Rounds.Select(r => r.FinetuneLoss), disturbed.Rounds.Select(r => r.FinetuneLoss));
+    }
+
+    /// <summary>
+    /// A detached run: started, and then never called again. Its coordinator's silo stops mid-run; nothing but the
+    /// run's reminder re-activates the coordinator on another silo, and the test only watches the filesystem until the
+    /// output appears, byte-identical to the undisturbed run's.
+    /// </summary>
+    [Fact]
+    public async Task ADetachedRunWhoseCoordinatorsSiloStopsFinishesWithoutAnyCall()
+    {
+        using var dir = new TempDir();
+        var many = Runs.ManyRounds(dir);
+        // More rounds than the other tests: the stop must land well before the end.
+        RunSpec Spec(string output) => many(output) with { Rounds = 40 };
+        await using var cluster = ClusterFixture.Build(3);
+        await cluster.DeployAsync();
+        var calm = await Runs.RunToEndAsync(cluster.Client, Spec("calm"));
+        Assert.True(calm.State == RunState.Completed, calm.Error);
+
+        var grain = cluster.Client.GetGrain<IRunGrain>("detached");
+        await grain.StartAsync(Spec("detached"));
+        var stopAt = Stopwatch.StartNew();
+        // Round 3's masks on disk: the run is under way, with 37 rounds to go.
+        string state = Path.Combine(dir.Path, ".shears-state-detached");
+        while (!Directory.Exists(state) || !Directory.EnumerateFiles(state, "*.round-3.mask", SearchOption.AllDirectories).Any())
+        {
+            Assert.True(stopAt.Elapsed < TimeSpan.FromMinutes(2), "the run did not reach round 3");
+            await Task.Delay(20);
+        }
+        // Where the coordinator lives, from the grain directory: asking the grain itself would be a call.
+        var coordinator = await cluster.Client.GetGrain<IManagementGrain>(0).GetActivationAddress(grain);
+        Assert.NotNull(coordinator);
+        var victim = cluster.Silos.Single(s => s.SiloAddress.Equals(coordinator));
+        await cluster.StopSiloAsync(victim);
+        Assert.False(Directory.Exists(dir.Sub("detached")), "the run ended before its coordinator's silo stopped");
+
+        var waited = Stopwatch.StartNew();
+        while (!Directory.Exists(dir.Sub("detached")))
+        {
+            Assert.True(waited.Elapsed < TimeSpan.FromMinutes(3), "the detached run did not finish after its coordinator's silo stopped");
+            await Task.Delay(100);
+        }
+        foreach (string file in Directory.GetFiles(dir.Sub("calm")).Select(f => Path.GetFileName(f)!).Where(f => f != "shears-report.json"))
+            Assert.True(File.ReadAllBytes(Path.Combine(dir.Sub("calm"), file)).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(dir.Sub("detached"), file))), file);
+
+        // Now that it is over: it resumed on another silo, and its reminder goes with it.
+        var status = await grain.GetStatusAsync();
+        Assert.True(status.State == RunState.Completed, status.Error);
+        Assert.NotEqual(coordinator.ToString(), status.Coordinator);
+        var reminders = ((InProcessSiloHandle)cluster.Silos[0]).ServiceProvider.GetRequiredService<IReminderTable>();
+        while ((await reminders.ReadRows(0, 0)).Reminders.Count > 0)
+        {
+            Assert.True(waited.Elapsed < TimeSpan.FromMinutes(4), "the finished run's reminder was not removed");
+            await Task.Delay(100);
+        }
     }
 
     /// <summary>

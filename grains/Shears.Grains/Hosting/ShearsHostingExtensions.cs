@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
 using Orleans.Runtime.Hosting;
 using Shears.Grains;
 using Orleans.Runtime.MembershipService.SiloMetadata;
@@ -47,6 +48,24 @@ public static class ShearsHostingExtensions
         return builder;
     }
 
+    /// <summary>
+    /// Keeps Orleans' reminders (those that keep unfinished runs going, <see cref="ShearsOptions.ResumeCheckPeriod"/>) in
+    /// files under <paramref name="directory"/> (<see cref="FileReminderTable"/>), for silos clustered without Redis: every
+    /// silo of the cluster must reach the same folder, as for <see cref="AddShearsFileStorage"/>.
+    /// </summary>
+    public static ISiloBuilder AddShearsFileReminders(this ISiloBuilder builder, string directory)
+    {
+        builder.Services.AddShearsFileReminders(directory);
+        return builder;
+    }
+
+    public static IServiceCollection AddShearsFileReminders(this IServiceCollection services, string directory)
+    {
+        services.AddReminders();
+        services.AddSingleton<IReminderTable>(provider => new FileReminderTable(directory, provider.GetRequiredService<Orleans.Serialization.Serializer>()));
+        return services;
+    }
+
     public static IServiceCollection AddShears(this IServiceCollection services, IConfiguration? configuration = null, Action<ShearsOptions>? configure = null)
     {
         var options = services.AddOptions<ShearsOptions>();
@@ -55,7 +74,15 @@ public static class ShearsHostingExtensions
         options.Validate(o => o.Role is "all" or "worker" or "coordinator", "Shears:Role must be all, worker or coordinator")
                .Validate(o => o.ComputeThreads >= 0, "Shears:ComputeThreads must not be negative")
                .Validate(o => o.MaxRecoveries >= 0, "Shears:MaxRecoveries must not be negative")
+               .Validate(o => o.ResumeCheckPeriod > TimeSpan.Zero, "Shears:ResumeCheckPeriod must be positive")
                .ValidateOnStart();
+        // The runs' reminder is the only one Shears registers: a period configured below Orleans' floor (one minute)
+        // lowers the floor rather than failing every run as it starts. Orleans still warns of it as the silo starts.
+        services.AddOptions<ReminderOptions>().PostConfigure<IOptions<ShearsOptions>>((reminders, shears) =>
+        {
+            var period = shears.Value.ResumeCheckPeriod;
+            if (period > TimeSpan.Zero && period < reminders.MinimumReminderPeriod) reminders.MinimumReminderPeriod = period;
+        });
         services.AddSingleton<ComputeExecutor>();
         services.AddSingleton<ComputeDevice>();
         services.AddSingleton<ManifestCache>();

@@ -65,6 +65,8 @@ public sealed partial class RunGrain(
             TotalRounds = targets.Length, PrunableWeights = plan.PrunableWeights, Shards = plan.Shards.Count,
             StartedAt = DateTimeOffset.UtcNow,
         };
+        // Before the state is written: a run is never recorded without the reminder that resumes it after a lost silo.
+        await KeepRunningAsync();
         await state.WriteStateAsync();
         await GrainFactory.GetGrain<IRunRegistryGrain>(0).RegisterAsync(RunId);
         ShearsMetrics.RunState(RunId, "running");
@@ -82,6 +84,7 @@ public sealed partial class RunGrain(
             var manifest = manifests.Get(spec.ModelPath);
             var targets = Schedule.Targets(ParseSchedule(spec.Schedule), spec.Sparsity, spec.Rounds);
             StartJob(spec, manifest, targets);
+            return EnsureKeepRunningAsync();
         }
         return Task.CompletedTask;
     }
@@ -381,6 +384,7 @@ public sealed partial class RunGrain(
                 ShearsMetrics.ClearRunState(RunId);
                 callTimes.Forget(RunId);
                 ShearsMetrics.RunState(RunId, Status.State.ToString());
+                await StopKeepingRunningAsync();
             }
         }
     }
