@@ -26,27 +26,6 @@ public sealed class ComputeExecutor : IDisposable
 
     public int Threads => _threads.Length;
 
-    /// <summary>
-    /// libtorch's intra-op threads on each compute thread: the cores shared out among the compute threads, so that jobs
-    /// running at once do not ask for more threads than there are cores (waiting OpenMP threads spin, and two jobs of
-    /// two threads each on two cores ran many times slower than one).
-    /// </summary>
-    public int TorchThreads => Math.Max(1, Environment.ProcessorCount / Threads);
-
-    // libtorch keeps its thread count per OS thread: each compute thread sets it before its first tensor job.
-    [ThreadStatic] private static int _torchThreads;
-
-    /// <summary>Runs tensor work (<see cref="RunAsync{T}"/>) with this executor's share of libtorch's threads.</summary>
-    public Task<T> RunTorchAsync<T>(Func<T> work, CancellationToken cancellationToken = default) => RunAsync(() =>
-    {
-        if (_torchThreads != TorchThreads)
-        {
-            TorchSharp.torch.set_num_threads(TorchThreads);
-            _torchThreads = TorchThreads;
-        }
-        return work();
-    }, cancellationToken);
-
     public Task<T> RunAsync<T>(Func<T> work, CancellationToken cancellationToken = default)
     {
         var completion = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -62,9 +41,37 @@ public sealed class ComputeExecutor : IDisposable
     public Task RunAsync(Action work, CancellationToken cancellationToken = default) =>
         RunAsync(() => { work(); return true; }, cancellationToken);
 
+    // Jobs running now, this one included.
+    private int _busy;
+
+    // libtorch keeps its thread count per OS thread: each job sets it on its compute thread when it must change.
+    [ThreadStatic] private static int _torchThreads;
+
+    /// <summary>
+    /// Runs tensor work (<see cref="RunAsync{T}"/>) with libtorch's intra-op threads set to the cores shared out among
+    /// the jobs running as it starts: a job alone (one layer's SparseGPT) uses every core; jobs at once (pipeline stages)
+    /// do not ask for more threads than there are cores, where waiting OpenMP threads spin (two jobs of two threads each
+    /// on two cores ran many times slower than one).
+    /// </summary>
+    public Task<T> RunTorchAsync<T>(Func<T> work, CancellationToken cancellationToken = default) => RunAsync(() =>
+    {
+        int threads = Math.Max(1, Environment.ProcessorCount / Math.Max(1, Volatile.Read(ref _busy)));
+        if (_torchThreads != threads)
+        {
+            TorchSharp.torch.set_num_threads(threads);
+            _torchThreads = threads;
+        }
+        return work();
+    }, cancellationToken);
+
     private void Work()
     {
-        foreach (var job in _queue.GetConsumingEnumerable()) job();
+        foreach (var job in _queue.GetConsumingEnumerable())
+        {
+            Interlocked.Increment(ref _busy);
+            try { job(); }
+            finally { Interlocked.Decrement(ref _busy); }
+        }
     }
 
     public void Dispose() => _queue.CompleteAdding();
