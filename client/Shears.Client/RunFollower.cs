@@ -1,4 +1,5 @@
 using System.Globalization;
+using Orleans.Serialization;
 using Shears.Contracts;
 using Spectre.Console;
 
@@ -26,14 +27,14 @@ public static class RunFollower
             return Commands.Ok;
         }
 
-        using var cancelRegistration = token.Register(() => { _ = grain.CancelAsync(); });
+        using var cancelRegistration = token.Register(() => _ = RequestCancelAsync(grain, runId, Console.Error));
         try
         {
             status = Console.IsOutputRedirected || !AnsiConsole.Profile.Capabilities.Interactive
                 ? await FollowPlain(grain, status, token)
                 : await FollowLive(grain, status, token);
         }
-        catch (RunStateLostException e)
+        catch (Exception e) when (e is RunStateLostException or RunUnreachableException)
         {
             Console.Error.WriteLine($"shears: {e.Message}");
             return Commands.RunFailed;
@@ -55,33 +56,64 @@ public static class RunFollower
     }
 
     /// <summary>
-    /// The run's statuses as the coordinator streams them. When the stream breaks (the coordinator's
+    /// Asks the coordinator to cancel the run, for Ctrl+C. It runs from the token's callback, so nothing may escape it
+    /// (into the signal handler, or unobserved): a failure is reported and the following goes on to the run's outcome.
+    /// </summary>
+    public static async Task RequestCancelAsync(IRunGrain grain, string runId, TextWriter errors)
+    {
+        try { await grain.CancelAsync(); }
+        catch (Exception e)
+        {
+            errors.WriteLine($"shears: could not ask run {runId} to cancel ({e.GetType().Name}: {e.Message}); 'shears cancel {runId} --cluster …' will");
+        }
+    }
+
+    /// <summary>
+    /// Whether an exception from the status stream ends only this subscription, so that subscribing again may follow
+    /// the run on. The stream breaks in more ways than <see cref="OrleansException"/> covers:
+    /// <see cref="EnumerationAbortedException"/> derives from <see cref="Exception"/> itself (a coordinator that
+    /// re-activated, or an activation replaced on a silo that kept running, has no record of the subscription), a
+    /// remote enumeration cancelled under a deactivating coordinator surfaces as <see cref="OperationCanceledException"/>,
+    /// and whatever the coordinator's side of the enumeration threw is rethrown here as it was. Only a stream this
+    /// client cannot read (a cluster of another version: its serializer refuses the statuses) is not mended by
+    /// subscribing again.
+    /// </summary>
+    public static bool IsBrokenStream(Exception e) => e is not SerializerException;
+
+    /// <summary>
+    /// The run's statuses as the coordinator streams them. When the stream breaks or falls silent (the coordinator's
     /// silo was lost) it subscribes again, which re-activates the coordinator from its persisted state.
     /// </summary>
-    public static async IAsyncEnumerable<RunStatus> Statuses(IRunGrain grain, RunStatus first)
+    public static async IAsyncEnumerable<RunStatus> Statuses(IRunGrain grain, RunStatus first, FollowPatience? patience = null)
     {
+        patience ??= FollowPatience.Default;
         yield return first;
         if (first.IsFinished) yield break;
         var brokenSince = (DateTime?)null;
         while (true)
         {
-            var stream = grain.WatchAsync().GetAsyncEnumerator();
+            // A call in flight to a silo that died is never answered; a client learns it only at the response timeout
+            // (30 s by default), and the coordinator, which re-activates on the next call, waits as long. The
+            // coordinator sends its status at least every few seconds, so a longer silence means a broken stream.
+            using var silence = new CancellationTokenSource(patience.Silence);
+            var stream = grain.WatchAsync().GetAsyncEnumerator(silence.Token);
             try
             {
                 while (true)
                 {
-                    RunStatus? next = null;
+                    RunStatus next;
                     try
                     {
                         if (!await stream.MoveNextAsync()) break;
                         next = stream.Current;
+                        silence.CancelAfter(patience.Silence);
                         brokenSince = null;
                     }
-                    catch (Exception e) when (e is OrleansException or TimeoutException)
+                    catch (Exception e) when (IsBrokenStream(e))
                     {
                         brokenSince ??= DateTime.UtcNow;
-                        if (DateTime.UtcNow - brokenSince > TimeSpan.FromMinutes(5)) throw;
-                        await Task.Delay(1000);
+                        if (DateTime.UtcNow - brokenSince > patience.GiveUp) throw new RunUnreachableException(first.RunId, patience.GiveUp, e);
+                        await Task.Delay(patience.Retry);
                         break;
                     }
                     // A coordinator that re-activated without its persisted state knows nothing of the run: say so rather
@@ -93,7 +125,10 @@ public static class RunFollower
             }
             finally
             {
-                try { await stream.DisposeAsync(); } catch (Exception e) when (e is OrleansException or TimeoutException) { }
+                // Tells the coordinator to drop the subscription. A courtesy only: one that is gone has nothing to drop, and
+                // a call to a dead silo must not hold the following up for the response timeout.
+                try { await stream.DisposeAsync().AsTask().WaitAsync(patience.Silence); }
+                catch (Exception e) when (IsBrokenStream(e)) { }
             }
         }
     }
@@ -148,3 +183,15 @@ public static class RunFollower
 /// <summary>The run's coordinator answers without the run's state (its store lost it): nothing more can be followed.</summary>
 public sealed class RunStateLostException(string runId)
     : Exception($"run {runId}: its coordinator came back without the run's state (the cluster's state store lost it); the run cannot go on, start it again");
+
+/// <summary>The coordinator could not be reached for longer than the follower waits: the run may still be going on.</summary>
+public sealed class RunUnreachableException(string runId, TimeSpan waited, Exception last)
+    : Exception($"run {runId}: no status from its coordinator for {(waited.TotalMinutes >= 1 ? $"{waited.TotalMinutes:0.#} minutes" : $"{waited.TotalSeconds:0.#} seconds")} "
+        + $"(last: {last.GetType().Name}: {last.Message}); the run may still be going on: 'shears status {runId} --cluster …' tells", last);
+
+/// <summary>How long the follower waits on a broken status stream: before subscribing again, for a silent stream, and in all.</summary>
+public sealed record FollowPatience(TimeSpan Retry, TimeSpan Silence, TimeSpan GiveUp)
+{
+    /// <summary>The coordinator sends its status at least every 5 seconds: three missed count as a silent stream.</summary>
+    public static readonly FollowPatience Default = new(TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(15), TimeSpan.FromMinutes(5));
+}

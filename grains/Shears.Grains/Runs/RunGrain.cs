@@ -153,7 +153,8 @@ public sealed partial class RunGrain(
             var status = Status;
             yield return status;
             if (status.IsFinished || cancellationToken.IsCancellationRequested) yield break;
-            // A heartbeat every few seconds keeps the stream alive while a long phase runs.
+            // A heartbeat every few seconds keeps the stream alive while a long phase runs (`shears run` takes a silence
+            // of three as a lost coordinator and subscribes again).
             await Task.WhenAny(changed, Task.Delay(TimeSpan.FromSeconds(5), cancellationToken));
         }
     }
