@@ -1,0 +1,124 @@
+using System.Runtime.InteropServices;
+using Shears.Pruning.Checkpoints;
+
+namespace Shears.Pruning.Quantization;
+
+/// <summary>
+/// A block of rows of one weight matrix, quantized: the integer values and each group's parameters, with the error
+/// against the weights they came from. Rows are output channels, columns input features (a Linear's [out, in]).
+/// </summary>
+public sealed class QuantizedRows
+{
+    private readonly sbyte[] _values;
+    private readonly QuantParams[] _groups;
+
+    public QuantScheme Scheme { get; }
+    public TensorDType DType { get; }
+    public int Rows { get; }
+    public int Columns { get; }
+    public int GroupsPerRow { get; }
+
+    /// <summary>Σ |w' − w| and max |w' − w| over the block, against the weights given (the pruned ones).</summary>
+    public double AbsErrorSum { get; }
+    public double MaxAbsError { get; }
+
+    /// <summary>
+    /// Takes quantized values (row-major [rows, columns]) and their groups' parameters ([rows, groups]), and measures
+    /// them against <paramref name="reference"/> (the weights before quantization, same layout).
+    /// </summary>
+    public QuantizedRows(QuantScheme scheme, TensorDType dtype, int rows, int columns, sbyte[] values, QuantParams[] groups, ReadOnlySpan<float> reference)
+    {
+        ArgumentNullException.ThrowIfNull(scheme);
+        ArgumentNullException.ThrowIfNull(values);
+        ArgumentNullException.ThrowIfNull(groups);
+        GroupsPerRow = checked((int)scheme.GroupsPerRow(columns));
+        if (values.Length != (long)rows * columns) throw new ArgumentException($"[{rows}, {columns}] needs {(long)rows * columns} values, got {values.Length}", nameof(values));
+        if (groups.Length != (long)rows * GroupsPerRow) throw new ArgumentException($"[{rows}, {GroupsPerRow}] groups expected, got {groups.Length}", nameof(groups));
+        if (reference.Length != values.Length) throw new ArgumentException($"{values.Length} reference weights expected, got {reference.Length}", nameof(reference));
+        (Scheme, DType, Rows, Columns, _values, _groups) = (scheme, dtype, rows, columns, values, groups);
+        double sum = 0, max = 0;
+        long width = scheme.GroupWidth(columns);
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < columns; c++)
+            {
+                int i = r * columns + c;
+                double error = Math.Abs(GroupQuantizer.Dequantize(values[i], groups[r * GroupsPerRow + (int)(c / width)], dtype) - (double)reference[i]);
+                sum += error;
+                if (error > max) max = error;
+            }
+        (AbsErrorSum, MaxAbsError) = (sum, max);
+    }
+
+    /// <summary>Round-to-nearest quantization of raw little-endian weights of <paramref name="dtype"/>, row by row.</summary>
+    public static QuantizedRows RoundToNearest(ReadOnlySpan<byte> raw, TensorDType dtype, int rows, int columns, QuantScheme scheme, string tensor)
+    {
+        var weights = Widen(raw, dtype, (long)rows * columns, tensor);
+        int groupsPerRow = checked((int)scheme.GroupsPerRow(columns));
+        var values = new sbyte[weights.Length];
+        var groups = new QuantParams[(long)rows * groupsPerRow];
+        for (int r = 0; r < rows; r++)
+            GroupQuantizer.QuantizeRow(weights.AsSpan(r * columns, columns), scheme, dtype, values.AsSpan(r * columns, columns), groups.AsSpan(r * groupsPerRow, groupsPerRow), tensor);
+        return new QuantizedRows(scheme, dtype, rows, columns, values, groups, weights);
+    }
+
+    /// <summary>fp32 copies of raw weights (F32, BF16 or F16).</summary>
+    public static float[] Widen(ReadOnlySpan<byte> raw, TensorDType dtype, long count, string tensor)
+    {
+        if (raw.Length != count * dtype.ElementSize())
+            throw new ArgumentException($"tensor '{tensor}': {count} {dtype} weights take {count * dtype.ElementSize()} bytes, got {raw.Length}", nameof(raw));
+        var weights = new float[count];
+        switch (dtype)
+        {
+            case TensorDType.F32: MemoryMarshal.Cast<byte, float>(raw).CopyTo(weights); break;
+            case TensorDType.BF16:
+                var bf16 = MemoryMarshal.Cast<byte, ushort>(raw);
+                for (int i = 0; i < weights.Length; i++) weights[i] = FloatBits.BFloat16ToSingle(bf16[i]);
+                break;
+            case TensorDType.F16:
+                var f16 = MemoryMarshal.Cast<byte, ushort>(raw);
+                for (int i = 0; i < weights.Length; i++) weights[i] = FloatBits.HalfToSingle(f16[i]);
+                break;
+            default: throw new NotSupportedException($"tensor '{tensor}' is {dtype}: only F32, BF16 and F16 weights are quantized");
+        }
+        return weights;
+    }
+
+    public sbyte Value(int row, int column) => _values[row * Columns + column];
+
+    public QuantParams Group(int row, int group) => _groups[row * GroupsPerRow + group];
+
+    /// <summary>The dequantized weights as raw <see cref="DType"/> bytes, [rows, columns]: what a loader computes.</summary>
+    public byte[] DequantizedBytes()
+    {
+        var values = new float[_values.Length];
+        long width = Scheme.GroupWidth(Columns);
+        for (int r = 0; r < Rows; r++)
+            for (int c = 0; c < Columns; c++)
+                values[r * Columns + c] = GroupQuantizer.Dequantize(_values[r * Columns + c], _groups[r * GroupsPerRow + (int)(c / width)], DType);
+        var raw = new byte[(long)values.Length * DType.ElementSize()];
+        FloatBits.Store(values, DType, raw);
+        return raw;
+    }
+
+    /// <summary><c>weight_packed</c>'s rows: int32 [rows, ceil(columns / (32/bits))], little-endian.</summary>
+    public byte[] PackedBytes()
+    {
+        int words = checked((int)PackedInt.Words(Columns, Scheme.Bits));
+        var packed = new int[(long)Rows * words];
+        for (int r = 0; r < Rows; r++)
+            PackedInt.PackRow(_values.AsSpan(r * Columns, Columns), Scheme.Bits, packed.AsSpan(r * words, words));
+        return MemoryMarshal.AsBytes(packed.AsSpan()).ToArray();
+    }
+
+    /// <summary><c>weight_scale</c>'s rows: [rows, groups] in the weight's dtype.</summary>
+    public byte[] ScaleBytes()
+    {
+        var scales = _groups.Select(g => g.Scale).ToArray();
+        var raw = new byte[(long)scales.Length * DType.ElementSize()];
+        FloatBits.Store(scales, DType, raw);
+        return raw;
+    }
+
+    /// <summary>The zero points, [rows, groups] (all 0 for symmetric schemes).</summary>
+    public sbyte[] ZeroPoints() => _groups.Select(g => (sbyte)g.ZeroPoint).ToArray();
+}
