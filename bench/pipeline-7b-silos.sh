@@ -22,12 +22,20 @@ for i in 0 1 2; do
 done
 for _ in $(seq 60); do curl -sf http://127.0.0.1:8383/healthz >/dev/null && break; sleep 1; done
 out="$work/out-eval-silos"
+# Each silo's resident memory sampled every 0.2 s: the peaks of its anonymous and file-backed parts apart (VmHWM is their sum's).
+( while sleep 0.2; do for i in 0 1 2; do
+    awk -v s="$i" '/RssAnon|RssFile/ {v[$1]=$2} END {print s, v["RssAnon:"], v["RssFile:"]}' /proc/${pids[$i]}/status 2>/dev/null
+  done; done > "$work/rss-samples.txt" ) &
+sampler=$!
 echo "== eval, 8 layers, 3 silo processes: shears run --model $work/l8 --sparsity 0.5 --scope global --eval $work/eval.json"
 /usr/bin/time -f "client: peak RSS %M KiB, %e s wall" "$shears" run --model "$work/l8" --out "$out" --sparsity 0.5 --scope global \
   --eval "$work/eval.json" --force --cluster 127.0.0.1:30300,127.0.0.1:30301,127.0.0.1:30302 2>&1 | tail -n 4
+kill "$sampler" 2>/dev/null || true
+awk '{ if ($2 > a[$1]) a[$1] = $2; if ($3 > f[$1]) f[$1] = $3; if ($2 + $3 > t[$1]) t[$1] = $2 + $3 }
+     END { for (s in a) printf "silo %s: peak RssAnon %d kB, peak RssFile %d kB, peak sum %d kB (sampled)\n", s, a[s], f[s], t[s] }' "$work/rss-samples.txt" | sort
 for i in 0 1 2; do
-  echo "silo $i: $(grep VmHWM /proc/${pids[$i]}/status)"
-  curl -s http://127.0.0.1:$((8381 + i))/metrics | grep '^shears_grain_call_longest_seconds' | sort -t' ' -k2 -g | tail -n 3
+  echo "silo $i: $(grep -E 'VmHWM|RssAnon|RssFile' /proc/${pids[$i]}/status | tr -s ' \t\n' ' ')"
+  { curl -s http://127.0.0.1:$((8381 + i))/metrics | grep '^shears_grain_call_longest_seconds' || true; } | sort -t' ' -k2 -g | tail -n 3
 done
 python3 - "$out/shears-report.json" <<'PY'
 import json, sys
