@@ -70,9 +70,13 @@ public static class Commands
         var headScore = new Option<string>("--head-score") { Description = "q (L1 of q_proj rows) or qkvo", DefaultValueFactory = _ => RunOptions.HeadScores.Query };
         var spread = new Option<double>("--progressive-spread") { Description = "spread α of --scope progressive", DefaultValueFactory = _ => 0.5 };
         var runId = new Option<string?>("--run-id") { Description = "id for the run (default: generated)" };
+        var quantize = new Option<string?>("--quantize") { Description = "quantize as the last phase: W8A16 | W4A16 | W4A16_ASYM (safetensors), W8A8 | W4A16 (ONNX)" };
+        var groupSize = new Option<int>("--group-size") { Description = "input columns per scale of W4A16/W4A16_ASYM", DefaultValueFactory = _ => 128 };
+        var quantMethod = new Option<string>("--quant-method") { Description = "rtn | gptq (needs --calibration)", DefaultValueFactory = _ => RunOptions.QuantMethods.Rtn };
+        var actOrder = new Option<bool>("--act-order") { Description = "GPTQ: columns in order of decreasing Hessian diagonal" };
 
         var command = new Command("run", "prune a checkpoint");
-        foreach (Option o in new Option[] { model, output, sparsity, method, pattern, scope, schedule, rounds, finetune, eval, evalSeqLen, finetuneData, learningRate, batch, calibration, calibrationSamples, include, exclude, seed, force, detach, shardElements, norm, headScore, spread, runId, Cluster })
+        foreach (Option o in new Option[] { model, output, sparsity, method, pattern, scope, schedule, rounds, finetune, eval, evalSeqLen, finetuneData, learningRate, batch, calibration, calibrationSamples, include, exclude, seed, force, detach, shardElements, norm, headScore, spread, runId, quantize, groupSize, quantMethod, actOrder, Cluster })
             command.Add(o);
         command.SetAction(async (parse, token) =>
         {
@@ -100,6 +104,8 @@ public static class Commands
                 Include = parse.GetValue(include) ?? [], Exclude = parse.GetValue(exclude) ?? [],
                 Seed = parse.GetValue(seed), Force = parse.GetValue(force), ShardElements = parse.GetValue(shardElements),
                 Norm = normValue, HeadScore = parse.GetValue(headScore)!, ProgressiveSpread = parse.GetValue(spread),
+                Quantize = parse.GetValue(quantize), GroupSize = parse.GetValue(groupSize), QuantMethod = parse.GetValue(quantMethod)!,
+                ActOrder = parse.GetValue(actOrder),
             };
             var problems = RunOptions.Validate(spec);
             if (problems.Count > 0) return Fail(problems);

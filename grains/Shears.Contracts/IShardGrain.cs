@@ -41,6 +41,8 @@ public sealed record ShardAssignment
     /// drops messages of an earlier loading that were still on their way.
     /// </summary>
     [Id(10)] public string Epoch { get; init; } = "";
+    /// <summary>Every tensor the run quantizes (--quantize), the shard's and the others': each shard computes the output layout from it.</summary>
+    [Id(11)] public IReadOnlyList<string> Quantized { get; init; } = [];
 }
 
 /// <summary>One stage of the model pipeline: the embedding, one decoder layer, or the head.</summary>
@@ -225,6 +227,11 @@ public interface IShardGrain : IGrainWithStringKey
     Task<ShardReply<ShardRoundResult>> PruneHeadsAsync(HeadDecision decision);
     /// <summary>Persists this round's masks where all silos reach them; the round's outcome feeds this silo's metrics.</summary>
     Task<ShardReply<bool>> CommitRoundAsync(RoundResult round);
+    /// <summary>
+    /// Quantizes the shard's tensors of <see cref="ShardAssignment.Quantized"/> from their pruned weights; afterwards the shard
+    /// computes (and evaluates) with the dequantized weights, and writes the quantized tensors. Per piece: the error.
+    /// </summary>
+    Task<ShardReply<QuantizedTensorError[]>> QuantizeAsync();
     Task<ShardReply<ShardWriteResult>> WriteAsync(string outputDirectory);
 
     /// <summary>The work behind <paramref name="ticket"/>: done, or still running after waiting up to <paramref name="wait"/>; throws its error.</summary>

@@ -33,12 +33,23 @@ public sealed record RunSpec
     [Id(21)] public int Batch { get; init; } = 4;
     [Id(22)] public string? Calibration { get; init; }
     [Id(23)] public int CalibrationSamples { get; init; } = 128;
+    /// <summary>The quantization scheme of the run's last phase (W8A16, W4A16, W4A16_ASYM, W8A8), or null: none.</summary>
+    [Id(24)] public string? Quantize { get; init; }
+    /// <summary>Input columns per scale of the grouped schemes.</summary>
+    [Id(25)] public int GroupSize { get; init; } = 128;
+    /// <summary>rtn (round to nearest) or gptq.</summary>
+    [Id(26)] public string QuantMethod { get; init; } = RunOptions.QuantMethods.Rtn;
+    /// <summary>GPTQ: columns in order of decreasing Hessian diagonal.</summary>
+    [Id(27)] public bool ActOrder { get; init; }
 
     /// <summary>Whether the run needs the model as a pipeline of stages (evaluation or fine-tuning).</summary>
     public bool NeedsPipeline => EvalData is not null || FinetuneSteps > 0 || NeedsCalibration;
 
     /// <summary>Wanda and SparseGPT score weights with the activations that reach them.</summary>
     public bool NeedsCalibration => Method is RunOptions.Methods.Wanda or RunOptions.Methods.SparseGpt;
+
+    /// <summary>GPTQ quantizes each layer from the inputs that reach it, as SparseGPT prunes.</summary>
+    public bool NeedsQuantCalibration => Quantize is not null && QuantMethod == RunOptions.QuantMethods.Gptq;
 
     /// <summary>N of an N:M pattern (pruned per group of M), or 0.</summary>
     public (int N, int M) NmPattern => Pattern.Split(':') is [var n, var m] && int.TryParse(n, out int a) && int.TryParse(m, out int b) ? (a, b) : (0, 0);
@@ -84,6 +95,18 @@ public static class RunOptions
         public static readonly string[] All = [OneShot, Linear, Cubic];
     }
 
+    public static class QuantSchemes
+    {
+        public const string W8A16 = "W8A16", W4A16 = "W4A16", W4A16Asym = "W4A16_ASYM", W8A8 = "W8A8";
+        public static readonly string[] All = [W8A16, W4A16, W4A16Asym, W8A8];
+    }
+
+    public static class QuantMethods
+    {
+        public const string Rtn = "rtn", Gptq = "gptq";
+        public static readonly string[] All = [Rtn, Gptq];
+    }
+
     public static class HeadScores
     {
         public const string Query = "q", Qkvo = "qkvo";
@@ -122,8 +145,23 @@ public static class RunOptions
             if (spec.Pattern is not (Patterns.Unstructured or "2:4" or "4:8"))
                 errors.Add($"--method {spec.Method} works with --pattern unstructured, 2:4 or 4:8, got {spec.Pattern}");
         }
-        else if (spec.Calibration is not null)
-            errors.Add($"--calibration is used by --method wanda or sparsegpt, not {spec.Method}");
+        else if (spec.Calibration is not null && !spec.NeedsQuantCalibration)
+            errors.Add($"--calibration is used by --method wanda or sparsegpt, or --quant-method gptq, not --method {spec.Method}");
+        if (spec.Quantize is { } scheme)
+        {
+            Check(errors, "--quantize", scheme, QuantSchemes.All);
+            Check(errors, "--quant-method", spec.QuantMethod, QuantMethods.All);
+            if (spec.GroupSize < 1) errors.Add($"--group-size must be positive, got {spec.GroupSize}");
+            if (spec.NeedsQuantCalibration && string.IsNullOrWhiteSpace(spec.Calibration))
+                errors.Add("--quant-method gptq needs --calibration FILE (the inputs that reach each layer)");
+            if (spec.ActOrder && spec.QuantMethod != QuantMethods.Gptq) errors.Add("--act-order orders GPTQ's columns: use it with --quant-method gptq");
+        }
+        else
+        {
+            if (spec.QuantMethod != QuantMethods.Rtn) errors.Add($"--quant-method {spec.QuantMethod} needs --quantize SCHEME");
+            if (spec.ActOrder) errors.Add("--act-order needs --quantize SCHEME --quant-method gptq");
+            if (spec.GroupSize != 128) errors.Add("--group-size needs --quantize W4A16 or W4A16_ASYM");
+        }
         if (spec.CalibrationSamples < 1) errors.Add($"--calibration-samples must be at least 1, got {spec.CalibrationSamples}");
         if (spec.NmPattern is (int n, int m) && m > 0)
         {

@@ -28,6 +28,20 @@ public sealed record RoundResult
     [Id(7)] public EvalMetric? Eval { get; init; }
     /// <summary>Mean training loss of this round's fine-tuning steps, when --finetune-steps is given.</summary>
     [Id(8)] public double? FinetuneLoss { get; init; }
+    /// <summary>The last round of a run with --quantize: the error of each quantized tensor (its eval is measured quantized).</summary>
+    [System.Text.Json.Serialization.JsonIgnore] // the report gives it in its own section
+    [Id(9)] public IReadOnlyList<QuantizedTensorError>? Quantized { get; init; }
+}
+
+/// <summary>How far one tensor's dequantized weights lie from its pruned weights.</summary>
+[GenerateSerializer, Immutable]
+public sealed record QuantizedTensorError
+{
+    [Id(0)] public required string Name { get; init; }
+    [Id(1)] public long Elements { get; init; }
+    [Id(2)] public double AbsErrorSum { get; init; }
+    [Id(3)] public double MaxAbsError { get; init; }
+    public double MeanAbsError => Elements == 0 ? 0 : AbsErrorSum / Elements;
 }
 
 [GenerateSerializer, Immutable]

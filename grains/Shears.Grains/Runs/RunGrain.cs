@@ -185,7 +185,7 @@ public sealed partial class RunGrain(
                 Epoch = epoch,
                 RunId = RunId, ShardIndex = s.Index, ModelPath = spec.ModelPath, Pieces = s.Pieces, CopyTensors = s.CopyTensors,
                 Spec = spec, StateDirectory = state.State.StateDirectory!, RestoreRound = state.State.CommittedRound, Heads = plan.Heads,
-                Stage = plan.Stages?[s.Index],
+                Stage = plan.Stages?[s.Index], Quantized = plan.Quantized,
             }).ToArray();
             await Task.WhenAll(assignments.Select(a => Shard(a.ShardIndex).StartLoadAsync(a)));
             infos = await Task.WhenAll(assignments.Select(async a =>
@@ -303,6 +303,7 @@ public sealed partial class RunGrain(
                         await SetStatus(s => s with { Phase = $"round {round}/{targets.Length}: {(encoder ? "distilling" : "fine-tuning")}" });
                         loss = await FineTuneAsync(plan, spec, trainData, round, hidden, token, encoder ? denseTrain : null);
                     }
+                    var quantized = round == targets.Length ? await QuantizeAsync(plan, spec, round, targets.Length, token) : null;
                     if (evalData is not null)
                     {
                         await SetStatus(s => s with { Phase = $"round {round}/{targets.Length}: evaluating" });
@@ -317,7 +318,7 @@ public sealed partial class RunGrain(
                         Round = round, TargetSparsity = target, MaskedWeights = maskedTotal,
                         AchievedSparsity = plan.PrunableWeights == 0 ? 0 : (double)maskedTotal / plan.PrunableWeights,
                         Threshold = threshold is uint t ? ScoreKeys.ToScore(t) : null, Seconds = roundClock.Elapsed.TotalSeconds, SelectionBytes = bytes,
-                        Eval = eval, FinetuneLoss = loss,
+                        Eval = eval, FinetuneLoss = loss, Quantized = quantized,
                     };
                     await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).CommitRoundAsync(result).Complete(Shard(s.Index), token)));
                 });
@@ -339,7 +340,7 @@ public sealed partial class RunGrain(
             if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
             Directory.CreateDirectory(temp);
             // The shards write their pruned tensors (and copy the others they were given): the layout leaves those out.
-            CheckpointOutput.CreateLayout(manifest, temp, plan.Shards.SelectMany(s => s.Pieces.Select(p => p.Tensor).Concat(s.CopyTensors)).ToHashSet(StringComparer.Ordinal));
+            CreateOutputLayout(manifest, plan, spec, temp);
             string target_ = temp;
             ShardWriteResult[] written = [];
             await Resilient("writing", async () => written = await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).WriteAsync(target_).Complete(Shard(s.Index), token))));
@@ -349,7 +350,7 @@ public sealed partial class RunGrain(
             phases["rounds"] = Status.Rounds.Sum(r => r.Seconds);
 
             var finished = Status with { State = RunState.Completed, Phase = "completed", FinishedAt = DateTimeOffset.UtcNow };
-            string report = RunReport.Build(finished, manifest, plan, masked, state.State.Shards, written, total.Elapsed.TotalSeconds, phases, callTimes.Longest(RunId));
+            string report = RunReport.Build(finished, manifest, plan, masked, state.State.Shards, written, total.Elapsed.TotalSeconds, phases, callTimes.Longest(RunId), RunReport.OutputFiles(temp));
             await File.WriteAllTextAsync(Path.Combine(temp, RunReport.FileName), report, CancellationToken.None);
             if (Directory.Exists(spec.OutputPath))
             {

@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using Shears.Contracts;
 using Shears.Pruning.Checkpoints;
+using Shears.Pruning.Quantization;
 
 namespace Shears.Grains.Runs;
 
@@ -20,6 +21,8 @@ public sealed record RunPlan
     [Id(5)] public IReadOnlyList<StagePlan>? Stages { get; init; }
     /// <summary>Width of the hidden states that pass between stages (pipeline runs), read once from the model's config.</summary>
     [Id(6)] public int Hidden { get; init; }
+    /// <summary>The tensors the run's last phase quantizes (--quantize), in global position order; empty otherwise.</summary>
+    [Id(7)] public IReadOnlyList<string> Quantized { get; init; } = [];
 }
 
 [GenerateSerializer]
@@ -86,8 +89,15 @@ public static partial class RunPlanner
 
     public static RunPlan Plan(CheckpointManifest manifest, RunSpec spec)
     {
+        RefuseQuantizedInput(manifest, spec);
         var prunable = SelectPrunable(manifest, spec);
-        if (spec.NeedsPipeline) return PipelinePlan(manifest, spec, prunable);
+        var quantized = QuantizedTensors(manifest, spec, prunable);
+        var plan = spec.NeedsPipeline ? PipelinePlan(manifest, spec, prunable) : ShardedPlan(manifest, spec, prunable);
+        return plan with { Quantized = quantized };
+    }
+
+    private static RunPlan ShardedPlan(CheckpointManifest manifest, RunSpec spec, IReadOnlyList<TensorEntry> prunable)
+    {
         bool splittable = spec.Pattern is RunOptions.Patterns.Unstructured;
         bool globalGroups = spec.Scope == RunOptions.Scopes.Global;
         var shards = new List<(List<TensorPiece> Pieces, long Elements)>();
@@ -110,6 +120,9 @@ public static partial class RunPlanner
                 long rows = t.Shape[0];
                 long rowElements = t.ElementCount / rows;
                 long maxRows = splittable ? Math.Max(1, spec.ShardElements / rowElements) : rows;
+                // A quantized tensor's zero points pack several rows into one word: row blocks start on a word.
+                if (spec.Quantize is not null && maxRows < rows)
+                    maxRows = Math.Max(QuantizedLayout.RowAlignment, maxRows / QuantizedLayout.RowAlignment * QuantizedLayout.RowAlignment);
                 for (long start = 0; start < rows; start += maxRows)
                 {
                     long count = Math.Min(maxRows, rows - start);

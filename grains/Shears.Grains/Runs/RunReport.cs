@@ -20,7 +20,7 @@ public static class RunReport
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
-    public static string Build(RunStatus status, CheckpointManifest manifest, RunPlan plan, long[][] maskedPerPiece, IReadOnlyList<ShardResult> shards, IReadOnlyList<ShardWriteResult> written, double seconds, IReadOnlyDictionary<string, double>? phases = null, IReadOnlyDictionary<string, double>? longestCalls = null)
+    public static string Build(RunStatus status, CheckpointManifest manifest, RunPlan plan, long[][] maskedPerPiece, IReadOnlyList<ShardResult> shards, IReadOnlyList<ShardWriteResult> written, double seconds, IReadOnlyDictionary<string, double>? phases = null, IReadOnlyDictionary<string, double>? longestCalls = null, IReadOnlyDictionary<string, long>? outputFiles = null)
     {
         var maskedByTensor = new Dictionary<string, long>(StringComparer.Ordinal);
         for (int s = 0; s < plan.Shards.Count; s++)
@@ -63,7 +63,11 @@ public static class RunReport
                 ["prunableSparseBytes"] = written.Sum(w => w.SparseBytes),
                 ["prunableZeroElements"] = written.Sum(w => w.ZeroElements),
                 ["prunableZeroFraction"] = plan.PrunableWeights == 0 ? 0 : (double)written.Sum(w => w.ZeroElements) / plan.PrunableWeights,
+                ["inputBytes"] = InputBytes(manifest),
+                ["outputBytes"] = outputFiles?.Values.Sum(),
+                ["outputRatio"] = outputFiles is null ? null : (double)outputFiles.Values.Sum() / InputBytes(manifest),
             },
+            ["quantization"] = Quantization(status, plan, manifest, outputFiles),
             ["baseline"] = status.Baseline is { } b ? new JsonObject { ["eval"] = JsonSerializer.SerializeToNode(b, Json) } : null,
             ["rounds"] = JsonSerializer.SerializeToNode(status.Rounds, Json),
             ["tensors"] = new JsonArray(tensors.ToArray<JsonNode>()),
@@ -75,5 +79,39 @@ public static class RunReport
             ["longestCallSeconds"] = longestCalls is null ? null : JsonSerializer.SerializeToNode(longestCalls, Json),
         };
         return report.ToJsonString(Json);
+    }
+
+    /// <summary>The input's bytes on disk: its checkpoint files, index and companion files.</summary>
+    public static long InputBytes(CheckpointManifest manifest) =>
+        manifest.Files.Sum(f => f.FileLength)
+        + manifest.CompanionFiles.Append(manifest.IndexFileName).OfType<string>().Sum(f => new FileInfo(manifest.PathOf(f)).Length);
+
+    /// <summary>The output folder's files and their bytes (the report excluded: it is written after).</summary>
+    public static IReadOnlyDictionary<string, long> OutputFiles(string folder) =>
+        Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories)
+            .Select(f => (Name: Path.GetRelativePath(folder, f), Bytes: new FileInfo(f).Length))
+            .Where(f => f.Name != FileName).OrderBy(f => f.Name, StringComparer.Ordinal)
+            .ToDictionary(f => f.Name, f => f.Bytes, StringComparer.Ordinal);
+
+    private static JsonObject? Quantization(RunStatus status, RunPlan plan, CheckpointManifest manifest, IReadOnlyDictionary<string, long>? outputFiles)
+    {
+        if (status.Spec is not { Quantize: { } scheme } spec) return null;
+        var errors = status.Rounds.LastOrDefault()?.Quantized ?? [];
+        bool grouped = scheme is RunOptions.QuantSchemes.W4A16 or RunOptions.QuantSchemes.W4A16Asym;
+        return new JsonObject
+        {
+            ["scheme"] = scheme,
+            ["method"] = spec.QuantMethod,
+            ["groupSize"] = grouped ? spec.GroupSize : null,
+            ["format"] = manifest.Format == CheckpointFormat.Safetensors ? "compressed-tensors pack-quantized" : "onnx",
+            ["quantizedWeights"] = plan.Quantized.Sum(n => manifest.Get(n).ElementCount),
+            ["meanAbsError"] = errors.Sum(e => e.Elements) == 0 ? null : errors.Sum(e => e.AbsErrorSum) / errors.Sum(e => e.Elements),
+            ["maxAbsError"] = errors.Count == 0 ? null : errors.Max(e => e.MaxAbsError),
+            ["tensors"] = new JsonArray(errors.Select(e => (JsonNode)new JsonObject
+            {
+                ["name"] = e.Name, ["elements"] = e.Elements, ["meanAbsError"] = e.MeanAbsError, ["maxAbsError"] = e.MaxAbsError,
+            }).ToArray()),
+            ["files"] = outputFiles is null ? null : new JsonArray(outputFiles.Select(f => (JsonNode)new JsonObject { ["name"] = f.Key, ["bytes"] = f.Value }).ToArray()),
+        };
     }
 }

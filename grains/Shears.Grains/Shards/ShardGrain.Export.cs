@@ -61,6 +61,12 @@ public sealed partial class ShardGrain
         var result = await compute.RunAsync(() =>
         {
             CheckSources();
+            if (Quantizes)
+            {
+                long written = WriteQuantized(outputDirectory);
+                CheckSources();
+                return new ShardWriteResult { BytesWritten = written };
+            }
             long total = 0;
             var size = SizeReport.Empty;
             var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(IoChunkBytes);

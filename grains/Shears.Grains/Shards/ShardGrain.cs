@@ -72,6 +72,9 @@ public sealed partial class ShardGrain(
     {
         var stopwatch = Stopwatch.StartNew();
         ForgetStatistics();
+        // A stage that computed with quantized weights is built again from the pruned ones.
+        if (_dequantized is not null) _stage?.UseWeights(null);
+        ForgetQuantization();
         bool reused = _assignment is { } loaded && _pieces.Length == assignment.Pieces.Count && SameData(loaded, assignment);
         // Kept weights were read before, not now, unless they were trained and must be read again.
         bool read = !reused || _stage is { Trained: true };
@@ -116,15 +119,14 @@ public sealed partial class ShardGrain(
     {
         var manifest = _manifest!;
         var own = _pieces.Select(p => p.Entry.Name).ToHashSet(StringComparer.Ordinal);
-        var frozen = plan.Tensors.Where(n => !own.Contains(n))
-            .ToDictionary(n => n, n => (manifest.Get(n), CheckpointReader.ReadTensor(manifest, manifest.Get(n))), StringComparer.Ordinal);
+        var frozen = plan.Tensors.Where(n => !own.Contains(n)).Select(manifest.Get).ToArray();
         if (plan.Model == StagePlan.BertModel)
         {
             var encoder = manifests.Encoder(manifest.PathOf(manifest.Files[0].FileName));
-            return new StageRunner(plan, null, device.Device, frozen, encoder.Config, encoder.Names);
+            return new StageRunner(plan, null, device.Device, manifest, frozen, encoder.Config, encoder.Names);
         }
         var config = Shears.Pruning.Models.LlamaConfig.Load(manifest.Root);
-        return new StageRunner(plan, config, device.Device, frozen);
+        return new StageRunner(plan, config, device.Device, manifest, frozen);
     }
 
     // Every assignment arrives as a copy: compared by content, or a shard that kept its weights would reload them.

@@ -135,21 +135,28 @@ public static class CheckpointOutput
     private static object WriteLock(string outDir, TensorEntry t) =>
         WriteLocks[(uint)Path.GetFullPath(Path.Combine(outDir, t.FileName)).GetHashCode() % (uint)WriteLocks.Length];
 
-    /// <summary>Copies one tensor's bytes unchanged from the input to the output, in pieces of at most 16 MB.</summary>
-    public static void CopyTensor(CheckpointManifest input, TensorEntry t, string outDir)
+    /// <summary>
+    /// Copies one tensor's bytes unchanged from the input to the output, in pieces of at most 16 MB: to the same place,
+    /// or to <paramref name="output"/>'s when the output's layout differs from the input's (a quantized checkpoint).
+    /// </summary>
+    public static void CopyTensor(CheckpointManifest input, TensorEntry t, string outDir, TensorEntry? output = null)
     {
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(t);
+        var to = output ?? t;
+        if (to.ByteLength != t.ByteLength)
+            throw new ArgumentException($"tensor '{t.Name}' has {t.ByteLength} bytes; its place in the output has {to.ByteLength}", nameof(output));
+        long shift = to.FileOffset - t.FileOffset;
         if (t.ByteLength == 0)
         {
             return;
         }
         var inPath = input.PathOf(t.FileName);
         using var source = CheckpointReader.OpenForRead(inPath, t.Name);
-        using var target = OpenOutput(outDir, t);
+        using var target = OpenOutput(outDir, to);
         if (RandomAccess.GetLength(source) < t.FileOffset + t.ByteLength)
             throw new CheckpointFormatException(inPath, t.Name, $"file is truncated: it has {RandomAccess.GetLength(source)} bytes, expected at least {t.FileOffset + t.ByteLength}");
-        long copied = KernelCopy.Copy(source, target, t.FileOffset, t.ByteLength);
+        long copied = shift == 0 ? KernelCopy.Copy(source, target, t.FileOffset, t.ByteLength) : 0;
         var buffer = ArrayPool<byte>.Shared.Rent((int)Math.Min(CopyChunkBytes, t.ByteLength - copied));
         try
         {
@@ -158,9 +165,9 @@ public static class CheckpointOutput
             {
                 var chunk = buffer.AsSpan(0, (int)Math.Min(buffer.Length, t.ByteLength - done));
                 CheckpointReader.ReadExactly(source, chunk, t.FileOffset + done, inPath, t.Name);
-                lock (WriteLock(outDir, t))
+                lock (WriteLock(outDir, to))
                 {
-                    RandomAccess.Write(target, (ReadOnlySpan<byte>)chunk, t.FileOffset + done);
+                    RandomAccess.Write(target, (ReadOnlySpan<byte>)chunk, to.FileOffset + done);
                 }
                 done += chunk.Length;
             }

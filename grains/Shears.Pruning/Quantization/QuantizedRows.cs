@@ -49,16 +49,41 @@ public sealed class QuantizedRows
         (AbsErrorSum, MaxAbsError) = (sum, max);
     }
 
-    /// <summary>Round-to-nearest quantization of raw little-endian weights of <paramref name="dtype"/>, row by row.</summary>
+    private QuantizedRows(QuantScheme scheme, TensorDType dtype, int rows, int columns, sbyte[] values, QuantParams[] groups, double absErrorSum, double maxAbsError)
+    {
+        (Scheme, DType, Rows, Columns, _values, _groups, AbsErrorSum, MaxAbsError) = (scheme, dtype, rows, columns, values, groups, absErrorSum, maxAbsError);
+        GroupsPerRow = checked((int)scheme.GroupsPerRow(columns));
+    }
+
+    /// <summary>
+    /// Round-to-nearest quantization of raw little-endian weights of <paramref name="dtype"/>, row by row (one row widened
+    /// to fp32 at a time: the block's extra memory is a byte per weight).
+    /// </summary>
     public static QuantizedRows RoundToNearest(ReadOnlySpan<byte> raw, TensorDType dtype, int rows, int columns, QuantScheme scheme, string tensor)
     {
-        var weights = Widen(raw, dtype, (long)rows * columns, tensor);
+        ArgumentNullException.ThrowIfNull(scheme);
+        int size = dtype.ElementSize();
+        if (raw.Length != (long)rows * columns * size)
+            throw new ArgumentException($"tensor '{tensor}': [{rows}, {columns}] {dtype} takes {(long)rows * columns * size} bytes, got {raw.Length}", nameof(raw));
         int groupsPerRow = checked((int)scheme.GroupsPerRow(columns));
-        var values = new sbyte[weights.Length];
+        long width = scheme.GroupWidth(columns);
+        var values = new sbyte[(long)rows * columns];
         var groups = new QuantParams[(long)rows * groupsPerRow];
+        double sum = 0, max = 0;
         for (int r = 0; r < rows; r++)
-            GroupQuantizer.QuantizeRow(weights.AsSpan(r * columns, columns), scheme, dtype, values.AsSpan(r * columns, columns), groups.AsSpan(r * groupsPerRow, groupsPerRow), tensor);
-        return new QuantizedRows(scheme, dtype, rows, columns, values, groups, weights);
+        {
+            var row = Widen(raw.Slice(r * columns * size, columns * size), dtype, columns, tensor);
+            var q = values.AsSpan(r * columns, columns);
+            var p = groups.AsSpan(r * groupsPerRow, groupsPerRow);
+            GroupQuantizer.QuantizeRow(row, scheme, dtype, q, p, tensor);
+            for (int c = 0; c < columns; c++)
+            {
+                double error = Math.Abs(GroupQuantizer.Dequantize(q[c], p[(int)(c / width)], dtype) - (double)row[c]);
+                sum += error;
+                if (error > max) max = error;
+            }
+        }
+        return new QuantizedRows(scheme, dtype, rows, columns, values, groups, sum, max);
     }
 
     /// <summary>fp32 copies of raw weights (F32, BF16 or F16).</summary>

@@ -1,0 +1,38 @@
+using Shears.Contracts;
+using Shears.Pruning.Checkpoints;
+using Shears.Pruning.Quantization;
+
+namespace Shears.Grains.Runs;
+
+// The quantization phase (--quantize): the shards quantize their own tensors and report only their errors; the
+// coordinator lays out the compressed output, which the shards then fill.
+public sealed partial class RunGrain
+{
+    /// <summary>Quantizes every shard's tensors (the last round, after its fine-tuning, before its evaluation); null when the run does not quantize.</summary>
+    private async Task<IReadOnlyList<QuantizedTensorError>?> QuantizeAsync(RunPlan plan, RunSpec spec, int round, int rounds, CancellationToken token)
+    {
+        if (plan.Quantized.Count == 0) return null;
+        await SetStatus(s => s with { Phase = $"round {round}/{rounds}: quantizing ({spec.Quantize}, {spec.QuantMethod})" });
+        var parts = await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).QuantizeAsync().Complete(Shard(s.Index), token)));
+        // Row blocks of one tensor on several shards: their sums add up, their maxima combine.
+        var order = plan.Quantized.Select((name, i) => (name, i)).ToDictionary(x => x.name, x => x.i, StringComparer.Ordinal);
+        return parts.SelectMany(p => p).GroupBy(e => e.Name, StringComparer.Ordinal).OrderBy(g => order[g.Key])
+            .Select(g => new QuantizedTensorError
+            {
+                Name = g.Key, Elements = g.Sum(e => e.Elements), AbsErrorSum = g.Sum(e => e.AbsErrorSum), MaxAbsError = g.Max(e => e.MaxAbsError),
+            }).ToArray();
+    }
+
+    /// <summary>The output's files in <paramref name="folder"/>, for the shards to fill: the input's layout, or the quantized one.</summary>
+    private static void CreateOutputLayout(CheckpointManifest manifest, RunPlan plan, RunSpec spec, string folder)
+    {
+        if (plan.Quantized.Count == 0)
+        {
+            // The shards write their pruned tensors (and copy the others they were given): the layout leaves those out.
+            CheckpointOutput.CreateLayout(manifest, folder, plan.Shards.SelectMany(s => s.Pieces.Select(p => p.Tensor).Concat(s.CopyTensors)).ToHashSet(StringComparer.Ordinal));
+            return;
+        }
+        var layout = QuantizedLayout.Plan(manifest, plan.Quantized, QuantScheme.Parse(spec.Quantize!, spec.GroupSize));
+        layout.Create(folder, RunPlanner.UnquantizedLinears(manifest, plan.Quantized));
+    }
+}

@@ -1,0 +1,56 @@
+using Shears.Contracts;
+using Shears.Pruning.Checkpoints;
+using Shears.Pruning.Quantization;
+
+namespace Shears.Grains.Runs;
+
+// Which tensors --quantize takes, and the schemes a model's format can hold: refused before the run, naming the option.
+public static partial class RunPlanner
+{
+    private static IReadOnlyList<string> QuantizedTensors(CheckpointManifest manifest, RunSpec spec, IReadOnlyList<TensorEntry> prunable)
+    {
+        if (spec.Quantize is not { } name) return [];
+        var scheme = QuantScheme.Parse(name, spec.GroupSize);
+        if (manifest.Format == CheckpointFormat.Onnx)
+            throw new RunRejectedException($"--quantize {name}: quantized ONNX output (W8A8, W4A16) is not available yet; {manifest.Root} is an ONNX model");
+        if (scheme.DynamicActivations)
+            throw new RunRejectedException($"--quantize {name} quantizes activations at run time, which only ONNX models hold; for a safetensors checkpoint use {QuantScheme.W8A16}, {QuantScheme.W4A16} or {QuantScheme.W4A16Asym}");
+        if (spec.QuantMethod == RunOptions.QuantMethods.Gptq)
+            throw new RunRejectedException("--quant-method gptq is not available yet for safetensors checkpoints; use --quant-method rtn");
+        // The Linear weights of the blocks (what compressed-tensors' "Linear" target takes); anything else included for
+        // pruning stays in its dtype.
+        var quantized = prunable.Where(t => IsDefaultPrunable(t) && t.Name.EndsWith(".weight", StringComparison.Ordinal)).Select(t => t.Name).ToArray();
+        if (quantized.Length == 0)
+            throw new RunRejectedException($"--quantize {name}: no Linear weight of the blocks ('*.weight', 2-D) is among the tensors of {manifest.Root} the run takes");
+        return quantized;
+    }
+
+    private static void RefuseQuantizedInput(CheckpointManifest manifest, RunSpec spec)
+    {
+        if (!IsQuantized(manifest, out string why)) return;
+        throw new RunRejectedException(spec.Quantize is { } name
+            ? $"--quantize {name}: {manifest.Root} is already quantized ({why}); quantize a dense checkpoint"
+            : $"--model {manifest.Root} is quantized ({why}); reading quantized checkpoints back is not supported yet: give the dense checkpoint");
+    }
+
+    /// <summary>Linear weights of the blocks that stay dense: the config's <c>ignore</c> list names their modules.</summary>
+    public static IEnumerable<string> UnquantizedLinears(CheckpointManifest manifest, IReadOnlyCollection<string> quantized)
+    {
+        var set = quantized.ToHashSet(StringComparer.Ordinal);
+        return manifest.Tensors.Where(t => IsDefaultPrunable(t) && t.Name.EndsWith(".weight", StringComparison.Ordinal) && !set.Contains(t.Name))
+            .Select(t => QuantizedLayout.Module(t.Name));
+    }
+
+    private static bool IsQuantized(CheckpointManifest manifest, out string why)
+    {
+        var packed = manifest.Tensors.FirstOrDefault(t => t.Name.EndsWith(QuantizedLayout.PackedSuffix, StringComparison.Ordinal)
+                                                          || t.Name.EndsWith(QuantizedLayout.ScaleSuffix, StringComparison.Ordinal));
+        if (packed is not null) { why = $"it holds '{packed.Name}'"; return true; }
+        string config = Path.Combine(manifest.Root, "config.json");
+        if (File.Exists(config) && CompressedTensorsConfig.IsQuantized(File.ReadAllText(config))) { why = "config.json has a quantization_config"; return true; }
+        if (manifest.Tensors.Any(t => t.DType is TensorDType.I8 or TensorDType.U8 && t.Shape.Length == 2 && IsDefaultPrunable(t with { DType = TensorDType.F32 })))
+        { why = "its block weights are 8-bit integers"; return true; }
+        why = "";
+        return false;
+    }
+}
