@@ -63,9 +63,9 @@ public sealed partial class ShardGrain
             CheckSources();
             if (Quantizes)
             {
-                long written = WriteQuantized(outputDirectory);
+                var quantized = WriteQuantized(outputDirectory);
                 CheckSources();
-                return new ShardWriteResult { BytesWritten = written };
+                return quantized;
             }
             long total = 0;
             var size = SizeReport.Empty;

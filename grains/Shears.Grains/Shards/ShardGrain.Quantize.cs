@@ -63,11 +63,12 @@ public sealed partial class ShardGrain
     }
 
     /// <summary>Writes this shard's quantized pieces into the pack-quantized layout, and copies its other tensors to their new offsets.</summary>
-    private long WriteQuantized(string outputDirectory)
+    private ShardWriteResult WriteQuantized(string outputDirectory)
     {
         Quantize(withDequantized: false);
         var layout = OutputLayout;
         long total = 0;
+        var size = Shears.Pruning.Size.SizeReport.Empty;
         for (int i = 0; i < _pieces.Length; i++)
         {
             var piece = _pieces[i];
@@ -80,6 +81,9 @@ public sealed partial class ShardGrain
                 total += masked.Length;
                 continue;
             }
+            // What a bitmask encoding of the pruned piece would take, beside the packed layout written.
+            long zeros = rows.ZeroCount();
+            size = size.Add(Shears.Pruning.Size.SparseEncoding.Report(piece.Piece.Elements, piece.Piece.Elements - zeros, piece.Entry.DType));
             string module = QuantizedLayout.Module(piece.Entry.Name);
             var packed = layout.Output(module + QuantizedLayout.PackedSuffix);
             var scale = layout.Output(module + QuantizedLayout.ScaleSuffix);
@@ -106,6 +110,9 @@ public sealed partial class ShardGrain
             CheckpointOutput.CopyTensor(_manifest, entry, outputDirectory, layout.Output(name));
             total += entry.ByteLength;
         }
-        return total;
+        return new ShardWriteResult
+        {
+            BytesWritten = total, Elements = size.Elements, ZeroElements = size.ZeroElements, DenseBytes = size.DenseBytes, SparseBytes = size.SparseBytes,
+        };
     }
 }

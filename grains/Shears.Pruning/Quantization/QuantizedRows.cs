@@ -110,6 +110,17 @@ public sealed class QuantizedRows
 
     public sbyte Value(int row, int column) => _values[row * Columns + column];
 
+    /// <summary>Weights that dequantize to exactly 0.0 (q equal to the group's zero point): the masked ones among them.</summary>
+    public long ZeroCount()
+    {
+        long zeros = 0;
+        long width = Scheme.GroupWidth(Columns);
+        for (int r = 0; r < Rows; r++)
+            for (int c = 0; c < Columns; c++)
+                if (_values[r * Columns + c] == _groups[r * GroupsPerRow + (int)(c / width)].ZeroPoint) zeros++;
+        return zeros;
+    }
+
     public QuantParams Group(int row, int group) => _groups[row * GroupsPerRow + group];
 
     /// <summary>The dequantized weights as raw <see cref="DType"/> bytes, [rows, columns]: what a loader computes.</summary>
