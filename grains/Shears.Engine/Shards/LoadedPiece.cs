@@ -96,6 +96,9 @@ internal sealed class LoadedPiece(ShardPiece piece, TensorEntry entry, byte[]? o
         ? RadixSelect.ApplyThresholdToWeights(Bytes, Entry.DType, Mask, threshold, ties, 0, equalAvailable)
         : RadixSelect.ApplyThreshold(Piece.Elements, FillKeys, Mask, threshold, ties, 0, equalAvailable);
 
+    /// <summary>A mapped piece's pages leave this process's resident memory until next read (<see cref="MappedRange.ReleaseResident"/>).</summary>
+    public void ReleaseResident() => _mapped?.ReleaseResident();
+
     public void Dispose()
     {
         _mapped?.Dispose();

@@ -88,6 +88,7 @@ public sealed partial class ShardGrain
                         total += bytes.Length;
                     }
                     size = size.Add(SparseEncoding.Report(piece.Piece.Elements, nonZero, piece.Entry.DType));
+                    if (_stage is not null) piece.ReleaseResident();
                 }
             }
             finally

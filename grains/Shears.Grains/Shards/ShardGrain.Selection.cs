@@ -11,13 +11,13 @@ public sealed partial class ShardGrain
     Task<ShardReply<HistogramResult[]>> IShardGrain.HistogramsAsync(HistogramRequest[] requests)
     {
         var selection = Selection;
-        return Jobs.Run(compute.RunAsync(() => selection.Histograms(requests.Select(EngineWire.Query).ToArray()).Select(EngineWire.Result).ToArray()));
+        return Jobs.Run(compute.RunAsync(() => ReleasingMaps(selection.Histograms(requests.Select(EngineWire.Query).ToArray()).Select(EngineWire.Result).ToArray())));
     }
 
     Task<ShardReply<ThresholdCounts[]>> IShardGrain.CountsAsync(CountRequest[] requests)
     {
         var selection = Selection;
-        return Jobs.Run(compute.RunAsync(() => selection.Counts(requests.Select(EngineWire.Query).ToArray()).Select(EngineWire.Result).ToArray()));
+        return Jobs.Run(compute.RunAsync(() => ReleasingMaps(selection.Counts(requests.Select(EngineWire.Query).ToArray()).Select(EngineWire.Result).ToArray())));
     }
 
     Task<ShardReply<ShardRoundResult>> IShardGrain.ApplyAsync(MaskDecision decision) => Jobs.Run(Decide(s => _ = s.Apply(EngineWire.Decision(decision))));
@@ -35,6 +35,16 @@ public sealed partial class ShardGrain
 
     Task<ShardReply<T>> IShardGrain.PollAsync<T>(long ticket, TimeSpan wait) => Jobs.Poll<T>(ticket, wait, this.GetPrimaryKeyString());
 
+    /// <summary>
+    /// After a pass over the weights: a shard that also runs a model stage (which holds its own fp32 copy) lets the mapped
+    /// pages go, so that the silo never holds a stage's weights twice for long. Returns <paramref name="result"/>.
+    /// </summary>
+    private T ReleasingMaps<T>(T result)
+    {
+        if (_stage is not null) foreach (var piece in _pieces) piece.ReleaseResident();
+        return result;
+    }
+
     private ShardSelection Selection
     {
         get
@@ -49,7 +59,7 @@ public sealed partial class ShardGrain
     {
         var selection = Selection;
         var stopwatch = Stopwatch.StartNew();
-        await compute.RunAsync(() => decide(selection));
+        await compute.RunAsync(() => { decide(selection); ReleasingMaps(true); });
         _stage?.Invalidate();
         return Result(stopwatch);
     }

@@ -81,6 +81,8 @@ internal sealed partial class StageRunner(
             _owned[piece.Entry.Name] = _weights?.GetValueOrDefault(piece.Entry.Name) is { } given
                 ? LlamaWeights.ToFloat32(piece.Entry, given).to(device)
                 : LlamaWeights.ToFloat32(piece.Entry, into => ShardMath.MaskedRange(piece, 0, checked((int)piece.Piece.Elements), into)).to(device);
+        // The stage holds the weights now: the mapped bytes need not stay resident beside them.
+        foreach (var piece in pieces) piece.ReleaseResident();
         if (IsBert)
         {
             _bert = Plan.Kind == StagePlan.EmbeddingKind

@@ -53,6 +53,26 @@ public sealed unsafe class MappedRange : IDisposable
         }
     }
 
+    /// <summary>
+    /// Drops the range's pages from this process's resident memory (madvise MADV_DONTNEED on Linux; elsewhere nothing):
+    /// the bytes stay in the page cache and the next read maps them in again. A shard whose model stage holds an fp32
+    /// copy of its weights calls this once it has read them, so that it does not hold both at once.
+    /// </summary>
+    public void ReleaseResident()
+    {
+        if (!OperatingSystem.IsLinux() || _pointer == null || Length == 0) return;
+        long page = Environment.SystemPageSize;
+        long start = (long)_pointer / page * page;
+        long end = ((long)_pointer + Length + page - 1) / page * page;
+        // Read-only shared file pages: discarding them loses nothing, and a failure only leaves them resident.
+        _ = Madvise((IntPtr)start, (UIntPtr)(ulong)(end - start), DontNeed);
+    }
+
+    private const int DontNeed = 4; // MADV_DONTNEED
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "madvise", SetLastError = true)]
+    private static extern int Madvise(IntPtr address, UIntPtr length, int advice);
+
     /// <summary>Maps bytes [<paramref name="byteStart"/>, + <paramref name="length"/>) of tensor <paramref name="t"/>'s data.</summary>
     public static MappedRange Map(CheckpointManifest m, TensorEntry t, long byteStart, int length)
     {

@@ -67,3 +67,32 @@ public class MappedRangeTests
         }
     }
 }
+
+/// <summary>Reads the process's own resident memory: alone, so that no other test maps files meanwhile.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class ResidentMemoryCollection { public const string Name = "resident memory"; }
+
+[Collection(ResidentMemoryCollection.Name)]
+public class ResidentMemoryTests
+{
+    [Fact]
+    public void ReleasedPagesLeaveResidentMemoryAndReadTheSameBytesAgain()
+    {
+        using var dir = new TempDir();
+        var a = Enumerable.Range(0, 64 << 20).Select(i => (byte)(i * 31 + (i >> 12))).ToArray();
+        ShardedCheckpointWriter.Write(dir.Path, [("a", TensorDType.U8, [a.Length], a)], long.MaxValue, null);
+        var manifest = CheckpointReader.ReadManifest(dir.Path);
+        using var map = MappedRange.Map(manifest, manifest.Get("a"), 100, a.Length - 100);
+        long sum = 0;
+        foreach (byte x in map.Span) sum += x;
+        long touched = ResidentFileKiB();
+        map.ReleaseResident();
+        long released = ResidentFileKiB();
+        Assert.True(touched - released > 48 * 1024, $"file-backed residency {touched} KiB before, {released} KiB after");
+        Assert.Equal(a.AsSpan(100).ToArray(), map.Span.ToArray());
+        Assert.Equal(a.Skip(100).Sum(x => (long)x), sum);
+    }
+
+    private static long ResidentFileKiB() =>
+        long.Parse(File.ReadLines("/proc/self/status").First(l => l.StartsWith("RssFile:")).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]);
+}
