@@ -23,10 +23,21 @@ public sealed partial class RunGrain
             }).ToArray();
     }
 
+    /// <summary>
+    /// After the shards wrote an ONNX model's pruned weights: its quantized MatMuls rewritten in place (the graph changes,
+    /// so this runs where the model file is assembled; the weights are read from the shared output folder, not sent).
+    /// </summary>
+    private static void QuantizeOnnxOutput(CheckpointManifest manifest, RunPlan plan, RunSpec spec, string folder)
+    {
+        if (plan.Quantized.Count == 0 || manifest.Format != CheckpointFormat.Onnx) return;
+        string model = Path.Combine(folder, manifest.Files[0].FileName);
+        Shears.Pruning.Onnx.OnnxQuantizedWriter.Write(model, model, plan.Quantized.ToArray(), QuantScheme.Parse(spec.Quantize!, spec.GroupSize));
+    }
+
     /// <summary>The output's files in <paramref name="folder"/>, for the shards to fill: the input's layout, or the quantized one.</summary>
     private static void CreateOutputLayout(CheckpointManifest manifest, RunPlan plan, RunSpec spec, string folder)
     {
-        if (plan.Quantized.Count == 0)
+        if (plan.Quantized.Count == 0 || manifest.Format == CheckpointFormat.Onnx)
         {
             // The shards write their pruned tensors (and copy the others they were given): the layout leaves those out.
             CheckpointOutput.CreateLayout(manifest, folder, plan.Shards.SelectMany(s => s.Pieces.Select(p => p.Tensor).Concat(s.CopyTensors)).ToHashSet(StringComparer.Ordinal));

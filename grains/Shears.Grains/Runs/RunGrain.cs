@@ -344,6 +344,7 @@ public sealed partial class RunGrain(
             string target_ = temp;
             ShardWriteResult[] written = [];
             await Resilient("writing", async () => written = await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).WriteAsync(target_).Complete(Shard(s.Index), token))));
+            QuantizeOnnxOutput(manifest, plan, spec, temp);
             token.ThrowIfCancellationRequested();
             ShearsMetrics.PhaseSeconds.Record(phase.Elapsed.TotalSeconds, ShearsMetrics.Tag("phase", "export"));
             phases["export"] = phase.Elapsed.TotalSeconds;

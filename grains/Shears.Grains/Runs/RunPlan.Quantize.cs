@@ -11,8 +11,7 @@ public static partial class RunPlanner
     {
         if (spec.Quantize is not { } name) return [];
         var scheme = QuantScheme.Parse(name, spec.GroupSize);
-        if (manifest.Format == CheckpointFormat.Onnx)
-            throw new RunRejectedException($"--quantize {name}: quantized ONNX output (W8A8, W4A16) is not available yet; {manifest.Root} is an ONNX model");
+        if (manifest.Format == CheckpointFormat.Onnx) return OnnxQuantized(manifest, spec, scheme, prunable);
         if (scheme.DynamicActivations)
             throw new RunRejectedException($"--quantize {name} quantizes activations at run time, which only ONNX models hold; for a safetensors checkpoint use {QuantScheme.W8A16}, {QuantScheme.W4A16} or {QuantScheme.W4A16Asym}");
         if (spec.QuantMethod == RunOptions.QuantMethods.Gptq)
@@ -31,6 +30,23 @@ public static partial class RunPlanner
         throw new RunRejectedException(spec.Quantize is { } name
             ? $"--quantize {name}: {manifest.Root} is already quantized ({why}); quantize a dense checkpoint"
             : $"--model {manifest.Root} is quantized ({why}); reading quantized checkpoints back is not supported yet: give the dense checkpoint");
+    }
+
+    /// <summary>ONNX: W8A8 or W4A16 (MatMulNBits' block size is a power of 2, at least 16), for the prunable weights that MatMuls read.</summary>
+    private static IReadOnlyList<string> OnnxQuantized(CheckpointManifest manifest, RunSpec spec, QuantScheme scheme, IReadOnlyList<TensorEntry> prunable)
+    {
+        if (scheme.Name is not (QuantScheme.W8A8 or QuantScheme.W4A16))
+            throw new RunRejectedException($"--quantize {scheme.Name} writes compressed-tensors checkpoints; an ONNX model ({manifest.Root}) is quantized as {QuantScheme.W8A8} or {QuantScheme.W4A16}");
+        if (scheme.Name == QuantScheme.W4A16 && (spec.GroupSize < 16 || (spec.GroupSize & (spec.GroupSize - 1)) != 0))
+            throw new RunRejectedException($"--group-size {spec.GroupSize}: ONNX Runtime's MatMulNBits takes a block size that is a power of 2, at least 16");
+        if (spec.QuantMethod == RunOptions.QuantMethods.Gptq)
+            throw new RunRejectedException("--quant-method gptq is not available yet; use --quant-method rtn");
+        var model = Shears.Pruning.Onnx.OnnxModel.Read(manifest.PathOf(manifest.Files[0].FileName));
+        var matMulWeights = model.FindPrunable(includeOutsideLayers: true).Where(p => p.OpType == "MatMul").Select(p => p.Initializer.Name).ToHashSet(StringComparer.Ordinal);
+        var quantized = prunable.Where(t => matMulWeights.Contains(t.Name) && t.DType == TensorDType.F32 && t.Shape.Length == 2).Select(t => t.Name).ToArray();
+        if (quantized.Length == 0)
+            throw new RunRejectedException($"--quantize {scheme.Name}: none of the tensors the run takes from {manifest.Root} is the float weight of a MatMul");
+        return quantized;
     }
 
     /// <summary>Linear weights of the blocks that stay dense: the config's <c>ignore</c> list names their modules.</summary>

@@ -121,6 +121,8 @@ public static partial class RunPlanner
                 long rowElements = t.ElementCount / rows;
                 long maxRows = splittable ? Math.Max(1, spec.ShardElements / rowElements) : rows;
                 // A quantized tensor's zero points pack several rows into one word: row blocks start on a word.
+                // ONNX weights are stored [in, out] and quantized along their rows: a column's groups stay on one shard.
+                if (spec.Quantize is not null && manifest.Format == CheckpointFormat.Onnx) maxRows = rows;
                 if (spec.Quantize is not null && maxRows < rows)
                     maxRows = Math.Max(QuantizedLayout.RowAlignment, maxRows / QuantizedLayout.RowAlignment * QuantizedLayout.RowAlignment);
                 for (long start = 0; start < rows; start += maxRows)

@@ -61,7 +61,7 @@ public sealed partial class ShardGrain
         var result = await compute.RunAsync(() =>
         {
             CheckSources();
-            if (Quantizes)
+            if (WritesQuantized)
             {
                 var quantized = WriteQuantized(outputDirectory);
                 CheckSources();

@@ -17,6 +17,9 @@ public sealed partial class ShardGrain
 
     private bool Quantizes => Assignment.Quantized.Count > 0;
 
+    /// <summary>The shards write the packed layout themselves (safetensors); an ONNX model's graph is rewritten after the shards wrote their weights.</summary>
+    private bool WritesQuantized => Quantizes && _manifest!.Format == CheckpointFormat.Safetensors;
+
     private QuantScheme Scheme => QuantScheme.Parse(Assignment.Spec.Quantize!, Assignment.Spec.GroupSize);
 
     private QuantizedLayout OutputLayout => _layout ??= QuantizedLayout.Plan(_manifest!, Assignment.Quantized, Scheme);
@@ -46,13 +49,18 @@ public sealed partial class ShardGrain
         {
             var scheme = Scheme;
             var names = Assignment.Quantized.ToHashSet(StringComparer.Ordinal);
-            _quantized = _pieces.Select(piece => names.Contains(piece.Entry.Name)
-                ? QuantizedRows.RoundToNearest(ShardMath.Masked(piece), piece.Entry.DType, checked((int)piece.Rows), checked((int)piece.Cols), scheme, piece.Entry.Name)
-                : null).ToArray();
+            // An ONNX weight is stored [in, out] and quantized per output column along its input: as the transpose's rows.
+            bool stored = _manifest!.Format == CheckpointFormat.Onnx;
+            _quantized = _pieces.Select(piece => !names.Contains(piece.Entry.Name) ? null
+                : stored ? QuantizedRows.RoundToNearest(Transpose(ShardMath.Masked(piece), piece.Entry.DType.ElementSize(), piece.Rows, piece.Cols), piece.Entry.DType, checked((int)piece.Cols), checked((int)piece.Rows), scheme, piece.Entry.Name)
+                : QuantizedRows.RoundToNearest(ShardMath.Masked(piece), piece.Entry.DType, checked((int)piece.Rows), checked((int)piece.Cols), scheme, piece.Entry.Name)).ToArray();
         }
         if (withDequantized && _dequantized is null)
         {
-            _dequantized = _quantized.Select(rows => rows?.DequantizedBytes()).ToArray();
+            bool stored = _manifest!.Format == CheckpointFormat.Onnx;
+            _dequantized = _quantized.Select((rows, i) => rows is null ? null
+                : stored ? Transpose(rows.DequantizedBytes(), _pieces[i].Entry.DType.ElementSize(), rows.Rows, rows.Columns)
+                : rows.DequantizedBytes()).ToArray();
             if (_stage is not null)
             {
                 var byPiece = _pieces.Select((p, i) => (p.Entry.Name, Bytes: _dequantized[i])).Where(x => x.Bytes is not null)
@@ -60,6 +68,16 @@ public sealed partial class ShardGrain
                 _stage.UseWeights(byPiece);
             }
         }
+    }
+
+    /// <summary>The [cols, rows] transpose of a row-major [rows, cols] matrix of <paramref name="size"/>-byte elements.</summary>
+    private static byte[] Transpose(byte[] raw, int size, long rows, long cols)
+    {
+        var result = new byte[raw.Length];
+        for (long r = 0; r < rows; r++)
+            for (long c = 0; c < cols; c++)
+                Buffer.BlockCopy(raw, checked((int)((r * cols + c) * size)), result, checked((int)((c * rows + r) * size)), size);
+        return result;
     }
 
     /// <summary>Writes this shard's quantized pieces into the pack-quantized layout, and copies its other tensors to their new offsets.</summary>
