@@ -19,6 +19,7 @@ namespace Shears.MiniLmBench;
 ///   minilm-bench table --dense M --pairs F --runs MANIFEST [--vocab V] [--max-length N] [--json OUT] [--markdown OUT]
 ///       every run of MANIFEST (label TAB recovery TAB output-folder per line); the dense embeddings are computed
 ///       once; each folder's shears-report.json (last round) is compared with the ONNX Runtime measures
+///   minilm-bench latency --models LABEL=PATH,… --sentences F   (see Latency)
 /// </summary>
 public static class Program
 {
@@ -36,7 +37,8 @@ public static class Program
         {
             "measure" => MeasureOne(options),
             "table" => Table(options),
-            _ => throw new ArgumentException($"unknown command '{args[0]}' (measure or table)"),
+            "latency" => Latency.Run(options),
+            _ => throw new ArgumentException($"unknown command '{args[0]}' (measure, table or latency)"),
         };
     }
 
@@ -188,7 +190,7 @@ public static class Program
     /// <summary>Concatenated interpolations (formatted under the invariant culture set in Main).</summary>
     private static string F(string s) => s;
 
-    private sealed class Options
+    internal sealed class Options
     {
         private readonly Dictionary<string, string> _values = new(StringComparer.Ordinal);
 

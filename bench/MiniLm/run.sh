@@ -6,6 +6,9 @@
 # (fidelity, neighbour agreement, KJV -> WEB retrieval with the pruned and with the dense corpus) and checks the
 # run's own figures against it.
 #
+# Quantized rows (W8A8, W4A16 alone and after 50% SparseGPT) and, with LATENCY=1, ONNX Runtime's latency of the dense,
+# the 50% SparseGPT and the quantized models, alternating in one process (bench/Compression.md).
+# RESULTS: where the results go (default bench/MiniLm/results).
 # Usage: bench/MiniLm/run.sh [WORK_DIR]          (default /tmp/shears-minilm-bench; models are ~90 MB each)
 # Environment: STEPS (distillation steps of one-shot rows, default 60), ROUND_STEPS (steps after each of the 3
 # cubic rounds of the magnitude rows, default 20), EVAL_PAIRS (1000 or 2000, default 1000), ONLY (a regex over
@@ -23,7 +26,7 @@ eval_pairs="${EVAL_PAIRS:-1000}"
 extra="${EXTRA:-0}"
 long_steps="${LONG_STEPS:-400}"
 only="${ONLY:-.}"
-results="$here/results"
+results="${RESULTS:-$here/results}"
 mkdir -p "$results" "$work/data" "$work/runs"
 cd "$root"
 
@@ -131,6 +134,10 @@ row sparsegpt-ft        "50% SparseGPT"         "$oneshot" --sparsity 0.5 --meth
 row magnitude-2of4-ft   "2:4 magnitude"         "$oneshot" --sparsity 0.5 --pattern 2:4 --method magnitude --scope layer --finetune-steps "$steps" "${ft_args[@]}" "${eval_args[@]}"
 row wanda-2of4-ft       "2:4 Wanda"             "$oneshot" --sparsity 0.5 --pattern 2:4 --method wanda --scope layer "${cal_args[@]}" --finetune-steps "$steps" "${ft_args[@]}" "${eval_args[@]}"
 row sparsegpt-2of4-ft   "2:4 SparseGPT"         "$oneshot" --sparsity 0.5 --pattern 2:4 --method sparsegpt --scope layer "${cal_args[@]}" --finetune-steps "$steps" "${ft_args[@]}" "${eval_args[@]}"
+row w8a8             "W8A8 (dynamic int8)"    "none"                                   --sparsity 0 --quantize W8A8 "${eval_args[@]}"
+row w4a16            "W4A16 (MatMulNBits g128)" "none"                                 --sparsity 0 --quantize W4A16 "${eval_args[@]}"
+row sparsegpt-w8a8   "50% SparseGPT + W8A8"   "none"                                   --sparsity 0.5 --method sparsegpt --scope layer "${cal_args[@]}" --quantize W8A8 "${eval_args[@]}"
+row sparsegpt-w4a16  "50% SparseGPT + W4A16"  "none"                                   --sparsity 0.5 --method sparsegpt --scope layer "${cal_args[@]}" --quantize W4A16 "${eval_args[@]}"
 if [[ "$extra" == 1 ]]; then
   long="one-shot, then ${long_steps} steps"
   long_args=(--finetune-data "$data/distill-long.txt" --lr 2e-5 --batch 16)
@@ -150,3 +157,11 @@ check="$work/runs/magnitude-global-ft"
 [[ -f "$check/model.onnx" ]] || check="$(tail -1 "$present" | cut -f3)"
 "$bench" measure --dense "$model" --pruned "$check/model.onnx" --pairs "$data/eval-pairs.tsv" | sed "s#$work#\$WORK#g" | tee "$results/measure-check.txt"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$results/machine.txt"
+if [[ "${LATENCY:-0}" == 1 ]]; then
+  models="dense=$model"
+  for name in sparsegpt w8a8 w4a16 sparsegpt-w8a8 sparsegpt-w4a16; do
+    [[ -f "$work/runs/$name/model.onnx" ]] && models+=",$name=$work/runs/$name/model.onnx"
+  done
+  ls -l "$model" "$work"/runs/*/model.onnx | awk '{ print $5, $9 }' | sed "s#$work#\$WORK#g" > "$results/model-bytes.txt"
+  "$bench" latency --models "$models" --sentences "$data/eval.tsv" --threads 2 --repeat 9 | sed "s#$work#\$WORK#g" | tee "$results/latency.txt"
+fi
