@@ -16,6 +16,12 @@ public class DemoTests
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Contains("neighbours@10", result.Stdout);
         Assert.Contains("round 3/3", result.Stdout);
+        // It ends with the pruned model quantized, measured in ONNX Runtime beside the dense and the pruned one.
+        Assert.Contains($"50% pruned + {Demos.DemoScheme}", result.Stdout);
+        Assert.Contains("speed-up", result.Stdout);
+        var compressed = OnnxModelFile(dir.Sub("compressed"));
+        Assert.True(new FileInfo(compressed).Length < 0.7 * new FileInfo(Path.Combine(dir.Sub("pruned"), "model.onnx")).Length);
+        Assert.Contains(Shears.Pruning.Onnx.OnnxModel.Read(compressed).Nodes, n => n.OpType is "MatMulInteger" or "MatMulNBits");
 
         string output = dir.Sub("pruned");
         var png = File.ReadAllBytes(Path.Combine(output, "sparsity-quality.png"));
@@ -42,4 +48,6 @@ public class DemoTests
         Assert.InRange(measures.GetProperty("retrievalTop1").GetDouble(), 0.5, 1.0); // KJV → WEB paraphrase retrieval survives pruning
         Assert.InRange(measures.GetProperty("neighbourAgreement10").GetDouble(), 0.3, 1.0);
     }
+
+    private static string OnnxModelFile(string folder) => Path.Combine(folder, "model.onnx");
 }
