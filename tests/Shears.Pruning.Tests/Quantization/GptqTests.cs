@@ -93,6 +93,36 @@ public class GptqTests
         Assert.False(result.RoundToNearest);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void DeadInputsZeroTheirColumn(bool actOrder)
+    {
+        // Inputs 3 and 10 are zero on every sample: H_jj = 0 → 1, and their weights become 0 (q = zero point).
+        const int rows = 6, cols = 16;
+        var x = Inputs(61, 80, cols);
+        for (int k = 0; k < x.GetLength(0); k++) (x[k, 3], x[k, 10]) = (0, 0);
+        var w = Weights(62, rows, cols, null);
+        var scheme = QuantScheme.Parse(QuantScheme.W4A16Asym, 4);
+        using var stats = StatsOf(x, withGram: true);
+        using var weight = Matrix(w);
+
+        using var result = Gptq.Quantize(weight, stats, scheme, TensorDType.BF16, blockSize: 8, actOrder: actOrder);
+        var expected = ReferenceGptq.Quantize(x, w, null, scheme, TensorDType.BF16, 0.01, actOrder, result.Quantized);
+
+        var q = result.Quantized;
+        var values = Values(result.Weight);
+        for (int r = 0; r < rows; r++)
+            foreach (int c in new[] { 3, 10 })
+            {
+                Assert.Equal(0f, values[r * cols + c]);
+                Assert.Equal(q.Group(r, q.GroupOf(c)).ZeroPoint, q.Value(r, c));
+            }
+        AssertSame(expected, q, rows, cols);
+        Assert.Equal(expected.Dequantized, values);
+        if (actOrder) Assert.Equal([3, 3], new[] { q.GroupOf(3), q.GroupOf(10) }); // H_jj = 0 sorts last
+    }
+
     internal static void AssertSame(ReferenceGptq.Result expected, QuantizedRows actual, int rows, int cols)
     {
         // Near-midpoint roundings the reference left to the code (ReferenceGptq's remarks): at most a couple.
