@@ -1,4 +1,6 @@
+using Shears.Pruning.Checkpoints;
 using Shears.Pruning.Masks;
+using Shears.Pruning.Quantization;
 using Shears.Pruning.Scoring;
 using Shears.Pruning.Selection;
 using TorchSharp;
@@ -13,6 +15,12 @@ namespace Shears.Pruning.Calibration;
 /// </summary>
 public sealed record SparseGptResult(Tensor Weight, BitMask Mask, double Loss) : IDisposable
 {
+    /// <summary>
+    /// The quantized weights in the joint mode (<see cref="SparseGpt.PruneAndQuantize"/>), whose dequantized values
+    /// <see cref="Weight"/> holds; their error is against the input weight with the mask applied. Null when only pruning.
+    /// </summary>
+    public QuantizedRows? Quantized { get; init; }
+
     public void Dispose() => Weight.Dispose();
 }
 
@@ -49,22 +57,37 @@ public static class SparseGpt
 {
     public static SparseGptResult Prune(
         Tensor weight, InputStatistics stats, double sparsity, NmPattern? pattern = null,
+        int blockSize = 128, double dampening = 0.01, BitMask? existing = null, string tensorName = "weight") =>
+        Run(weight, stats, sparsity, pattern, blockSize, dampening, existing, tensorName, null, TensorDType.F32);
+
+    /// <summary>
+    /// The paper's joint sparsification and quantization: the same sweep and masks as <see cref="Prune"/>, but every
+    /// column's unpruned weights are quantized with <paramref name="scheme"/> (see <see cref="Gptq"/> for the groups
+    /// and the rounding to <paramref name="dtype"/>) and one error update spreads both the pruning and the rounding.
+    /// Pruned weights end at q = zero point (exactly 0.0 after dequantization). A group's parameters are taken when the
+    /// sweep reaches its first column, with the weights masked by then counted as 0: the existing mask, and what the
+    /// sweep has chosen so far, an unstructured mask a block at a time at the block's first column, an N:M mask a group
+    /// of M at a time (so a quantization group inside one block sees all of an unstructured mask; a per-channel scheme,
+    /// one group from column 0, sees the first block's or the first M columns').
+    /// </summary>
+    public static SparseGptResult PruneAndQuantize(
+        Tensor weight, InputStatistics stats, double sparsity, QuantScheme scheme, TensorDType dtype, NmPattern? pattern = null,
         int blockSize = 128, double dampening = 0.01, BitMask? existing = null, string tensorName = "weight")
     {
+        ArgumentNullException.ThrowIfNull(scheme);
+        return Run(weight, stats, sparsity, pattern, blockSize, dampening, existing, tensorName, scheme, dtype);
+    }
+
+    private static SparseGptResult Run(
+        Tensor weight, InputStatistics stats, double sparsity, NmPattern? pattern, int blockSize, double dampening,
+        BitMask? existing, string tensorName, QuantScheme? scheme, TensorDType dtype)
+    {
         var (rows, cols) = HostWeights.Shape(weight, tensorName);
-        ArgumentNullException.ThrowIfNull(stats);
-        if (stats.Features != cols)
-            throw new ArgumentException(
-                $"tensor '{tensorName}' has {cols} input columns but its calibration statistics have width {stats.Features}", nameof(stats));
-        if (!stats.HasGram)
-            throw new ArgumentException(
-                $"tensor '{tensorName}': SparseGPT needs the Gram matrix of the inputs; gather the statistics with withGram: true", nameof(stats));
-        if (stats.Samples == 0)
-            throw new ArgumentException($"tensor '{tensorName}': no calibration inputs were added to its statistics", nameof(stats));
+        InverseHessian.CheckStatistics(stats, cols, tensorName, "SparseGPT");
         long target = Counts.Target(sparsity, rows * cols);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(blockSize);
-        if (!(dampening >= 0) || double.IsInfinity(dampening))
-            throw new ArgumentOutOfRangeException(nameof(dampening), dampening, "dampening must be a finite number ≥ 0 (a fraction of the mean diagonal)");
+        InverseHessian.CheckDampening(dampening);
+        if (scheme is not null) ColumnQuantizer.CheckDType(dtype, tensorName);
         if (pattern is not null)
         {
             pattern.EnsureFits(tensorName, rows, cols);
@@ -80,11 +103,19 @@ public static class SparseGpt
         if (w.isnan().any().item<bool>()) HostWeights.RejectNaN(HostWeights.Read(weight), tensorName);
         var u = InverseHessianFactor(stats, w, dampening, tensorName);
 
-        var sweep = new Sweep(w, u, mask, rows, cols, tensorName);
+        using var quantizer = scheme is null ? null : new ColumnQuantizer(scheme, dtype, rows, cols, device, tensorName);
+        var sweep = new Sweep(w, u, mask, rows, cols, tensorName, quantizer);
         double loss = pattern is null
             ? sweep.Unstructured(sparsity, target, blockSize)
             : sweep.SemiStructured(pattern, blockSize);
-        return new SparseGptResult(w.MoveToOuterDisposeScope(), mask, loss);
+        QuantizedRows? quantized = null;
+        if (quantizer is not null)
+        {
+            var reference = HostWeights.Read(weight);
+            for (int i = 0; i < reference.Length; i++) if (mask[i]) reference[i] = 0;
+            quantized = new QuantizedRows(scheme!, dtype, (int)rows, (int)cols, quantizer.Values(), quantizer.Groups, reference);
+        }
+        return new SparseGptResult(w.MoveToOuterDisposeScope(), mask, loss) { Quantized = quantized };
     }
 
     /// <summary>
@@ -93,29 +124,20 @@ public static class SparseGpt
     /// </summary>
     private static Tensor InverseHessianFactor(InputStatistics stats, Tensor w, double dampening, string tensorName)
     {
-        var h = stats.Hessian(w.device);
-        var diagonal = h.diagonal();
-        var dead = diagonal.eq(0);
-        diagonal.masked_fill_(dead, HeldScalars.One);
-        w.masked_fill_(dead.unsqueeze(0), HeldScalars.Zero);
-        using var lambda = (dampening * diagonal.mean().item<double>()).ToScalar(); // held to the end: implicit Scalars can be finalized mid-call
-        diagonal.add_(lambda, HeldScalars.One);
-
-        var (lower, info) = linalg.cholesky_ex(h);
-        if (info.item<int>() != 0)
-            throw new InvalidOperationException(
+        var u = InverseHessian.UpperFactor(stats.Hessian(w.device), w, dampening, out var failure);
+        return failure switch
+        {
+            InverseHessian.Failure.None => u!,
+            InverseHessian.Failure.Hessian => throw new InvalidOperationException(
                 $"tensor '{tensorName}': the Hessian of its {stats.Samples} calibration inputs is not positive definite with dampening {dampening}; " +
-                "raise the dampening or add calibration samples");
-        var inverse = cholesky_inverse(lower);
-        var (inverseLower, inverseInfo) = linalg.cholesky_ex(inverse);
-        if (inverseInfo.item<int>() != 0)
-            throw new InvalidOperationException(
-                $"tensor '{tensorName}': the inverse Hessian lost positive definiteness in fp64 with dampening {dampening}; raise the dampening");
-        return inverseLower.t().to(ScalarType.Float32).contiguous();
+                "raise the dampening or add calibration samples"),
+            _ => throw new InvalidOperationException(
+                $"tensor '{tensorName}': the inverse Hessian lost positive definiteness in fp64 with dampening {dampening}; raise the dampening"),
+        };
     }
 
     /// <summary>The column sweep over one weight; owns no tensors (they live in the caller's scope).</summary>
-    private sealed class Sweep(Tensor w, Tensor u, BitMask mask, long rows, long cols, string tensorName)
+    private sealed class Sweep(Tensor w, Tensor u, BitMask mask, long rows, long cols, string tensorName, ColumnQuantizer? quantizer)
     {
         public double Unstructured(double sparsity, long target, int blockSize)
         {
@@ -162,7 +184,7 @@ public static class SparseGpt
                             mask.Set(r * cols + i1 + c);
                         }
                 var blockBits = tensor(bits, [rows, count], device: w.device);
-                loss += Block(i1, count, w1, u1, d, blockBits, null);
+                loss += Block(i1, count, w1, blockBits, null);
             }
             return loss;
         }
@@ -175,41 +197,24 @@ public static class SparseGpt
                 using var blockScope = NewDisposeScope();
                 long count = Math.Min(blockSize, cols - i1);
                 var w1 = w.narrow(1, i1, count).clone();
-                var u1 = u.narrow(0, i1, count).narrow(1, i1, count);
                 var bits = new bool[rows * count];
                 for (long r = 0; r < rows; r++)
                     for (long c = 0; c < count; c++)
                         bits[r * count + c] = mask[r * cols + i1 + c];
                 var blockBits = tensor(bits, [rows, count], device: w.device);
-                loss += Block(i1, count, w1, u1, u1.diagonal(), blockBits, pattern);
+                loss += Block(i1, count, w1, blockBits, pattern);
             }
             return loss;
         }
 
-        /// <summary>Prunes and compensates one block's columns, then the columns right of it.</summary>
-        private double Block(long i1, long count, Tensor w1, Tensor u1, Tensor d, Tensor blockBits, NmPattern? pattern)
+        /// <summary>Prunes (and quantizes) and compensates one block's columns, then the columns right of it.</summary>
+        private double Block(long i1, long count, Tensor w1, Tensor blockBits, NmPattern? pattern)
         {
-            var q1 = zeros_like(w1);
-            var err1 = zeros_like(w1);
-            using var zeroScalar = 0.0.ToScalar(); // held for the whole loop: an implicit Scalar may be finalized mid-call
-            for (long i = 0; i < count; i++)
+            Action<long, Tensor, Tensor>? choose = pattern is null ? null : (i, block, diagonal) =>
             {
-                using var columnScope = NewDisposeScope();
-                if (pattern is not null && i % pattern.M == 0) ChooseGroups(pattern, i1 + i, w1.narrow(1, i, pattern.M), d.narrow(0, i, pattern.M), blockBits.narrow(1, i, pattern.M));
-
-                var column = w1.select(1, i);
-                var q = column.masked_fill(blockBits.select(1, i), zeroScalar);
-                var err = column.sub(q).div_(d[i]);
-                q1.select(1, i).copy_(q);
-                err1.select(1, i).copy_(err);
-                // OBS: the remaining columns of the block absorb this column's error.
-                w1.narrow(1, i, count - i).sub_(err.unsqueeze(1).mm(u1.narrow(0, i, 1).narrow(1, i, count - i)));
-            }
-            w.narrow(1, i1, count).copy_(q1);
-            long right = cols - (i1 + count);
-            if (right > 0)
-                w.narrow(1, i1 + count, right).sub_(err1.mm(u.narrow(0, i1, count).narrow(1, i1 + count, right)));
-            return err1.square().sum().item<float>() / 2.0;
+                if (i % pattern.M == 0) ChooseGroups(pattern, i1 + i, block.narrow(1, i, pattern.M), diagonal.narrow(0, i, pattern.M), blockBits.narrow(1, i, pattern.M));
+            };
+            return ObsBlock.Sweep(w, u, i1, count, w1, blockBits, mask, quantizer, choose);
         }
 
         /// <summary>Masks the N smallest saliencies in every row of the group starting at column <paramref name="first"/>.</summary>

@@ -6,11 +6,14 @@ namespace Shears.Pruning.Quantization;
 /// <summary>
 /// A block of rows of one weight matrix, quantized: the integer values and each group's parameters, with the error
 /// against the weights they came from. Rows are output channels, columns input features (a Linear's [out, in]).
+/// Column j of a row uses the row's group j / group size, or, with a group index (GPTQ's activation order, as
+/// compressed-tensors' <c>weight_g_idx</c>), the row's group g_idx[j].
 /// </summary>
 public sealed class QuantizedRows
 {
     private readonly sbyte[] _values;
     private readonly QuantParams[] _groups;
+    private readonly int[]? _groupIndex;
 
     public QuantScheme Scheme { get; }
     public TensorDType DType { get; }
@@ -25,8 +28,10 @@ public sealed class QuantizedRows
     /// <summary>
     /// Takes quantized values (row-major [rows, columns]) and their groups' parameters ([rows, groups]), and measures
     /// them against <paramref name="reference"/> (the weights before quantization, same layout).
+    /// <paramref name="groupIndex"/>: the group of each column ([columns], each in [0, groups)), grouped schemes only;
+    /// null for consecutive groups.
     /// </summary>
-    public QuantizedRows(QuantScheme scheme, TensorDType dtype, int rows, int columns, sbyte[] values, QuantParams[] groups, ReadOnlySpan<float> reference)
+    public QuantizedRows(QuantScheme scheme, TensorDType dtype, int rows, int columns, sbyte[] values, QuantParams[] groups, ReadOnlySpan<float> reference, int[]? groupIndex = null)
     {
         ArgumentNullException.ThrowIfNull(scheme);
         ArgumentNullException.ThrowIfNull(values);
@@ -35,14 +40,22 @@ public sealed class QuantizedRows
         if (values.Length != (long)rows * columns) throw new ArgumentException($"[{rows}, {columns}] needs {(long)rows * columns} values, got {values.Length}", nameof(values));
         if (groups.Length != (long)rows * GroupsPerRow) throw new ArgumentException($"[{rows}, {GroupsPerRow}] groups expected, got {groups.Length}", nameof(groups));
         if (reference.Length != values.Length) throw new ArgumentException($"{values.Length} reference weights expected, got {reference.Length}", nameof(reference));
-        (Scheme, DType, Rows, Columns, _values, _groups) = (scheme, dtype, rows, columns, values, groups);
+        if (groupIndex is not null)
+        {
+            if (scheme.PerChannel) throw new ArgumentException($"a per-channel scheme ({scheme.Name}) has no group index", nameof(groupIndex));
+            if (groupIndex.Length != columns) throw new ArgumentException($"{columns} columns need a group index of {columns}, got {groupIndex.Length}", nameof(groupIndex));
+            for (int c = 0; c < columns; c++)
+                if ((uint)groupIndex[c] >= (uint)GroupsPerRow)
+                    throw new ArgumentException($"g_idx[{c}] = {groupIndex[c]} is not one of the {GroupsPerRow} groups", nameof(groupIndex));
+            groupIndex = (int[])groupIndex.Clone();
+        }
+        (Scheme, DType, Rows, Columns, _values, _groups, _groupIndex) = (scheme, dtype, rows, columns, values, groups, groupIndex);
         double sum = 0, max = 0;
-        long width = scheme.GroupWidth(columns);
         for (int r = 0; r < rows; r++)
             for (int c = 0; c < columns; c++)
             {
                 int i = r * columns + c;
-                double error = Math.Abs(GroupQuantizer.Dequantize(values[i], groups[r * GroupsPerRow + (int)(c / width)], dtype) - (double)reference[i]);
+                double error = Math.Abs(GroupQuantizer.Dequantize(values[i], groups[r * GroupsPerRow + GroupOf(c)], dtype) - (double)reference[i]);
                 sum += error;
                 if (error > max) max = error;
             }
@@ -123,14 +136,26 @@ public sealed class QuantizedRows
 
     public QuantParams Group(int row, int group) => _groups[row * GroupsPerRow + group];
 
+    /// <summary>Whether columns map to groups by <see cref="GroupIndex"/> rather than consecutively.</summary>
+    public bool HasGroupIndex => _groupIndex is not null;
+
+    /// <summary>The group of each column, [columns]; empty when the groups are consecutive.</summary>
+    public ReadOnlySpan<int> GroupIndex => _groupIndex;
+
+    /// <summary>The group whose parameters column <paramref name="column"/> is dequantized with.</summary>
+    public int GroupOf(int column) =>
+        _groupIndex is not null ? _groupIndex[column] : (int)(column / Scheme.GroupWidth(Columns));
+
+    /// <summary><c>weight_g_idx</c>: int32 [columns], little-endian; null when the groups are consecutive.</summary>
+    public byte[]? GroupIndexBytes() => _groupIndex is null ? null : MemoryMarshal.AsBytes(_groupIndex.AsSpan()).ToArray();
+
     /// <summary>The dequantized weights as raw <see cref="DType"/> bytes, [rows, columns]: what a loader computes.</summary>
     public byte[] DequantizedBytes()
     {
         var values = new float[_values.Length];
-        long width = Scheme.GroupWidth(Columns);
         for (int r = 0; r < Rows; r++)
             for (int c = 0; c < Columns; c++)
-                values[r * Columns + c] = GroupQuantizer.Dequantize(_values[r * Columns + c], _groups[r * GroupsPerRow + (int)(c / width)], DType);
+                values[r * Columns + c] = GroupQuantizer.Dequantize(_values[r * Columns + c], _groups[r * GroupsPerRow + GroupOf(c)], DType);
         var raw = new byte[(long)values.Length * DType.ElementSize()];
         FloatBits.Store(values, DType, raw);
         return raw;

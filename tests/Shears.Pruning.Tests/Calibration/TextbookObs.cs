@@ -84,7 +84,7 @@ internal static class TextbookObs
     }
 
     // Removes column j from the inverse: the inverse Hessian over the remaining columns.
-    private static void Eliminate(double[,] inverse, int j)
+    internal static void Eliminate(double[,] inverse, int j)
     {
         int size = inverse.GetLength(0);
         double pivot = inverse[j, j];
@@ -96,7 +96,7 @@ internal static class TextbookObs
                 inverse[a, b] -= column[a] * row[b] / pivot;
     }
 
-    private static double[,] Invert(double[,] matrix)
+    internal static double[,] Invert(double[,] matrix)
     {
         int size = matrix.GetLength(0);
         var a = (double[,])matrix.Clone();
