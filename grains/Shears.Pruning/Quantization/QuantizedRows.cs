@@ -127,10 +127,9 @@ public sealed class QuantizedRows
     public long ZeroCount()
     {
         long zeros = 0;
-        long width = Scheme.GroupWidth(Columns);
         for (int r = 0; r < Rows; r++)
             for (int c = 0; c < Columns; c++)
-                if (_values[r * Columns + c] == _groups[r * GroupsPerRow + (int)(c / width)].ZeroPoint) zeros++;
+                if (_values[r * Columns + c] == _groups[r * GroupsPerRow + GroupOf(c)].ZeroPoint) zeros++;
         return zeros;
     }
 
