@@ -89,7 +89,14 @@ public interface IStageGrain : IGrainWithStringKey
     /// </summary>
     Task StartPruneCalibratedAsync(string pass, int round, double sparsity, int inputs);
 
-    /// <summary>The calibrated pruning's result, or null while it runs (after waiting up to <paramref name="wait"/>); throws its error.</summary>
+    /// <summary>
+    /// Starts GPTQ on this layer's quantized weights from its kept calibration inputs (once <paramref name="inputs"/>
+    /// micro-batches have arrived; the masks stay as they are), then hands the inputs, passed through the quantized
+    /// layer, to the next stage. Returns at once; <see cref="PruneCalibratedResultAsync"/> follows it.
+    /// </summary>
+    Task StartQuantizeCalibratedAsync(string pass, int inputs);
+
+    /// <summary>The calibrated pruning's (or quantization's) result, or null while it runs (after waiting up to <paramref name="wait"/>); throws its error.</summary>
     [AlwaysInterleave]
     Task<ShardRoundResult?> PruneCalibratedResultAsync(string pass, TimeSpan wait);
 }

@@ -43,13 +43,19 @@ public sealed record RunSpec
     [Id(27)] public bool ActOrder { get; init; }
 
     /// <summary>Whether the run needs the model as a pipeline of stages (evaluation or fine-tuning).</summary>
-    public bool NeedsPipeline => EvalData is not null || FinetuneSteps > 0 || NeedsCalibration;
+    public bool NeedsPipeline => EvalData is not null || FinetuneSteps > 0 || NeedsCalibration || NeedsQuantCalibration;
 
     /// <summary>Wanda and SparseGPT score weights with the activations that reach them.</summary>
     public bool NeedsCalibration => Method is RunOptions.Methods.Wanda or RunOptions.Methods.SparseGpt;
 
     /// <summary>GPTQ quantizes each layer from the inputs that reach it, as SparseGPT prunes.</summary>
     public bool NeedsQuantCalibration => Quantize is not null && QuantMethod == RunOptions.QuantMethods.Gptq;
+
+    /// <summary>
+    /// SparseGPT with GPTQ and nothing trained after the last round: that round prunes and quantizes in one sweep (the
+    /// SparseGPT paper's joint mode). With fine-tuning after it, the masks are fixed first and GPTQ runs on the trained weights.
+    /// </summary>
+    public bool JointQuantization => Method == RunOptions.Methods.SparseGpt && NeedsQuantCalibration && FinetuneSteps == 0;
 
     /// <summary>N of an N:M pattern (pruned per group of M), or 0.</summary>
     public (int N, int M) NmPattern => Pattern.Split(':') is [var n, var m] && int.TryParse(n, out int a) && int.TryParse(m, out int b) ? (a, b) : (0, 0);

@@ -29,6 +29,9 @@ public interface IShardSet
 
     /// <summary>Prunes one layer from its kept calibration inputs and passes them on to the next; returns masked elements per piece.</summary>
     Task<long[]> PruneCalibratedAsync(int shard, int round, double sparsity);
+
+    /// <summary>Quantizes one layer with GPTQ from its kept calibration inputs (masks fixed) and passes them on to the next.</summary>
+    Task QuantizeCalibratedAsync(int shard);
 }
 
 /// <param name="Level">0: the top 16 bits of the score keys; 1: the low 16 bits of keys whose top bits are <paramref name="Prefix"/>.</param>

@@ -13,7 +13,7 @@ public class PipelineTests(ClusterFixture fixture)
 {
     private static readonly DemoCheckpointOptions Small = new(HiddenSize: 64, Layers: 3, Heads: 4, KvHeads: 2, IntermediateSize: 96, VocabSize: 128, MaxShardBytes: 60_000);
 
-    private static string TokenFile(string dir, string name, int sequences, int length, int seed)
+    internal static string TokenFile(string dir, string name, int sequences, int length, int seed)
     {
         var random = new Random(seed);
         var data = Enumerable.Range(0, sequences).Select(i => Enumerable.Range(0, length - i % 5).Select(_ => (long)random.Next(Small.VocabSize)).ToArray()).ToArray();

@@ -27,4 +27,7 @@ public sealed class InProcessShardSet(IReadOnlyList<ShardSelection> shards) : IS
 
     public Task<long[]> PruneCalibratedAsync(int shard, int round, double sparsity) =>
         throw new NotSupportedException("calibrated methods run the model's layers, which in-process shards do not hold");
+
+    public Task QuantizeCalibratedAsync(int shard) =>
+        throw new NotSupportedException("GPTQ runs the model's layers, which in-process shards do not hold");
 }

@@ -106,6 +106,18 @@ internal sealed class PipelineDriver
     public async Task<ShardRoundResult> PruneCalibratedAsync(string pass, int shard, int round, double sparsity, int inputs, CancellationToken token)
     {
         await Stage(shard).StartPruneCalibratedAsync(pass, round, sparsity, inputs);
+        return await CalibratedResultAsync(pass, shard, token);
+    }
+
+    /// <summary>Quantizes one layer with GPTQ from its calibration inputs as a job the coordinator follows; the layer then feeds the next.</summary>
+    public async Task QuantizeCalibratedAsync(string pass, int shard, int inputs, CancellationToken token)
+    {
+        await Stage(shard).StartQuantizeCalibratedAsync(pass, inputs);
+        await CalibratedResultAsync(pass, shard, token);
+    }
+
+    private async Task<ShardRoundResult> CalibratedResultAsync(string pass, int shard, CancellationToken token)
+    {
         while (true)
         {
             token.ThrowIfCancellationRequested();

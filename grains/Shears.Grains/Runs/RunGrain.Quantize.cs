@@ -8,11 +8,19 @@ namespace Shears.Grains.Runs;
 // coordinator lays out the compressed output, which the shards then fill.
 public sealed partial class RunGrain
 {
-    /// <summary>Quantizes every shard's tensors (the last round, after its fine-tuning, before its evaluation); null when the run does not quantize.</summary>
-    private async Task<IReadOnlyList<QuantizedTensorError>?> QuantizeAsync(RunPlan plan, RunSpec spec, int round, int rounds, CancellationToken token)
+    /// <summary>
+    /// Quantizes every shard's tensors (the last round, after its fine-tuning, before its evaluation); null when the run
+    /// does not quantize. GPTQ first runs its calibrated pass layer by layer (unless the round's SparseGPT pruning
+    /// quantized jointly); the shards then report the errors of what they hold.
+    /// </summary>
+    private async Task<IReadOnlyList<QuantizedTensorError>?> QuantizeAsync(
+        RunPlan plan, RunSpec spec, int round, int rounds, IReadOnlyList<long[]>? calibration, CancellationToken token)
     {
         if (plan.Quantized.Count == 0) return null;
         await SetStatus(s => s with { Phase = $"round {round}/{rounds}: quantizing ({spec.Quantize}, {spec.QuantMethod})" });
+        if (spec.NeedsQuantCalibration && !spec.JointQuantization)
+            await new Shears.Engine.Rounds.CalibratedQuantization(Layout(plan), ShardSet(plan))
+                .RunAsync(calibration ?? throw new InvalidOperationException("GPTQ needs the calibration sequences"), token);
         var parts = await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).QuantizeAsync().Complete(Shard(s.Index), token)));
         // Row blocks of one tensor on several shards: their sums add up, their maxima combine.
         var order = plan.Quantized.Select((name, i) => (name, i)).ToDictionary(x => x.name, x => x.i, StringComparer.Ordinal);
@@ -43,7 +51,7 @@ public sealed partial class RunGrain
             CheckpointOutput.CreateLayout(manifest, folder, plan.Shards.SelectMany(s => s.Pieces.Select(p => p.Tensor).Concat(s.CopyTensors)).ToHashSet(StringComparer.Ordinal));
             return;
         }
-        var layout = QuantizedLayout.Plan(manifest, plan.Quantized, QuantScheme.Parse(spec.Quantize!, spec.GroupSize));
+        var layout = QuantizedLayout.Plan(manifest, plan.Quantized, QuantScheme.Parse(spec.Quantize!, spec.GroupSize), spec.ActOrder);
         layout.Create(folder, RunPlanner.UnquantizedLinears(manifest, plan.Quantized));
     }
 }

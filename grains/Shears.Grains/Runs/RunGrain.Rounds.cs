@@ -8,6 +8,10 @@ namespace Shears.Grains.Runs;
 public sealed partial class RunGrain
 {
     private IRound? _round;
+    private GrainShards? _shardSet;
+
+    /// <summary>The engine's view of this run's shards: one per activation, so that a calibration pass it starts is also the one it ends.</summary>
+    private GrainShards ShardSet(RunPlan plan) => _shardSet ??= new GrainShards(this, plan);
 
     /// <summary>Per round, per selection group (tensor): the cumulative masked count progressive allocation asks for.</summary>
     private static long[][] ProgressiveTargets(RunPlan plan, ShardInfo[] infos, double[] targets, double spread) =>
@@ -18,7 +22,7 @@ public sealed partial class RunGrain
         RunPlan plan, RunSpec spec, int round, double target, long[][] masked, long[]? groupTargets, IReadOnlyList<long[]>? calibration, CancellationToken token)
     {
         // The plan and the spec are the run's own: the round kind is chosen once per activation.
-        _round ??= RoundChooser.Choose(EngineWire.Recipe(spec), Layout(plan), new GrainShards(this, plan));
+        _round ??= RoundChooser.Choose(EngineWire.Recipe(spec), Layout(plan), ShardSet(plan));
         var outcome = await _round.RunAsync(new RoundContext(round, target, masked, groupTargets, calibration), token);
         return (outcome.Threshold, outcome.SelectionBytes);
     }
@@ -65,6 +69,12 @@ public sealed partial class RunGrain
         {
             var (pass, inputs) = _calibration ?? throw new InvalidOperationException("a layer is pruned before the calibration sequences were fed");
             return (await run.Pipeline.PruneCalibratedAsync(pass, shard, round, sparsity, inputs, CancellationToken.None)).MaskedPerPiece;
+        }
+
+        public async Task QuantizeCalibratedAsync(int shard)
+        {
+            var (pass, inputs) = _calibration ?? throw new InvalidOperationException("a layer is quantized before the calibration sequences were fed");
+            await run.Pipeline.QuantizeCalibratedAsync(pass, shard, inputs, CancellationToken.None);
         }
     }
 }

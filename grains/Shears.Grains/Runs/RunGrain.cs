@@ -249,7 +249,7 @@ public sealed partial class RunGrain(
             var queries = encoder ? EncoderQueries(spec, manifest) : null;
             int hidden = plan.Hidden;
             // Calibration sequences are read and tokenized once for all rounds.
-            IReadOnlyList<long[]>? calibration = spec.NeedsCalibration ? calibrationData!.Take(spec.CalibrationSamples).ToArray() : null;
+            IReadOnlyList<long[]>? calibration = spec.NeedsCalibration || spec.NeedsQuantCalibration ? calibrationData!.Take(spec.CalibrationSamples).ToArray() : null;
             // The dense model's sentence embeddings: what fidelity compares with, and what distillation pulls toward.
             float[]? denseEval = null, denseTrain = null, denseQueries = null;
             if (encoder && (evalData is not null || trainData is not null))
@@ -303,7 +303,7 @@ public sealed partial class RunGrain(
                         await SetStatus(s => s with { Phase = $"round {round}/{targets.Length}: {(encoder ? "distilling" : "fine-tuning")}" });
                         loss = await FineTuneAsync(plan, spec, trainData, round, hidden, token, encoder ? denseTrain : null);
                     }
-                    var quantized = round == targets.Length ? await QuantizeAsync(plan, spec, round, targets.Length, token) : null;
+                    var quantized = round == targets.Length ? await QuantizeAsync(plan, spec, round, targets.Length, calibration, token) : null;
                     if (evalData is not null)
                     {
                         await SetStatus(s => s with { Phase = $"round {round}/{targets.Length}: evaluating" });

@@ -14,8 +14,6 @@ public static partial class RunPlanner
         if (manifest.Format == CheckpointFormat.Onnx) return OnnxQuantized(manifest, spec, scheme, prunable);
         if (scheme.DynamicActivations)
             throw new RunRejectedException($"--quantize {name} quantizes activations at run time, which only ONNX models hold; for a safetensors checkpoint use {QuantScheme.W8A16}, {QuantScheme.W4A16} or {QuantScheme.W4A16Asym}");
-        if (spec.QuantMethod == RunOptions.QuantMethods.Gptq)
-            throw new RunRejectedException("--quant-method gptq is not available yet for safetensors checkpoints; use --quant-method rtn");
         // The Linear weights of the blocks (what compressed-tensors' "Linear" target takes); anything else included for
         // pruning stays in its dtype.
         var quantized = prunable.Where(t => IsDefaultPrunable(t) && t.Name.EndsWith(".weight", StringComparison.Ordinal)).Select(t => t.Name).ToArray();
@@ -39,8 +37,9 @@ public static partial class RunPlanner
             throw new RunRejectedException($"--quantize {scheme.Name} writes compressed-tensors checkpoints; an ONNX model ({manifest.Root}) is quantized as {QuantScheme.W8A8} or {QuantScheme.W4A16}");
         if (scheme.Name == QuantScheme.W4A16 && (spec.GroupSize < 16 || (spec.GroupSize & (spec.GroupSize - 1)) != 0))
             throw new RunRejectedException($"--group-size {spec.GroupSize}: ONNX Runtime's MatMulNBits takes a block size that is a power of 2, at least 16");
+        // The graph is rewritten from the written weights after the shards wrote them, rounding them to nearest there.
         if (spec.QuantMethod == RunOptions.QuantMethods.Gptq)
-            throw new RunRejectedException("--quant-method gptq is not available yet; use --quant-method rtn");
+            throw new RunRejectedException($"--quant-method gptq writes compressed-tensors checkpoints; an ONNX model ({manifest.Root}) is quantized with --quant-method rtn");
         var model = Shears.Pruning.Onnx.OnnxModel.Read(manifest.PathOf(manifest.Files[0].FileName));
         var matMulWeights = model.FindPrunable(includeOutsideLayers: true).Where(p => p.OpType == "MatMul").Select(p => p.Initializer.Name).ToHashSet(StringComparer.Ordinal);
         var quantized = prunable.Where(t => matMulWeights.Contains(t.Name) && t.DType == TensorDType.F32 && t.Shape.Length == 2).Select(t => t.Name).ToArray();

@@ -103,6 +103,9 @@ public static class RunReport
             ["scheme"] = scheme,
             ["method"] = spec.QuantMethod,
             ["groupSize"] = grouped ? spec.GroupSize : null,
+            ["actOrder"] = spec.QuantMethod == RunOptions.QuantMethods.Gptq ? spec.ActOrder : null,
+            // GPTQ in the same sweep as the last round's SparseGPT pruning, or on its own after the masks were final.
+            ["joint"] = spec.QuantMethod == RunOptions.QuantMethods.Gptq ? spec.JointQuantization : null,
             ["format"] = manifest.Format == CheckpointFormat.Safetensors ? "compressed-tensors pack-quantized" : "onnx",
             ["quantizedWeights"] = plan.Quantized.Sum(n => manifest.Get(n).ElementCount),
             ["meanAbsError"] = errors.Sum(e => e.Elements) == 0 ? null : errors.Sum(e => e.AbsErrorSum) / errors.Sum(e => e.Elements),

@@ -41,6 +41,7 @@ public sealed partial class ShardGrain
             // The previous round stays until the coordinator has recorded this one: a crash in between reloads it.
             if (round > 2) File.Delete(MaskPath(assignment, i, round - 2));
         }
+        PersistQuantized(assignment, round);
         return true;
     }));
 
@@ -58,6 +59,7 @@ public sealed partial class ShardGrain
     private async Task<ShardWriteResult> WriteAsync(string outputDirectory)
     {
         var assignment = Assignment;
+        foreach (var interceptor in interceptors) await interceptor.BeforeWriteAsync(this.GetPrimaryKeyString());
         var result = await compute.RunAsync(() =>
         {
             CheckSources();

@@ -14,6 +14,11 @@ public sealed partial class ShardGrain
     private QuantizedRows?[]? _quantized;
     private byte[]?[]? _dequantized;
     private QuantizedLayout? _layout;
+    // SparseGPT's joint mode wrote the dequantized weights into the pieces themselves: the stage already computes with them.
+    private bool _piecesDequantized;
+
+    /// <summary>GPTQ's results depend on the calibration pass: they are computed there (or restored), never rounded here.</summary>
+    private bool ByGptq => Assignment.Spec.QuantMethod == RunOptions.QuantMethods.Gptq;
 
     private bool Quantizes => Assignment.Quantized.Count > 0;
 
@@ -22,13 +27,46 @@ public sealed partial class ShardGrain
 
     private QuantScheme Scheme => QuantScheme.Parse(Assignment.Spec.Quantize!, Assignment.Spec.GroupSize);
 
-    private QuantizedLayout OutputLayout => _layout ??= QuantizedLayout.Plan(_manifest!, Assignment.Quantized, Scheme);
+    private QuantizedLayout OutputLayout => _layout ??= QuantizedLayout.Plan(_manifest!, Assignment.Quantized, Scheme, Assignment.Spec.ActOrder);
 
     private void ForgetQuantization()
     {
+        // A stage that computed with quantized weights is built again from the pruned ones.
+        if (_dequantized is not null) _stage?.UseWeights(null);
         _quantized = null;
         _dequantized = null;
+        _piecesDequantized = false;
         _layout = null;
+    }
+
+    private IReadOnlySet<string> QuantizedNames => Assignment.Quantized.ToHashSet(StringComparer.Ordinal);
+
+    /// <summary>
+    /// The layer's calibrated pruning; in the last round of a joint run (<see cref="RunSpec.JointQuantization"/>) it
+    /// quantizes too, and the pieces hold the dequantized weights from then on.
+    /// </summary>
+    private List<ActivationBatch> PruneCalibrated(StageRunner stage, RunSpec spec, int round, double sparsity)
+    {
+        bool joint = spec.JointQuantization && round == spec.Rounds && Quantizes;
+        ForgetQuantization();
+        var (next, rows) = stage.PruneCalibrated(_pieces, spec.Method, spec.NmPattern, sparsity, joint ? Scheme : null, joint ? QuantizedNames : null);
+        if (joint)
+        {
+            _quantized = rows;
+            _piecesDequantized = true;
+        }
+        return next;
+    }
+
+    /// <summary>GPTQ on the layer from its calibration inputs; the stage then computes with the dequantized weights and passes its inputs on.</summary>
+    private List<ActivationBatch> QuantizeCalibrated(StageRunner stage)
+    {
+        if (!Quantizes) return stage.PassOnCalibration(_pieces);
+        ForgetQuantization();
+        var spec = Assignment.Spec;
+        _quantized = stage.QuantizeCalibrated(_pieces, QuantizedNames, Scheme, spec.ActOrder);
+        Quantize(withDequantized: true);
+        return stage.PassOnCalibration(_pieces);
     }
 
     Task<ShardReply<QuantizedTensorError[]>> IShardGrain.QuantizeAsync() => Jobs.Run(compute.RunAsync(() =>
@@ -47,6 +85,10 @@ public sealed partial class ShardGrain
     {
         if (_quantized is null)
         {
+            // Never rounded to nearest in place of GPTQ: the round that computes them runs again after a reload.
+            var held = QuantizedNames;
+            if (ByGptq && _pieces.Any(p => held.Contains(p.Entry.Name)))
+                throw new InvalidOperationException($"shard {this.GetPrimaryKeyString()} holds no GPTQ results: the calibrated quantization pass has not run since it was loaded");
             var scheme = Scheme;
             var names = Assignment.Quantized.ToHashSet(StringComparer.Ordinal);
             // An ONNX weight is stored [in, out] and quantized per output column along its input: as the transpose's rows.
@@ -55,7 +97,7 @@ public sealed partial class ShardGrain
                 : stored ? QuantizedRows.RoundToNearest(Transpose(ShardMath.Masked(piece), piece.Entry.DType.ElementSize(), piece.Rows, piece.Cols), piece.Entry.DType, checked((int)piece.Cols), checked((int)piece.Rows), scheme, piece.Entry.Name)
                 : QuantizedRows.RoundToNearest(ShardMath.Masked(piece), piece.Entry.DType, checked((int)piece.Rows), checked((int)piece.Cols), scheme, piece.Entry.Name)).ToArray();
         }
-        if (withDequantized && _dequantized is null)
+        if (withDequantized && _dequantized is null && !_piecesDequantized)
         {
             bool stored = _manifest!.Format == CheckpointFormat.Onnx;
             _dequantized = _quantized.Select((rows, i) => rows is null ? null
@@ -68,6 +110,49 @@ public sealed partial class ShardGrain
                 _stage.UseWeights(byPiece);
             }
         }
+    }
+
+    private static string QuantizedPath(ShardAssignment assignment, int piece, int round) =>
+        Path.Combine(assignment.StateDirectory, $"shard-{assignment.ShardIndex:D5}", $"piece-{piece:D5}.round-{round}.gptq");
+
+    /// <summary>
+    /// With the round's masks: GPTQ's results, which a reloaded shard could not compute again without the calibration
+    /// pass, so that a shard lost after the last round is committed writes the same output.
+    /// </summary>
+    private void PersistQuantized(ShardAssignment assignment, int round)
+    {
+        if (!ByGptq || _quantized is null) return;
+        for (int i = 0; i < _pieces.Length; i++)
+        {
+            if (_quantized[i] is not { } rows) continue;
+            string path = QuantizedPath(assignment, i, round);
+            using (var file = new FileStream(path + ".tmp", FileMode.Create, FileAccess.Write))
+                rows.WriteTo(file);
+            File.Move(path + ".tmp", path, overwrite: true);
+        }
+    }
+
+    /// <summary>After a load at a committed round: the GPTQ results persisted with it, when that round quantized.</summary>
+    private bool RestoreQuantized(ShardAssignment assignment)
+    {
+        if (!ByGptq || !Quantizes || assignment.RestoreRound < 1) return false;
+        var names = QuantizedNames;
+        var quantized = _pieces.Select(p => names.Contains(p.Entry.Name)).ToArray();
+        var paths = _pieces.Select((_, i) => QuantizedPath(assignment, i, assignment.RestoreRound)).ToArray();
+        if (!quantized.Any(q => q) || paths.Where((_, i) => quantized[i]).Any(p => !File.Exists(p))) return false;
+        var scheme = Scheme;
+        _quantized = _pieces.Select((piece, i) =>
+        {
+            if (!quantized[i]) return null;
+            using var file = File.OpenRead(paths[i]);
+            var rows = QuantizedRows.ReadFrom(file, scheme, piece.Entry.DType, paths[i]);
+            if ((long)rows.Rows * rows.Columns != piece.Piece.Elements)
+                throw new InvalidDataException($"{paths[i]}: [{rows.Rows}, {rows.Columns}] quantized rows for '{piece.Entry.Name}', whose piece holds {piece.Piece.Elements} elements");
+            return rows;
+        }).ToArray();
+        // The joint mode's pieces were restored with their trained (dequantized) weights.
+        _piecesDequantized = assignment.Spec.JointQuantization && assignment.RestoreRound == assignment.Spec.Rounds;
+        return true;
     }
 
     /// <summary>The [cols, rows] transpose of a row-major [rows, cols] matrix of <paramref name="size"/>-byte elements.</summary>
@@ -110,6 +195,13 @@ public sealed partial class ShardGrain
             CheckpointOutput.WriteTensorRange(outputDirectory, packed, piece.Piece.RowStart * packed.RowByteLength, packedBytes);
             CheckpointOutput.WriteTensorRange(outputDirectory, scale, piece.Piece.RowStart * scale.RowByteLength, scaleBytes);
             total += packedBytes.Length + scaleBytes.Length;
+            if (layout.GroupIndex && piece.Piece.RowStart == 0)
+            {
+                // One [in] index per weight: every row block has the same (GPTQ holds a weight whole, on one shard).
+                var groupIndex = rows.GroupIndexBytes() ?? throw new InvalidOperationException($"tensor '{piece.Entry.Name}' was quantized without activation order, but the layout has its weight_g_idx");
+                CheckpointOutput.WriteTensorRange(outputDirectory, layout.Output(module + QuantizedLayout.GroupIndexSuffix), 0, groupIndex);
+                total += groupIndex.Length;
+            }
             if (!rows.Scheme.Symmetric)
             {
                 var zeroPoint = layout.Output(module + QuantizedLayout.ZeroPointSuffix);

@@ -76,21 +76,37 @@ public sealed partial class ShardGrain : IStageGrain, IStageHost
             var next = await compute.RunTorchAsync(() =>
             {
                 ForgetStatistics();
-                return stage.PruneCalibrated(_pieces, spec.Method, spec.NmPattern, sparsity);
+                return PruneCalibrated(stage, spec, round, sparsity);
             });
-            // The next layer calibrates on what this pruned layer computes.
-            if (stage.Plan.Next >= 0)
-            {
-                var following = StageGrain(stage.Plan.Next);
-                for (int i = 0; i < next.Count; i++)
-                    await following.PushAsync(new StageMessage
-                    {
-                        Pass = pass, Kind = PassKind.Calibrate, Index = i, Count = next.Count, Batch = next[i], From = Assignment.ShardIndex,
-                    });
-            }
+            await PassOnAsync(pass, stage, next);
             return Result(stopwatch);
         }, inputs);
         return Task.CompletedTask;
+    }
+
+    Task IStageGrain.StartQuantizeCalibratedAsync(string pass, int inputs)
+    {
+        var stage = Stage;
+        Worker.StartPruneCalibrated(pass, async () =>
+        {
+            var stopwatch = Stopwatch.StartNew();
+            var next = await compute.RunTorchAsync(() => QuantizeCalibrated(stage));
+            await PassOnAsync(pass, stage, next);
+            return Result(stopwatch);
+        }, inputs);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>The next layer calibrates on what this layer computes now.</summary>
+    private async Task PassOnAsync(string pass, StageRunner stage, List<ActivationBatch> next)
+    {
+        if (stage.Plan.Next < 0) return;
+        var following = StageGrain(stage.Plan.Next);
+        for (int i = 0; i < next.Count; i++)
+            await following.PushAsync(new StageMessage
+            {
+                Pass = pass, Kind = PassKind.Calibrate, Index = i, Count = next.Count, Batch = next[i], From = Assignment.ShardIndex,
+            });
     }
 
     Task<ShardRoundResult?> IStageGrain.PruneCalibratedResultAsync(string pass, TimeSpan wait)

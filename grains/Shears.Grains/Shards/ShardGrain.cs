@@ -72,8 +72,6 @@ public sealed partial class ShardGrain(
     {
         var stopwatch = Stopwatch.StartNew();
         ForgetStatistics();
-        // A stage that computed with quantized weights is built again from the pruned ones.
-        if (_dequantized is not null) _stage?.UseWeights(null);
         ForgetQuantization();
         bool reused = _assignment is { } loaded && _pieces.Length == assignment.Pieces.Count && SameData(loaded, assignment);
         // Kept weights were read before, not now, unless they were trained and must be read again.
@@ -100,6 +98,7 @@ public sealed partial class ShardGrain(
         _stage?.Reset();
         _worker?.Reset();
         _jobs?.Clear();
+        await compute.RunAsync(() => RestoreQuantized(assignment));
         long bytes = _pieces.Sum(p => (long)p.ByteLength);
         if (read) ShearsMetrics.BytesRead.Add(bytes, new KeyValuePair<string, object?>("run", assignment.RunId));
         ShearsMetrics.Shard(assignment.RunId, this.GetPrimaryKeyString(), _pieces.Sum(p => p.Mask.CountSet()));

@@ -5,12 +5,13 @@ using Shears.Pruning.Calibration;
 using Shears.Pruning.Checkpoints;
 using Shears.Pruning.Masks;
 using Shears.Pruning.Models;
+using Shears.Pruning.Quantization;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Shears.Grains.Shards;
 
-// Wanda and SparseGPT on the stage's layer, from the calibration inputs the layer keeps.
+// Wanda, SparseGPT and GPTQ on the stage's layer, from the calibration inputs the layer keeps.
 internal sealed partial class StageRunner
 {
     private readonly List<(Tensor Hidden, long[][] TokenIds)> _calibration = [];
@@ -23,56 +24,25 @@ internal sealed partial class StageRunner
     }
 
     /// <summary>
-    /// Wanda or SparseGPT on this layer's pieces from its kept calibration inputs; returns those inputs
-    /// passed through the pruned layer (the next layer's calibration inputs).
+    /// Wanda or SparseGPT on this layer's pieces from its kept calibration inputs; returns those inputs passed through
+    /// the pruned layer (the next layer's calibration inputs). <paramref name="joint"/>: SparseGPT prunes and quantizes
+    /// the pieces named in <paramref name="quantized"/> in one sweep (the paper's joint mode); the pieces then hold the
+    /// dequantized weights, and the quantized rows are returned per piece (null for a piece pruned only).
     /// </summary>
-    public List<ActivationBatch> PruneCalibrated(IReadOnlyList<LoadedPiece> pieces, string method, (int N, int M) nm, double sparsity)
+    public (List<ActivationBatch> Next, QuantizedRows?[]? Quantized) PruneCalibrated(
+        IReadOnlyList<LoadedPiece> pieces, string method, (int N, int M) nm, double sparsity, QuantScheme? joint = null, IReadOnlySet<string>? quantized = null)
     {
-        if (Plan.Kind != StagePlan.LayerKind) throw new InvalidOperationException($"--method {method} prunes the model's layers; this shard runs the {Plan.Kind}");
-        if (_calibration.Count == 0) throw new InvalidOperationException($"layer {Plan.Layer} received no calibration inputs");
+        CheckCalibrated($"--method {method}");
         bool sparseGpt = method == RunOptions.Methods.SparseGpt;
+        if (joint is not null && !sparseGpt) throw new ArgumentException($"--method {method} has no joint quantization; SparseGPT's has", nameof(joint));
         var pattern = nm.M > 0 ? new NmPattern(nm.N, nm.M) : null;
-        // Input features: columns of an [out, in] decoder weight, rows of an encoder's stored [in, out] matrix.
-        var features = pieces.ToDictionary(p => p.Entry.Name, p => IsBert ? p.Rows : p.Cols, StringComparer.Ordinal);
-        // Weights that read the same input (q/k/v, gate/up) share one set of statistics, gathered once per batch: the
-        // layer hands the same tensor to each of their captures in a row.
-        var stats = new Dictionary<string, InputStatistics>(StringComparer.Ordinal);
-        Tensor? lastInput = null;
-        InputStatistics? lastStats = null;
+        var rows = joint is null ? null : new QuantizedRows?[pieces.Count];
+        var stats = GatherStatistics(pieces, pieces, withGram: sparseGpt);
         try
         {
-            Build(pieces);
-            Action<string, Tensor> capture = (name, x) =>
+            for (int i = 0; i < pieces.Count; i++)
             {
-                if (!features.TryGetValue(name, out long width)) return;
-                bool sameInput = ReferenceEquals(x, lastInput) && lastStats is not null && lastStats.Features == width;
-                if (!stats.TryGetValue(name, out var s))
-                    stats[name] = s = sameInput ? lastStats! : new InputStatistics(width, withGram: sparseGpt);
-                if (!(sameInput && ReferenceEquals(s, lastStats))) AddValidPositions(s, x, _current!);
-                (lastInput, lastStats) = (x, s);
-            };
-            if (_stage is LlamaDecoderLayer llamaLayer) llamaLayer.Capture = capture;
-            var bertLayer = _bert as Shears.Pruning.Encoders.BertLayer;
-            if (bertLayer is not null) bertLayer.Capture = capture;
-            using (no_grad())
-            {
-                foreach (var (hidden, ids) in _calibration)
-                {
-                    using var scope = NewDisposeScope();
-                    _current = ids;
-                    var batch = new ActivationBatch { TokenIds = ids };
-                    Run(hidden.to(device), batch);
-                }
-            }
-            if (_stage is LlamaDecoderLayer done) done.Capture = null;
-            if (bertLayer is not null) bertLayer.Capture = null;
-            _current = null;
-            (lastInput, lastStats) = (null, null);
-            foreach (var name in features.Keys)
-                if (!stats.ContainsKey(name)) throw new InvalidOperationException($"layer {Plan.Layer}: no calibration input reached '{name}'");
-
-            foreach (var piece in pieces)
-            {
+                var piece = pieces[i];
                 string name = piece.Entry.Name;
                 // Wanda and SparseGPT take W as [out, in]; an encoder's matrices are stored [in, out].
                 bool stored = IsBert;
@@ -81,8 +51,12 @@ internal sealed partial class StageRunner
                 BitMask mask;
                 if (sparseGpt)
                 {
-                    using var result = SparseGpt.Prune(weight, stats[name], sparsity, pattern, existing: existing, tensorName: name);
+                    bool quantizes = joint is not null && quantized!.Contains(name);
+                    using var result = quantizes
+                        ? SparseGpt.PruneAndQuantize(weight, stats[name], sparsity, joint!, piece.Entry.DType, pattern, existing: existing, tensorName: name)
+                        : SparseGpt.Prune(weight, stats[name], sparsity, pattern, existing: existing, tensorName: name);
                     mask = result.Mask;
+                    if (quantizes) rows![i] = result.Quantized;
                     using var cpu = (stored ? result.Weight.detach().t() : result.Weight.detach()).cpu().to(ScalarType.Float32).contiguous();
                     piece.Mask = stored ? Transpose(mask, piece.Cols, piece.Rows) : mask;
                     ShardMath.WriteFloats(cpu.data<float>().ToArray(), piece);
@@ -101,8 +75,112 @@ internal sealed partial class StageRunner
         {
             foreach (var s in stats.Values.Distinct()) s.Dispose();
         }
+        return (PassOnCalibration(pieces), rows);
+    }
 
-        // The next layer calibrates on what this pruned layer computes.
+    /// <summary>
+    /// GPTQ on this layer's pieces named in <paramref name="quantized"/>, from its kept calibration inputs (which the
+    /// layers before it computed with their quantized weights), the masks kept exactly. Returns the quantized rows per
+    /// piece (null for a piece not quantized), [out, in] as the loaders read them; the pieces keep their pruned weights.
+    /// The kept inputs stay for <see cref="PassOnCalibration"/>.
+    /// </summary>
+    public QuantizedRows?[] QuantizeCalibrated(IReadOnlyList<LoadedPiece> pieces, IReadOnlySet<string> quantized, QuantScheme scheme, bool actOrder)
+    {
+        CheckCalibrated("--quant-method gptq");
+        var rows = new QuantizedRows?[pieces.Count];
+        var targets = pieces.Where(p => quantized.Contains(p.Entry.Name)).ToArray();
+        if (targets.Length == 0) return rows;
+        var stats = GatherStatistics(pieces, targets, withGram: true);
+        try
+        {
+            for (int i = 0; i < pieces.Count; i++)
+            {
+                var piece = pieces[i];
+                string name = piece.Entry.Name;
+                if (!quantized.Contains(name)) continue;
+                bool stored = IsBert;
+                using var weight = stored ? StageParameters[name].detach().t().contiguous() : StageParameters[name].alias();
+                var mask = stored ? Transpose(piece.Mask, piece.Rows, piece.Cols) : piece.Mask;
+                using var result = Gptq.Quantize(weight, stats[name], scheme, piece.Entry.DType, mask, actOrder: actOrder, tensorName: name);
+                rows[i] = result.Quantized;
+            }
+        }
+        finally
+        {
+            foreach (var s in stats.Values.Distinct()) s.Dispose();
+        }
+        return rows;
+    }
+
+    private void CheckCalibrated(string what)
+    {
+        if (Plan.Kind != StagePlan.LayerKind) throw new InvalidOperationException($"{what} works on the model's layers; this shard runs the {Plan.Kind}");
+        if (_calibration.Count == 0) throw new InvalidOperationException($"layer {Plan.Layer} received no calibration inputs");
+    }
+
+    /// <summary>
+    /// Runs the kept calibration inputs through the layer as built now and gathers the inputs of each of
+    /// <paramref name="targets"/> (valid positions only), with the Gram matrix when <paramref name="withGram"/>.
+    /// Weights that read the same input (q/k/v, gate/up) share one set, gathered once per batch: the layer hands the
+    /// same tensor to each of their captures in a row. The caller disposes the distinct sets.
+    /// </summary>
+    private Dictionary<string, InputStatistics> GatherStatistics(IReadOnlyList<LoadedPiece> pieces, IReadOnlyList<LoadedPiece> targets, bool withGram)
+    {
+        // Input features: columns of an [out, in] decoder weight, rows of an encoder's stored [in, out] matrix.
+        var features = targets.ToDictionary(p => p.Entry.Name, p => IsBert ? p.Rows : p.Cols, StringComparer.Ordinal);
+        var stats = new Dictionary<string, InputStatistics>(StringComparer.Ordinal);
+        Tensor? lastInput = null;
+        InputStatistics? lastStats = null;
+        try
+        {
+            Build(pieces);
+            Action<string, Tensor> capture = (name, x) =>
+            {
+                if (!features.TryGetValue(name, out long width)) return;
+                bool sameInput = ReferenceEquals(x, lastInput) && lastStats is not null && lastStats.Features == width;
+                if (!stats.TryGetValue(name, out var s))
+                    stats[name] = s = sameInput ? lastStats! : new InputStatistics(width, withGram);
+                if (!(sameInput && ReferenceEquals(s, lastStats))) AddValidPositions(s, x, _current!);
+                (lastInput, lastStats) = (x, s);
+            };
+            if (_stage is LlamaDecoderLayer llamaLayer) llamaLayer.Capture = capture;
+            var bertLayer = _bert as Shears.Pruning.Encoders.BertLayer;
+            if (bertLayer is not null) bertLayer.Capture = capture;
+            try
+            {
+                using (no_grad())
+                {
+                    foreach (var (hidden, ids) in _calibration)
+                    {
+                        using var scope = NewDisposeScope();
+                        _current = ids;
+                        Run(hidden.to(device), new ActivationBatch { TokenIds = ids });
+                    }
+                }
+            }
+            finally
+            {
+                if (_stage is LlamaDecoderLayer done) done.Capture = null;
+                if (bertLayer is not null) bertLayer.Capture = null;
+                _current = null;
+            }
+            foreach (var name in features.Keys)
+                if (!stats.ContainsKey(name)) throw new InvalidOperationException($"layer {Plan.Layer}: no calibration input reached '{name}'");
+            return stats;
+        }
+        catch
+        {
+            foreach (var s in stats.Values.Distinct()) s.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// The kept calibration inputs passed through the layer as its weights are now (the pieces', or those given to
+    /// <see cref="UseWeights"/>): the next layer's calibration inputs. The kept inputs are dropped.
+    /// </summary>
+    public List<ActivationBatch> PassOnCalibration(IReadOnlyList<LoadedPiece> pieces)
+    {
         DisposeStage();
         var next = new List<ActivationBatch>();
         Build(pieces);

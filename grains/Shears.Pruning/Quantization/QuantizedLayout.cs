@@ -9,12 +9,13 @@ namespace Shears.Pruning.Quantization;
 /// the input with the same name, each quantized Linear's <c>&lt;m&gt;.weight</c> replaced in place by
 /// <c>weight_packed</c> (int32 [out, ceil(in / (32/bits))]), <c>weight_scale</c> (the weight's dtype, [out, groups]),
 /// <c>weight_zero_point</c> (asymmetric only: int32 [ceil(out / (32/bits)), groups], packed along dimension 0) and
-/// <c>weight_shape</c> (int64 [2]); every other tensor unchanged; offsets follow from the shapes alone, so the
+/// <c>weight_shape</c> (int64 [2]), and with activation-ordered groups <c>weight_g_idx</c> (int32 [in]); every other tensor unchanged; offsets follow from the shapes alone, so the
 /// coordinator and every shard compute the same layout from the manifest.
 /// </summary>
 public sealed class QuantizedLayout
 {
-    public const string PackedSuffix = ".weight_packed", ScaleSuffix = ".weight_scale", ZeroPointSuffix = ".weight_zero_point", ShapeSuffix = ".weight_shape";
+    public const string PackedSuffix = ".weight_packed", ScaleSuffix = ".weight_scale", ZeroPointSuffix = ".weight_zero_point", ShapeSuffix = ".weight_shape",
+        GroupIndexSuffix = ".weight_g_idx";
     private const string WeightSuffix = ".weight";
 
     /// <summary>Rows of one zero-point word: row blocks of a tensor start at multiples of this, so no word is shared.</summary>
@@ -26,18 +27,25 @@ public sealed class QuantizedLayout
     public CheckpointManifest Input { get; }
     public IReadOnlySet<string> Quantized { get; }
 
+    /// <summary>Whether each grouped weight carries its columns' groups (<c>weight_g_idx</c>: GPTQ's activation order).</summary>
+    public bool GroupIndex { get; }
+
     /// <summary>Per output file: its name, header length, length and tensors in data order.</summary>
     public IReadOnlyList<(string FileName, long HeaderBytes, long FileLength, IReadOnlyList<TensorEntry> Tensors)> Files { get; }
 
-    private QuantizedLayout(QuantScheme scheme, CheckpointManifest input, IReadOnlySet<string> quantized,
+    private QuantizedLayout(QuantScheme scheme, CheckpointManifest input, IReadOnlySet<string> quantized, bool groupIndex,
         IReadOnlyList<(string, long, long, IReadOnlyList<TensorEntry>)> files)
     {
-        (Scheme, Input, Quantized, Files) = (scheme, input, quantized, files);
+        (Scheme, Input, Quantized, GroupIndex, Files) = (scheme, input, quantized, groupIndex, files);
         _byName = files.SelectMany(f => f.Item4).ToDictionary(t => t.Name, StringComparer.Ordinal);
     }
 
-    /// <summary>The layout of <paramref name="input"/> with <paramref name="quantized"/> (2-D <c>*.weight</c> tensors) quantized by <paramref name="scheme"/>.</summary>
-    public static QuantizedLayout Plan(CheckpointManifest input, IEnumerable<string> quantized, QuantScheme scheme)
+    /// <summary>
+    /// The layout of <paramref name="input"/> with <paramref name="quantized"/> (2-D <c>*.weight</c> tensors) quantized by
+    /// <paramref name="scheme"/>; <paramref name="actOrder"/>: GPTQ visited the columns in activation order, so a grouped
+    /// scheme stores each column's group (a per-channel one needs nothing: its one scale per row covers any order).
+    /// </summary>
+    public static QuantizedLayout Plan(CheckpointManifest input, IEnumerable<string> quantized, QuantScheme scheme, bool actOrder = false)
     {
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(scheme);
@@ -49,6 +57,7 @@ public sealed class QuantizedLayout
             if (t.Shape.Length != 2 || !name.EndsWith(WeightSuffix, StringComparison.Ordinal) || !t.DType.IsPrunable())
                 throw new ArgumentException($"tensor '{name}' ({t.DType} [{string.Join(", ", t.Shape)}]) is not a Linear weight: only 2-D F32/F16/BF16 '*.weight' tensors are quantized");
         }
+        bool groupIndex = actOrder && !scheme.PerChannel;
         var files = new List<(string, long, long, IReadOnlyList<TensorEntry>)>();
         foreach (var file in input.Files)
         {
@@ -56,7 +65,7 @@ public sealed class QuantizedLayout
             foreach (var t in input.Tensors.Where(t => t.FileName == file.FileName).OrderBy(t => t.FileOffset).ThenBy(t => t.Name, StringComparer.Ordinal))
             {
                 if (!set.Contains(t.Name)) { declared.Add((t.Name, t.DType, t.Shape)); continue; }
-                declared.AddRange(Replacements(t, scheme));
+                declared.AddRange(Replacements(t, scheme, groupIndex));
             }
             var lengths = declared.Select(d => checked(TensorEntry.CountElements(d.Shape) * d.DType.ElementSize())).ToArray();
             long headerBytes = SafetensorsWriter.BuildHeader(declared, lengths, file.Metadata).Length;
@@ -69,10 +78,10 @@ public sealed class QuantizedLayout
             }
             files.Add((file.FileName, headerBytes, offset, entries));
         }
-        return new QuantizedLayout(scheme, input, set, files);
+        return new QuantizedLayout(scheme, input, set, groupIndex, files);
     }
 
-    private static IEnumerable<(string, TensorDType, long[])> Replacements(TensorEntry weight, QuantScheme scheme)
+    private static IEnumerable<(string, TensorDType, long[])> Replacements(TensorEntry weight, QuantScheme scheme, bool groupIndex)
     {
         string module = Module(weight.Name);
         long rows = weight.Shape[0], columns = weight.Shape[1], groups = scheme.GroupsPerRow(columns);
@@ -80,6 +89,7 @@ public sealed class QuantizedLayout
         yield return (module + ScaleSuffix, weight.DType, [rows, groups]);
         if (!scheme.Symmetric) yield return (module + ZeroPointSuffix, TensorDType.I32, [PackedInt.Words(rows, scheme.Bits), groups]);
         yield return (module + ShapeSuffix, TensorDType.I64, [2]);
+        if (groupIndex) yield return (module + GroupIndexSuffix, TensorDType.I32, [columns]);
     }
 
     /// <summary>The module of a Linear weight: <c>a.b.weight</c> → <c>a.b</c>.</summary>
@@ -126,7 +136,7 @@ public sealed class QuantizedLayout
             var target = Path.Combine(root, companion);
             Directory.CreateDirectory(Path.GetDirectoryName(target)!);
             if (string.Equals(Path.GetFileName(companion), "config.json", StringComparison.Ordinal) && Path.GetDirectoryName(companion) is null or "")
-                File.WriteAllText(target, CompressedTensorsConfig.AddTo(File.ReadAllText(Input.PathOf(companion)), Scheme, ignore, Input.PathOf(companion)));
+                File.WriteAllText(target, CompressedTensorsConfig.AddTo(File.ReadAllText(Input.PathOf(companion)), Scheme, ignore, Input.PathOf(companion), GroupIndex ? "group" : null));
             else
                 File.Copy(Input.PathOf(companion), target, overwrite: true);
         }
@@ -142,7 +152,7 @@ public sealed class QuantizedLayout
         {
             if (!Quantized.Contains(name)) { rebuilt[name] = file?.DeepClone(); continue; }
             string module = Module(name);
-            foreach (var suffix in new[] { PackedSuffix, ScaleSuffix, ZeroPointSuffix, ShapeSuffix })
+            foreach (var suffix in new[] { PackedSuffix, ScaleSuffix, ZeroPointSuffix, ShapeSuffix, GroupIndexSuffix })
                 if (_byName.ContainsKey(module + suffix)) rebuilt[module + suffix] = file?.DeepClone();
         }
         root["weight_map"] = rebuilt;

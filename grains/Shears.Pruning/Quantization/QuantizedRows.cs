@@ -62,11 +62,75 @@ public sealed class QuantizedRows
         (AbsErrorSum, MaxAbsError) = (sum, max);
     }
 
-    private QuantizedRows(QuantScheme scheme, TensorDType dtype, int rows, int columns, sbyte[] values, QuantParams[] groups, double absErrorSum, double maxAbsError)
+    private QuantizedRows(QuantScheme scheme, TensorDType dtype, int rows, int columns, sbyte[] values, QuantParams[] groups, double absErrorSum, double maxAbsError, int[]? groupIndex = null)
     {
-        (Scheme, DType, Rows, Columns, _values, _groups, AbsErrorSum, MaxAbsError) = (scheme, dtype, rows, columns, values, groups, absErrorSum, maxAbsError);
+        (Scheme, DType, Rows, Columns, _values, _groups, AbsErrorSum, MaxAbsError, _groupIndex) = (scheme, dtype, rows, columns, values, groups, absErrorSum, maxAbsError, groupIndex);
         GroupsPerRow = checked((int)scheme.GroupsPerRow(columns));
     }
+
+    private const uint FileMagic = 0x31525153; // "SQR1"
+
+    /// <summary>
+    /// Writes the block as it is (values, parameters, group index and errors), for a result that cannot be computed again
+    /// identically (GPTQ's, which depends on the calibration inputs) to outlive the process; <see cref="ReadFrom"/> gives
+    /// it back exactly. Little-endian: magic, rows, columns, groups per row, group index flag, error sum, max error,
+    /// values, (scale, zero point) per group, group index.
+    /// </summary>
+    public void WriteTo(Stream stream)
+    {
+        using var writer = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true);
+        writer.Write(FileMagic);
+        writer.Write(Rows);
+        writer.Write(Columns);
+        writer.Write(GroupsPerRow);
+        writer.Write(_groupIndex is not null);
+        writer.Write(AbsErrorSum);
+        writer.Write(MaxAbsError);
+        writer.Write(MemoryMarshal.AsBytes(_values.AsSpan()));
+        foreach (var g in _groups)
+        {
+            writer.Write(g.Scale);
+            writer.Write(g.ZeroPoint);
+        }
+        if (_groupIndex is not null) writer.Write(MemoryMarshal.AsBytes(_groupIndex.AsSpan()));
+    }
+
+    /// <summary>A block written by <see cref="WriteTo"/> for <paramref name="scheme"/> and <paramref name="dtype"/>; <paramref name="source"/> names it in errors.</summary>
+    public static QuantizedRows ReadFrom(Stream stream, QuantScheme scheme, TensorDType dtype, string source)
+    {
+        ArgumentNullException.ThrowIfNull(scheme);
+        using var reader = new BinaryReader(stream, System.Text.Encoding.UTF8, leaveOpen: true);
+        try
+        {
+            if (reader.ReadUInt32() != FileMagic) throw new InvalidDataException($"{source} is not a block of quantized rows");
+            int rows = reader.ReadInt32(), columns = reader.ReadInt32(), groupsPerRow = reader.ReadInt32();
+            if (rows < 0 || columns <= 0 || groupsPerRow != scheme.GroupsPerRow(columns))
+                throw new InvalidDataException($"{source}: [{rows}, {columns}] with {groupsPerRow} groups per row does not fit {scheme.Name} (group size {scheme.GroupSize})");
+            bool hasIndex = reader.ReadBoolean();
+            double sum = reader.ReadDouble(), max = reader.ReadDouble();
+            var values = new sbyte[(long)rows * columns];
+            ReadExactly(reader, MemoryMarshal.AsBytes(values.AsSpan()));
+            var groups = new QuantParams[(long)rows * groupsPerRow];
+            for (int i = 0; i < groups.Length; i++) groups[i] = new QuantParams(reader.ReadSingle(), reader.ReadInt32());
+            int[]? index = null;
+            if (hasIndex)
+            {
+                index = new int[columns];
+                ReadExactly(reader, MemoryMarshal.AsBytes(index.AsSpan()));
+                foreach (int g in index)
+                    if ((uint)g >= (uint)groupsPerRow) throw new InvalidDataException($"{source}: group index {g} is not one of the {groupsPerRow} groups");
+            }
+            if (stream.CanSeek && stream.Position != stream.Length) throw new InvalidDataException($"{source}: {stream.Length - stream.Position} bytes after the block");
+            return new QuantizedRows(scheme, dtype, rows, columns, values, groups, sum, max, index);
+        }
+        catch (EndOfStreamException)
+        {
+            throw new InvalidDataException($"{source} ends inside its block of quantized rows");
+        }
+    }
+
+    // BinaryReader reads no further ahead than the primitive it returns, so its stream continues where it stopped.
+    private static void ReadExactly(BinaryReader reader, Span<byte> into) => reader.BaseStream.ReadExactly(into);
 
     /// <summary>
     /// Round-to-nearest quantization of raw little-endian weights of <paramref name="dtype"/>, row by row (one row widened
