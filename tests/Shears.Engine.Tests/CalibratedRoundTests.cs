@@ -19,6 +19,8 @@ public class CalibratedRoundTests
             await Task.Yield();
             return [shard * 10 + round];
         }
+
+        public async Task QuantizeCalibratedAsync(int shard) => await Task.Yield();
     }
 
     [Theory]
@@ -49,5 +51,26 @@ public class CalibratedRoundTests
         var round = new CalibratedRound(layout, shards);
         await Assert.ThrowsAsync<InvalidOperationException>(() => round.RunAsync(new RoundContext(1, 0.5, [[0]]), CancellationToken.None));
         Assert.Empty(shards.Calls);
+    }
+
+    [Fact]
+    public async Task Quantization_feeds_the_first_layer_then_quantizes_the_layers_in_order()
+    {
+        var pieces = Enumerable.Range(0, 4).Select(s => (IReadOnlyList<ShardPiece>)[new ShardPiece($"t{s}", 0, 1, 1, s)]).ToArray();
+        var layout = new RunLayout(pieces.Select(p => p[0].Tensor).ToArray(), pieces, [1, 1, 1, 1], [1, 2]);
+        var shards = new RecordingShardSet(new FakeLayers());
+        await new CalibratedQuantization(layout, shards).RunAsync([[1, 2], [3]], CancellationToken.None);
+        Assert.Equal([("feed", -1, 2), ("quantize layer", 1, 1), ("quantize layer", 2, 1)], shards.Calls);
+    }
+
+    [Fact]
+    public async Task Quantization_stops_between_layers_when_cancelled()
+    {
+        var layout = new RunLayout(["t"], [[new ShardPiece("t", 0, 1, 1, 0)]], [1], [0]);
+        var shards = new RecordingShardSet(new FakeLayers());
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => new CalibratedQuantization(layout, shards).RunAsync([[1]], cancelled.Token));
+        Assert.Equal([("feed", -1, 1)], shards.Calls);
     }
 }

@@ -57,4 +57,10 @@ internal sealed class RecordingShardSet(IShardSet inner) : IShardSet
         Record("prune layer", shard);
         return inner.PruneCalibratedAsync(shard, round, sparsity);
     }
+
+    public Task QuantizeCalibratedAsync(int shard)
+    {
+        Record("quantize layer", shard);
+        return inner.QuantizeCalibratedAsync(shard);
+    }
 }
