@@ -42,10 +42,6 @@ public static class Demos
         };
         int code = await RunFollower.RunAsync(cluster, spec, Commands.NewRunId(), detach: false, token);
         if (code != Commands.Ok) return code;
-        string plot = Path.Combine(output, PlotFile);
-        Plot(Path.Combine(output, "shears-report.json"), plot);
-        Console.WriteLine($"plotted sparsity against fidelity and neighbour agreement: {plot}");
-
         // Prune, then quantize: the pruned model's MatMuls as ONNX Runtime runs them quantized, nothing pruned anew.
         string compressed = Path.Combine(root, "compressed");
         code = await RunFollower.RunAsync(cluster, new RunSpec
@@ -58,11 +54,20 @@ public static class Demos
         var measured = Compression.Measure([("dense", files.ModelPath), ("50% pruned", Path.Combine(output, "model.onnx")),
             ($"50% pruned + {DemoScheme}", Path.Combine(compressed, "model.onnx"))], files.VocabularyPath, sentences, rounds: 3);
         Compression.Print(measured, 2);
+
+        string plot = Path.Combine(output, PlotFile);
+        var last = measured[^1];
+        Plot(Path.Combine(output, "shears-report.json"), plot, [new PlotMark(spec.Sparsity, last.Fidelity, string.Create(CultureInfo.InvariantCulture,
+            $"{last.Label} in ONNX Runtime: fidelity {last.Fidelity:F3}, {(double)last.Bytes / measured[0].Bytes:F2}x the bytes, {last.SpeedUp:F2}x the speed"))]);
+        Console.WriteLine($"plotted sparsity against fidelity and neighbour agreement, with the compressed model: {plot}");
         return Commands.Ok;
     }
 
-    /// <summary>Sparsity against fidelity and neighbour agreement, from the report: dense first, then each round.</summary>
-    public static void Plot(string reportPath, string pngPath)
+    /// <summary>A model measured outside the run (the compressed one), drawn as one marker with its own legend entry.</summary>
+    public sealed record PlotMark(double Sparsity, double Fidelity, string Label);
+
+    /// <summary>Sparsity against fidelity and neighbour agreement, from the report: dense first, then each round; then the marks.</summary>
+    public static void Plot(string reportPath, string pngPath, IReadOnlyList<PlotMark>? marks = null)
     {
         using var report = JsonDocument.Parse(File.ReadAllText(reportPath));
         var points = new List<(double Sparsity, double Fidelity, double Agreement)>();
@@ -80,6 +85,11 @@ public static class Demos
         fidelity.LegendText = "fidelity (mean cosine to the dense embeddings)";
         var agreement = plot.Add.Scatter(points.Select(p => p.Sparsity).ToArray(), points.Select(p => p.Agreement).ToArray());
         agreement.LegendText = "neighbour agreement at 10";
+        foreach (var mark in marks ?? [])
+        {
+            var marker = plot.Add.Marker(mark.Sparsity, mark.Fidelity, ScottPlot.MarkerShape.FilledDiamond, 14);
+            marker.LegendText = mark.Label;
+        }
         plot.Title(string.Create(CultureInfo.InvariantCulture, $"{report.RootElement.GetProperty("runId").GetString()}: quality against sparsity"));
         plot.XLabel("sparsity of the prunable weights");
         plot.YLabel("agreement with the dense model");

@@ -57,4 +57,23 @@ public class PlotTests
         Assert.True(PixelsNear(second, SKColor.Parse("#1f77b4")) > 80);
         Assert.True(alone < agreement / 3, $"agreement pixels without its points: {alone} (with them {agreement}): only its legend entry is left");
     }
+
+    [Fact]
+    public void A_mark_for_the_compressed_model_is_drawn_in_the_third_colour()
+    {
+        using var dir = new TempDir();
+        string report = Path.Combine(dir.Path, "shears-report.json");
+        File.WriteAllText(report, Report);
+        string png = Path.Combine(dir.Path, Demos.PlotFile);
+        var third = SKColor.Parse("#2ca02c");
+        Demos.Plot(report, png);
+        int without;
+        using (var plain = SKBitmap.Decode(png)) without = PixelsNear(plain, third);
+
+        Demos.Plot(report, png, [new Demos.PlotMark(0.5, 0.87, "50% pruned + W8A8 in ONNX Runtime")]);
+        using var marked = SKBitmap.Decode(png);
+        int with = PixelsNear(marked, third);
+        Assert.True(without < 5, $"third-colour pixels without a mark: {without}");
+        Assert.True(with > 80, $"third-colour pixels with the mark and its legend entry: {with}");
+    }
 }
