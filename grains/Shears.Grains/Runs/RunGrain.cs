@@ -336,7 +336,7 @@ public sealed partial class RunGrain(
                 state.State.CommittedRound = round;
                 await SetStatus(s => s with { Rounds = s.Rounds.Append(result!).ToArray() });
                 ShearsMetrics.RoundFinished(RunId, result!);
-                ShearsMetrics.SelectionBytes.Add(result.SelectionBytes, ShearsMetrics.Tag("run", RunId));
+                ShearsMetrics.SelectionBytes.Add(result!.SelectionBytes, ShearsMetrics.Tag("run", RunId));
                 logger.LogInformation("Run {Run} round {Round}: target {Target:P2}, masked {Masked}", RunId, round, target, result.MaskedWeights);
             }
 
