@@ -5,6 +5,7 @@ using OpenTelemetry.Metrics;
 using Shears.Grains;
 using Shears.Grains.Diagnostics;
 using Shears.Silo;
+using Shears.Silo.Pages;
 
 // Output and parsing never depend on the machine's locale.
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.DefaultThreadCurrentUICulture = CultureInfo.InvariantCulture;
@@ -64,4 +65,5 @@ builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
 var app = builder.Build();
 app.MapPrometheusScrapingEndpoint("/metrics");
 app.MapGet("/healthz", () => Results.Text("ok"));
+app.MapRunsPages();
 app.Run();

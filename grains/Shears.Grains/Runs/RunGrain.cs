@@ -142,6 +142,8 @@ public sealed partial class RunGrain(
 
     Task<string?> IRunGrain.GetReportJsonAsync() => Task.FromResult(state.State.ReportJson);
 
+    Task<IReadOnlyList<ShardResult>> IRunGrain.GetShardsAsync() => Task.FromResult<IReadOnlyList<ShardResult>>(state.State.Shards?.ToArray() ?? []);
+
     private IShardGrain Shard(int index) => GrainFactory.GetGrain<IShardGrain>($"{RunId}/{index}");
 
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -64,31 +64,9 @@ public partial class PrometheusTests
         string ids = MultiProcessTests.WriteTinyDecoder(dir);
 
         // Three silos: clustered over Redis where the multi-process tests have one, else by the first silo's address.
-        var silos = new List<SiloProcess>();
-        string cluster;
-        try
+        await using var cluster = await SiloCluster.StartAsync(3, dir.Sub("state"));
+        var silos = cluster.Silos;
         {
-            if (RedisFactAttribute.Redis is { Length: > 0 })
-            {
-                string redis = MultiProcessTests.FreshRedisDatabase();
-                for (int i = 0; i < 3; i++)
-                    silos.Add(await SiloProcess.StartAsync("--redis", redis, "--silo-port", SiloProcess.FreePort().ToString(), "--gateway-port", SiloProcess.FreePort().ToString()));
-                cluster = "redis://" + redis;
-            }
-            else
-            {
-                string primary = SiloProcess.FreePort().ToString();
-                var gateways = new List<string>();
-                for (int i = 0; i < 3; i++)
-                {
-                    string gateway = SiloProcess.FreePort().ToString();
-                    gateways.Add("127.0.0.1:" + gateway);
-                    silos.Add(await SiloProcess.StartAsync(["--silo-port", i == 0 ? primary : SiloProcess.FreePort().ToString(), "--gateway-port", gateway,
-                        "--state-dir", dir.Sub("state"), .. i == 0 ? Array.Empty<string>() : ["--primary", "127.0.0.1:" + primary]]));
-                }
-                cluster = string.Join(',', gateways);
-            }
-
             // Prometheus as deploy/prometheus.yml sets it up (same job, role labels and rules), every second, on these silos.
             // The rules are a copy whose for: is one second, so that the alerts fire within the test.
             string rules = File.ReadAllText(Deploy("prometheus/alerts.yml"));
@@ -119,13 +97,13 @@ public partial class PrometheusTests
 
             // A run of 20 very short rounds (each far shorter than the scrape interval), and one that fine-tunes.
             string[] Run(string id, string output, params string[] extra) =>
-                ["run", "--model", dir.Sub("in"), "--out", dir.Sub(output), "--sparsity", "0.6", "--schedule", "linear", "--eval", ids, "--cluster", cluster, "--run-id", id, .. extra];
+                ["run", "--model", dir.Sub("in"), "--out", dir.Sub(output), "--sparsity", "0.6", "--schedule", "linear", "--eval", ids, "--cluster", cluster.Address, "--run-id", id, .. extra];
             var fast = await ShearsProcess.RunAsync(Run("prom-fast", "fast", "--rounds", "20"));
-            Assert.True(fast.ExitCode == 0, fast + string.Concat(silos.Select(s => s.Log)));
+            Assert.True(fast.ExitCode == 0, fast + cluster.Logs);
             var tuned = await ShearsProcess.RunAsync(Run("prom-tuned", "tuned", "--rounds", "3", "--finetune-steps", "2", "--finetune-data", ids, "--batch", "2"));
-            Assert.True(tuned.ExitCode == 0, tuned + string.Concat(silos.Select(s => s.Log)));
+            Assert.True(tuned.ExitCode == 0, tuned + cluster.Logs);
             // A refused run: the model does not exist (the coordinator refuses it, exit 2).
-            var refused = await ShearsProcess.RunAsync(["run", "--model", dir.Sub("missing"), "--out", dir.Sub("never"), "--sparsity", "0.5", "--cluster", cluster, "--run-id", "prom-refused"]);
+            var refused = await ShearsProcess.RunAsync(["run", "--model", dir.Sub("missing"), "--out", dir.Sub("never"), "--sparsity", "0.5", "--cluster", cluster.Address, "--run-id", "prom-refused"]);
             Assert.True(refused.ExitCode == 2, refused.ToString());
 
             // Every round of the fast run is in Prometheus, with the report's figures.
@@ -205,15 +183,12 @@ public partial class PrometheusTests
             var stalled = alertRules.Single(r => r.Name == "ShearsRoundStalled").Expr;
             var slow = ShearsProcess.RunAsync(Run("prom-slow", "slow", "--rounds", "3", "--finetune-steps", "40", "--finetune-data", ids, "--batch", "2"));
             await WaitFor(prometheus, Comparison().Replace(stalled, "") + " >= 0", "the progress of an unfinished run");
-            Assert.True((await slow).ExitCode == 0);
+            var slowResult = await slow;
+            Assert.True(slowResult.ExitCode == 0, slowResult.ToString());
             Assert.Empty((await prometheus.QueryAsync("ALERTS{alertname=\"ShearsSiloDown\"}")).Series);
             silos[2].Kill();
             await WaitFor(prometheus, $"ALERTS{{alertname=\"ShearsSiloDown\",alertstate=\"firing\",instance=\"127.0.0.1:{silos[2].HttpPort}\"}}", "ShearsSiloDown firing for the killed silo");
             Assert.True(DateTimeOffset.UtcNow - started < TimeSpan.FromMinutes(5));
-        }
-        finally
-        {
-            foreach (var silo in silos) await silo.DisposeAsync();
         }
     }
 
