@@ -30,6 +30,19 @@ public class MetricsRetentionTests
     }
 
     [Fact]
+    public void ACoordinatorResumedOnAnotherSiloServesTheRoundsFinishedBefore()
+    {
+        string run = "resumed-" + Guid.NewGuid().ToString("N")[..8];
+        var rounds = Enumerable.Range(1, 3).Select(r => new RoundResult { Round = r, TargetSparsity = r / 10.0, AchievedSparsity = r / 10.0 }).ToArray();
+        ShearsMetrics.RoundsResumed(run, new EvalMetric { Metric = "perplexity", Value = 9.5 }, rounds);
+        var achieved = Scrape("shears_round_achieved_sparsity", run);
+        Assert.Equal(new[] { "1", "2", "3" }, achieved.Keys.Order());
+        Assert.Equal(0.3, achieved["3"]);
+        Assert.Equal(9.5, Assert.Single(Scrape("shears_round_eval", run)).Value);
+        Assert.Empty(Scrape("shears_round_threshold", run)); // layer-wise rounds have none
+    }
+
+    [Fact]
     public void EveryRoundStaysUntilTheRetentionAfterTheRunEnds()
     {
         string run = "retention-" + Guid.NewGuid().ToString("N")[..8];

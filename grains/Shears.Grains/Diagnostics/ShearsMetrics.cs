@@ -118,6 +118,13 @@ public static class ShearsMetrics
         Progressed(runId);
     }
 
+    /// <summary>A coordinator resumed on this silo serves the rounds its run finished elsewhere (nothing is recorded twice).</summary>
+    public static void RoundsResumed(string runId, EvalMetric? baseline, IEnumerable<RoundResult> rounds)
+    {
+        if (baseline is not null) Baselines[runId] = baseline.Value;
+        foreach (var round in rounds) Rounds[(runId, round.Round)] = round;
+    }
+
     /// <summary>Gauges only: every silo holding shards of the run shows its rounds too.</summary>
     public static void RoundGauges(string runId, int round, double target, double achieved, double? threshold) =>
         Runs[runId] = new RunGauges(round, target, achieved, threshold, Runs.TryGetValue(runId, out var g) ? g.Eval : null);

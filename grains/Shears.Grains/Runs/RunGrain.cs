@@ -91,6 +91,7 @@ public sealed partial class RunGrain(
         {
             var spec = given with { ModelPath = Path.GetFullPath(given.ModelPath), OutputPath = Path.GetFullPath(given.OutputPath) };
             logger.LogInformation("Run {Run} resumes after round {Round}", RunId, state.State.CommittedRound);
+            ShearsMetrics.RoundsResumed(RunId, Status.Baseline, Status.Rounds);
             var manifest = manifests.Get(spec.ModelPath);
             var targets = Schedule.Targets(ParseSchedule(spec.Schedule), spec.Sparsity, spec.Rounds);
             StartJob(spec, manifest, targets);
