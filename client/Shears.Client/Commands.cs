@@ -4,7 +4,7 @@ using Shears.Contracts;
 
 namespace Shears.Client;
 
-/// <summary>The command line of README.md: run, status, list, cancel, report, demo.</summary>
+/// <summary>The command line of README.md: run, status, watch, list, cancel, report, demo.</summary>
 public static class Commands
 {
     public const int Ok = 0, RunFailed = 1, BadInput = 2;
@@ -15,6 +15,7 @@ public static class Commands
     {
         yield return Run();
         yield return Status();
+        yield return Watch();
         yield return List();
         yield return Cancel();
         yield return Report();
@@ -190,6 +191,21 @@ public static class Commands
             if (parse.GetValue(json)) Console.WriteLine(RunView.Json(status));
             else RunView.PrintStatus(status);
             return Ok;
+        }, token));
+        return command;
+    }
+
+    private static Command Watch()
+    {
+        var run = new Argument<string>("run") { Description = "run id" };
+        var command = new Command("watch", "follow a run started elsewhere to its end, with live progress") { run, Cluster };
+        command.SetAction((parse, token) => WithCluster(parse.GetValue(Cluster), "watch", async client =>
+        {
+            var grain = client.GetGrain<IRunGrain>(parse.GetValue(run)!);
+            var status = await grain.GetStatusAsync();
+            if (status.Spec is null) return Fail([$"no run '{parse.GetValue(run)}' on this cluster"]);
+            // Ctrl+C stops watching only: the run goes on (`shears cancel` cancels it).
+            return await RunFollower.FollowAsync(grain, status, token);
         }, token));
         return command;
     }

@@ -28,6 +28,16 @@ public static class RunFollower
         }
 
         using var cancelRegistration = token.Register(() => _ = RequestCancelAsync(grain, runId, Console.Error));
+        return await FollowAsync(grain, status, token);
+    }
+
+    /// <summary>
+    /// Follows a run to its end, started here or elsewhere (<c>shears watch</c>): live bars in a terminal, plain lines
+    /// otherwise, then the rounds table; the exit code is the run's outcome.
+    /// </summary>
+    public static async Task<int> FollowAsync(IRunGrain grain, RunStatus status, CancellationToken token)
+    {
+        string runId = status.RunId, output = status.Spec?.OutputPath ?? "--out";
         try
         {
             status = Console.IsOutputRedirected || !AnsiConsole.Profile.Capabilities.Interactive
@@ -44,10 +54,10 @@ public static class RunFollower
         {
             case RunState.Completed:
                 RunView.PrintRounds(status);
-                Console.WriteLine($"wrote {spec.OutputPath} (run {runId})");
+                Console.WriteLine($"wrote {output} (run {runId})");
                 return Commands.Ok;
             case RunState.Cancelled:
-                Console.Error.WriteLine($"shears: run {runId} was cancelled; nothing was written to {spec.OutputPath}");
+                Console.Error.WriteLine($"shears: run {runId} was cancelled; nothing was written to {output}");
                 return Commands.RunFailed;
             default:
                 Console.Error.WriteLine($"shears: run {runId} failed: {status.Error}");

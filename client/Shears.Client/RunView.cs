@@ -65,6 +65,7 @@ public static class RunView
     {
         Console.WriteLine($"run {status.RunId}: {status.State.ToString().ToLowerInvariant()} ({status.Phase}), round {status.Round}/{status.TotalRounds}");
         if (status.Error is not null) Console.WriteLine($"error: {status.Error}");
-        foreach (var r in status.Rounds) Console.WriteLine(RoundLine(r, status.TotalRounds));
+        // The table `shears run` prints at its end, with the rounds finished so far.
+        if (status.Rounds.Count > 0 || status.Baseline is not null) PrintRounds(status);
     }
 }

@@ -18,6 +18,9 @@ public interface IRunGrain : IGrainWithStringKey
 
     /// <summary>The report JSON (shears-report.json) once the run has finished, else null.</summary>
     Task<string?> GetReportJsonAsync();
+
+    /// <summary>The run's shards and the silos holding them, once they are loaded (empty before).</summary>
+    Task<IReadOnlyList<ShardResult>> GetShardsAsync();
 }
 
 /// <summary>Lists the runs this cluster has seen.</summary>

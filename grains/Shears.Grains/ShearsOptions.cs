@@ -40,4 +40,10 @@ public sealed class ShearsOptions
     /// was lost: at most this long after the cluster notices. Below a minute it lowers Orleans' ReminderOptions.MinimumReminderPeriod.
     /// </summary>
     public TimeSpan ResumeCheckPeriod { get; set; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>
+    /// How long a finished run's per-run and per-round metric series stay on a silo's /metrics before they are dropped
+    /// (they bound the series a silo serves to the runs of this period).
+    /// </summary>
+    public TimeSpan MetricsRetention { get; set; } = TimeSpan.FromHours(1);
 }

@@ -1,10 +1,12 @@
 using System.Globalization;
 using System.Net;
 using Orleans.Configuration;
+using Orleans.Dashboard;
 using OpenTelemetry.Metrics;
 using Shears.Grains;
 using Shears.Grains.Diagnostics;
 using Shears.Silo;
+using Shears.Silo.Pages;
 
 // Output and parsing never depend on the machine's locale.
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.DefaultThreadCurrentUICulture = CultureInfo.InvariantCulture;
@@ -12,7 +14,7 @@ CultureInfo.CurrentCulture = CultureInfo.CurrentUICulture = CultureInfo.Invarian
 
 // Options come from the command line (--redis HOST:PORT, --silo-port N, ...), the environment
 // (SHEARS_ prefix, e.g. SHEARS_REDIS) or appsettings.json.
-var builder = WebApplication.CreateBuilder(SiloSettings.IndexRepeated(args, "--data-root"));
+var builder = WebApplication.CreateBuilder(SiloSettings.Switch(SiloSettings.IndexRepeated(args, "--data-root"), "--orleans-dashboard"));
 builder.Configuration.AddEnvironmentVariables("SHEARS_");
 var settings = SiloSettings.From(builder.Configuration);
 
@@ -49,6 +51,8 @@ builder.UseOrleans(silo =>
         o.SiloListeningEndpoint = new IPEndPoint(IPAddress.Any, settings.SiloPort);
         o.GatewayListeningEndpoint = new IPEndPoint(IPAddress.Any, settings.GatewayPort);
     });
+    // Orleans' own dashboard (grains, calls, silos), under /orleans-dashboard: / is Shears' runs page.
+    if (settings.OrleansDashboard) silo.AddDashboard();
     silo.AddShears(o =>
     {
         o.Device = settings.Device;
@@ -64,4 +68,6 @@ builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics
 var app = builder.Build();
 app.MapPrometheusScrapingEndpoint("/metrics");
 app.MapGet("/healthz", () => Results.Text("ok"));
+app.MapRunsPages();
+if (settings.OrleansDashboard) app.MapOrleansDashboard("/orleans-dashboard");
 app.Run();

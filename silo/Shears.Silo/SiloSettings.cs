@@ -6,7 +6,7 @@ namespace Shears.Silo;
 /// <summary>The silo's command-line options, read from configuration, each checked with a message naming it.</summary>
 public sealed record SiloSettings(
     string? Redis, int SiloPort, int GatewayPort, IPEndPoint? Primary, IPAddress Advertise, string HttpAddress, int HttpPort,
-    string Device, string Role, IReadOnlyList<string> DataRoots, string StateDirectory)
+    string Device, string Role, IReadOnlyList<string> DataRoots, string StateDirectory, bool OrleansDashboard = false)
 {
     public static SiloSettings From(IConfiguration configuration)
     {
@@ -25,7 +25,7 @@ public sealed record SiloSettings(
         // Without Redis the runs' state is kept in files: every silo of the cluster must name the same folder.
         string state = configuration["state-dir"] is { Length: > 0 } dir ? dir : DefaultStateDirectory;
         return new SiloSettings(redis, siloPort, gatewayPort, primary, advertise, configuration["http-address"] ?? "0.0.0.0", httpPort,
-            configuration["device"] ?? "auto", role, roots.Select(Path.GetFullPath).ToArray(), Path.GetFullPath(state));
+            configuration["device"] ?? "auto", role, roots.Select(Path.GetFullPath).ToArray(), Path.GetFullPath(state), Flag(configuration, "orleans-dashboard"));
     }
 
     /// <summary>Where silos clustered without Redis keep the runs' state unless --state-dir says otherwise.</summary>
@@ -44,6 +44,19 @@ public sealed record SiloSettings(
             else result.Add(args[i]);
         }
         return result.ToArray();
+    }
+
+    /// <summary>Turns a bare switch ("--name" followed by another option or nothing) into "--name=true", as configuration reads it.</summary>
+    public static string[] Switch(string[] args, string name) =>
+        args.Select((a, i) => a == name && (i + 1 == args.Length || args[i + 1].StartsWith("--", StringComparison.Ordinal)) ? name + "=true" : a).ToArray();
+
+    /// <summary>A switch: "--name=true|false", or "--name true|false".</summary>
+    private static bool Flag(IConfiguration configuration, string name)
+    {
+        string? text = configuration[name];
+        if (text is null) return false;
+        if (text.Length == 0) return true;
+        return bool.TryParse(text, out bool value) ? value : throw new ArgumentException($"--{name} takes true or false, got '{text}'");
     }
 
     private static int Port(IConfiguration configuration, string name, int fallback)

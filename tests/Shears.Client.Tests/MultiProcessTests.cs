@@ -12,13 +12,22 @@ public class MultiProcessTests
     private static int _database = 1;
 
     /// <summary>Each test gets its own Redis database, so no test sees another's silos in the membership table.</summary>
-    private static string Redis()
+    internal static string FreshRedisDatabase()
     {
         // Emptied first: a Redis kept from earlier runs may still list their dead silos, which new silos would wait for.
         int database = Interlocked.Increment(ref _database);
         using var redis = StackExchange.Redis.ConnectionMultiplexer.Connect($"{RedisFactAttribute.Redis},allowAdmin=true");
         redis.GetServer(redis.GetEndPoints()[0]).FlushDatabase(database);
         return $"{RedisFactAttribute.Redis},defaultDatabase={database}";
+    }
+
+    /// <summary>A tiny LLaMA-layout checkpoint in dir/in and three token-id sequences for it; returns the sequences' file.</summary>
+    internal static string WriteTinyDecoder(TempDir dir)
+    {
+        DemoCheckpoint.Write(dir.Sub("in"), new DemoCheckpointOptions(HiddenSize: 32, Layers: 2, Heads: 4, KvHeads: 2, IntermediateSize: 64, VocabSize: 96));
+        string ids = Path.Combine(dir.Path, "ids.json");
+        File.WriteAllText(ids, "[[1, 5, 9, 13, 17, 21, 25, 29], [2, 4, 8, 16, 32, 64, 3, 6], [90, 80, 70, 60, 50, 40, 30, 20]]");
+        return ids;
     }
 
     private static async Task<(SiloProcess A, SiloProcess B)> TwoSilos(string redis, params string[] extra)
@@ -44,7 +53,7 @@ public class MultiProcessTests
         var embedded = await ShearsProcess.RunAsync(Run("embedded"));
         Assert.True(embedded.ExitCode == 0, embedded.ToString());
 
-        string redis = Redis();
+        string redis = FreshRedisDatabase();
         var (a, b) = await TwoSilos(redis, "--data-root", dir.Path);
         await using (a)
         await using (b)
@@ -81,6 +90,53 @@ public class MultiProcessTests
     }
 
     /// <summary>
+    /// <c>shears watch</c> follows a run started elsewhere (--detach) to its end and prints its rounds;
+    /// <c>shears status</c> prints the same rounds table as <c>shears run</c>.
+    /// </summary>
+    [RedisFact]
+    public async Task WatchFollowsADetachedRunAndStatusPrintsTheRoundsTable()
+    {
+        using var dir = new TempDir();
+        string ids = WriteTinyDecoder(dir);
+        string redis = FreshRedisDatabase();
+        var (a, b) = await TwoSilos(redis);
+        await using (a)
+        await using (b)
+        {
+            string cluster = "redis://" + redis;
+            var detached = await ShearsProcess.RunAsync("run", "--model", dir.Sub("in"), "--out", dir.Sub("out"), "--sparsity", "0.5", "--rounds", "3",
+                "--schedule", "linear", "--eval", ids, "--finetune-steps", "20", "--finetune-data", ids, "--batch", "2", "--cluster", cluster, "--run-id", "watched", "--detach");
+            Assert.True(detached.ExitCode == 0, detached.ToString());
+            var watched = await ShearsProcess.RunAsync("watch", "watched", "--cluster", cluster);
+            Assert.True(watched.ExitCode == 0, watched + "\n" + a.Log + b.Log);
+            Assert.True(File.Exists(Path.Combine(dir.Sub("out"), "shears-report.json")), "watch returned before the run wrote its output");
+            using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.Sub("out"), "shears-report.json")));
+            var rounds = report.RootElement.GetProperty("rounds").EnumerateArray().ToArray();
+            // Redirected output: a line per round as it finishes, then the table and the output's path.
+            foreach (var round in rounds)
+                Assert.Contains($"round {round.GetProperty("round")}/3\ttarget {round.GetProperty("targetSparsity").GetDouble():F4}", watched.Stdout);
+            Assert.Contains($"wrote {dir.Sub("out")} (run watched)", watched.Stdout);
+
+            var status = await ShearsProcess.RunAsync("status", "watched", "--cluster", cluster);
+            Assert.True(status.ExitCode == 0, status.ToString());
+            Assert.Contains("run watched: completed (completed), round 3/3", status.Stdout);
+            foreach (string column in new[] { "target", "achieved", "threshold", "fine-tune loss", "perplexity", "seconds" })
+                Assert.Contains(column, status.Stdout);
+            // One table row per round, holding the round's fine-tune loss as the report gives it.
+            foreach (var round in rounds)
+                Assert.Contains(round.GetProperty("finetuneLoss").GetDouble().ToString("F4", System.Globalization.CultureInfo.InvariantCulture), status.Stdout);
+
+            // Bad input names what is wrong.
+            var unknown = await ShearsProcess.RunAsync("watch", "no-such-run", "--cluster", cluster);
+            Assert.Equal(2, unknown.ExitCode);
+            Assert.Contains("no run 'no-such-run'", unknown.Stderr);
+        }
+        var noCluster = await ShearsProcess.RunAsync("watch", "watched");
+        Assert.Equal(2, noCluster.ExitCode);
+        Assert.Contains("'shears watch' needs --cluster", noCluster.Stderr);
+    }
+
+    /// <summary>
     /// An evaluated run: the coordinator's silo serves the evaluation of the last round as <c>shears_run_eval</c>, the
     /// value the report gives (perplexity of the pruned model, not the dense baseline's).
     /// </summary>
@@ -88,10 +144,8 @@ public class MultiProcessTests
     public async Task TheEvaluationOfTheLastRoundShowsInMetrics()
     {
         using var dir = new TempDir();
-        DemoCheckpoint.Write(dir.Sub("in"), new DemoCheckpointOptions(HiddenSize: 32, Layers: 2, Heads: 4, KvHeads: 2, IntermediateSize: 64, VocabSize: 96));
-        string ids = Path.Combine(dir.Path, "eval.json");
-        File.WriteAllText(ids, "[[1, 5, 9, 13, 17, 21, 25, 29], [2, 4, 8, 16, 32, 64, 3, 6], [90, 80, 70, 60, 50, 40, 30, 20]]");
-        string redis = Redis();
+        string ids = WriteTinyDecoder(dir);
+        string redis = FreshRedisDatabase();
         var (a, b) = await TwoSilos(redis);
         await using (a)
         await using (b)
@@ -125,7 +179,7 @@ public class MultiProcessTests
     {
         using var dir = new TempDir();
         DemoCheckpoint.Write(dir.Sub("in"), new DemoCheckpointOptions(HiddenSize: 256, Layers: 4));
-        string redis = Redis();
+        string redis = FreshRedisDatabase();
         var (a, b) = await TwoSilos(redis);
         await using (a)
         await using (b)
@@ -153,7 +207,7 @@ public class MultiProcessTests
         var calm = await ShearsProcess.RunAsync(Run("calm"));
         Assert.True(calm.ExitCode == 0, calm.ToString());
 
-        string redis = Redis();
+        string redis = FreshRedisDatabase();
         var (a, b) = await TwoSilos(redis);
         await using (a)
         await using (b)
@@ -205,7 +259,7 @@ public class MultiProcessTests
             ["run", "--model", dir.Sub("in"), "--out", dir.Sub(output), "--sparsity", "0.6", "--schedule", "linear", "--rounds", "8", "--shard-elements", "40000", .. extra];
         var calm = ShearsProcess.RunAsync(Run("calm"));
 
-        string redis = Redis();
+        string redis = FreshRedisDatabase();
         var (first, second) = await TwoSilos(redis);
         var silos = new List<SiloProcess> { first, second };
         try
@@ -342,7 +396,7 @@ public class MultiProcessTests
         var calm = await ShearsProcess.RunAsync(Run("calm"));
         Assert.True(calm.ExitCode == 0, calm.ToString());
 
-        string redis = Redis();
+        string redis = FreshRedisDatabase();
         // A reminder every 2 s rather than every minute, so that the test does not wait a minute for it.
         var (a, b) = await TwoSilos(redis, "--Shears:ResumeCheckPeriod", "00:00:02");
         await using (a)

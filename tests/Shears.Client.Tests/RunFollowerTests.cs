@@ -14,6 +14,7 @@ public class RunFollowerTests
         public Task<RunStatus> GetStatusAsync() => Task.FromResult(statuses[^1]);
         public Task<RunStatus> CancelAsync() => Task.FromResult(statuses[^1]);
         public Task<string?> GetReportJsonAsync() => Task.FromResult<string?>(null);
+        public Task<IReadOnlyList<ShardResult>> GetShardsAsync() => Task.FromResult<IReadOnlyList<ShardResult>>([]);
 
         public async IAsyncEnumerable<RunStatus> WatchAsync([EnumeratorCancellation] CancellationToken cancellationToken = default)
         {
@@ -62,6 +63,7 @@ public class RunFollowerTests
         public Task<RunStatus> GetStatusAsync() => throw new InvalidOperationException("not scripted");
         public Task<RunStatus> CancelAsync() => Cancel();
         public Task<string?> GetReportJsonAsync() => Task.FromResult<string?>(null);
+        public Task<IReadOnlyList<ShardResult>> GetShardsAsync() => Task.FromResult<IReadOnlyList<ShardResult>>([]);
 
         public IAsyncEnumerable<RunStatus> WatchAsync(CancellationToken cancellationToken = default)
         {

@@ -7,23 +7,20 @@ namespace Shears.Client.Tests;
 public sealed class SiloProcess : IAsyncDisposable
 {
     private readonly Process _process;
-    private readonly System.Text.StringBuilder _log = new();
+    private readonly ProcessLog _log;
 
     private SiloProcess(Process process, int httpPort, string siloPort)
     {
         SiloPort = siloPort;
         _process = process;
         HttpPort = httpPort;
-        process.OutputDataReceived += (_, e) => { lock (_log) _log.AppendLine(e.Data); };
-        process.ErrorDataReceived += (_, e) => { lock (_log) _log.AppendLine(e.Data); };
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
+        _log = new ProcessLog(process);
     }
 
     public int HttpPort { get; }
     public string SiloPort { get; }
     public int Id => _process.Id;
-    public string Log { get { lock (_log) return _log.ToString(); } }
+    public string Log => _log.ToString();
 
     /// <summary>The silo host built beside this test project (dotnet test Cluster.sln builds both).</summary>
     public static string SiloDll

@@ -42,21 +42,31 @@ public sealed partial class RunGrain(
             if (existing.Spec is { } asked && asked.SameAs(given)) return existing;
             throw new RunRejectedException($"run id '{RunId}' is already taken by another run");
         }
-        var errors = RunOptions.Validate(given);
-        if (errors.Count > 0) throw new RunRejectedException(string.Join("; ", errors));
-        var spec = given with { ModelPath = Path.GetFullPath(given.ModelPath), OutputPath = Path.GetFullPath(given.OutputPath) };
-        CheckPaths(spec);
-
+        RunSpec spec;
         CheckpointManifest manifest;
-        try { manifest = manifests.Get(spec.ModelPath); }
-        catch (CheckpointFormatException e) { throw new RunRejectedException(e.Message); }
-        var plan = RunPlanner.Plan(manifest, spec);
+        RunPlan plan;
         double[] targets;
-        try { targets = Schedule.Targets(ParseSchedule(spec.Schedule), spec.Sparsity, spec.Rounds); }
-        catch (ArgumentException e) { throw new RunRejectedException(e.Message); }
+        try
+        {
+            var errors = RunOptions.Validate(given);
+            if (errors.Count > 0) throw new RunRejectedException(string.Join("; ", errors));
+            spec = given with { ModelPath = Path.GetFullPath(given.ModelPath), OutputPath = Path.GetFullPath(given.OutputPath) };
+            CheckPaths(spec);
 
-        // Read, tokenized and checked before the run starts; the job takes them from here unless the grain restarted.
-        _tokenIds = LoadTokenIds(spec, manifest);
+            try { manifest = manifests.Get(spec.ModelPath); }
+            catch (CheckpointFormatException e) { throw new RunRejectedException(e.Message); }
+            plan = RunPlanner.Plan(manifest, spec);
+            try { targets = Schedule.Targets(ParseSchedule(spec.Schedule), spec.Sparsity, spec.Rounds); }
+            catch (ArgumentException e) { throw new RunRejectedException(e.Message); }
+
+            // Read, tokenized and checked before the run starts; the job takes them from here unless the grain restarted.
+            _tokenIds = LoadTokenIds(spec, manifest);
+        }
+        catch (RunRejectedException)
+        {
+            ShearsMetrics.RunsRefused.Add(1);
+            throw;
+        }
         state.State.Plan = plan;
         state.State.StateDirectory = Path.Combine(Path.GetDirectoryName(spec.OutputPath)!, $".shears-state-{RunId}");
         state.State.Status = new RunStatus
@@ -81,6 +91,7 @@ public sealed partial class RunGrain(
         {
             var spec = given with { ModelPath = Path.GetFullPath(given.ModelPath), OutputPath = Path.GetFullPath(given.OutputPath) };
             logger.LogInformation("Run {Run} resumes after round {Round}", RunId, state.State.CommittedRound);
+            ShearsMetrics.RoundsResumed(RunId, Status.Baseline, Status.Rounds);
             var manifest = manifests.Get(spec.ModelPath);
             var targets = Schedule.Targets(ParseSchedule(spec.Schedule), spec.Sparsity, spec.Rounds);
             StartJob(spec, manifest, targets);
@@ -132,6 +143,8 @@ public sealed partial class RunGrain(
 
     Task<string?> IRunGrain.GetReportJsonAsync() => Task.FromResult(state.State.ReportJson);
 
+    Task<IReadOnlyList<ShardResult>> IRunGrain.GetShardsAsync() => Task.FromResult<IReadOnlyList<ShardResult>>(state.State.Shards?.ToArray() ?? []);
+
     private IShardGrain Shard(int index) => GrainFactory.GetGrain<IShardGrain>($"{RunId}/{index}");
 
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -141,6 +154,7 @@ public sealed partial class RunGrain(
         state.State.Status = change(Status);
         await state.WriteStateAsync();
         Signal();
+        if (!Status.IsFinished) ShearsMetrics.Progressed(RunId);
     }
 
     private void Signal() => Interlocked.Exchange(ref _changed, new(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
@@ -275,7 +289,7 @@ public sealed partial class RunGrain(
                 var dense = Unflatten(denseEval!, hidden);
                 var denseQueryRows = denseQueries is { } q ? Unflatten(q, hidden) : null;
                 await SetStatus(s => s with { Baseline = EncoderMetric(dense, dense, evalData, denseQueryRows) });
-                ShearsMetrics.Eval(RunId, 1.0);
+                ShearsMetrics.Baseline(RunId, 1.0);
             }
             else if (evalData is not null && Status.Baseline is null)
             {
@@ -283,7 +297,7 @@ public sealed partial class RunGrain(
                 EvalMetric? baseline = null;
                 await Resilient("baseline evaluation", async () => baseline = await EvaluateAsync(plan, evalData, hidden, token));
                 await SetStatus(s => s with { Baseline = baseline });
-                ShearsMetrics.Eval(RunId, baseline!.Value);
+                ShearsMetrics.Baseline(RunId, baseline!.Value);
             }
             for (int round = state.State.CommittedRound + 1; round <= targets.Length; round++)
             {
@@ -324,9 +338,8 @@ public sealed partial class RunGrain(
                 });
                 state.State.CommittedRound = round;
                 await SetStatus(s => s with { Rounds = s.Rounds.Append(result!).ToArray() });
-                ShearsMetrics.RoundFinished(RunId, round, target, result!.AchievedSparsity, result.Threshold, result.Seconds);
-                if (result.Eval is { } measured) ShearsMetrics.Eval(RunId, measured.Value);
-                ShearsMetrics.SelectionBytes.Add(result.SelectionBytes, ShearsMetrics.Tag("run", RunId));
+                ShearsMetrics.RoundFinished(RunId, result!);
+                ShearsMetrics.SelectionBytes.Add(result!.SelectionBytes, ShearsMetrics.Tag("run", RunId));
                 logger.LogInformation("Run {Run} round {Round}: target {Target:P2}, masked {Masked}", RunId, round, target, result.MaskedWeights);
             }
 
@@ -387,6 +400,7 @@ public sealed partial class RunGrain(
                 ShearsMetrics.ClearRunState(RunId);
                 callTimes.Forget(RunId);
                 ShearsMetrics.RunState(RunId, Status.State.ToString());
+                ShearsMetrics.RunFinished(RunId, options.Value.MetricsRetention);
                 await StopKeepingRunningAsync();
             }
         }

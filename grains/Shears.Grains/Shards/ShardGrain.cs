@@ -157,6 +157,7 @@ public sealed partial class ShardGrain(
     {
         _loading = null;
         _jobs?.Clear();
+        if (_assignment is { } assignment) ShearsMetrics.RunFinished(assignment.RunId, options.Value.MetricsRetention);
         DropEverything();
         DeactivateOnIdle();
         return Task.CompletedTask;

@@ -1,0 +1,99 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Shears.Testing;
+
+namespace Shears.Client.Tests.Monitoring;
+
+/// <summary>
+/// Runs a real browser in the test itself. Reported as skipped, with the reason, where none is installed and no
+/// SHEARS_TEST_REDIS is set either (where the multi-process tests run, a missing Chromium fails the test).
+/// </summary>
+public sealed class ChromiumFactAttribute : FactAttribute
+{
+    public ChromiumFactAttribute()
+    {
+        if (HeadlessChromium.Binary is null && string.IsNullOrEmpty(RedisFactAttribute.Redis))
+            Skip = "needs Chromium on the PATH (Debian: apt-get install chromium; .ci/run installs it)";
+    }
+}
+
+/// <summary>The runs page of a silo, as Chromium shows it, while a multi-round run goes on a three-silo cluster.</summary>
+[Collection("redis")]
+public class RunsPageTests
+{
+    [ChromiumFact]
+    public async Task TheRunsPageShowsRoundsAsTheyFinish()
+    {
+        Assert.True(HeadlessChromium.Binary is not null, "SHEARS_TEST_REDIS is set but chromium is not on the PATH (apt-get install chromium)");
+        using var dir = new TempDir();
+        string ids = MultiProcessTests.WriteTinyDecoder(dir);
+        await using var cluster = await SiloCluster.StartAsync(3, dir.Sub("state"));
+        const int Rounds = 5;
+        var detached = await ShearsProcess.RunAsync("run", "--model", dir.Sub("in"), "--out", dir.Sub("out"), "--sparsity", "0.5", "--rounds", Rounds.ToString(),
+            "--schedule", "linear", "--eval", ids, "--finetune-steps", "60", "--finetune-data", ids, "--batch", "2",
+            "--cluster", cluster.Address, "--run-id", "paged", "--detach");
+        Assert.True(detached.ExitCode == 0, detached + cluster.Logs);
+
+        // The page is loaded once, from a silo that need not be the coordinator's; its script brings the rounds in.
+        string site = $"http://127.0.0.1:{cluster.Silos[1].HttpPort}";
+        await using var browser = await HeadlessChromium.StartAsync($"{site}/runs/paged");
+        var seen = new List<int>();
+        string state = "";
+        var deadline = DateTime.UtcNow.AddMinutes(3);
+        while (state != "completed")
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"the page did not show the run completed; rounds seen: {string.Join(",", seen)}\n{cluster.Logs}");
+            var now = await browser.EvaluateAsync("JSON.stringify({ state: document.body.dataset.state || '', rows: document.querySelectorAll('#rounds tr.round').length })");
+            // Nothing while the page is still loading (no body yet).
+            if (now is null) { await Task.Delay(100); continue; }
+            var page = JsonNode.Parse((string)now!)!;
+            state = (string)page["state"]!;
+            int rows = (int)page["rows"]!;
+            Assert.True(state is "" or "running" or "completed", $"the page shows the run {state}\n{cluster.Logs}");
+            if (seen.Count == 0 || seen[^1] != rows) seen.Add(rows);
+            await Task.Delay(100);
+        }
+        // Rows came one round after another in one page load, some of them while the run was still going.
+        Assert.True(seen.SequenceEqual(seen.Order()), $"rounds shown: {string.Join(",", seen)}");
+        Assert.Equal(Rounds, seen[^1]);
+        Assert.True(seen.Count(n => n is > 0 and < Rounds) >= 1, $"no round appeared before the run ended: {string.Join(",", seen)}");
+
+        // The finished page: a row per round with the report's figures, both charts, the shards of every silo, the report.
+        using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.Sub("out"), "shears-report.json")));
+        var cells = JsonNode.Parse((string)(await browser.EvaluateAsync(
+            "JSON.stringify([...document.querySelectorAll('#rounds tr.round')].map(r => [...r.cells].map(c => c.textContent)))"))!)!.AsArray();
+        var rounds = report.RootElement.GetProperty("rounds").EnumerateArray().ToArray();
+        Assert.Equal(rounds.Length, cells.Count);
+        for (int i = 0; i < rounds.Length; i++)
+        {
+            var row = cells[i]!.AsArray().Select(c => (string)c!).ToArray();
+            Assert.Equal(rounds[i].GetProperty("round").GetInt32().ToString(CultureInfo.InvariantCulture), row[0]);
+            Assert.Equal((100 * rounds[i].GetProperty("achievedSparsity").GetDouble()).ToString("F2", CultureInfo.InvariantCulture) + "%", row[2]);
+            Assert.Equal(rounds[i].GetProperty("eval").GetProperty("value").GetDouble().ToString("F4", CultureInfo.InvariantCulture), row[5]);
+            Assert.Equal(rounds[i].GetProperty("finetuneLoss").GetDouble().ToString("F4", CultureInfo.InvariantCulture), row[6]);
+        }
+        Assert.Equal(2, (int)(await browser.EvaluateAsync("document.querySelectorAll('#sparsity-chart polyline.series').length"))!);
+        // Quality: the evaluation (dense model and every round) and the fine-tune loss.
+        Assert.Equal(Rounds + 1 + Rounds, (int)(await browser.EvaluateAsync("document.querySelectorAll('#quality-chart circle.point').length"))!);
+        var silos = report.RootElement.GetProperty("shards").EnumerateArray().Select(s => s.GetProperty("silo").GetString()).Distinct().Count();
+        Assert.Equal(silos, (int)(await browser.EvaluateAsync("document.querySelectorAll('#silos tr.silo').length"))!);
+        Assert.False((bool)(await browser.EvaluateAsync("document.getElementById('report').hidden"))!);
+        string href = (string)(await browser.EvaluateAsync("document.getElementById('report').href"))!;
+        using var http = new HttpClient();
+        Assert.Equal(File.ReadAllText(Path.Combine(dir.Sub("out"), "shears-report.json")).Trim(), (await http.GetStringAsync(href)).Trim());
+        // Nothing the page loaded came from anywhere but the silo.
+        var sources = JsonNode.Parse((string)(await browser.EvaluateAsync("JSON.stringify(performance.getEntriesByType('resource').map(e => e.name))"))!)!.AsArray();
+        Assert.All(sources, s => Assert.StartsWith(site + "/", (string)s!));
+        File.WriteAllBytes(Path.Combine(dir.Path, "run.png"), await browser.ScreenshotAsync());
+
+        // The list of runs, on another silo: the run, completed, all rounds.
+        await using var list = await HeadlessChromium.StartAsync($"http://127.0.0.1:{cluster.Silos[2].HttpPort}/");
+        string? line = null;
+        for (var until = DateTime.UtcNow.AddSeconds(30); line is null && DateTime.UtcNow < until; await Task.Delay(200))
+            line = (string?)await list.EvaluateAsync("document.querySelector('#runs tr.run[data-run=\"paged\"]')?.textContent ?? null");
+        Assert.NotNull(line);
+        Assert.Contains("completed", line);
+        Assert.Contains($"{Rounds}/{Rounds}", line);
+    }
+}
