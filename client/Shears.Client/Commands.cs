@@ -21,37 +21,6 @@ public static class Commands
         yield return Report();
         yield return Demo();
         yield return MiniLm();
-        yield return Dequantize();
-    }
-
-    private static Command Dequantize()
-    {
-        var input = new Argument<string>("model") { Description = "a compressed-tensors checkpoint (pack-quantized or int-quantized)" };
-        var output = new Argument<string>("out") { Description = "folder to write the dense checkpoint into" };
-        var force = new Option<bool>("--force") { Description = "replace a non-empty output folder" };
-        var command = new Command("dequantize", "write a quantized checkpoint back dense (w = (q - zp) * scale in the scale's dtype), to prune, evaluate or compare it") { input, output, force };
-        command.SetAction(parse =>
-        {
-            string from = Path.GetFullPath(parse.GetValue(input)!), to = Path.GetFullPath(parse.GetValue(output)!);
-            if (!Directory.Exists(from)) return Fail([$"dequantize: '{from}' is not a checkpoint folder"]);
-            if (to.TrimEnd('/') == from.TrimEnd('/') || (to.TrimEnd('/') + "/").StartsWith(from.TrimEnd('/') + "/", StringComparison.Ordinal))
-                return Fail([$"dequantize: the output '{to}' must lie outside the model's folder"]);
-            if (Directory.Exists(to) && Directory.EnumerateFileSystemEntries(to).Any() && !parse.GetValue(force))
-                return Fail([$"dequantize: '{to}' exists and is not empty (use --force to replace it)"]);
-            try
-            {
-                if (Shears.Pruning.Quantization.Dequantizer.Read(from) is null)
-                    return Fail([$"dequantize: {Path.Combine(from, "config.json")} declares no quantization_config: the checkpoint is not quantized"]);
-                var modules = Shears.Pruning.Quantization.Dequantizer.Write(from, to);
-                Console.WriteLine($"wrote {to}: {modules.Count} quantized modules dequantized");
-                return Ok;
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException or Shears.Pruning.Checkpoints.CheckpointFormatException)
-            {
-                return Fail([e.Message]);
-            }
-        });
-        return command;
     }
 
     private static Command MiniLm()

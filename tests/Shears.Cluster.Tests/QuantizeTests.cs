@@ -118,47 +118,4 @@ public class QuantizeTests(ClusterFixture fixture)
         Assert.Contains(expected, e.Message);
         Assert.False(Directory.Exists(dir.Sub("out")) && Directory.EnumerateFileSystemEntries(dir.Sub("out")).Any());
     }
-
-    [Theory]
-    [InlineData("W4A16_ASYM", 16)]
-    [InlineData("W8A16", 128)]
-    public async Task A_quantized_output_read_back_dense_equals_the_independent_dequantizer_and_runs_again(string scheme, int groupSize)
-    {
-        using var dir = new TempDir();
-        DemoCheckpoint.Write(dir.Sub("in"), Small);
-        string eval = TokenFile(dir.Path, 6, 20, 5);
-        var quantized = await Runs.RunToEndAsync(fixture.Cluster.Client, new RunSpec
-        {
-            ModelPath = dir.Sub("in"), OutputPath = dir.Sub("q"), Sparsity = 0.5, EvalData = eval, Quantize = scheme, GroupSize = groupSize,
-        });
-        Assert.True(quantized.State == RunState.Completed, quantized.Error);
-
-        // A run refuses the quantized folder and names the command that reads it back.
-        var grain = fixture.Cluster.Client.GetGrain<IRunGrain>(Guid.NewGuid().ToString("N"));
-        var refused = await Assert.ThrowsAsync<RunRejectedException>(() => grain.StartAsync(new RunSpec { ModelPath = dir.Sub("q"), OutputPath = dir.Sub("x"), Sparsity = 0.5 }));
-        Assert.Contains("shears dequantize", refused.Message);
-
-        var modules = Shears.Pruning.Quantization.Dequantizer.Write(dir.Sub("q"), dir.Sub("dense"));
-        var reference = PackQuantized.Dequantize(dir.Sub("q"), dir.Sub("reference"));
-        Assert.Equal(reference.Keys.Order(StringComparer.Ordinal), modules.Select(m => m + ".weight"));
-        var dense = CheckpointReader.ReadManifest(dir.Sub("dense"));
-        var original = CheckpointReader.ReadManifest(dir.Sub("in"));
-        Assert.Equal(original.Tensors.Select(t => (t.Name, t.DType, string.Join(",", t.Shape))).Order(), dense.Tensors.Select(t => (t.Name, t.DType, string.Join(",", t.Shape))).Order());
-        foreach (var (name, values) in reference) Assert.Equal(values, Weights(dir.Sub("dense"), name));
-        Assert.Null(JsonNode.Parse(File.ReadAllText(Path.Combine(dir.Sub("dense"), "config.json")))!["quantization_config"]);
-        var index = JsonNode.Parse(File.ReadAllText(Path.Combine(dir.Sub("dense"), "model.safetensors.index.json")))!["weight_map"]!.AsObject();
-        Assert.Equal(original.Tensors.Select(t => t.Name).Order(StringComparer.Ordinal), index.Select(kv => kv.Key).Order(StringComparer.Ordinal));
-
-        // Pruned further: the dense baseline is the quantized run's last figure (the same weights), and the masks hold.
-        var again = await Runs.RunToEndAsync(fixture.Cluster.Client, new RunSpec { ModelPath = dir.Sub("dense"), OutputPath = dir.Sub("again"), Sparsity = 0.7, EvalData = eval });
-        Assert.True(again.State == RunState.Completed, again.Error);
-        double before = quantized.Rounds[^1].Eval!.Value, baseline = again.Baseline!.Value;
-        Assert.True(Math.Abs(before - baseline) / before < 1e-6, $"quantized run's last eval {before}, read back {baseline}");
-        foreach (var name in reference.Keys)
-        {
-            var read = Weights(dir.Sub("dense"), name);
-            var pruned = Weights(dir.Sub("again"), name);
-            for (int i = 0; i < read.Length; i++) if (read[i] == 0) Assert.Equal(0f, pruned[i]);
-        }
-    }
 }

@@ -27,7 +27,7 @@ public static partial class RunPlanner
         if (!IsQuantized(manifest, out string why)) return;
         throw new RunRejectedException(spec.Quantize is { } name
             ? $"--quantize {name}: {manifest.Root} is already quantized ({why}); quantize a dense checkpoint"
-            : $"--model {manifest.Root} is quantized ({why}); runs take dense weights: write it back dense with `shears dequantize {manifest.Root} DIR` and give DIR");
+            : $"--model {manifest.Root} is quantized ({why}); reading quantized checkpoints back is not supported yet: give the dense checkpoint");
     }
 
     /// <summary>ONNX: W8A8 or W4A16 (MatMulNBits' block size is a power of 2, at least 16), for the prunable weights that MatMuls read.</summary>
