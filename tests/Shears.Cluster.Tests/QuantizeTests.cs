@@ -14,9 +14,9 @@ namespace Shears.Cluster.Tests;
 public class QuantizeTests(ClusterFixture fixture)
 {
     // Two of the MLP's widths are not multiples of the group: the last group of a row is short.
-    private static readonly DemoCheckpointOptions Small = new(HiddenSize: 64, Layers: 3, Heads: 4, KvHeads: 2, IntermediateSize: 88, VocabSize: 128, MaxShardBytes: 60_000);
+    internal static readonly DemoCheckpointOptions Small = new(HiddenSize: 64, Layers: 3, Heads: 4, KvHeads: 2, IntermediateSize: 88, VocabSize: 128, MaxShardBytes: 60_000);
 
-    private static string TokenFile(string dir, int sequences, int length, int seed)
+    internal static string TokenFile(string dir, int sequences, int length, int seed)
     {
         var random = new Random(seed);
         var data = Enumerable.Range(0, sequences).Select(_ => Enumerable.Range(0, length).Select(_ => (long)random.Next(Small.VocabSize)).ToArray()).ToArray();

@@ -8,6 +8,7 @@ using Shears.Grains.Placement;
 using Shears.Grains.Shards;
 using Shears.Pruning.Allocation;
 using Shears.Pruning.Checkpoints;
+using Shears.Pruning.Quantization;
 using Shears.Pruning.Schedules;
 using Shears.Pruning.Scoring;
 using Shears.Pruning.Selection;
@@ -44,6 +45,7 @@ public sealed partial class RunGrain(
         }
         RunSpec spec;
         CheckpointManifest manifest;
+        string? stateDirectory = null, dequantized = null;
         RunPlan plan;
         double[] targets;
         try
@@ -55,6 +57,19 @@ public sealed partial class RunGrain(
 
             try { manifest = manifests.Get(spec.ModelPath); }
             catch (CheckpointFormatException e) { throw new RunRejectedException(e.Message); }
+            stateDirectory = Path.Combine(Path.GetDirectoryName(spec.OutputPath)!, $".shears-state-{RunId}");
+            // A quantized model (not to be quantized again) is read as the dense checkpoint it decompresses to: its layout
+            // is made here, its tensors written by the job before the shards load.
+            if (spec.Quantize is null && RunPlanner.IsQuantized(manifest, out _))
+            {
+                DequantizedCheckpoint quantized;
+                try { quantized = DequantizedCheckpoint.Read(manifest); }
+                catch (CheckpointFormatException e) { throw new RunRejectedException($"--model: {e.Message}"); }
+                dequantized = Path.Combine(stateDirectory, "model");
+                quantized.CreateLayout(dequantized);
+                manifest = manifests.Get(dequantized);
+                spec = spec with { ModelPath = dequantized };
+            }
             plan = RunPlanner.Plan(manifest, spec);
             try { targets = Schedule.Targets(ParseSchedule(spec.Schedule), spec.Sparsity, spec.Rounds); }
             catch (ArgumentException e) { throw new RunRejectedException(e.Message); }
@@ -62,13 +77,16 @@ public sealed partial class RunGrain(
             // Read, tokenized and checked before the run starts; the job takes them from here unless the grain restarted.
             _tokenIds = LoadTokenIds(spec, manifest);
         }
-        catch (RunRejectedException)
+        catch (Exception e)
         {
-            ShearsMetrics.RunsRefused.Add(1);
+            if (e is RunRejectedException) ShearsMetrics.RunsRefused.Add(1);
+            // A refused run leaves no state folder (the dense layout of a quantized model is made in it).
+            if (dequantized is not null && Directory.Exists(stateDirectory)) Directory.Delete(stateDirectory, recursive: true);
             throw;
         }
         state.State.Plan = plan;
-        state.State.StateDirectory = Path.Combine(Path.GetDirectoryName(spec.OutputPath)!, $".shears-state-{RunId}");
+        state.State.StateDirectory = stateDirectory;
+        state.State.DequantizedModel = dequantized;
         state.State.Status = new RunStatus
         {
             RunId = RunId, State = RunState.Running, Phase = "loading", Spec = given,
@@ -89,7 +107,7 @@ public sealed partial class RunGrain(
         // A coordinator that was lost mid-run resumes from its persisted state.
         if (state.State.Status is { IsFinished: false, Spec: { } given } && state.State.Plan is not null)
         {
-            var spec = given with { ModelPath = Path.GetFullPath(given.ModelPath), OutputPath = Path.GetFullPath(given.OutputPath) };
+            var spec = given with { ModelPath = state.State.DequantizedModel ?? Path.GetFullPath(given.ModelPath), OutputPath = Path.GetFullPath(given.OutputPath) };
             logger.LogInformation("Run {Run} resumes after round {Round}", RunId, state.State.CommittedRound);
             ShearsMetrics.RoundsResumed(RunId, Status.Baseline, Status.Rounds);
             var manifest = manifests.Get(spec.ModelPath);
@@ -254,6 +272,17 @@ public sealed partial class RunGrain(
         {
             DelayDeactivation(TimeSpan.FromHours(24));
             await SetStatus(s => s with { Coordinator = silo.SiloAddress.ToString() });
+            if (state.State.DequantizedModel is { } dequantized && !state.State.DequantizedWritten)
+            {
+                await SetStatus(s => s with { Phase = "dequantizing the model" });
+                var clock = Stopwatch.StartNew();
+                var source = DequantizedCheckpoint.Read(Shears.Pruning.ModelFiles.ReadManifest(Path.GetFullPath(Status.Spec!.ModelPath)));
+                // File work off the grain's scheduler; written again whole if the coordinator is lost before the flag is.
+                await Task.Run(() => source.Fill(dequantized, token), token);
+                state.State.DequantizedWritten = true;
+                await state.WriteStateAsync();
+                phases["dequantize"] = clock.Elapsed.TotalSeconds;
+            }
             await Resilient("loading", () => Task.CompletedTask);
 
             long[][]? progressive = spec.Scope == RunOptions.Scopes.Progressive ? ProgressiveTargets(plan, infos, targets, spec.ProgressiveSpread) : null;
@@ -364,7 +393,8 @@ public sealed partial class RunGrain(
             phases["rounds"] = Status.Rounds.Sum(r => r.Seconds);
 
             var finished = Status with { State = RunState.Completed, Phase = "completed", FinishedAt = DateTimeOffset.UtcNow };
-            string report = RunReport.Build(finished, manifest, plan, masked, state.State.Shards, written, total.Elapsed.TotalSeconds, phases, callTimes.Longest(RunId), RunReport.OutputFiles(temp));
+            string report = RunReport.Build(finished, manifest, plan, masked, state.State.Shards, written, total.Elapsed.TotalSeconds, phases, callTimes.Longest(RunId), RunReport.OutputFiles(temp),
+                state.State.DequantizedModel is null ? null : Shears.Pruning.ModelFiles.ReadManifest(Path.GetFullPath(Status.Spec!.ModelPath)));
             await File.WriteAllTextAsync(Path.Combine(temp, RunReport.FileName), report, CancellationToken.None);
             if (Directory.Exists(spec.OutputPath))
             {

@@ -19,4 +19,8 @@ public sealed class RunGrainState
     /// </summary>
     // Ids 6-8 held the embeddings themselves in earlier builds: not reused, so older saved state never reads as this.
     [Id(9)] public bool DenseEmbedded { get; set; }
+    /// <summary>A quantized --model: the dense checkpoint it decompresses to, in <see cref="StateDirectory"/>, which the run reads instead.</summary>
+    [Id(10)] public string? DequantizedModel { get; set; }
+    /// <summary>Whether <see cref="DequantizedModel"/>'s tensors are all written.</summary>
+    [Id(11)] public bool DequantizedWritten { get; set; }
 }

@@ -26,7 +26,7 @@ public static partial class RunPlanner
     {
         if (!IsQuantized(manifest, out string why)) return;
         throw new RunRejectedException(spec.Quantize is { } name
-            ? $"--quantize {name}: {manifest.Root} is already quantized ({why}); quantize a dense checkpoint"
+            ? $"--quantize {name}: {manifest.Root} is already quantized ({why}); quantize a dense checkpoint (without --quantize a quantized model is read back dequantized)"
             : $"--model {manifest.Root} is quantized ({why}); reading quantized checkpoints back is not supported yet: give the dense checkpoint");
     }
 
@@ -56,7 +56,8 @@ public static partial class RunPlanner
             .Select(t => QuantizedLayout.Module(t.Name));
     }
 
-    private static bool IsQuantized(CheckpointManifest manifest, out string why)
+    /// <summary>Whether the checkpoint is quantized: by its tensors' names or types, or its config's quantization_config.</summary>
+    internal static bool IsQuantized(CheckpointManifest manifest, out string why)
     {
         var packed = manifest.Tensors.FirstOrDefault(t => t.Name.EndsWith(QuantizedLayout.PackedSuffix, StringComparison.Ordinal)
                                                           || t.Name.EndsWith(QuantizedLayout.ScaleSuffix, StringComparison.Ordinal));

@@ -20,8 +20,10 @@ public static class RunReport
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
-    public static string Build(RunStatus status, CheckpointManifest manifest, RunPlan plan, long[][] maskedPerPiece, IReadOnlyList<ShardResult> shards, IReadOnlyList<ShardWriteResult> written, double seconds, IReadOnlyDictionary<string, double>? phases = null, IReadOnlyDictionary<string, double>? longestCalls = null, IReadOnlyDictionary<string, long>? outputFiles = null)
+    public static string Build(RunStatus status, CheckpointManifest manifest, RunPlan plan, long[][] maskedPerPiece, IReadOnlyList<ShardResult> shards, IReadOnlyList<ShardWriteResult> written, double seconds, IReadOnlyDictionary<string, double>? phases = null, IReadOnlyDictionary<string, double>? longestCalls = null, IReadOnlyDictionary<string, long>? outputFiles = null, CheckpointManifest? input = null)
     {
+        // A quantized --model is read through its dense copy (manifest); the report names and measures what was given.
+        input ??= manifest;
         var maskedByTensor = new Dictionary<string, long>(StringComparer.Ordinal);
         for (int s = 0; s < plan.Shards.Count; s++)
             for (int p = 0; p < plan.Shards[s].Pieces.Count; p++)
@@ -52,7 +54,7 @@ public static class RunReport
             ["runId"] = status.RunId,
             ["status"] = status.State.ToString().ToLowerInvariant(),
             ["spec"] = JsonSerializer.SerializeToNode(status.Spec, Json),
-            ["model"] = manifest.Root,
+            ["model"] = input.Root,
             ["prunableWeights"] = plan.PrunableWeights,
             ["maskedWeights"] = masked,
             ["sparsity"] = plan.PrunableWeights == 0 ? 0 : (double)masked / plan.PrunableWeights,
@@ -63,9 +65,9 @@ public static class RunReport
                 ["prunableSparseBytes"] = written.Sum(w => w.SparseBytes),
                 ["prunableZeroElements"] = written.Sum(w => w.ZeroElements),
                 ["prunableZeroFraction"] = plan.PrunableWeights == 0 ? 0 : (double)written.Sum(w => w.ZeroElements) / plan.PrunableWeights,
-                ["inputBytes"] = InputBytes(manifest),
+                ["inputBytes"] = InputBytes(input),
                 ["outputBytes"] = outputFiles?.Values.Sum(),
-                ["outputRatio"] = outputFiles is null ? null : (double)outputFiles.Values.Sum() / InputBytes(manifest),
+                ["outputRatio"] = outputFiles is null ? null : (double)outputFiles.Values.Sum() / InputBytes(input),
             },
             ["quantization"] = Quantization(status, plan, manifest, outputFiles),
             ["baseline"] = status.Baseline is { } b ? new JsonObject { ["eval"] = JsonSerializer.SerializeToNode(b, Json) } : null,
