@@ -58,18 +58,7 @@ public sealed partial class RunGrain(
             try { manifest = manifests.Get(spec.ModelPath); }
             catch (CheckpointFormatException e) { throw new RunRejectedException(e.Message); }
             stateDirectory = Path.Combine(Path.GetDirectoryName(spec.OutputPath)!, $".shears-state-{RunId}");
-            // A quantized model (not to be quantized again) is read as the dense checkpoint it decompresses to: its layout
-            // is made here, its tensors written by the job before the shards load.
-            if (spec.Quantize is null && RunPlanner.IsQuantized(manifest, out _))
-            {
-                DequantizedCheckpoint quantized;
-                try { quantized = DequantizedCheckpoint.Read(manifest); }
-                catch (CheckpointFormatException e) { throw new RunRejectedException($"--model: {e.Message}"); }
-                dequantized = Path.Combine(stateDirectory, "model");
-                quantized.CreateLayout(dequantized);
-                manifest = manifests.Get(dequantized);
-                spec = spec with { ModelPath = dequantized };
-            }
+            dequantized = ReadQuantizedAsDense(ref spec, ref manifest, stateDirectory);
             plan = RunPlanner.Plan(manifest, spec);
             try { targets = Schedule.Targets(ParseSchedule(spec.Schedule), spec.Sparsity, spec.Rounds); }
             catch (ArgumentException e) { throw new RunRejectedException(e.Message); }
@@ -165,32 +154,6 @@ public sealed partial class RunGrain(
 
     private IShardGrain Shard(int index) => GrainFactory.GetGrain<IShardGrain>($"{RunId}/{index}");
 
-    private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-    private async Task SetStatus(Func<RunStatus, RunStatus> change)
-    {
-        state.State.Status = change(Status);
-        await state.WriteStateAsync();
-        Signal();
-        if (!Status.IsFinished) ShearsMetrics.Progressed(RunId);
-    }
-
-    private void Signal() => Interlocked.Exchange(ref _changed, new(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
-
-    async IAsyncEnumerable<RunStatus> IRunGrain.WatchAsync([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
-    {
-        while (true)
-        {
-            var changed = _changed.Task;
-            var status = Status;
-            yield return status;
-            if (status.IsFinished || cancellationToken.IsCancellationRequested) yield break;
-            // A heartbeat every few seconds keeps the stream alive while a long phase runs (`shears run` takes a silence
-            // of three as a lost coordinator and subscribes again).
-            await Task.WhenAny(changed, Task.Delay(TimeSpan.FromSeconds(5), cancellationToken));
-        }
-    }
-
     private static bool IsTransient(Exception e)
     {
         while (e is AggregateException { InnerException: { } inner }) e = inner;
@@ -272,17 +235,7 @@ public sealed partial class RunGrain(
         {
             DelayDeactivation(TimeSpan.FromHours(24));
             await SetStatus(s => s with { Coordinator = silo.SiloAddress.ToString() });
-            if (state.State.DequantizedModel is { } dequantized && !state.State.DequantizedWritten)
-            {
-                await SetStatus(s => s with { Phase = "dequantizing the model" });
-                var clock = Stopwatch.StartNew();
-                var source = DequantizedCheckpoint.Read(Shears.Pruning.ModelFiles.ReadManifest(Path.GetFullPath(Status.Spec!.ModelPath)));
-                // File work off the grain's scheduler; written again whole if the coordinator is lost before the flag is.
-                await Task.Run(() => source.Fill(dequantized, token), token);
-                state.State.DequantizedWritten = true;
-                await state.WriteStateAsync();
-                phases["dequantize"] = clock.Elapsed.TotalSeconds;
-            }
+            await DequantizeModelAsync(phases, token);
             await Resilient("loading", () => Task.CompletedTask);
 
             long[][]? progressive = spec.Scope == RunOptions.Scopes.Progressive ? ProgressiveTargets(plan, infos, targets, spec.ProgressiveSpread) : null;
@@ -434,20 +387,5 @@ public sealed partial class RunGrain(
                 await StopKeepingRunningAsync();
             }
         }
-    }
-
-    private static string Describe(Exception e)
-    {
-        while (e is AggregateException { InnerException: { } inner }) e = inner;
-        // libtorch appends its native stack to the message: keep the first line.
-        return e is System.Runtime.InteropServices.ExternalException ? e.Message.Split('\n')[0] : e.Message;
-    }
-
-    private async Task Finish(RunState final, string message)
-    {
-        state.State.Status = Status with { State = final, Phase = final.ToString().ToLowerInvariant(), Error = message, FinishedAt = DateTimeOffset.UtcNow };
-        await state.WriteStateAsync();
-        Signal();
-        ShearsMetrics.RunsFinished.Add(1, ShearsMetrics.Tag("status", final.ToString().ToLowerInvariant()));
     }
 }
