@@ -7,7 +7,7 @@ namespace Shears.Silo.Pages;
 
 /// <summary>
 /// The runs page every silo serves on its HTTP port: <c>/</c> lists the cluster's runs, <c>/runs/RUN</c> shows one run's
-/// rounds, charts and shards and follows it live by polling <c>/api/runs/RUN</c>; <c>/runs/RUN/report</c> downloads its
+/// rounds, charts and shards and follows it live through the server-sent events of <c>/api/runs/RUN/events</c> (its JSON once at <c>/api/runs/RUN</c>); <c>/runs/RUN/report</c> downloads its
 /// report. Every asset comes from this assembly, so the pages work with no network beyond the silo.
 /// </summary>
 public static class RunsPages
@@ -47,16 +47,56 @@ public static class RunsPages
             var grain = grains.GetGrain<IRunGrain>(run);
             var status = await grain.GetStatusAsync();
             if (status.Spec is null) return Results.NotFound(new { error = $"no run '{run}' on this cluster" });
-            var shards = await grain.GetShardsAsync();
-            var silos = shards.GroupBy(s => s.Silo).OrderBy(g => g.Key, StringComparer.Ordinal)
-                .Select(g => new SiloShards(g.Key, g.Count(), g.Sum(s => s.Elements), g.SelectMany(s => s.Tensors).Distinct().ToArray())).ToArray();
-            return Results.Json(new RunPage(status, silos, status.State == RunState.Completed), Json);
+            return Results.Json(await PageOf(grain, status), Json);
         });
+        app.MapGet("/api/runs/{run}/events", Events);
         app.MapGet("/runs/{run}/report", async (string run, IGrainFactory grains) =>
             await grains.GetGrain<IRunGrain>(run).GetReportJsonAsync() is { } report
                 ? Results.File(System.Text.Encoding.UTF8.GetBytes(report), "application/json", $"{run}-shears-report.json")
                 : Results.NotFound(new { error = $"run '{run}' has no report (not finished, failed, or unknown)" }));
         return app;
+    }
+
+    private static async Task<RunPage> PageOf(IRunGrain grain, RunStatus status)
+    {
+        var shards = await grain.GetShardsAsync();
+        var silos = shards.GroupBy(s => s.Silo).OrderBy(g => g.Key, StringComparer.Ordinal)
+            .Select(g => new SiloShards(g.Key, g.Count(), g.Sum(s => s.Elements), g.SelectMany(s => s.Tensors).Distinct().ToArray())).ToArray();
+        return new RunPage(status, silos, status.State == RunState.Completed);
+    }
+
+    /// <summary>
+    /// The run's page data as server-sent events: one event now, one per change of the run's status stream (and its
+    /// heartbeats), the stream closed after the event of a finished run. A stream broken by a lost coordinator ends
+    /// the response; the browser's EventSource reconnects after <c>retry</c> and gets the status afresh.
+    /// </summary>
+    private static async Task Events(string run, IGrainFactory grains, HttpContext http)
+    {
+        var grain = grains.GetGrain<IRunGrain>(run);
+        var first = await grain.GetStatusAsync();
+        if (first.Spec is null)
+        {
+            http.Response.StatusCode = StatusCodes.Status404NotFound;
+            await http.Response.WriteAsJsonAsync(new { error = $"no run '{run}' on this cluster" });
+            return;
+        }
+        var token = http.RequestAborted;
+        http.Response.ContentType = "text/event-stream";
+        http.Response.Headers.CacheControl = "no-store";
+        await http.Response.WriteAsync("retry: 1000\n\n", token);
+        try
+        {
+            await foreach (var status in grain.WatchAsync(token).WithCancellation(token))
+            {
+                string data = JsonSerializer.Serialize(await PageOf(grain, status), Json);
+                await http.Response.WriteAsync($"data: {data}\n\n", token);
+                await http.Response.Body.FlushAsync(token);
+                if (status.IsFinished) break;
+            }
+        }
+        catch (OperationCanceledException) when (token.IsCancellationRequested) { }
+        // The stream broke (a lost coordinator, an enumeration the silo no longer knows): the browser reconnects.
+        catch (Exception) when (!token.IsCancellationRequested) { }
     }
 
     /// <summary>A page: the shared head (the silo's own stylesheet and script) around one of the bodies in Pages/.</summary>

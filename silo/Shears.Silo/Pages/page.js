@@ -1,4 +1,5 @@
-// The runs pages: they poll the silo's JSON endpoints and draw tables and SVG charts; nothing is loaded from elsewhere.
+// The runs pages: the list polls the silo's JSON, a run's page follows its server-sent events; they draw tables and SVG
+// charts, and nothing is loaded from elsewhere.
 'use strict';
 
 const pct = v => v == null ? '-' : (100 * v).toFixed(2) + '%';
@@ -10,6 +11,19 @@ function cell(row, text, cls) {
   td.textContent = text;
   if (cls) td.className = cls;
   return td;
+}
+
+// A run's page data as server-sent events, rendered as each arrives; closed once the run has finished. An answer that is
+// not an event stream (an unknown run) is shown from the JSON endpoint instead.
+function follow(url, render) {
+  const events = new EventSource(url + '/events');
+  events.onmessage = e => {
+    document.body.dataset.live = 'events';
+    if (render(JSON.parse(e.data), true)) events.close();
+  };
+  events.onerror = () => {
+    if (events.readyState === EventSource.CLOSED) poll(url, render);
+  };
 }
 
 async function poll(url, render) {
@@ -69,7 +83,7 @@ function showRun(id) {
   document.getElementById('title').textContent = 'run ' + id;
   const report = document.getElementById('report');
   report.href = '/runs/' + encodeURIComponent(id) + '/report';
-  poll('/api/runs/' + encodeURIComponent(id), (page, ok) => {
+  follow('/api/runs/' + encodeURIComponent(id), (page, ok) => {
     if (!ok) {
       const error = document.getElementById('error');
       error.hidden = false;

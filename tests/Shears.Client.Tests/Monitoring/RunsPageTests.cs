@@ -35,6 +35,10 @@ public class RunsPageTests
             "--cluster", cluster.Address, "--run-id", "paged", "--detach");
         Assert.True(detached.ExitCode == 0, detached + cluster.Logs);
 
+        // The run's server-sent events, read as they come from a third silo.
+        using var http = new HttpClient { Timeout = Timeout.InfiniteTimeSpan };
+        var events = ReadEventsAsync(http, $"http://127.0.0.1:{cluster.Silos[2].HttpPort}/api/runs/paged/events");
+
         // The page is loaded once, from a silo that need not be the coordinator's; its script brings the rounds in.
         string site = $"http://127.0.0.1:{cluster.Silos[1].HttpPort}";
         await using var browser = await HeadlessChromium.StartAsync($"{site}/runs/paged");
@@ -54,6 +58,7 @@ public class RunsPageTests
             if (seen.Count == 0 || seen[^1] != rows) seen.Add(rows);
             await Task.Delay(100);
         }
+        Assert.Equal("events", (string?)await browser.EvaluateAsync("document.body.dataset.live || ''"));
         // Rows came one round after another in one page load, some of them while the run was still going.
         Assert.True(seen.SequenceEqual(seen.Order()), $"rounds shown: {string.Join(",", seen)}");
         Assert.Equal(Rounds, seen[^1]);
@@ -80,12 +85,20 @@ public class RunsPageTests
         Assert.Equal(silos, (int)(await browser.EvaluateAsync("document.querySelectorAll('#silos tr.silo').length"))!);
         Assert.False((bool)(await browser.EvaluateAsync("document.getElementById('report').hidden"))!);
         string href = (string)(await browser.EvaluateAsync("document.getElementById('report').href"))!;
-        using var http = new HttpClient();
         Assert.Equal(File.ReadAllText(Path.Combine(dir.Sub("out"), "shears-report.json")).Trim(), (await http.GetStringAsync(href)).Trim());
         // Nothing the page loaded came from anywhere but the silo.
         var sources = JsonNode.Parse((string)(await browser.EvaluateAsync("JSON.stringify(performance.getEntriesByType('resource').map(e => e.name))"))!)!.AsArray();
         Assert.All(sources, s => Assert.StartsWith(site + "/", (string)s!));
         File.WriteAllBytes(Path.Combine(dir.Path, "run.png"), await browser.ScreenshotAsync());
+
+        // The event stream ended by itself after the finished run's event; rounds only ever grew in it, some came while it ran.
+        var streamed = await events.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal("completed", streamed[^1].State);
+        Assert.Equal(Rounds, streamed[^1].Rounds);
+        Assert.True(streamed.Select(e => e.Rounds).SequenceEqual(streamed.Select(e => e.Rounds).Order()), string.Join(",", streamed));
+        Assert.True(streamed.Count(e => e.State == "running" && e.Rounds is > 0 and < Rounds) >= 1, string.Join(",", streamed));
+        var unknown = await http.GetAsync($"http://127.0.0.1:{cluster.Silos[2].HttpPort}/api/runs/no-such-run/events");
+        Assert.Equal(System.Net.HttpStatusCode.NotFound, unknown.StatusCode);
 
         // The list of runs, on another silo: the run, completed, all rounds.
         await using var list = await HeadlessChromium.StartAsync($"http://127.0.0.1:{cluster.Silos[2].HttpPort}/");
@@ -95,5 +108,24 @@ public class RunsPageTests
         Assert.NotNull(line);
         Assert.Contains("completed", line);
         Assert.Contains($"{Rounds}/{Rounds}", line);
+    }
+
+    private sealed record StreamedStatus(string State, int Rounds);
+
+    /// <summary>Every event of a server-sent event stream until the server ends it, as (state, rounds finished).</summary>
+    private static async Task<List<StreamedStatus>> ReadEventsAsync(HttpClient http, string url)
+    {
+        using var response = await http.GetAsync(url, HttpCompletionOption.ResponseHeadersRead);
+        response.EnsureSuccessStatusCode();
+        Assert.Equal("text/event-stream", response.Content.Headers.ContentType?.MediaType);
+        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+        var seen = new List<StreamedStatus>();
+        while (await reader.ReadLineAsync() is { } line)
+        {
+            if (!line.StartsWith("data: ", StringComparison.Ordinal)) continue;
+            var status = JsonNode.Parse(line["data: ".Length..])!["status"]!;
+            seen.Add(new StreamedStatus((string)status["state"]!, status["rounds"]!.AsArray().Count));
+        }
+        return seen;
     }
 }
