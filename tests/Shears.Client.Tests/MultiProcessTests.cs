@@ -253,10 +253,12 @@ public class MultiProcessTests
         // Seven kills of the other silo: a break that struck 1 follower in 5 escapes them with probability 0.8^7 ≈ 21%
         // (on this test's small run it struck about every other one).
         const int Repetitions = 8;
+        // Rounds enough that a run is still going when the poll below, 50 ms apart, sees round 2 (with 8 rounds a fast
+        // window finished some runs first).
         using var dir = new TempDir();
         DemoCheckpoint.Write(dir.Sub("in"), new DemoCheckpointOptions(HiddenSize: 128, Layers: 4, Heads: 4, KvHeads: 2, IntermediateSize: 256, VocabSize: 256));
         string[] Run(string output, params string[] extra) =>
-            ["run", "--model", dir.Sub("in"), "--out", dir.Sub(output), "--sparsity", "0.6", "--schedule", "linear", "--rounds", "8", "--shard-elements", "40000", .. extra];
+            ["run", "--model", dir.Sub("in"), "--out", dir.Sub(output), "--sparsity", "0.6", "--schedule", "linear", "--rounds", "24", "--shard-elements", "40000", .. extra];
         var calm = ShearsProcess.RunAsync(Run("calm"));
 
         string redis = FreshRedisDatabase();
