@@ -10,7 +10,13 @@ public static class ShearsProcess
         public override string ToString() => $"exit {ExitCode}\n--- stdout\n{Stdout}\n--- stderr\n{Stderr}";
     }
 
-    public static async Task<Result> RunAsync(params string[] args)
+    public static Task<Result> RunAsync(params string[] args) => RunAsync(TimeSpan.FromMinutes(3), args);
+
+    /// <summary>
+    /// Runs `shears` with <paramref name="args"/>; past <paramref name="limit"/> the process (and what it started) is killed
+    /// and the test fails with what it had printed.
+    /// </summary>
+    public static async Task<Result> RunAsync(TimeSpan limit, params string[] args)
     {
         string dll = Path.Combine(AppContext.BaseDirectory, "shears.dll");
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
@@ -19,8 +25,14 @@ public static class ShearsProcess
         using var process = Process.Start(info)!;
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(3));
-        await process.WaitForExitAsync(timeout.Token);
+        using var timeout = new CancellationTokenSource(limit);
+        try { await process.WaitForExitAsync(timeout.Token); }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            await process.WaitForExitAsync();
+            throw new TimeoutException($"shears {string.Join(' ', args)} ran past {limit}\n--- stdout\n{await stdout}\n--- stderr\n{await stderr}");
+        }
         return new Result(process.ExitCode, await stdout, await stderr);
     }
 }
