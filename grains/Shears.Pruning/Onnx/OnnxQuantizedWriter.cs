@@ -8,8 +8,11 @@ namespace Shears.Pruning.Onnx;
 /// Writes an ONNX model whose MatMuls with a constant float weight B [K, N] run quantized, as ONNX Runtime runs them:
 /// <list type="bullet">
 /// <item><c>W8A8</c> as <c>onnxruntime.quantization.quantize_dynamic</c> writes a MatMul: <c>DynamicQuantizeLinear(A)</c> →
-/// <c>MatMulInteger(A_q, B_q, a_zp, b_zp)</c> → <c>Cast(float)</c> → <c>Mul</c> by a_scale × b_scale, with B_q int8 and
-/// one symmetric scale per output column (b_scale, b_zp float/int8 [N]);</item>
+/// <c>MatMulInteger(A_q, B_q, a_zp, b_zp)</c> → <c>Cast(float)</c> → <c>Mul</c> by a_scale × b_scale, with one symmetric
+/// scale per output column (b_scale float [N]). The symmetric int8 values q are stored as uint8 q + 128 with a zero point of
+/// 128 (b_zp uint8 [N]): the same integers, but ONNX Runtime then takes its u8 × u8 kernels, whereas its u8 × s8 kernels on
+/// x86-64 CPUs without VNNI add pairs of products in saturating 16-bit lanes (VPMADDUBSW) and return wrong sums once a
+/// pair exceeds 32767 (ONNX Runtime's quantization guide, "saturation" on AVX2/AVX-512);</item>
 /// <item><c>W4A16</c> as <c>com.microsoft.MatMulNBits</c>: B uint8 [N, ceil(K/block), block/2], each output column's K
 /// values in blocks of the scheme's group size, packed along K with the first value in the low nibble, stored as
 /// q + 8 (the operator's default zero point), scales float [N · blocks].</item>
@@ -26,7 +29,9 @@ public static class OnnxQuantizedWriter
     private const int ModelGraph = 7, ModelOpset = 8, GraphNode = 1, GraphInitializer = 5;
     private const int NodeInput = 1, NodeOutput = 2, NodeName = 3, NodeOpType = 4, NodeAttribute = 5, NodeDomain = 7;
     private const int TensorDims = 1, TensorDataType = 2, TensorName = 8, TensorRawData = 9;
-    private const int Float = 1, UInt8 = 2, Int8 = 3;
+    private const int Float = 1, UInt8 = 2;
+    /// <summary>W8A8: the zero point of the uint8 weights, so that stored byte − 128 is the symmetric int8 value.</summary>
+    public const int UInt8ZeroPoint = 128;
     public const string MicrosoftDomain = "com.microsoft";
 
     /// <summary>
@@ -200,10 +205,10 @@ public static class OnnxQuantizedWriter
         {
             var b = new byte[(long)K * N];
             for (int c = 0; c < N; c++)
-                for (int r = 0; r < K; r++) b[(long)r * N + c] = unchecked((byte)q[c * K + r]);
-            list.Add((name + "_quantized", Int8, [K, N], b));
+                for (int r = 0; r < K; r++) b[(long)r * N + c] = (byte)(q[c * K + r] + UInt8ZeroPoint);
+            list.Add((name + "_quantized", UInt8, [K, N], b));
             list.Add((name + "_scale", Float, [N], MemoryMarshal.AsBytes(p.Select(g => g.Scale).ToArray().AsSpan()).ToArray()));
-            list.Add((name + "_zero_point", Int8, [N], new byte[N]));
+            list.Add((name + "_zero_point", UInt8, [N], Enumerable.Repeat((byte)UInt8ZeroPoint, N).ToArray()));
         }
         else
         {

@@ -138,6 +138,32 @@ public class OnnxQuantizedWriterTests(MiniLmFixture miniLm) : IClassFixture<Mini
             }
         var model = OnnxModel.Read(output);
         Assert.Equal(["DynamicQuantizeLinear", "MatMulInteger", "Cast", "Mul", "Mul", "Add"], model.Nodes.Select(n => n.OpType).ToArray());
+        // The int8 values are stored as uint8 q + 128 over a zero point of 128 in row-major [K, N]: the same integers.
+        var stored = model.ReadRawData("w_quantized");
+        for (int r = 0; r < K; r++)
+            for (int c = 0; c < N; c++) Assert.Equal(q.Values[c * K + r] + 128, stored[r * N + c]);
+        Assert.All(model.ReadRawData("w_zero_point"), b => Assert.Equal(128, b));
+        Assert.All(model.Initializers.Where(i => i.Name is "w_quantized" or "w_zero_point"), i => Assert.Equal(OnnxElementType.UInt8, i.ElementType));
+    }
+
+    [Fact]
+    public void DynamicInt8WeightsAreUInt8OverZeroPoint128ByteForByte()
+    {
+        // W = [[127.5, −31.875], [−0.5, 0], [63.5, 2.625]] (K = 3, N = 2); scale = max |w| / 127.5: column 0's scale 1 gives
+        // 127.5 → 128 (half to even) → clamped 127, −0.5 → 0, 63.5 → 64; column 1's scale 0.25 gives −127.5 → −128, 0, 10.5 → 10.
+        // Stored row-major [K, N] as q + 128: 255, 0 / 128, 128 / 192, 138.
+        using var dir = new TempDir();
+        float[] w = [127.5f, -31.875f, -0.5f, 0f, 63.5f, 2.625f];
+        string input = Path.Combine(dir.Path, "in.onnx"), output = Path.Combine(dir.Path, "out.onnx");
+        File.WriteAllBytes(input, new ProtoWriter().Varint(1, 8L).Message(8, o => o.String(1, "").Varint(2, 17L)).Message(7, g =>
+        {
+            g.Message(1, OnnxBytes.Node("MatMul", "m", ["x", "w"], ["y"]));
+            g.Message(5, OnnxBytes.RawTensor("w", OnnxBytes.FLOAT, [3, 2], MemoryMarshal.AsBytes(w.AsSpan()).ToArray()));
+        }).ToArray());
+        OnnxQuantizedWriter.Write(input, output, ["w"], QuantScheme.Parse("W8A8"));
+        var model = OnnxModel.Read(output);
+        Assert.Equal(new byte[] { 255, 0, 128, 128, 192, 138 }, model.ReadRawData("w_quantized"));
+        Assert.Equal(new byte[] { 128, 128 }, model.ReadRawData("w_zero_point"));
     }
 
     [Fact]
