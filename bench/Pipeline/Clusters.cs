@@ -20,6 +20,8 @@ public sealed class BenchCluster(int silos, int computeThreads, InProcessTestClu
         builder.ConfigureSilo((_, silo) =>
         {
             silo.AddShearsFileStorage(state);
+            // A run's coordinator keeps a reminder while it runs (runs resume without a client).
+            silo.AddShearsFileReminders(state);
             silo.AddShears(o => o.ComputeThreads = computeThreads);
         });
         var cluster = builder.Build();

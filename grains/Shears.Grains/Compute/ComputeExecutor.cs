@@ -55,14 +55,27 @@ public sealed class ComputeExecutor : IDisposable
     /// </summary>
     public Task<T> RunTorchAsync<T>(Func<T> work, CancellationToken cancellationToken = default) => RunAsync(() =>
     {
-        int threads = Math.Max(1, Environment.ProcessorCount / Math.Max(1, Volatile.Read(ref _busy)));
-        if (_torchThreads != threads)
-        {
-            TorchSharp.torch.set_num_threads(threads);
-            _torchThreads = threads;
-        }
+        SetTorchThreads(Math.Max(1, Environment.ProcessorCount / Math.Max(1, Volatile.Read(ref _busy))));
         return work();
     }, cancellationToken);
+
+    /// <summary>
+    /// Runs one micro-batch of a pipeline pass (<see cref="RunAsync{T}"/>) with libtorch's intra-op threads fixed at the
+    /// cores shared out among all compute threads: pipeline stages keep every compute thread busy, so a job never takes
+    /// the cores another one starts on a moment later.
+    /// </summary>
+    public Task<T> RunPipelinedAsync<T>(Func<T> work, CancellationToken cancellationToken = default) => RunAsync(() =>
+    {
+        SetTorchThreads(Math.Max(1, Environment.ProcessorCount / _threads.Length));
+        return work();
+    }, cancellationToken);
+
+    private static void SetTorchThreads(int threads)
+    {
+        if (_torchThreads == threads) return;
+        TorchSharp.torch.set_num_threads(threads);
+        _torchThreads = threads;
+    }
 
     private void Work()
     {

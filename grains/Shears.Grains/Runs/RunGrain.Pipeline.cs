@@ -46,17 +46,26 @@ public sealed partial class RunGrain
     /// <summary>Perplexity through the pipeline: micro-batches enter the embedding shard and leave the head as summed NLL.</summary>
     private async Task<EvalMetric> EvaluateAsync(RunPlan plan, IReadOnlyList<long[]> data, int hidden, CancellationToken token)
     {
-        var outputs = await Pipeline.EvaluateAsync(MicroBatches(data, hidden, 32), token);
+        var outputs = await Pipeline.EvaluateAsync(MicroBatches(data, hidden, 64), token);
         double nll = outputs.Sum(o => o.Result!.NllSum);
         long tokens = outputs.Sum(o => o.Result!.Tokens);
         return new EvalMetric { Metric = "perplexity", Value = Math.Exp(nll / tokens), Tokens = tokens };
     }
 
-    /// <summary>Encoders: sentence embeddings through the pipeline (the last layer pools and normalizes).</summary>
+    /// <summary>
+    /// Encoders: sentence embeddings through the pipeline (the last layer pools and normalizes). The sentences go in
+    /// by length, longest first (ties in data order), so that a micro-batch pads its sentences little — as
+    /// sentence-transformers' encode does; the padded positions change no sentence's embedding beyond float rounding.
+    /// The embeddings come back in data order.
+    /// </summary>
     private async Task<float[][]> EmbedAsync(IReadOnlyList<long[]> sentences, int hidden, CancellationToken token)
     {
-        var outputs = await Pipeline.EvaluateAsync(MicroBatches(sentences, hidden, 64), token);
-        return outputs.SelectMany(o => Unflatten(o.Result!.Embeddings, hidden)).ToArray();
+        int[] order = Enumerable.Range(0, sentences.Count).OrderByDescending(i => sentences[i].Length).ToArray();
+        var outputs = await Pipeline.EvaluateAsync(MicroBatches(order.Select(i => sentences[i]).ToArray(), hidden, 64), token);
+        var embeddings = new float[sentences.Count][];
+        int next = 0;
+        foreach (var row in outputs.SelectMany(o => Unflatten(o.Result!.Embeddings, hidden))) embeddings[order[next++]] = row;
+        return embeddings;
     }
 
     private static float[] Flatten(float[][] rows) => rows.SelectMany(r => r).ToArray();

@@ -15,7 +15,7 @@ public sealed partial class ShardGrain : IStageGrain, IStageHost
     string IStageHost.Epoch => Assignment.Epoch;
     StageRunner IStageHost.Stage => Stage;
     IReadOnlyList<LoadedPiece> IStageHost.Pieces => _pieces;
-    Task<T> IStageHost.Compute<T>(Func<T> work) => compute.RunTorchAsync(work);
+    Task<T> IStageHost.Compute<T>(Func<T> work) => compute.RunPipelinedAsync(work);
     void IStageHost.WeightsChanging() => ForgetStatistics();
     async Task IStageHost.BeforeAsync(StageMessage message)
     {

@@ -179,4 +179,24 @@ public class BertEncoderTests(MiniLmEncoderFixture miniLm, ITestOutputHelper out
         Assert.Contains($"'{names.Layers[4].Value}' (value)", e.Message);
         Assert.Contains("encoder layer 4", e.Message);
     }
+
+    [Fact]
+    public void TheFusedInferencePathEqualsTheOpByOpGraphPaddingIncluded()
+    {
+        // Without gradients and without a capture a layer takes its fused path; with gradients it runs op by op.
+        using var scope = NewDisposeScope();
+        var layer = miniLm.Encoder.Layers[3];
+        var generator = new Random(11);
+        var hidden = tensor(Enumerable.Range(0, 3 * 9 * 384).Select(_ => (float)(generator.NextDouble() * 4 - 2)).ToArray(), [3, 9, 384]);
+        // Three sentences of 9, 5 and 1 real tokens; the rest is padding.
+        var mask = tensor(new long[] { 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0 }, [3, 9]);
+        float[] fused;
+        using (no_grad()) fused = layer.Forward(hidden, mask).data<float>().ToArray();
+        Assert.True(is_grad_enabled());
+        var graph = layer.Forward(hidden, mask).detach().data<float>().ToArray();
+        double difference = MaxAbsDifference(graph, fused);
+        output.WriteLine($"max |fused - op by op| = {difference:E2}");
+        Assert.True(difference < 1e-5, $"max |fused - op by op| = {difference}");
+        Assert.Contains(graph, v => v != 0f);
+    }
 }
