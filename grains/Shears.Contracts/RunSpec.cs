@@ -41,9 +41,19 @@ public sealed record RunSpec
     [Id(26)] public string QuantMethod { get; init; } = RunOptions.QuantMethods.Rtn;
     /// <summary>GPTQ: columns in order of decreasing Hessian diagonal.</summary>
     [Id(27)] public bool ActOrder { get; init; }
+    /// <summary>OWL: a Wanda score is an outlier above this many times its layer's mean score.</summary>
+    [Id(28)] public double OwlThreshold { get; init; } = 5;
+    /// <summary>OWL: each layer's sparsity stays within this distance of the target.</summary>
+    [Id(29)] public double OwlLambda { get; init; } = 0.08;
 
     /// <summary>Whether the run needs the model as a pipeline of stages (evaluation or fine-tuning).</summary>
-    public bool NeedsPipeline => EvalData is not null || FinetuneSteps > 0 || NeedsCalibration || NeedsQuantCalibration;
+    public bool NeedsPipeline => EvalData is not null || FinetuneSteps > 0 || UsesCalibration;
+
+    /// <summary>The run sends the calibration sequences through the model: to prune, to quantize or to count outliers.</summary>
+    public bool UsesCalibration => NeedsCalibration || NeedsQuantCalibration || NeedsOutliers;
+
+    /// <summary>OWL allocates per layer from the outliers of the Wanda scores, which need the activations.</summary>
+    public bool NeedsOutliers => Scope == RunOptions.Scopes.Owl;
 
     /// <summary>Wanda and SparseGPT score weights with the activations that reach them.</summary>
     public bool NeedsCalibration => Method is RunOptions.Methods.Wanda or RunOptions.Methods.SparseGpt;
@@ -91,8 +101,8 @@ public static class RunOptions
 
     public static class Scopes
     {
-        public const string Global = "global", Layer = "layer", Progressive = "progressive";
-        public static readonly string[] All = [Global, Layer, Progressive];
+        public const string Global = "global", Layer = "layer", Progressive = "progressive", Owl = "owl";
+        public static readonly string[] All = [Global, Layer, Progressive, Owl];
     }
 
     public static class Schedules
@@ -146,13 +156,31 @@ public static class RunOptions
         {
             if (string.IsNullOrWhiteSpace(spec.Calibration))
                 errors.Add($"--method {spec.Method} needs --calibration FILE (a .json array of token-id arrays)");
-            if (spec.Scope != Scopes.Layer)
-                errors.Add($"--method {spec.Method} prunes each weight matrix on its own (as the paper does): use --scope layer");
+            if (spec.Scope is not (Scopes.Layer or Scopes.Owl))
+                errors.Add($"--method {spec.Method} prunes each weight matrix on its own (as the paper does): use --scope layer or owl");
             if (spec.Pattern is not (Patterns.Unstructured or "2:4" or "4:8"))
                 errors.Add($"--method {spec.Method} works with --pattern unstructured, 2:4 or 4:8, got {spec.Pattern}");
         }
-        else if (spec.Calibration is not null && !spec.NeedsQuantCalibration)
-            errors.Add($"--calibration is used by --method wanda or sparsegpt, or --quant-method gptq, not --method {spec.Method}");
+        else if (spec.Calibration is not null && !spec.NeedsQuantCalibration && !spec.NeedsOutliers)
+            errors.Add($"--calibration is used by --method wanda or sparsegpt, --scope owl or --quant-method gptq, not --method {spec.Method}");
+        if (spec.NeedsOutliers)
+        {
+            if (string.IsNullOrWhiteSpace(spec.Calibration))
+                errors.Add("--scope owl needs --calibration FILE (the layers' outliers are counted on the activations that reach them)");
+            if (spec.Method is not (Methods.Magnitude or Methods.Wanda or Methods.SparseGpt))
+                errors.Add($"--scope owl works with --method magnitude, wanda or sparsegpt, got {spec.Method}");
+            if (spec.Pattern != Patterns.Unstructured)
+                errors.Add($"--scope owl gives each layer its own sparsity: use --pattern unstructured, got {spec.Pattern}");
+            if (!(spec.OwlThreshold > 0) || double.IsInfinity(spec.OwlThreshold))
+                errors.Add($"--owl-threshold must be a positive number, got {spec.OwlThreshold}");
+            if (!(spec.OwlLambda >= 0 && spec.OwlLambda <= 0.5))
+                errors.Add($"--owl-lambda must lie in [0, 0.5], got {spec.OwlLambda}");
+        }
+        else
+        {
+            if (spec.OwlThreshold != 5) errors.Add("--owl-threshold needs --scope owl");
+            if (spec.OwlLambda != 0.08) errors.Add("--owl-lambda needs --scope owl");
+        }
         if (spec.Quantize is { } scheme)
         {
             Check(errors, "--quantize", scheme, QuantSchemes.All);
