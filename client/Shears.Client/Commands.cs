@@ -72,6 +72,9 @@ public static class Commands
         var spread = new Option<double>("--progressive-spread") { Description = "spread α of --scope progressive", DefaultValueFactory = _ => 0.5 };
         var owlThreshold = new Option<double>("--owl-threshold") { Description = "--scope owl: a Wanda score is an outlier above M times its layer's mean", DefaultValueFactory = _ => 5 };
         var owlLambda = new Option<double>("--owl-lambda") { Description = "--scope owl: each layer's sparsity stays within λ of the target", DefaultValueFactory = _ => 0.08 };
+        var lrSchedule = new Option<string>("--lr-schedule") { Description = "constant | cosine: the learning rate over each round's fine-tuning steps", DefaultValueFactory = _ => RunOptions.LrSchedules.Constant };
+        var warmupSteps = new Option<int>("--warmup-steps") { Description = "steps of linear learning-rate warm-up from 0 in each round" };
+        var epochs = new Option<int>("--epochs") { Description = "passes over --finetune-data per round (instead of --finetune-steps)" };
         var runId = new Option<string?>("--run-id") { Description = "id for the run (default: generated)" };
         var quantize = new Option<string?>("--quantize") { Description = "quantize as the last phase: W8A16 | W4A16 | W4A16_ASYM (safetensors), W8A8 | W4A16 (ONNX)" };
         var groupSize = new Option<int>("--group-size") { Description = "input columns per scale of W4A16/W4A16_ASYM", DefaultValueFactory = _ => 128 };
@@ -79,7 +82,7 @@ public static class Commands
         var actOrder = new Option<bool>("--act-order") { Description = "GPTQ: columns in order of decreasing Hessian diagonal" };
 
         var command = new Command("run", "prune a checkpoint");
-        foreach (Option o in new Option[] { model, output, sparsity, method, pattern, scope, schedule, rounds, finetune, eval, evalSeqLen, finetuneData, learningRate, batch, calibration, calibrationSamples, include, exclude, seed, force, detach, shardElements, norm, headScore, spread, owlThreshold, owlLambda, runId, quantize, groupSize, quantMethod, actOrder, Cluster })
+        foreach (Option o in new Option[] { model, output, sparsity, method, pattern, scope, schedule, rounds, finetune, eval, evalSeqLen, finetuneData, learningRate, batch, calibration, calibrationSamples, include, exclude, seed, force, detach, shardElements, norm, headScore, spread, owlThreshold, owlLambda, lrSchedule, warmupSteps, epochs, runId, quantize, groupSize, quantMethod, actOrder, Cluster })
             command.Add(o);
         command.SetAction(async (parse, token) =>
         {
@@ -108,6 +111,7 @@ public static class Commands
                 Seed = parse.GetValue(seed), Force = parse.GetValue(force), ShardElements = parse.GetValue(shardElements),
                 Norm = normValue, HeadScore = parse.GetValue(headScore)!, ProgressiveSpread = parse.GetValue(spread),
                 OwlThreshold = parse.GetValue(owlThreshold), OwlLambda = parse.GetValue(owlLambda),
+                LrSchedule = parse.GetValue(lrSchedule)!, WarmupSteps = parse.GetValue(warmupSteps), Epochs = parse.GetValue(epochs),
                 Quantize = parse.GetValue(quantize), GroupSize = parse.GetValue(groupSize), QuantMethod = parse.GetValue(quantMethod)!,
                 ActOrder = parse.GetValue(actOrder),
             };

@@ -159,7 +159,10 @@ public class BadInputTests
     [InlineData("--owl-lambda must lie in [0, 0.5], got 0.7", "--scope", "owl", "--owl-lambda", "0.7", "--calibration", "CALIBRATION")]
     [InlineData("--owl-lambda needs --scope owl", "--scope", "layer", "--owl-lambda", "0.1")]
     [InlineData("--method wanda prunes each weight matrix on its own (as the paper does): use --scope layer or owl", "--scope", "global", "--method", "wanda", "--calibration", "CALIBRATION")]
-    public async Task OwlOptionsOutOfPlace(string message, params string[] options)
+    [InlineData("--epochs and --finetune-steps both set each round's steps: give one of them", "--epochs", "2", "--finetune-steps", "3", "--finetune-data", "CALIBRATION")]
+    [InlineData("--lr-schedule must be one of constant, cosine, got 'linear'", "--epochs", "1", "--finetune-data", "CALIBRATION", "--lr-schedule", "linear")]
+    [InlineData("--warmup-steps needs --finetune-steps or --epochs", "--warmup-steps", "5")]
+    public async Task OwlAndTrainingOptionsOutOfPlace(string message, params string[] options)
     {
         using var dir = new TempDir();
         WriteRaw(dir.Sub("in"), Good, 32);
