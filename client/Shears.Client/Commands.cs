@@ -50,7 +50,7 @@ public static class Commands
         var sparsity = new Option<string?>("--sparsity") { Description = "final fraction of the prunable weights to mask, in [0, 1]" };
         var method = new Option<string>("--method") { Description = "magnitude | random | wanda | sparsegpt", DefaultValueFactory = _ => RunOptions.Methods.Magnitude };
         var pattern = new Option<string>("--pattern") { Description = "unstructured | rows | columns | heads | 2:4 | 4:8", DefaultValueFactory = _ => RunOptions.Patterns.Unstructured };
-        var scope = new Option<string>("--scope") { Description = "global | layer | progressive", DefaultValueFactory = _ => RunOptions.Scopes.Global };
+        var scope = new Option<string>("--scope") { Description = "global | layer | progressive | owl", DefaultValueFactory = _ => RunOptions.Scopes.Global };
         var schedule = new Option<string>("--schedule") { Description = "oneshot | linear | cubic", DefaultValueFactory = _ => RunOptions.Schedules.OneShot };
         var rounds = new Option<int?>("--rounds") { Description = "rounds of the schedule (oneshot: 1)" };
         var finetune = new Option<int>("--finetune-steps") { Description = "fine-tuning steps after each round" };
@@ -58,7 +58,7 @@ public static class Commands
         var evalSeqLen = new Option<int>("--eval-seq-len") { Description = "tokens per evaluation sequence", DefaultValueFactory = _ => 128 };
         var finetuneData = new Option<string?>("--finetune-data") { Description = "fine-tuning data: a .json array of token-id arrays, or text tokenized by the checkpoint's tokenizer" };
         var learningRate = new Option<double>("--lr") { Description = "fine-tuning learning rate (AdamW)", DefaultValueFactory = _ => 1e-4 };
-        var calibration = new Option<string?>("--calibration") { Description = "calibration data for wanda/sparsegpt: a .json array of token-id arrays, or text tokenized by the checkpoint's tokenizer" };
+        var calibration = new Option<string?>("--calibration") { Description = "calibration data for wanda/sparsegpt, --scope owl and gptq: a .json array of token-id arrays, or text tokenized by the checkpoint's tokenizer" };
         var calibrationSamples = new Option<int>("--calibration-samples") { Description = "calibration sequences used", DefaultValueFactory = _ => 128 };
         var batch = new Option<int>("--batch") { Description = "sequences per fine-tuning step", DefaultValueFactory = _ => 4 };
         var include = new Option<string[]>("--include") { Description = "also prune tensors whose names match this glob", AllowMultipleArgumentsPerToken = false, DefaultValueFactory = _ => [] };
@@ -70,6 +70,11 @@ public static class Commands
         var norm = new Option<string>("--norm") { Description = "Ln norm for rows/columns: 1, 2 or inf", DefaultValueFactory = _ => "1" };
         var headScore = new Option<string>("--head-score") { Description = "q (L1 of q_proj rows) or qkvo", DefaultValueFactory = _ => RunOptions.HeadScores.Query };
         var spread = new Option<double>("--progressive-spread") { Description = "spread α of --scope progressive", DefaultValueFactory = _ => 0.5 };
+        var owlThreshold = new Option<double>("--owl-threshold") { Description = "--scope owl: a Wanda score is an outlier above M times its layer's mean", DefaultValueFactory = _ => 5 };
+        var owlLambda = new Option<double>("--owl-lambda") { Description = "--scope owl: each layer's sparsity stays within λ of the target", DefaultValueFactory = _ => 0.08 };
+        var lrSchedule = new Option<string>("--lr-schedule") { Description = "constant | cosine: the learning rate over each round's fine-tuning steps", DefaultValueFactory = _ => RunOptions.LrSchedules.Constant };
+        var warmupSteps = new Option<int>("--warmup-steps") { Description = "steps of linear learning-rate warm-up from 0 in each round" };
+        var epochs = new Option<int>("--epochs") { Description = "passes over --finetune-data per round (instead of --finetune-steps)" };
         var runId = new Option<string?>("--run-id") { Description = "id for the run (default: generated)" };
         var quantize = new Option<string?>("--quantize") { Description = "quantize as the last phase: W8A16 | W4A16 | W4A16_ASYM (safetensors), W8A8 | W4A16 (ONNX)" };
         var groupSize = new Option<int>("--group-size") { Description = "input columns per scale of W4A16/W4A16_ASYM", DefaultValueFactory = _ => 128 };
@@ -77,7 +82,7 @@ public static class Commands
         var actOrder = new Option<bool>("--act-order") { Description = "GPTQ: columns in order of decreasing Hessian diagonal" };
 
         var command = new Command("run", "prune a checkpoint");
-        foreach (Option o in new Option[] { model, output, sparsity, method, pattern, scope, schedule, rounds, finetune, eval, evalSeqLen, finetuneData, learningRate, batch, calibration, calibrationSamples, include, exclude, seed, force, detach, shardElements, norm, headScore, spread, runId, quantize, groupSize, quantMethod, actOrder, Cluster })
+        foreach (Option o in new Option[] { model, output, sparsity, method, pattern, scope, schedule, rounds, finetune, eval, evalSeqLen, finetuneData, learningRate, batch, calibration, calibrationSamples, include, exclude, seed, force, detach, shardElements, norm, headScore, spread, owlThreshold, owlLambda, lrSchedule, warmupSteps, epochs, runId, quantize, groupSize, quantMethod, actOrder, Cluster })
             command.Add(o);
         command.SetAction(async (parse, token) =>
         {
@@ -105,6 +110,8 @@ public static class Commands
                 Include = parse.GetValue(include) ?? [], Exclude = parse.GetValue(exclude) ?? [],
                 Seed = parse.GetValue(seed), Force = parse.GetValue(force), ShardElements = parse.GetValue(shardElements),
                 Norm = normValue, HeadScore = parse.GetValue(headScore)!, ProgressiveSpread = parse.GetValue(spread),
+                OwlThreshold = parse.GetValue(owlThreshold), OwlLambda = parse.GetValue(owlLambda),
+                LrSchedule = parse.GetValue(lrSchedule)!, WarmupSteps = parse.GetValue(warmupSteps), Epochs = parse.GetValue(epochs),
                 Quantize = parse.GetValue(quantize), GroupSize = parse.GetValue(groupSize), QuantMethod = parse.GetValue(quantMethod)!,
                 ActOrder = parse.GetValue(actOrder),
             };

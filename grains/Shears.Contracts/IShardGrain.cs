@@ -196,6 +196,9 @@ public sealed record ShardRoundResult
 {
     [Id(0)] public long[] MaskedPerPiece { get; init; } = [];
     [Id(1)] public double Seconds { get; init; }
+    /// <summary>OWL's outlier count of a layer: scores above the threshold times the layer's mean, and scores counted.</summary>
+    [Id(2)] public long Outliers { get; init; }
+    [Id(3)] public long Scored { get; init; }
 }
 
 /// <summary>

@@ -87,7 +87,16 @@ public interface IStageGrain : IGrainWithStringKey
     /// <paramref name="inputs"/> micro-batches have arrived), then hands the inputs, passed through the pruned layer, to
     /// the next stage. Returns at once; <see cref="PruneCalibratedResultAsync"/> follows it.
     /// </summary>
-    Task StartPruneCalibratedAsync(string pass, int round, double sparsity, int inputs);
+    /// <param name="targetMasked">Per piece, the cumulative masked count to reach (per-layer allocation); null: every tensor at <paramref name="sparsity"/>.</param>
+    Task StartPruneCalibratedAsync(string pass, int round, double sparsity, int inputs, long[]? targetMasked);
+
+    /// <summary>
+    /// Starts counting this layer's outliers (OWL: Wanda scores above <paramref name="threshold"/> times the layer's mean)
+    /// from its kept calibration inputs (once <paramref name="inputs"/> micro-batches have arrived), then hands the inputs,
+    /// passed through the unchanged layer, to the next stage. Returns at once; <see cref="PruneCalibratedResultAsync"/>
+    /// follows it (its <see cref="ShardRoundResult.Outliers"/> and <see cref="ShardRoundResult.Scored"/>).
+    /// </summary>
+    Task StartOutlierCountAsync(string pass, double threshold, int inputs);
 
     /// <summary>
     /// Starts GPTQ on this layer's quantized weights from its kept calibration inputs (once <paramref name="inputs"/>

@@ -41,9 +41,28 @@ public sealed record RunSpec
     [Id(26)] public string QuantMethod { get; init; } = RunOptions.QuantMethods.Rtn;
     /// <summary>GPTQ: columns in order of decreasing Hessian diagonal.</summary>
     [Id(27)] public bool ActOrder { get; init; }
+    /// <summary>OWL: a Wanda score is an outlier above this many times its layer's mean score.</summary>
+    [Id(28)] public double OwlThreshold { get; init; } = 5;
+    /// <summary>OWL: each layer's sparsity stays within this distance of the target.</summary>
+    [Id(29)] public double OwlLambda { get; init; } = 0.08;
+    /// <summary>Fine-tuning's learning rate over each round's steps: constant or cosine (after the warm-up).</summary>
+    [Id(30)] public string LrSchedule { get; init; } = RunOptions.LrSchedules.Constant;
+    /// <summary>Steps of linear warm-up from 0 at the start of each round's fine-tuning.</summary>
+    [Id(31)] public int WarmupSteps { get; init; }
+    /// <summary>Passes over the fine-tuning data per round (instead of <see cref="FinetuneSteps"/>); 0: none.</summary>
+    [Id(32)] public int Epochs { get; init; }
+
+    /// <summary>Each round ends with fine-tuning (or distillation): a number of steps, or of epochs.</summary>
+    public bool Trains => FinetuneSteps > 0 || Epochs > 0;
 
     /// <summary>Whether the run needs the model as a pipeline of stages (evaluation or fine-tuning).</summary>
-    public bool NeedsPipeline => EvalData is not null || FinetuneSteps > 0 || NeedsCalibration || NeedsQuantCalibration;
+    public bool NeedsPipeline => EvalData is not null || Trains || UsesCalibration;
+
+    /// <summary>The run sends the calibration sequences through the model: to prune, to quantize or to count outliers.</summary>
+    public bool UsesCalibration => NeedsCalibration || NeedsQuantCalibration || NeedsOutliers;
+
+    /// <summary>OWL allocates per layer from the outliers of the Wanda scores, which need the activations.</summary>
+    public bool NeedsOutliers => Scope == RunOptions.Scopes.Owl;
 
     /// <summary>Wanda and SparseGPT score weights with the activations that reach them.</summary>
     public bool NeedsCalibration => Method is RunOptions.Methods.Wanda or RunOptions.Methods.SparseGpt;
@@ -55,7 +74,7 @@ public sealed record RunSpec
     /// SparseGPT with GPTQ and nothing trained after the last round: that round prunes and quantizes in one sweep (the
     /// SparseGPT paper's joint mode). With fine-tuning after it, the masks are fixed first and GPTQ runs on the trained weights.
     /// </summary>
-    public bool JointQuantization => Method == RunOptions.Methods.SparseGpt && NeedsQuantCalibration && FinetuneSteps == 0;
+    public bool JointQuantization => Method == RunOptions.Methods.SparseGpt && NeedsQuantCalibration && !Trains;
 
     /// <summary>N of an N:M pattern (pruned per group of M), or 0.</summary>
     public (int N, int M) NmPattern => Pattern.Split(':') is [var n, var m] && int.TryParse(n, out int a) && int.TryParse(m, out int b) ? (a, b) : (0, 0);
@@ -91,8 +110,8 @@ public static class RunOptions
 
     public static class Scopes
     {
-        public const string Global = "global", Layer = "layer", Progressive = "progressive";
-        public static readonly string[] All = [Global, Layer, Progressive];
+        public const string Global = "global", Layer = "layer", Progressive = "progressive", Owl = "owl";
+        public static readonly string[] All = [Global, Layer, Progressive, Owl];
     }
 
     public static class Schedules
@@ -105,6 +124,12 @@ public static class RunOptions
     {
         public const string W8A16 = "W8A16", W4A16 = "W4A16", W4A16Asym = "W4A16_ASYM", W8A8 = "W8A8";
         public static readonly string[] All = [W8A16, W4A16, W4A16Asym, W8A8];
+    }
+
+    public static class LrSchedules
+    {
+        public const string Constant = "constant", Cosine = "cosine";
+        public static readonly string[] All = [Constant, Cosine];
     }
 
     public static class QuantMethods
@@ -146,13 +171,31 @@ public static class RunOptions
         {
             if (string.IsNullOrWhiteSpace(spec.Calibration))
                 errors.Add($"--method {spec.Method} needs --calibration FILE (a .json array of token-id arrays)");
-            if (spec.Scope != Scopes.Layer)
-                errors.Add($"--method {spec.Method} prunes each weight matrix on its own (as the paper does): use --scope layer");
+            if (spec.Scope is not (Scopes.Layer or Scopes.Owl))
+                errors.Add($"--method {spec.Method} prunes each weight matrix on its own (as the paper does): use --scope layer or owl");
             if (spec.Pattern is not (Patterns.Unstructured or "2:4" or "4:8"))
                 errors.Add($"--method {spec.Method} works with --pattern unstructured, 2:4 or 4:8, got {spec.Pattern}");
         }
-        else if (spec.Calibration is not null && !spec.NeedsQuantCalibration)
-            errors.Add($"--calibration is used by --method wanda or sparsegpt, or --quant-method gptq, not --method {spec.Method}");
+        else if (spec.Calibration is not null && !spec.NeedsQuantCalibration && !spec.NeedsOutliers)
+            errors.Add($"--calibration is used by --method wanda or sparsegpt, --scope owl or --quant-method gptq, not --method {spec.Method}");
+        if (spec.NeedsOutliers)
+        {
+            if (string.IsNullOrWhiteSpace(spec.Calibration))
+                errors.Add("--scope owl needs --calibration FILE (the layers' outliers are counted on the activations that reach them)");
+            if (spec.Method is not (Methods.Magnitude or Methods.Wanda or Methods.SparseGpt))
+                errors.Add($"--scope owl works with --method magnitude, wanda or sparsegpt, got {spec.Method}");
+            if (spec.Pattern != Patterns.Unstructured)
+                errors.Add($"--scope owl gives each layer its own sparsity: use --pattern unstructured, got {spec.Pattern}");
+            if (!(spec.OwlThreshold > 0) || double.IsInfinity(spec.OwlThreshold))
+                errors.Add($"--owl-threshold must be a positive number, got {spec.OwlThreshold}");
+            if (!(spec.OwlLambda >= 0 && spec.OwlLambda <= 0.5))
+                errors.Add($"--owl-lambda must lie in [0, 0.5], got {spec.OwlLambda}");
+        }
+        else
+        {
+            if (spec.OwlThreshold != 5) errors.Add("--owl-threshold needs --scope owl");
+            if (spec.OwlLambda != 0.08) errors.Add("--owl-lambda needs --scope owl");
+        }
         if (spec.Quantize is { } scheme)
         {
             Check(errors, "--quantize", scheme, QuantSchemes.All);
@@ -175,10 +218,17 @@ public static class RunOptions
             if (Math.Abs(spec.Sparsity - (double)n / m) > 1e-12) errors.Add($"--pattern {spec.Pattern} means --sparsity {(double)n / m}, got {spec.Sparsity}");
             if (spec.Schedule != Schedules.OneShot) errors.Add($"--pattern {spec.Pattern} is applied in one round: use --schedule oneshot");
         }
-        if (spec.FinetuneSteps > 0 && string.IsNullOrWhiteSpace(spec.FinetuneData))
-            errors.Add("--finetune-steps needs --finetune-data FILE (a .json array of token-id arrays)");
-        if (spec.FinetuneData is not null && spec.FinetuneSteps == 0)
-            errors.Add("--finetune-data is given but --finetune-steps is 0");
+        if (spec.Trains && string.IsNullOrWhiteSpace(spec.FinetuneData))
+            errors.Add($"{(spec.FinetuneSteps > 0 ? "--finetune-steps" : "--epochs")} needs --finetune-data FILE (a .json array of token-id arrays)");
+        if (spec.FinetuneData is not null && !spec.Trains)
+            errors.Add("--finetune-data is given but --finetune-steps is 0 (and no --epochs)");
+        if (spec.Epochs < 0) errors.Add($"--epochs must not be negative, got {spec.Epochs}");
+        if (spec.Epochs > 0 && spec.FinetuneSteps > 0)
+            errors.Add("--epochs and --finetune-steps both set each round's steps: give one of them");
+        Check(errors, "--lr-schedule", spec.LrSchedule, LrSchedules.All);
+        if (spec.WarmupSteps < 0) errors.Add($"--warmup-steps must not be negative, got {spec.WarmupSteps}");
+        if (!spec.Trains && spec.WarmupSteps > 0) errors.Add("--warmup-steps needs --finetune-steps or --epochs");
+        if (!spec.Trains && spec.LrSchedule != LrSchedules.Constant) errors.Add($"--lr-schedule {spec.LrSchedule} needs --finetune-steps or --epochs");
         if (spec.EvalSeqLen < 2) errors.Add($"--eval-seq-len must be at least 2, got {spec.EvalSeqLen}");
         if (spec.Batch < 1) errors.Add($"--batch must be at least 1, got {spec.Batch}");
         if (!(spec.LearningRate > 0) || double.IsInfinity(spec.LearningRate)) errors.Add($"--lr must be a positive number, got {spec.LearningRate}");

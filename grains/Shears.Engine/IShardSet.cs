@@ -27,8 +27,18 @@ public interface IShardSet
     /// <summary>Hands the calibration sequences to the model's first layer, which keeps its inputs.</summary>
     Task FeedCalibrationAsync(IReadOnlyList<long[]> sequences);
 
-    /// <summary>Prunes one layer from its kept calibration inputs and passes them on to the next; returns masked elements per piece.</summary>
-    Task<long[]> PruneCalibratedAsync(int shard, int round, double sparsity);
+    /// <summary>
+    /// Prunes one layer from its kept calibration inputs and passes them on to the next; returns masked elements per
+    /// piece. <paramref name="targetMasked"/>: per piece, the cumulative masked count to reach (per-layer allocation);
+    /// null: every tensor at <paramref name="sparsity"/>.
+    /// </summary>
+    Task<long[]> PruneCalibratedAsync(int shard, int round, double sparsity, long[]? targetMasked = null);
+
+    /// <summary>
+    /// Counts one layer's outliers (OWL) from its kept calibration inputs with its weights as they are, and passes the
+    /// inputs on, through the unchanged layer, to the next.
+    /// </summary>
+    Task<Shears.Pruning.Allocation.OutlierCount> OutlierCountAsync(int shard, double threshold);
 
     /// <summary>Quantizes one layer with GPTQ from its kept calibration inputs (masks fixed) and passes them on to the next.</summary>
     Task QuantizeCalibratedAsync(int shard);

@@ -4,7 +4,7 @@ public enum ScoreMethod { Magnitude, Random, Wanda, SparseGpt }
 
 public enum PrunePattern { Unstructured, Rows, Columns, Heads, NOfM }
 
-public enum SelectionScope { Global, Layer, Progressive }
+public enum SelectionScope { Global, Layer, Progressive, Owl }
 
 /// <summary>
 /// What a run asks of its rounds, typed: parsed once from the option strings of a run spec so that round
@@ -48,8 +48,8 @@ public sealed record RunRecipe
             },
             Scope = scope switch
             {
-                "global" => SelectionScope.Global, "layer" => SelectionScope.Layer, "progressive" => SelectionScope.Progressive,
-                _ => throw new ArgumentException($"--scope '{scope}' is not one of global, layer, progressive", nameof(scope)),
+                "global" => SelectionScope.Global, "layer" => SelectionScope.Layer, "progressive" => SelectionScope.Progressive, "owl" => SelectionScope.Owl,
+                _ => throw new ArgumentException($"--scope '{scope}' is not one of global, layer, progressive, owl", nameof(scope)),
             },
             Norm = norm,
             HeadScore = headScore switch

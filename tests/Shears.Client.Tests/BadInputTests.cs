@@ -150,4 +150,24 @@ public class BadInputTests
         TinyTokenizer.Write(dir.Sub("in"));
         await AssertRefused(dir, "outside the model's vocabulary of 64", Run(dir, "--sparsity", "0.5", "--eval", text));
     }
+
+    [Theory]
+    [InlineData("--scope owl needs --calibration", "--scope", "owl")]
+    [InlineData("--scope owl works with --method magnitude, wanda or sparsegpt", "--scope", "owl", "--method", "random", "--calibration", "CALIBRATION")]
+    [InlineData("--scope owl gives each layer its own sparsity: use --pattern unstructured", "--scope", "owl", "--pattern", "rows", "--calibration", "CALIBRATION")]
+    [InlineData("--owl-threshold must be a positive number, got 0", "--scope", "owl", "--owl-threshold", "0", "--calibration", "CALIBRATION")]
+    [InlineData("--owl-lambda must lie in [0, 0.5], got 0.7", "--scope", "owl", "--owl-lambda", "0.7", "--calibration", "CALIBRATION")]
+    [InlineData("--owl-lambda needs --scope owl", "--scope", "layer", "--owl-lambda", "0.1")]
+    [InlineData("--method wanda prunes each weight matrix on its own (as the paper does): use --scope layer or owl", "--scope", "global", "--method", "wanda", "--calibration", "CALIBRATION")]
+    [InlineData("--epochs and --finetune-steps both set each round's steps: give one of them", "--epochs", "2", "--finetune-steps", "3", "--finetune-data", "CALIBRATION")]
+    [InlineData("--lr-schedule must be one of constant, cosine, got 'linear'", "--epochs", "1", "--finetune-data", "CALIBRATION", "--lr-schedule", "linear")]
+    [InlineData("--warmup-steps needs --finetune-steps or --epochs", "--warmup-steps", "5")]
+    public async Task OwlAndTrainingOptionsOutOfPlace(string message, params string[] options)
+    {
+        using var dir = new TempDir();
+        WriteRaw(dir.Sub("in"), Good, 32);
+        string calibration = Path.Combine(dir.Path, "calibration.json");
+        File.WriteAllText(calibration, "[[1, 2, 3]]");
+        await AssertRefused(dir, message, Run(dir, ["--sparsity", "0.5", .. options.Select(o => o == "CALIBRATION" ? calibration : o)]));
+    }
 }

@@ -123,18 +123,23 @@ public class PipelineTests(ClusterFixture fixture)
     /// weights are those of the same steps taken in this process on the whole model, each sequence on its own (no
     /// padding), with the same masks, optimizer and batches: the pipeline of stages trains as the model would.
     /// </summary>
-    [Fact]
-    public async Task FineTuningKeepsTheMaskedPositionsAtZeroAndMatchesTheWholeModelsSteps()
+    [Theory]
+    [InlineData("constant", 0, 0)]
+    [InlineData("cosine", 2, 2)]
+    public async Task FineTuningKeepsTheMaskedPositionsAtZeroAndMatchesTheWholeModelsSteps(string schedule, int warmup, int epochs)
     {
         using var dir = new TempDir();
         DemoCheckpoint.Write(dir.Sub("in"), Small with { DType = TensorDType.F32 });
         string train = TokenFile(dir.Path, "train.json", 16, 20, 6);
+        // --epochs 2 over 16 sequences in batches of 4: 8 steps.
+        int totalSteps = epochs > 0 ? epochs * 16 / 4 : 6;
         RunSpec Spec(string output, int steps) => new()
         {
-            ModelPath = dir.Sub("in"), OutputPath = dir.Sub(output), Sparsity = 0.5, FinetuneSteps = steps,
+            ModelPath = dir.Sub("in"), OutputPath = dir.Sub(output), Sparsity = 0.5, FinetuneSteps = epochs > 0 ? 0 : steps,
+            Epochs = steps > 0 ? epochs : 0, LrSchedule = steps > 0 ? schedule : "constant", WarmupSteps = steps > 0 ? warmup : 0,
             FinetuneData = steps > 0 ? train : null, LearningRate = 1e-2, Batch = 4,
         };
-        foreach (var (output, steps) in new[] { ("plain", 0), ("tuned", 6) })
+        foreach (var (output, steps) in new[] { ("plain", 0), ("tuned", totalSteps) })
         {
             var status = await Runs.RunToEndAsync(fixture.Cluster.Client, Spec(output, steps));
             Assert.True(status.State == RunState.Completed, status.Error);
@@ -172,10 +177,13 @@ public class PipelineTests(ClusterFixture fixture)
                 trainable[t.Name].requires_grad_(true);
             }
             using var optimizer = new MaskedAdamW(trainable, masks, learningRate: 1e-2, weightDecay: 0);
-            for (int step = 0; step < 6; step++)
+            for (int step = 0; step < totalSteps; step++)
             {
                 using var scope = torch.NewDisposeScope();
                 optimizer.ZeroGrad();
+                // Warm-up from 0, then constant or a half cosine down to 0 at the end.
+                optimizer.LearningRate = step < warmup ? 1e-2 * step / warmup
+                    : schedule == "constant" ? 1e-2 : 1e-2 * 0.5 * (1 + Math.Cos(Math.PI * (step - warmup) / (totalSteps - warmup)));
                 var rows = Enumerable.Range(0, 4).Select(i => data[(step * 4 + i) % data.Length]).ToArray();
                 double predictions = rows.Sum(r => r.Length - 1);
                 torch.Tensor? loss = null;

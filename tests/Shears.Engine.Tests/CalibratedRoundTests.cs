@@ -14,10 +14,16 @@ public class CalibratedRoundTests
         public Task<HeadScoreSet> HeadScoresAsync(int shard) => throw new NotSupportedException();
         public Task<long[]> PruneHeadsAsync(int shard, HeadChoice choice) => throw new NotSupportedException();
         public Task FeedCalibrationAsync(IReadOnlyList<long[]> sequences) => Task.CompletedTask;
-        public async Task<long[]> PruneCalibratedAsync(int shard, int round, double sparsity)
+        public async Task<long[]> PruneCalibratedAsync(int shard, int round, double sparsity, long[]? targetMasked = null)
         {
             await Task.Yield();
-            return [shard * 10 + round];
+            return targetMasked ?? [shard * 10 + round];
+        }
+
+        public async Task<Shears.Pruning.Allocation.OutlierCount> OutlierCountAsync(int shard, double threshold)
+        {
+            await Task.Yield();
+            return new(shard, 100);
         }
 
         public async Task QuantizeCalibratedAsync(int shard) => await Task.Yield();
@@ -72,5 +78,45 @@ public class CalibratedRoundTests
         cancelled.Cancel();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => new CalibratedQuantization(layout, shards).RunAsync([[1]], cancelled.Token));
         Assert.Equal([("feed", -1, 1)], shards.Calls);
+    }
+
+    [Fact]
+    public async Task Outlier_ratios_feed_the_first_layer_then_count_the_layers_in_order()
+    {
+        var pieces = Enumerable.Range(0, 5).Select(s => (IReadOnlyList<ShardPiece>)[new ShardPiece($"t{s}", 0, 1, 1, s)]).ToArray();
+        var layout = new RunLayout(pieces.Select(p => p[0].Tensor).ToArray(), pieces, [1, 1, 1, 1, 1], [1, 2, 3]);
+        var shards = new RecordingShardSet(new FakeLayers());
+        var ratios = await new OutlierRatios(layout, shards).MeasureAsync([[1, 2, 3]], 5, CancellationToken.None);
+        Assert.Equal([("feed", -1, 1), ("count outliers", 1, 1), ("count outliers", 2, 1), ("count outliers", 3, 1)], shards.Calls);
+        Assert.Equal([0.01, 0.02, 0.03], ratios);
+    }
+
+    [Fact]
+    public void Owl_targets_share_each_layers_count_over_its_tensors_by_hand()
+    {
+        // Two layers of 300 elements: tensors a (100) and b (200), then c and d (150 each). Ratios 1 % and 3 %: r = 0 and
+        // 0.16, so s_l = clamp(0.5 + 0.08 − r, 0.42, 0.58) = 0.58 and 0.42: 174 and 126, shared by size as 58 + 116 and 63 + 63.
+        IReadOnlyList<ShardPiece>[] shards =
+        [
+            [],
+            [new ShardPiece("b", 0, 10, 20, 1), new ShardPiece("a", 0, 10, 10, 0)],
+            [new ShardPiece("c", 0, 10, 15, 2), new ShardPiece("d", 0, 10, 15, 3)],
+        ];
+        var layout = new RunLayout(["a", "b", "c", "d"], shards, [100, 200, 150, 150], [1, 2]);
+        var targets = OwlTargets.Compute(layout, [0.01, 0.03], [0.25, 0.5], 0.08);
+        Assert.Equal([58L, 116, 63, 63], targets[1]);
+        Assert.Equal(Shears.Pruning.Selection.Counts.Target(0.25, 600), targets[0].Sum());
+        Assert.All(Enumerable.Range(0, 4), g => Assert.True(targets[0][g] <= targets[1][g]));
+    }
+
+    [Fact]
+    public async Task A_calibrated_round_with_group_targets_hands_each_layer_its_tensors_counts()
+    {
+        var pieces = Enumerable.Range(0, 3).Select(s => (IReadOnlyList<ShardPiece>)[new ShardPiece($"t{s}", 0, 10, 10, s)]).ToArray();
+        var layout = new RunLayout(pieces.Select(p => p[0].Tensor).ToArray(), pieces, [100, 100, 100], [1, 2]);
+        var round = new CalibratedRound(layout, new FakeLayers());
+        var masked = pieces.Select(_ => new long[] { 0 }).ToArray();
+        await round.RunAsync(new RoundContext(1, 0.5, masked, GroupTargets: [0, 41, 59], Calibration: [[1]]), CancellationToken.None);
+        Assert.Equal([[0], [41], [59]], masked);
     }
 }

@@ -52,10 +52,16 @@ internal sealed class RecordingShardSet(IShardSet inner) : IShardSet
         return inner.FeedCalibrationAsync(sequences);
     }
 
-    public Task<long[]> PruneCalibratedAsync(int shard, int round, double sparsity)
+    public Task<long[]> PruneCalibratedAsync(int shard, int round, double sparsity, long[]? targetMasked = null)
     {
         Record("prune layer", shard);
-        return inner.PruneCalibratedAsync(shard, round, sparsity);
+        return inner.PruneCalibratedAsync(shard, round, sparsity, targetMasked);
+    }
+
+    public Task<Shears.Pruning.Allocation.OutlierCount> OutlierCountAsync(int shard, double threshold)
+    {
+        Record("count outliers", shard);
+        return inner.OutlierCountAsync(shard, threshold);
     }
 
     public Task QuantizeCalibratedAsync(int shard)

@@ -2,7 +2,8 @@ namespace Shears.Engine.Rounds;
 
 /// <summary>
 /// Wanda and SparseGPT: the calibration sequences go to the first layer, then the layers are pruned one after
-/// another, each from the inputs that the already-pruned layers before it compute, and hand their outputs on.
+/// another, each from the inputs that the already-pruned layers before it compute, and hand their outputs on. With
+/// per-group targets (OWL's per-layer allocation) each tensor is pruned to its own count, else all to the round's target.
 /// </summary>
 public sealed class CalibratedRound(RunLayout layout, IShardSet shards) : IRound
 {
@@ -13,8 +14,18 @@ public sealed class CalibratedRound(RunLayout layout, IShardSet shards) : IRound
         foreach (int shard in layout.LayerStages)
         {
             token.ThrowIfCancellationRequested();
-            round.Masked[shard] = await shards.PruneCalibratedAsync(shard, round.Round, round.Target);
+            round.Masked[shard] = await shards.PruneCalibratedAsync(shard, round.Round, round.Target, PieceTargets(shard, round.GroupTargets));
         }
         return RoundOutcome.Local;
+    }
+
+    private long[]? PieceTargets(int shard, long[]? groupTargets)
+    {
+        if (groupTargets is null) return null;
+        var pieces = layout.Shards[shard];
+        foreach (var piece in pieces)
+            if (piece.Elements != layout.GroupElements[piece.Group])
+                throw new InvalidOperationException($"tensor '{piece.Tensor}' is split over pieces; a calibrated layer holds whole tensors");
+        return pieces.Select(p => groupTargets[p.Group]).ToArray();
     }
 }

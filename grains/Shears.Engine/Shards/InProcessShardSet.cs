@@ -25,8 +25,11 @@ public sealed class InProcessShardSet(IReadOnlyList<ShardSelection> shards) : IS
     public Task FeedCalibrationAsync(IReadOnlyList<long[]> sequences) =>
         throw new NotSupportedException("calibrated methods run the model's layers, which in-process shards do not hold");
 
-    public Task<long[]> PruneCalibratedAsync(int shard, int round, double sparsity) =>
+    public Task<long[]> PruneCalibratedAsync(int shard, int round, double sparsity, long[]? targetMasked = null) =>
         throw new NotSupportedException("calibrated methods run the model's layers, which in-process shards do not hold");
+
+    public Task<Shears.Pruning.Allocation.OutlierCount> OutlierCountAsync(int shard, double threshold) =>
+        throw new NotSupportedException("outlier ratios come from the model's layers, which in-process shards do not hold");
 
     public Task QuantizeCalibratedAsync(int shard) =>
         throw new NotSupportedException("GPTQ runs the model's layers, which in-process shards do not hold");

@@ -103,9 +103,16 @@ internal sealed class PipelineDriver
     }
 
     /// <summary>Prunes one layer from its calibration inputs as a job the coordinator follows; the layer then feeds the next.</summary>
-    public async Task<ShardRoundResult> PruneCalibratedAsync(string pass, int shard, int round, double sparsity, int inputs, CancellationToken token)
+    public async Task<ShardRoundResult> PruneCalibratedAsync(string pass, int shard, int round, double sparsity, long[]? targetMasked, int inputs, CancellationToken token)
     {
-        await Stage(shard).StartPruneCalibratedAsync(pass, round, sparsity, inputs);
+        await Stage(shard).StartPruneCalibratedAsync(pass, round, sparsity, inputs, targetMasked);
+        return await CalibratedResultAsync(pass, shard, token);
+    }
+
+    /// <summary>Counts one layer's outliers (OWL) as a job the coordinator follows; the unchanged layer then feeds the next.</summary>
+    public async Task<ShardRoundResult> OutlierCountAsync(string pass, int shard, double threshold, int inputs, CancellationToken token)
+    {
+        await Stage(shard).StartOutlierCountAsync(pass, threshold, inputs);
         return await CalibratedResultAsync(pass, shard, token);
     }
 

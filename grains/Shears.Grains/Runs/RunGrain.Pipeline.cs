@@ -130,10 +130,12 @@ public sealed partial class RunGrain
         int parts = Math.Min(batch, _computeWorkers);
         int size = (batch + parts - 1) / parts;
         double lossSum = 0;
-        for (int step = 0; step < spec.FinetuneSteps; step++)
+        int steps = StepsPerRound(spec, data.Count, batch);
+        var shape = spec.LrSchedule == RunOptions.LrSchedules.Cosine ? LearningRateShape.Cosine : LearningRateShape.Constant;
+        for (int step = 0; step < steps; step++)
         {
             token.ThrowIfCancellationRequested();
-            long first = ((long)(round - 1) * spec.FinetuneSteps + step) * batch;
+            long first = ((long)(round - 1) * steps + step) * batch;
             var rows = Enumerable.Range(0, batch).Select(i => (int)((first + i) % data.Count)).ToArray();
             var micro = rows.Chunk(size).Select(part => new ActivationBatch
             {
@@ -145,9 +147,14 @@ public sealed partial class RunGrain
             double Terms(ActivationBatch b) => targets is null ? b.TokenIds.Sum(t => Math.Max(0, t.Length - 1)) : b.TokenIds.Length;
             double total = micro.Sum(Terms);
             var weights = micro.Select(b => micro.Length == 1 ? 1.0 : Terms(b) / total).ToArray();
-            lossSum += await Pipeline.TrainStepAsync(micro, weights, spec.LearningRate, token);
+            double rate = LearningRateSchedule.At(shape, spec.LearningRate, step, steps, spec.WarmupSteps);
+            lossSum += await Pipeline.TrainStepAsync(micro, weights, rate, token);
         }
         await Task.WhenAll(plan.Shards.Select(s => GrainFactory.GetGrain<IStageGrain>($"{RunId}/{s.Index}").EndTrainingAsync().Complete(Shard(s.Index), token)));
-        return lossSum / spec.FinetuneSteps;
+        return lossSum / steps;
     }
+
+    /// <summary>--finetune-steps, or enough steps of <paramref name="batch"/> rows for --epochs passes over the data.</summary>
+    internal static int StepsPerRound(RunSpec spec, int rows, int batch) =>
+        spec.FinetuneSteps > 0 ? spec.FinetuneSteps : (int)Math.Max(1, ((long)spec.Epochs * rows + batch - 1) / batch);
 }

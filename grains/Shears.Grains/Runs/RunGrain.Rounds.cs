@@ -65,10 +65,17 @@ public sealed partial class RunGrain
         // The calibration pass under way: its name and how many micro-batches each layer receives.
         private (string Pass, int Inputs)? _calibration;
 
-        public async Task<long[]> PruneCalibratedAsync(int shard, int round, double sparsity)
+        public async Task<long[]> PruneCalibratedAsync(int shard, int round, double sparsity, long[]? targetMasked = null)
         {
             var (pass, inputs) = _calibration ?? throw new InvalidOperationException("a layer is pruned before the calibration sequences were fed");
-            return (await run.Pipeline.PruneCalibratedAsync(pass, shard, round, sparsity, inputs, CancellationToken.None)).MaskedPerPiece;
+            return (await run.Pipeline.PruneCalibratedAsync(pass, shard, round, sparsity, targetMasked, inputs, CancellationToken.None)).MaskedPerPiece;
+        }
+
+        public async Task<Shears.Pruning.Allocation.OutlierCount> OutlierCountAsync(int shard, double threshold)
+        {
+            var (pass, inputs) = _calibration ?? throw new InvalidOperationException("a layer's outliers are counted before the calibration sequences were fed");
+            var result = await run.Pipeline.OutlierCountAsync(pass, shard, threshold, inputs, CancellationToken.None);
+            return new(result.Outliers, result.Scored);
         }
 
         public async Task QuantizeCalibratedAsync(int shard)

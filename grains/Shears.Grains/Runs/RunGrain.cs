@@ -238,14 +238,15 @@ public sealed partial class RunGrain(
             await DequantizeModelAsync(phases, token);
             await Resilient("loading", () => Task.CompletedTask);
 
-            long[][]? progressive = spec.Scope == RunOptions.Scopes.Progressive ? ProgressiveTargets(plan, infos, targets, spec.ProgressiveSpread) : null;
+            long[][]? groupTargets = spec.Scope == RunOptions.Scopes.Progressive ? ProgressiveTargets(plan, infos, targets, spec.ProgressiveSpread) : null;
             var (evalData, trainData, calibrationData) = spec.NeedsPipeline ? _tokenIds ?? LoadTokenIds(spec, manifest) : (null, null, null);
             _tokenIds = null;
             bool encoder = plan.Stages is [{ Model: StagePlan.BertModel }, ..];
             var queries = encoder ? EncoderQueries(spec, manifest) : null;
             int hidden = plan.Hidden;
             // Calibration sequences are read and tokenized once for all rounds.
-            IReadOnlyList<long[]>? calibration = spec.NeedsCalibration || spec.NeedsQuantCalibration ? calibrationData!.Take(spec.CalibrationSamples).ToArray() : null;
+            IReadOnlyList<long[]>? calibration = spec.UsesCalibration ? calibrationData!.Take(spec.CalibrationSamples).ToArray() : null;
+            if (spec.NeedsOutliers) groupTargets = await OwlTargetsAsync(plan, spec, targets, calibration!, Resilient, token);
             // The dense model's sentence embeddings: what fidelity compares with, and what distillation pulls toward.
             float[]? denseEval = null, denseTrain = null, denseQueries = null;
             if (encoder && (evalData is not null || trainData is not null))
@@ -291,7 +292,7 @@ public sealed partial class RunGrain(
                 RoundResult? result = null;
                 await Resilient($"round {round}", async () =>
                 {
-                    var (threshold, bytes) = await RunRoundAsync(plan, spec, round, target, masked, progressive?[round - 1], calibration, token);
+                    var (threshold, bytes) = await RunRoundAsync(plan, spec, round, target, masked, groupTargets?[round - 1], calibration, token);
                     double? loss = null;
                     EvalMetric? eval = null;
                     if (trainData is not null)

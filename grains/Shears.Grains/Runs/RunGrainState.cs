@@ -23,4 +23,6 @@ public sealed class RunGrainState
     [Id(10)] public string? DequantizedModel { get; set; }
     /// <summary>Whether <see cref="DequantizedModel"/>'s tensors are all written.</summary>
     [Id(11)] public bool DequantizedWritten { get; set; }
+    /// <summary>OWL: per layer stage, the dense model's outlier ratio, counted once before round 1.</summary>
+    [Id(12)] public double[]? OutlierRatios { get; set; }
 }

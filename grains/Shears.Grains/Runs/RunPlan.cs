@@ -222,10 +222,11 @@ public static partial class RunPlanner
         foreach (var t in prunable)
             if (!placed.Contains(t.Name))
                 throw new RunRejectedException($"tensor '{t.Name}' is to be pruned but belongs to no stage of the model (embedding, layers, head)");
-        if (spec.NeedsCalibration)
+        if (spec.NeedsCalibration || spec.NeedsOutliers)
             foreach (var (stage, shard) in stages.Zip(shards))
                 if (stage.Kind != StagePlan.LayerKind && shard.Pieces.Count > 0)
-                    throw new RunRejectedException($"--method {spec.Method} prunes the decoder layers' weights; '{shard.Pieces[0].Tensor}' lies in the {stage.Kind}: leave it out of --include");
+                    throw new RunRejectedException(
+                        $"{(spec.NeedsCalibration ? $"--method {spec.Method} prunes" : "--scope owl allocates over")} the model's layers' weights; '{shard.Pieces[0].Tensor}' lies in the {stage.Kind}: leave it out of --include");
 
         var copies = SpreadCopies(manifest, placed, shards.Count);
         return new RunPlan

@@ -45,11 +45,11 @@ public sealed partial class ShardGrain
     /// The layer's calibrated pruning; in the last round of a joint run (<see cref="RunSpec.JointQuantization"/>) it
     /// quantizes too, and the pieces hold the dequantized weights from then on.
     /// </summary>
-    private List<ActivationBatch> PruneCalibrated(StageRunner stage, RunSpec spec, int round, double sparsity)
+    private List<ActivationBatch> PruneCalibrated(StageRunner stage, RunSpec spec, int round, double sparsity, long[]? targetMasked)
     {
         bool joint = spec.JointQuantization && round == spec.Rounds && Quantizes;
         ForgetQuantization();
-        var (next, rows) = stage.PruneCalibrated(_pieces, spec.Method, spec.NmPattern, sparsity, joint ? Scheme : null, joint ? QuantizedNames : null);
+        var (next, rows) = stage.PruneCalibrated(_pieces, spec.Method, spec.NmPattern, sparsity, joint ? Scheme : null, joint ? QuantizedNames : null, targetMasked);
         if (joint)
         {
             _quantized = rows;

@@ -66,7 +66,7 @@ public sealed partial class ShardGrain : IStageGrain, IStageHost
         }));
     }
 
-    Task IStageGrain.StartPruneCalibratedAsync(string pass, int round, double sparsity, int inputs)
+    Task IStageGrain.StartPruneCalibratedAsync(string pass, int round, double sparsity, int inputs, long[]? targetMasked)
     {
         var stage = Stage;
         var spec = Assignment.Spec;
@@ -76,7 +76,7 @@ public sealed partial class ShardGrain : IStageGrain, IStageHost
             var next = await compute.RunTorchAsync(() =>
             {
                 ForgetStatistics();
-                return PruneCalibrated(stage, spec, round, sparsity);
+                return PruneCalibrated(stage, spec, round, sparsity, targetMasked);
             });
             await PassOnAsync(pass, stage, next);
             return Result(stopwatch);
@@ -93,6 +93,19 @@ public sealed partial class ShardGrain : IStageGrain, IStageHost
             var next = await compute.RunTorchAsync(() => QuantizeCalibrated(stage));
             await PassOnAsync(pass, stage, next);
             return Result(stopwatch);
+        }, inputs);
+        return Task.CompletedTask;
+    }
+
+    Task IStageGrain.StartOutlierCountAsync(string pass, double threshold, int inputs)
+    {
+        var stage = Stage;
+        Worker.StartPruneCalibrated(pass, async () =>
+        {
+            var stopwatch = Stopwatch.StartNew();
+            var (count, next) = await compute.RunTorchAsync(() => stage.CountOutliers(_pieces, threshold));
+            await PassOnAsync(pass, stage, next);
+            return Result(stopwatch) with { Outliers = count.Outliers, Scored = count.Elements };
         }, inputs);
         return Task.CompletedTask;
     }

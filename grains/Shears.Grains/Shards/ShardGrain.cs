@@ -137,7 +137,7 @@ public sealed partial class ShardGrain(
         Manifest = manifests.Get(assignment.ModelPath),
         Pieces = assignment.Pieces.Select(EngineWire.Piece).ToArray(),
         Recipe = EngineWire.Recipe(assignment.Spec),
-        ChangesWeights = assignment.Spec.FinetuneSteps > 0,
+        ChangesWeights = assignment.Spec.Trains,
         Heads = EngineWire.Heads(assignment.Heads),
         RestoredMasks = assignment.RestoreRound > 0 ? assignment.Pieces.Select((_, i) => MaskPath(assignment, i, assignment.RestoreRound)).ToArray() : null,
         CachedHistogramElements = CachedHistogramElements,

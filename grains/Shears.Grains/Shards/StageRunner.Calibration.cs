@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using Shears.Contracts;
 using Shears.Engine.Shards;
+using Shears.Pruning.Allocation;
 using Shears.Pruning.Calibration;
 using Shears.Pruning.Checkpoints;
 using Shears.Pruning.Masks;
@@ -28,10 +29,14 @@ internal sealed partial class StageRunner
     /// the pruned layer (the next layer's calibration inputs). <paramref name="joint"/>: SparseGPT prunes and quantizes
     /// the pieces named in <paramref name="quantized"/> in one sweep (the paper's joint mode); the pieces then hold the
     /// dequantized weights, and the quantized rows are returned per piece (null for a piece pruned only).
+    /// <paramref name="targetMasked"/>: per piece, its count (per-layer allocation) instead of <paramref name="sparsity"/>.
     /// </summary>
     public (List<ActivationBatch> Next, QuantizedRows?[]? Quantized) PruneCalibrated(
-        IReadOnlyList<LoadedPiece> pieces, string method, (int N, int M) nm, double sparsity, QuantScheme? joint = null, IReadOnlySet<string>? quantized = null)
+        IReadOnlyList<LoadedPiece> pieces, string method, (int N, int M) nm, double sparsity, QuantScheme? joint = null, IReadOnlySet<string>? quantized = null,
+        long[]? targetMasked = null)
     {
+        if (targetMasked is not null && targetMasked.Length != pieces.Count)
+            throw new ArgumentException($"{targetMasked.Length} targets for {pieces.Count} pieces", nameof(targetMasked));
         CheckCalibrated($"--method {method}");
         bool sparseGpt = method == RunOptions.Methods.SparseGpt;
         if (joint is not null && !sparseGpt) throw new ArgumentException($"--method {method} has no joint quantization; SparseGPT's has", nameof(joint));
@@ -53,8 +58,8 @@ internal sealed partial class StageRunner
                 {
                     bool quantizes = joint is not null && quantized!.Contains(name);
                     using var result = quantizes
-                        ? SparseGpt.PruneAndQuantize(weight, stats[name], sparsity, joint!, piece.Entry.DType, pattern, existing: existing, tensorName: name)
-                        : SparseGpt.Prune(weight, stats[name], sparsity, pattern, existing: existing, tensorName: name);
+                        ? SparseGpt.PruneAndQuantize(weight, stats[name], sparsity, joint!, piece.Entry.DType, pattern, existing: existing, tensorName: name, count: targetMasked?[i])
+                        : SparseGpt.Prune(weight, stats[name], sparsity, pattern, existing: existing, tensorName: name, count: targetMasked?[i]);
                     mask = result.Mask;
                     if (quantizes) rows![i] = result.Quantized;
                     using var cpu = (stored ? result.Weight.detach().t() : result.Weight.detach()).cpu().to(ScalarType.Float32).contiguous();
@@ -64,9 +69,9 @@ internal sealed partial class StageRunner
                 }
                 else
                 {
-                    mask = pattern is null
-                        ? Wanda.Mask(weight, stats[name], sparsity, existing, name)
-                        : Wanda.MaskNm(weight, stats[name], pattern, existing, name);
+                    mask = pattern is not null ? Wanda.MaskNm(weight, stats[name], pattern, existing, name)
+                        : targetMasked is not null ? Wanda.MaskCount(weight, stats[name], targetMasked[i], existing, name)
+                        : Wanda.Mask(weight, stats[name], sparsity, existing, name);
                     piece.Mask = stored ? Transpose(mask, piece.Cols, piece.Rows) : mask;
                 }
             }
@@ -110,6 +115,37 @@ internal sealed partial class StageRunner
             foreach (var s in stats.Values.Distinct()) s.Dispose();
         }
         return rows;
+    }
+
+    /// <summary>
+    /// OWL: the outliers among the Wanda scores of all this layer's pieces together, from its kept calibration inputs
+    /// and its weights as they are; returns the count and those inputs passed through the unchanged layer.
+    /// </summary>
+    public (OutlierCount Count, List<ActivationBatch> Next) CountOutliers(IReadOnlyList<LoadedPiece> pieces, double threshold)
+    {
+        CheckCalibrated("--scope owl");
+        var stats = GatherStatistics(pieces, pieces, withGram: false);
+        OutlierCount count;
+        try
+        {
+            var scores = new List<float[]>(pieces.Count);
+            foreach (var piece in pieces)
+            {
+                string name = piece.Entry.Name;
+                // Scores of W as [out, in]; the order of the elements does not change the count.
+                using var weight = IsBert ? StageParameters[name].detach().t().contiguous() : StageParameters[name].alias();
+                var values = Wanda.ScoreValues(weight, stats[name], name);
+                var mask = IsBert ? Transpose(piece.Mask, piece.Rows, piece.Cols) : piece.Mask;
+                for (int j = 0; j < values.Length; j++) if (mask[j]) values[j] = 0;
+                scores.Add(values);
+            }
+            count = LayerOutliers.Count(scores, threshold);
+        }
+        finally
+        {
+            foreach (var s in stats.Values.Distinct()) s.Dispose();
+        }
+        return (count, PassOnCalibration(pieces));
     }
 
     private void CheckCalibrated(string what)

@@ -116,7 +116,7 @@ public static class ProgressiveAllocation
 
     // Largest remainder: floors first, then one more to the largest fractional parts until the
     // total is exact (or one fewer from the smallest, should rounding error overshoot).
-    private static long[] Apportion(IReadOnlyList<long> elements, double[] real, int[] rank, long target)
+    internal static long[] Apportion(IReadOnlyList<long> elements, double[] real, int[] rank, long target)
     {
         int layers = real.Length;
         var counts = new long[layers];

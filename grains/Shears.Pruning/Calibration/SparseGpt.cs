@@ -49,6 +49,8 @@ public sealed record SparseGptResult(Tensor Weight, BitMask Mask, double Loss) :
 /// forced into their blocks (zeroed with compensation) and count; a block's prefix target is then
 /// clamped so that the layer still ends at its exact count (or at what was already masked, when that
 /// is more: masks never shrink).</para>
+/// <para>With a <c>count</c> for the tensor instead (per-layer allocation such as OWL's), the layer ends at exactly that
+/// count and the blocks' prefix targets use count / (rows × cols) as the sparsity.</para>
 /// <para>N:M mask: at the first column of each group of M, per row, the N smallest w²/U_jj² of the
 /// group's current weights (ties by lower column), fewer where the existing mask already holds some;
 /// <c>sparsity</c> is then only checked to be in [0, 1], the pattern decides the count.</para>
@@ -57,8 +59,8 @@ public static class SparseGpt
 {
     public static SparseGptResult Prune(
         Tensor weight, InputStatistics stats, double sparsity, NmPattern? pattern = null,
-        int blockSize = 128, double dampening = 0.01, BitMask? existing = null, string tensorName = "weight") =>
-        Run(weight, stats, sparsity, pattern, blockSize, dampening, existing, tensorName, null, TensorDType.F32);
+        int blockSize = 128, double dampening = 0.01, BitMask? existing = null, string tensorName = "weight", long? count = null) =>
+        Run(weight, stats, sparsity, pattern, blockSize, dampening, existing, tensorName, null, TensorDType.F32, count);
 
     /// <summary>
     /// The paper's joint sparsification and quantization: the same sweep and masks as <see cref="Prune"/>, but every
@@ -72,19 +74,28 @@ public static class SparseGpt
     /// </summary>
     public static SparseGptResult PruneAndQuantize(
         Tensor weight, InputStatistics stats, double sparsity, QuantScheme scheme, TensorDType dtype, NmPattern? pattern = null,
-        int blockSize = 128, double dampening = 0.01, BitMask? existing = null, string tensorName = "weight")
+        int blockSize = 128, double dampening = 0.01, BitMask? existing = null, string tensorName = "weight", long? count = null)
     {
         ArgumentNullException.ThrowIfNull(scheme);
-        return Run(weight, stats, sparsity, pattern, blockSize, dampening, existing, tensorName, scheme, dtype);
+        return Run(weight, stats, sparsity, pattern, blockSize, dampening, existing, tensorName, scheme, dtype, count);
     }
 
     private static SparseGptResult Run(
         Tensor weight, InputStatistics stats, double sparsity, NmPattern? pattern, int blockSize, double dampening,
-        BitMask? existing, string tensorName, QuantScheme? scheme, TensorDType dtype)
+        BitMask? existing, string tensorName, QuantScheme? scheme, TensorDType dtype, long? count)
     {
         var (rows, cols) = HostWeights.Shape(weight, tensorName);
         InverseHessian.CheckStatistics(stats, cols, tensorName, "SparseGPT");
         long target = Counts.Target(sparsity, rows * cols);
+        if (count is long given)
+        {
+            // A count for the tensor (per-layer allocation): the blocks' prefix targets follow its own sparsity.
+            if (given < 0 || given > rows * cols)
+                throw new ArgumentOutOfRangeException(nameof(count), given, $"tensor '{tensorName}' has {rows * cols} elements; {given} cannot be masked");
+            if (pattern is not null) throw new ArgumentException($"tensor '{tensorName}': a count applies to unstructured masks, not {pattern}", nameof(count));
+            target = given;
+            sparsity = rows * cols == 0 ? 0 : (double)given / (rows * cols);
+        }
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(blockSize);
         InverseHessian.CheckDampening(dampening);
         if (scheme is not null) ColumnQuantizer.CheckDType(dtype, tensorName);

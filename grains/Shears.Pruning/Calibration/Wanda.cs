@@ -25,6 +25,15 @@ public static class Wanda
         return Scores(HostWeights.Read(weight), Norms(stats, cols, tensorName), tensorName);
     }
 
+    /// <summary>The scores |W_ij|·‖X_j‖₂ themselves (fp32, row-major [rows, cols]), as the selection keys rank them.</summary>
+    public static float[] ScoreValues(Tensor weight, InputStatistics stats, string tensorName = "weight")
+    {
+        var keys = Scores(weight, stats, tensorName);
+        var values = new float[keys.Length];
+        for (int i = 0; i < keys.Length; i++) values[i] = ScoreKeys.ToScore(keys[i]);
+        return values;
+    }
+
     /// <summary>
     /// Unstructured Wanda: every row ends with exactly round_half_to_even(s × cols) masked elements
     /// (more only if <paramref name="existing"/> already masked more there): the smallest scores
@@ -32,8 +41,29 @@ public static class Wanda
     /// </summary>
     public static BitMask Mask(Tensor weight, InputStatistics stats, double sparsity, BitMask? existing = null, string tensorName = "weight")
     {
-        var (rows, cols) = HostWeights.Shape(weight, tensorName);
+        var (_, cols) = HostWeights.Shape(weight, tensorName);
         long perRow = Counts.Target(sparsity, cols);
+        return MaskRows(weight, stats, _ => perRow, existing, tensorName);
+    }
+
+    /// <summary>
+    /// Unstructured Wanda to a count for the whole tensor (a layer's share under per-layer allocation): row r ends with
+    /// ⌊count / rows⌋ masked elements, one more for the first count mod rows rows (more only where
+    /// <paramref name="existing"/> already masked more), so the tensor holds exactly <paramref name="count"/>.
+    /// Each row's target grows with the count, so the masks of growing counts nest.
+    /// </summary>
+    public static BitMask MaskCount(Tensor weight, InputStatistics stats, long count, BitMask? existing = null, string tensorName = "weight")
+    {
+        var (rows, cols) = HostWeights.Shape(weight, tensorName);
+        if (count < 0 || count > rows * cols)
+            throw new ArgumentOutOfRangeException(nameof(count), count, $"tensor '{tensorName}' has {rows * cols} elements; {count} cannot be masked");
+        long share = rows == 0 ? 0 : count / rows, extra = rows == 0 ? 0 : count % rows;
+        return MaskRows(weight, stats, r => share + (r < extra ? 1 : 0), existing, tensorName);
+    }
+
+    private static BitMask MaskRows(Tensor weight, InputStatistics stats, Func<long, long> rowTarget, BitMask? existing, string tensorName)
+    {
+        var (rows, cols) = HostWeights.Shape(weight, tensorName);
         var mask = HostWeights.StartMask(existing, rows, cols, tensorName);
         var keys = Scores(HostWeights.Read(weight), Norms(stats, cols, tensorName), tensorName);
 
@@ -43,7 +73,7 @@ public static class Wanda
         Parallel.For(0, rows, () => new ulong[cols], (r, _, scratch) =>
         {
             long start = r * cols;
-            long need = perRow - SmallestSelection.CountSet(mask, start, cols);
+            long need = rowTarget(r) - SmallestSelection.CountSet(mask, start, cols);
             if (need <= 0) { picks[r] = []; return scratch; }
             var picked = new int[need];
             int got = SmallestSelection.Pick(keys.AsSpan((int)start, (int)cols), mask, start, need, scratch, picked);

@@ -311,4 +311,24 @@ public class SparseGptTests
 
     private static uint[] HostMagnitude(Tensor weight) =>
         Values(weight).Select(v => ScoreKeys.FromScore(Math.Abs(v))).ToArray();
+
+    [Fact]
+    public void ACountForTheTensorIsMetExactly()
+    {
+        using var scope = NewDisposeScope();
+        using var generator = new Generator(17, CPU);
+        var x = randn([64, 24], generator: generator);
+        var w = randn([10, 24], generator: generator);
+        using var stats = StatsOf(x, withGram: true);
+        foreach (long count in new long[] { 0, 1, 77, 120, 239, 240 })
+        {
+            using var result = SparseGpt.Prune(w, stats, 0, blockSize: 8, count: count);
+            Assert.Equal(count, result.Mask.CountSet());
+        }
+        // The count round_half_to_even(s × n) is the sparsity itself.
+        using var bySparsity = SparseGpt.Prune(w, stats, 0.3, blockSize: 8);
+        using var byCount = SparseGpt.Prune(w, stats, 0, blockSize: 8, count: 72);
+        Assert.Equal(bySparsity.Mask.ToBools(), byCount.Mask.ToBools());
+        Assert.Throws<ArgumentOutOfRangeException>(() => SparseGpt.Prune(w, stats, 0, count: 241));
+    }
 }

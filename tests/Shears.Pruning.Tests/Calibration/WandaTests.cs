@@ -183,4 +183,45 @@ public class WandaTests
         Assert.Equal(before, statistics.ThreadTotalLiveCount);
         Assert.Equal([3, -1, 1.5f, 0.25f, -0.5f, 0.5f, -4, 0.125f], Values(weight));
     }
+
+    [Fact]
+    public void ACountForTheTensorGivesTheFirstRowsOneMore()
+    {
+        using var stats = StatsOf(X);
+        using var weight = Matrix(W);
+        // Three of eight: row 0 takes ⌊3/2⌋ + 1 = 2 (2 at column 3, then column 0 of the tie 3, 3), row 1 takes 1 (0.5, column 0).
+        var mask = Wanda.MaskCount(weight, stats, 3);
+        Assert.Equal([true, false, false, true, true, false, false, false], mask.ToBools());
+        Assert.Throws<ArgumentOutOfRangeException>(() => Wanda.MaskCount(weight, stats, 9, tensorName: "q_proj"));
+    }
+
+    [Fact]
+    public void RandomCountsAreExactAndAgreeWithPerRowSparsity()
+    {
+        var random = new Random(31);
+        for (int trial = 0; trial < 40; trial++)
+        {
+            int rows = random.Next(1, 9), cols = random.Next(1, 17);
+            var w = new float[rows, cols];
+            for (int r = 0; r < rows; r++)
+                for (int c = 0; c < cols; c++) w[r, c] = random.Next(0, 4) == 0 ? random.Next(-2, 3) : (float)(random.NextDouble() * 4 - 2); // ties
+            var x = new float[5, cols];
+            for (int i = 0; i < 5; i++)
+                for (int c = 0; c < cols; c++) x[i, c] = random.Next(0, 3);
+            using var stats = StatsOf(x);
+            using var weight = Matrix(w);
+            long count = random.Next(0, rows * cols + 1);
+            var mask = Wanda.MaskCount(weight, stats, count);
+            Assert.Equal(count, mask.CountSet());
+            for (int r = 0; r < rows; r++)
+                Assert.Equal(count / rows + (r < count % rows ? 1 : 0), Enumerable.Range(0, cols).Count(c => mask[r * cols + c]));
+            // A count of rows × round(s × cols) is the per-row mask itself.
+            double s = random.NextDouble();
+            var perRow = Wanda.Mask(weight, stats, s);
+            Assert.Equal(perRow.ToBools(), Wanda.MaskCount(weight, stats, rows * Counts.Target(s, cols)).ToBools());
+            // Growing counts nest.
+            var more = Wanda.MaskCount(weight, stats, Math.Min(rows * cols, count + random.Next(0, 5)), mask);
+            Assert.All(Enumerable.Range(0, rows * cols), i => Assert.True(!mask[i] || more[i]));
+        }
+    }
 }
