@@ -20,10 +20,15 @@ public sealed class ClusterConnection : IAsyncDisposable
     }
 
     public bool Embedded { get; }
+
+    /// <summary>How long a client waits for a gateway to accept it before the command fails.</summary>
+    public static TimeSpan ConnectTimeout { get; } = TimeSpan.FromSeconds(30);
     public IClusterClient Client => _host.Services.GetRequiredService<IClusterClient>();
 
-    public static async Task<ClusterConnection> OpenAsync(string? cluster, CancellationToken cancellationToken)
+    public static async Task<ClusterConnection> OpenAsync(ClusterTarget target, CancellationToken cancellationToken)
     {
+        string? cluster = target.Address;
+        var tls = target.TlsFiles();
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
         builder.Logging.ClearProviders();
         builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
@@ -49,6 +54,7 @@ public sealed class ClusterConnection : IAsyncDisposable
                 client.Configure<ClientMessagingOptions>(o => o.MaxMessageBodySize = Orleans.Hosting.ShearsHostingExtensions.MaxMessageBytes);
                 client.UseRedisClustering(redis);
                 client.Configure<ClusterOptions>(o => { o.ClusterId = "shears"; o.ServiceId = "shears"; });
+                if (tls is not null) client.UseShearsTls(tls);
             });
         }
         else
@@ -59,11 +65,25 @@ public sealed class ClusterConnection : IAsyncDisposable
                 client.Configure<ClientMessagingOptions>(o => o.MaxMessageBodySize = Orleans.Hosting.ShearsHostingExtensions.MaxMessageBytes);
                 client.UseStaticClustering(endpoints);
                 client.Configure<ClusterOptions>(o => { o.ClusterId = "shears"; o.ServiceId = "shears"; });
+                if (tls is not null) client.UseShearsTls(tls);
             });
         }
         var host = builder.Build();
-        await host.StartAsync(cancellationToken);
-        return new ClusterConnection(host, cluster is null);
+        if (target.Embedded)
+        {
+            await host.StartAsync(cancellationToken);
+            return new ClusterConnection(host, embedded: true);
+        }
+        // A gateway that never completes the connection (one that requires TLS, to a client without a certificate its CA
+        // signed; one behind a filtering firewall) must not leave the command waiting: the connection is given ConnectTimeout.
+        try { await host.StartAsync(cancellationToken).WaitAsync(ConnectTimeout, cancellationToken); }
+        catch (TimeoutException)
+        {
+            _ = Task.Run(() => host.Dispose());
+            throw new TimeoutException($"--cluster {cluster}: no gateway accepted this client within {ConnectTimeout.TotalSeconds:0} s" +
+                (tls is null ? " (a cluster with mutual TLS needs --tls-cert, --tls-key and --tls-ca)" : " (with mutual TLS: is this client's certificate signed by the cluster's CA, and the gateways' by --tls-ca?)"));
+        }
+        return new ClusterConnection(host, embedded: false);
     }
 
     public static IPEndPoint[] ParseGateways(string cluster)
@@ -95,5 +115,37 @@ public sealed class ClusterConnection : IAsyncDisposable
     {
         try { await _host.StopAsync(TimeSpan.FromSeconds(10)); }
         finally { _host.Dispose(); }
+    }
+}
+
+/// <summary>
+/// Where the client's commands go: <see cref="Address"/> (--cluster: gateways or redis://) or, when null, a silo in this
+/// process; and the client's TLS files for a cluster with mutual TLS (--tls-cert/--tls-key/--tls-ca, else the
+/// SHEARS_TLS_CERT/SHEARS_TLS_KEY/SHEARS_TLS_CA/SHEARS_TLS_PASSWORD environment variables).
+/// </summary>
+public sealed record ClusterTarget(string? Address, string? TlsCert = null, string? TlsKey = null, string? TlsCa = null)
+{
+    public bool Embedded => Address is null;
+
+    /// <summary>The TLS files, checked: all or none, and only with --cluster (the embedded silo has no connection to secure).</summary>
+    public ShearsTlsFiles? TlsFiles()
+    {
+        if (Embedded)
+        {
+            if (TlsCert is not null || TlsKey is not null || TlsCa is not null)
+                throw new ArgumentException($"{(TlsCert is not null ? "--tls-cert" : TlsKey is not null ? "--tls-key" : "--tls-ca")} needs --cluster: the silo in this process has no connection to secure");
+            return null;
+        }
+        string? cert = TlsCert ?? Environment.GetEnvironmentVariable("SHEARS_TLS_CERT");
+        string? key = TlsKey ?? Environment.GetEnvironmentVariable("SHEARS_TLS_KEY");
+        string? ca = TlsCa ?? Environment.GetEnvironmentVariable("SHEARS_TLS_CA");
+        if (cert is null)
+        {
+            if (key is not null || ca is not null)
+                throw new ArgumentException($"{(key is not null ? "--tls-key" : "--tls-ca")} needs --tls-cert: the cluster asks this client for its certificate");
+            return null;
+        }
+        if (ca is null) throw new ArgumentException("--tls-cert needs --tls-ca: the certificate authority that signs the cluster's certificates");
+        return new ShearsTlsFiles(Path.GetFullPath(cert), key is null ? null : Path.GetFullPath(key), Path.GetFullPath(ca), Environment.GetEnvironmentVariable("SHEARS_TLS_PASSWORD"));
     }
 }

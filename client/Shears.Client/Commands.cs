@@ -11,17 +11,21 @@ public static class Commands
 
     private static readonly Option<string?> Cluster = new("--cluster") { Description = "HOST:PORT[,HOST:PORT…] of a cluster's gateways; without it a silo runs in this process" };
 
-    public static IEnumerable<Command> All()
+    private static readonly Option<string?> TlsCert = new("--tls-cert") { Description = "this client's certificate (PEM, key in it or in --tls-key; or .pfx) for a cluster with mutual TLS (or SHEARS_TLS_CERT)" };
+    private static readonly Option<string?> TlsKey = new("--tls-key") { Description = "the PEM private key of --tls-cert (or SHEARS_TLS_KEY)" };
+    private static readonly Option<string?> TlsCa = new("--tls-ca") { Description = "the PEM certificate authority that signs the cluster's certificates (or SHEARS_TLS_CA)" };
+
+    public static IEnumerable<Command> All() =>
+        new[] { Run(), Status(), Watch(), List(), Cancel(), Report(), Demo(), MiniLm() }.Select(WithTls);
+
+    /// <summary>Every command that talks to a cluster also takes the client's TLS files.</summary>
+    private static Command WithTls(Command command)
     {
-        yield return Run();
-        yield return Status();
-        yield return Watch();
-        yield return List();
-        yield return Cancel();
-        yield return Report();
-        yield return Demo();
-        yield return MiniLm();
+        if (command.Options.Contains(Cluster)) { command.Add(TlsCert); command.Add(TlsKey); command.Add(TlsCa); }
+        return command;
     }
+
+    private static ClusterTarget Target(ParseResult parse) => new(parse.GetValue(Cluster), parse.GetValue(TlsCert), parse.GetValue(TlsKey), parse.GetValue(TlsCa));
 
     private static Command MiniLm()
     {
@@ -117,8 +121,8 @@ public static class Commands
             };
             var problems = RunOptions.Validate(spec);
             if (problems.Count > 0) return Fail(problems);
-            string? cluster = parse.GetValue(Cluster);
-            if (parse.GetValue(detach) && cluster is null)
+            var cluster = Target(parse);
+            if (parse.GetValue(detach) && cluster.Embedded)
                 return Fail(["--detach needs --cluster: the embedded silo lives only as long as this command"]);
             return await RunFollower.RunAsync(cluster, spec, parse.GetValue(runId) ?? NewRunId(), parse.GetValue(detach), token);
         });
@@ -134,13 +138,13 @@ public static class Commands
         {
             string root = Path.GetFullPath(parse.GetValue(output)!);
             return parse.GetValue(llama)
-                ? await LlamaDemo(root, parse.GetValue(Cluster), token)
-                : await Demos.MiniLmAsync(root, parse.GetValue(Cluster), token);
+                ? await LlamaDemo(root, Target(parse), token)
+                : await Demos.MiniLmAsync(root, Target(parse), token);
         });
         return command;
     }
 
-    private static async Task<int> LlamaDemo(string root, string? cluster, CancellationToken token)
+    private static async Task<int> LlamaDemo(string root, ClusterTarget cluster, CancellationToken token)
     {
         string modelDir = Path.Combine(root, "model");
         if (Directory.Exists(modelDir)) Directory.Delete(modelDir, recursive: true);
@@ -160,7 +164,7 @@ public static class Commands
         var run = new Argument<string>("run") { Description = "run id" };
         var json = new Option<bool>("--json") { Description = "print the status as JSON" };
         var command = new Command("status", "show a run's status") { run, json, Cluster };
-        command.SetAction((parse, token) => WithCluster(parse.GetValue(Cluster), "status", async client =>
+        command.SetAction((parse, token) => WithCluster(Target(parse), "status", async client =>
         {
             var status = await client.GetGrain<IRunGrain>(parse.GetValue(run)!).GetStatusAsync();
             if (status.Spec is null) return Fail([$"no run '{parse.GetValue(run)}' on this cluster"]);
@@ -175,7 +179,7 @@ public static class Commands
     {
         var run = new Argument<string>("run") { Description = "run id" };
         var command = new Command("watch", "follow a run started elsewhere to its end, with live progress") { run, Cluster };
-        command.SetAction((parse, token) => WithCluster(parse.GetValue(Cluster), "watch", async client =>
+        command.SetAction((parse, token) => WithCluster(Target(parse), "watch", async client =>
         {
             var grain = client.GetGrain<IRunGrain>(parse.GetValue(run)!);
             var status = await grain.GetStatusAsync();
@@ -189,7 +193,7 @@ public static class Commands
     private static Command List()
     {
         var command = new Command("list", "list the runs of a cluster") { Cluster };
-        command.SetAction((parse, token) => WithCluster(parse.GetValue(Cluster), "list", async client =>
+        command.SetAction((parse, token) => WithCluster(Target(parse), "list", async client =>
         {
             foreach (string id in await client.GetGrain<IRunRegistryGrain>(0).ListAsync())
             {
@@ -205,7 +209,7 @@ public static class Commands
     {
         var run = new Argument<string>("run") { Description = "run id" };
         var command = new Command("cancel", "cancel a run; it leaves no output") { run, Cluster };
-        command.SetAction((parse, token) => WithCluster(parse.GetValue(Cluster), "cancel", async client =>
+        command.SetAction((parse, token) => WithCluster(Target(parse), "cancel", async client =>
         {
             var status = await client.GetGrain<IRunGrain>(parse.GetValue(run)!).CancelAsync();
             Console.WriteLine($"{status.RunId}\t{status.State.ToString().ToLowerInvariant()}");
@@ -218,7 +222,7 @@ public static class Commands
     {
         var run = new Argument<string>("run") { Description = "run id" };
         var command = new Command("report", "print a finished run's shears-report.json") { run, Cluster };
-        command.SetAction((parse, token) => WithCluster(parse.GetValue(Cluster), "report", async client =>
+        command.SetAction((parse, token) => WithCluster(Target(parse), "report", async client =>
         {
             string? report = await client.GetGrain<IRunGrain>(parse.GetValue(run)!).GetReportJsonAsync();
             if (report is null) return Fail([$"run '{parse.GetValue(run)}' has no report (not finished, failed, or unknown)"]);
@@ -228,9 +232,9 @@ public static class Commands
         return command;
     }
 
-    private static async Task<int> WithCluster(string? cluster, string verb, Func<IClusterClient, Task<int>> action, CancellationToken token)
+    private static async Task<int> WithCluster(ClusterTarget cluster, string verb, Func<IClusterClient, Task<int>> action, CancellationToken token)
     {
-        if (cluster is null)
+        if (cluster.Embedded)
             return Fail([$"'shears {verb}' needs --cluster HOST:PORT: runs on the embedded silo live only while 'shears run' runs"]);
         try
         {

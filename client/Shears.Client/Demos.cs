@@ -16,7 +16,7 @@ public static class Demos
     /// <summary>The quantization the demo ends with (bench/Compression.md: the one ONNX Runtime runs fastest here).</summary>
     public const string DemoScheme = RunOptions.QuantSchemes.W8A8;
 
-    public static async Task<int> MiniLmAsync(string root, string? cluster, CancellationToken token)
+    public static async Task<int> MiniLmAsync(string root, ClusterTarget cluster, CancellationToken token)
     {
         string modelDir = Path.Combine(root, "model");
         var files = Shears.Pruning.Onnx.MiniLmModel.Extract(modelDir);

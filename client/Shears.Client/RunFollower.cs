@@ -8,7 +8,7 @@ namespace Shears.Client;
 /// <summary>Starts a run and follows it to the end: live bars and tables in a terminal, plain lines otherwise.</summary>
 public static class RunFollower
 {
-    public static async Task<int> RunAsync(string? cluster, RunSpec spec, string runId, bool detach, CancellationToken token)
+    public static async Task<int> RunAsync(ClusterTarget cluster, RunSpec spec, string runId, bool detach, CancellationToken token)
     {
         ClusterConnection connection;
         try { connection = await ClusterConnection.OpenAsync(cluster, token); }

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net;
 using Orleans.Configuration;
 using Orleans.Dashboard;
+using Orleans.Hosting;
 using OpenTelemetry.Metrics;
 using Shears.Grains;
 using Shears.Grains.Diagnostics;
@@ -14,13 +15,33 @@ CultureInfo.CurrentCulture = CultureInfo.CurrentUICulture = CultureInfo.Invarian
 
 // Options come from the command line (--redis HOST:PORT, --silo-port N, ...), the environment
 // (SHEARS_ prefix, e.g. SHEARS_REDIS) or appsettings.json.
-var builder = WebApplication.CreateBuilder(SiloSettings.Switch(SiloSettings.IndexRepeated(args, "--data-root"), "--orleans-dashboard"));
+var builder = WebApplication.CreateBuilder(SiloSettings.Switch(SiloSettings.Switch(SiloSettings.IndexRepeated(args, "--data-root"), "--orleans-dashboard"), "--http-tls"));
 builder.Configuration.AddEnvironmentVariables("SHEARS_");
-var settings = SiloSettings.From(builder.Configuration);
+SiloSettings settings;
+try
+{
+    settings = SiloSettings.From(builder.Configuration);
+    // The TLS files are read now, so that a missing file or key fails here with its name rather than inside Orleans' start.
+    if (settings.Tls is { } files) ShearsTls.Load(files, silo: true);
+}
+catch (ArgumentException e)
+{
+    Console.Error.WriteLine($"shears-silo: {e.Message}");
+    return 2;
+}
 
-builder.WebHost.UseUrls($"http://{settings.HttpAddress}:{settings.HttpPort}");
+builder.WebHost.UseUrls($"{(settings.HttpTls ? "https" : "http")}://{settings.HttpAddress}:{settings.HttpPort}");
+if (settings.HttpTls)
+{
+    // The HTTP port (metrics, health, runs page) over HTTPS with the silo's own certificate; browsers and scrapers are
+    // not asked for one.
+    var (certificate, _) = ShearsTls.Load(settings.Tls!, silo: true);
+    builder.WebHost.ConfigureKestrel(k => k.ConfigureHttpsDefaults(h => h.ServerCertificate = certificate));
+}
 builder.UseOrleans(silo =>
 {
+    // Mutual TLS on every silo and gateway connection: only certificates the cluster's CA signed get in.
+    if (settings.Tls is { } tls) silo.UseShearsTls(tls);
     if (settings.Redis is { } redis)
     {
         silo.UseRedisClustering(redis);
@@ -71,3 +92,4 @@ app.MapGet("/healthz", () => Results.Text("ok"));
 app.MapRunsPages();
 if (settings.OrleansDashboard) app.MapOrleansDashboard("/orleans-dashboard");
 app.Run();
+return 0;

@@ -1,12 +1,14 @@
 using System.Net;
 using System.Net.Sockets;
+using Orleans.Hosting;
 
 namespace Shears.Silo;
 
 /// <summary>The silo's command-line options, read from configuration, each checked with a message naming it.</summary>
 public sealed record SiloSettings(
     string? Redis, int SiloPort, int GatewayPort, IPEndPoint? Primary, IPAddress Advertise, string HttpAddress, int HttpPort,
-    string Device, string Role, IReadOnlyList<string> DataRoots, string StateDirectory, bool OrleansDashboard = false)
+    string Device, string Role, IReadOnlyList<string> DataRoots, string StateDirectory, bool OrleansDashboard = false,
+    ShearsTlsFiles? Tls = null, bool HttpTls = false)
 {
     public static SiloSettings From(IConfiguration configuration)
     {
@@ -24,8 +26,30 @@ public sealed record SiloSettings(
         if (roots.Length == 0 && configuration["data-root"] is { } single) roots = single.Split(',', StringSplitOptions.RemoveEmptyEntries);
         // Without Redis the runs' state is kept in files: every silo of the cluster must name the same folder.
         string state = configuration["state-dir"] is { Length: > 0 } dir ? dir : DefaultStateDirectory;
-        return new SiloSettings(redis, siloPort, gatewayPort, primary, advertise, configuration["http-address"] ?? "0.0.0.0", httpPort,
-            configuration["device"] ?? "auto", role, roots.Select(Path.GetFullPath).ToArray(), Path.GetFullPath(state), Flag(configuration, "orleans-dashboard"));
+        var tls = TlsFiles(configuration);
+        bool httpTls = Flag(configuration, "http-tls");
+        if (httpTls && tls is null) throw new ArgumentException("--http-tls serves the HTTP port with the silo's certificate: give --tls-cert and --tls-ca");
+        // --http-bind names the address; --http-address is its earlier name, still read.
+        string httpBind = configuration["http-bind"] ?? configuration["http-address"] ?? "0.0.0.0";
+        if (!IPAddress.TryParse(httpBind, out _) && httpBind != "localhost")
+            throw new ArgumentException($"--http-bind must be an IP address (or localhost), got '{httpBind}'");
+        return new SiloSettings(redis, siloPort, gatewayPort, primary, advertise, httpBind, httpPort,
+            configuration["device"] ?? "auto", role, roots.Select(Path.GetFullPath).ToArray(), Path.GetFullPath(state), Flag(configuration, "orleans-dashboard"),
+            tls, httpTls);
+    }
+
+    /// <summary>--tls-cert FILE [--tls-key FILE] --tls-ca FILE [--tls-password P]: all or none (mutual TLS needs both sides' files).</summary>
+    public static ShearsTlsFiles? TlsFiles(IConfiguration configuration)
+    {
+        string? cert = configuration["tls-cert"], key = configuration["tls-key"], ca = configuration["tls-ca"], password = configuration["tls-password"];
+        if (cert is null)
+        {
+            if (key is not null || ca is not null)
+                throw new ArgumentException($"{(key is not null ? "--tls-key" : "--tls-ca")} needs --tls-cert: mutual TLS needs this silo's certificate");
+            return null;
+        }
+        if (ca is null) throw new ArgumentException("--tls-cert needs --tls-ca: the certificate authority that signs the cluster's certificates");
+        return new ShearsTlsFiles(Path.GetFullPath(cert), key is null ? null : Path.GetFullPath(key), Path.GetFullPath(ca), password);
     }
 
     /// <summary>Where silos clustered without Redis keep the runs' state unless --state-dir says otherwise.</summary>

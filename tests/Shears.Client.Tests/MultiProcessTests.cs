@@ -214,7 +214,7 @@ public class MultiProcessTests
         {
             var started = await ShearsProcess.RunAsync(Run("disturbed", "--cluster", "redis://" + redis, "--detach", "--run-id", "kill-me"));
             Assert.True(started.ExitCode == 0, started.ToString());
-            await using var connection = await ClusterConnection.OpenAsync("redis://" + redis, CancellationToken.None);
+            await using var connection = await ClusterConnection.OpenAsync(new ClusterTarget("redis://" + redis), CancellationToken.None);
             var grain = connection.Client.GetGrain<IRunGrain>("kill-me");
             string? killed = null;
             RunStatus status = await grain.GetStatusAsync();
@@ -268,7 +268,7 @@ public class MultiProcessTests
         {
             var calmResult = await calm;
             Assert.True(calmResult.ExitCode == 0, calmResult.ToString());
-            await using var connection = await ClusterConnection.OpenAsync("redis://" + redis, CancellationToken.None);
+            await using var connection = await ClusterConnection.OpenAsync(new ClusterTarget("redis://" + redis), CancellationToken.None);
             for (int repetition = 0; repetition < Repetitions; repetition++)
             {
                 string runId = $"followed-{repetition}", output = $"out-{repetition}";
@@ -344,7 +344,7 @@ public class MultiProcessTests
                 "--primary", "127.0.0.1:" + primary, "--state-dir", dir.Sub("state"));
             await using (b)
             {
-                await using var connection = await ClusterConnection.OpenAsync($"127.0.0.1:{gatewayA},127.0.0.1:{gatewayB}", CancellationToken.None);
+                await using var connection = await ClusterConnection.OpenAsync(new ClusterTarget($"127.0.0.1:{gatewayA},127.0.0.1:{gatewayB}"), CancellationToken.None);
                 // Coordinators are placed at random: start runs until one lands on b (cancelled ones leave nothing).
                 IRunGrain grain = null!;
                 RunStatus status = null!;
@@ -416,7 +416,7 @@ public class MultiProcessTests
             }
             // Where the coordinator lives, from the grain directory (asking the run itself would be a call to it).
             SiloAddress? coordinator;
-            await using (var connection = await ClusterConnection.OpenAsync("redis://" + redis, CancellationToken.None))
+            await using (var connection = await ClusterConnection.OpenAsync(new ClusterTarget("redis://" + redis), CancellationToken.None))
                 coordinator = await connection.Client.GetGrain<IManagementGrain>(0).GetActivationAddress(connection.Client.GetGrain<IRunGrain>("detached"));
             Assert.NotNull(coordinator);
             var (victim, survivor) = coordinator.Endpoint.Port.ToString() == SiloPort(a) ? (a, b) : (b, a);

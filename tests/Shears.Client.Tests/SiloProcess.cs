@@ -9,12 +9,12 @@ public sealed class SiloProcess : IAsyncDisposable
     private readonly Process _process;
     private readonly ProcessLog _log;
 
-    private SiloProcess(Process process, int httpPort, string siloPort)
+    private SiloProcess(Process process, int httpPort, string siloPort, ProcessLog? log = null)
     {
         SiloPort = siloPort;
         _process = process;
         HttpPort = httpPort;
-        _log = new ProcessLog(process);
+        _log = log ?? new ProcessLog(process);
     }
 
     public int HttpPort { get; }
@@ -42,7 +42,8 @@ public sealed class SiloProcess : IAsyncDisposable
         return ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
     }
 
-    public static async Task<SiloProcess> StartAsync(params string[] args)
+    /// <summary>Starts a silo process without waiting for it: for silos expected to fail or never to join.</summary>
+    public static SiloProcess Launch(params string[] args)
     {
         Assert.True(File.Exists(SiloDll), $"the silo host is not built at {SiloDll}");
         int http = FreePort();
@@ -51,24 +52,41 @@ public sealed class SiloProcess : IAsyncDisposable
         foreach (string a in args) info.ArgumentList.Add(a);
         info.ArgumentList.Add("--http-port");
         info.ArgumentList.Add(http.ToString());
-        info.ArgumentList.Add("--http-address");
+        info.ArgumentList.Add("--http-bind");
         info.ArgumentList.Add("127.0.0.1");
         int portAt = Array.IndexOf(args, "--silo-port");
-        var silo = new SiloProcess(Process.Start(info)!, http, portAt >= 0 ? args[portAt + 1] : "11111");
-        using var client = new HttpClient();
+        return new SiloProcess(Process.Start(info)!, http, portAt >= 0 ? args[portAt + 1] : "11111");
+    }
+
+    /// <summary>Whether this silo serves its HTTP port over HTTPS (--http-tls): its health is then asked over HTTPS.</summary>
+    public bool Https { get; private init; }
+
+    public static async Task<SiloProcess> StartAsync(params string[] args)
+    {
+        var launched = Launch(args);
+        var silo = new SiloProcess(launched._process, launched.HttpPort, launched.SiloPort, launched._log) { Https = args.Contains("--http-tls") };
+        // The silo's own certificate is checked by the tests that need it; here only "is it up".
+        using var handler = new HttpClientHandler { ServerCertificateCustomValidationCallback = (_, _, _, _) => true };
+        using var client = new HttpClient(handler);
         var deadline = DateTime.UtcNow.AddSeconds(60);
         while (true)
         {
             Assert.False(silo._process.HasExited, "silo exited:\n" + silo.Log);
             try
             {
-                if ((await client.GetStringAsync($"http://127.0.0.1:{http}/healthz")) == "ok") return silo;
+                if ((await client.GetStringAsync($"{(silo.Https ? "https" : "http")}://127.0.0.1:{silo.HttpPort}/healthz")) == "ok") return silo;
             }
             catch (HttpRequestException) { }
             Assert.True(DateTime.UtcNow < deadline, "silo did not come up:\n" + silo.Log);
             await Task.Delay(250);
         }
     }
+
+    public bool HasExited => _process.HasExited;
+
+    public int? ExitCode => _process.HasExited ? _process.ExitCode : null;
+
+    public Task WaitForExitAsync(CancellationToken token) => _process.WaitForExitAsync(token);
 
     public async Task<string> MetricsAsync()
     {
