@@ -255,6 +255,8 @@ public static partial class CheckpointReader
             throw new CheckpointFormatException(indexPath, null, $"index cannot be read: {e.Message}", e);
         }
 
+        // Strings with invalid UTF-8 would parse and then fail when read, outside the checks below.
+        if (!System.Text.Unicode.Utf8.IsValid(bytes)) throw new CheckpointFormatException(indexPath, null, "index is not valid UTF-8");
         JsonDocument document;
         try
         {

@@ -9,9 +9,12 @@ public sealed partial class CheckpointTokenizer
 {
     private static JsonDocument ParseJson(string path)
     {
+        byte[] bytes = File.ReadAllBytes(path);
+        // Strings with invalid UTF-8 would parse and then fail when read, outside the checks of each field.
+        if (!System.Text.Unicode.Utf8.IsValid(bytes)) throw new InvalidDataException($"Tokenizer file '{path}' is not valid UTF-8.");
         try
         {
-            return JsonDocument.Parse(File.ReadAllBytes(path));
+            return JsonDocument.Parse(bytes);
         }
         catch (JsonException e)
         {

@@ -98,6 +98,20 @@ public sealed partial class CheckpointTokenizer
 
     private static CheckpointTokenizer FromJson(string path)
     {
+        try
+        {
+            return ReadJson(path);
+        }
+        // A field the checks below take for granted that is absent or of another JSON kind (an object for a string, a
+        // fraction for an id): JsonElement's own exceptions, turned into the file's error.
+        catch (Exception e) when (e is KeyNotFoundException or InvalidOperationException or FormatException or OverflowException)
+        {
+            throw new InvalidDataException($"Tokenizer '{path}': a field is missing or of the wrong kind ({e.Message})", e);
+        }
+    }
+
+    private static CheckpointTokenizer ReadJson(string path)
+    {
         using var document = ParseJson(path);
         var root = document.RootElement;
         if (root.ValueKind != JsonValueKind.Object)
