@@ -116,12 +116,16 @@ public sealed partial class RunGrain(
 
     private void CheckPaths(RunSpec spec)
     {
-        var roots = options.Value.DataRoots.Select(r => Path.GetFullPath(r).TrimEnd('/') + "/").ToArray();
-        if (roots.Length > 0)
+        // Every file the run reads or writes, by its real location (links followed, .. after them).
+        var roots = new DataRoots(options.Value.DataRoots);
+        foreach (var (option, path) in new[] { ("--model", spec.ModelPath), ("--out", spec.OutputPath), ("--eval", spec.EvalData),
+                     ("--finetune-data", spec.FinetuneData), ("--calibration", spec.Calibration) })
         {
-            foreach (var (option, path) in new[] { ("--model", spec.ModelPath), ("--out", spec.OutputPath) })
-                if (!roots.Any(r => (path.TrimEnd('/') + "/").StartsWith(r, StringComparison.Ordinal)))
-                    throw new RunRejectedException($"{option} '{path}' lies outside the silo's data roots ({string.Join(", ", roots)})");
+            if (path is null) continue;
+            string? outside;
+            try { outside = roots.Outside(path); }
+            catch (IOException e) { throw new RunRejectedException($"{option} {e.Message}"); }
+            if (outside is not null) throw new RunRejectedException($"{option} {outside} lies outside the silo's data roots ({string.Join(", ", roots.Roots)})");
         }
         if (!File.Exists(spec.ModelPath) && !Directory.Exists(spec.ModelPath))
             throw new RunRejectedException($"--model '{spec.ModelPath}' does not exist");
