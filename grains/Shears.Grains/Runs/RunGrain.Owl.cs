@@ -18,7 +18,7 @@ public sealed partial class RunGrain
             await resilient("counting outliers", async () =>
                 ratios = await new OutlierRatios(Layout(plan), ShardSet(plan)).MeasureAsync(calibration, spec.OwlThreshold, token));
             state.State.OutlierRatios = ratios;
-            await state.WriteStateAsync();
+            await SaveStateAsync();
         }
         return OwlTargets.Compute(Layout(plan), state.State.OutlierRatios!, targets, spec.OwlLambda);
     }

@@ -36,7 +36,7 @@ public sealed partial class RunGrain
         // File work off the grain's scheduler; written again whole if the coordinator is lost before the flag is.
         await Task.Run(() => source.Fill(dequantized, token), token);
         state.State.DequantizedWritten = true;
-        await state.WriteStateAsync();
+        await SaveStateAsync();
         phases["dequantize"] = clock.Elapsed.TotalSeconds;
     }
 }

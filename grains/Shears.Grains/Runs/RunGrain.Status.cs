@@ -11,7 +11,7 @@ public sealed partial class RunGrain
     private async Task SetStatus(Func<RunStatus, RunStatus> change)
     {
         state.State.Status = change(Status);
-        await state.WriteStateAsync();
+        await SaveStateAsync();
         Signal();
         if (!Status.IsFinished) ShearsMetrics.Progressed(RunId);
     }
@@ -42,7 +42,7 @@ public sealed partial class RunGrain
     private async Task Finish(RunState final, string message)
     {
         state.State.Status = Status with { State = final, Phase = final.ToString().ToLowerInvariant(), Error = message, FinishedAt = DateTimeOffset.UtcNow };
-        await state.WriteStateAsync();
+        await SaveStateAsync();
         Signal();
         ShearsMetrics.RunsFinished.Add(1, ShearsMetrics.Tag("status", final.ToString().ToLowerInvariant()));
     }

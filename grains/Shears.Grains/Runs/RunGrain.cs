@@ -84,7 +84,7 @@ public sealed partial class RunGrain(
         };
         // Before the state is written: a run is never recorded without the reminder that resumes it after a lost silo.
         await KeepRunningAsync();
-        await state.WriteStateAsync();
+        await SaveStateAsync();
         await GrainFactory.GetGrain<IRunRegistryGrain>(0).RegisterAsync(RunId);
         ShearsMetrics.RunState(RunId, "running");
         StartJob(spec, manifest, targets);
@@ -265,7 +265,7 @@ public sealed partial class RunGrain(
                         if (queries is not null) WriteDense("queries", Flatten(await EmbedAsync(queries, hidden, token)));
                     });
                     state.State.DenseEmbedded = true;
-                    await state.WriteStateAsync();
+                    await SaveStateAsync();
                 }
                 denseEval = evalData is not null ? ReadDense("eval") : null;
                 denseTrain = trainData is not null ? ReadDense("train") : null;
@@ -364,7 +364,7 @@ public sealed partial class RunGrain(
             temp = null;
             state.State.ReportJson = report;
             state.State.Status = finished;
-            await state.WriteStateAsync();
+            await SaveStateAsync();
             Signal();
             ShearsMetrics.RunsFinished.Add(1, ShearsMetrics.Tag("status", "completed"));
         }
