@@ -142,11 +142,9 @@ public partial class PrometheusTests
         var runs = await prometheus.LabelValuesAsync(label, metricName);
         Assert.Contains("prom-fast", runs);
         Assert.Contains("prom-tuned", runs);
-        var end = DateTimeOffset.UtcNow;
         var range = dashboard.Range;
         var (interval, rateInterval) = GrafanaDashboard.Intervals(range, Scrape);
-        var failures = new List<string>();
-        int executed = 0;
+        var queries = new List<(string Panel, string RefId, string Run, string Expr, bool Instant)>();
         foreach (var run in new[] { dashboard.RegexValue("run", ["prom-tuned"]), dashboard.RegexValue("run", null) })
         {
             var variables = new Dictionary<string, string>
@@ -156,15 +154,29 @@ public partial class PrometheusTests
                 ["__range_s"] = ((long)range.TotalSeconds).ToString(CultureInfo.InvariantCulture), ["__range_ms"] = ((long)range.TotalMilliseconds).ToString(CultureInfo.InvariantCulture),
             };
             foreach (var query in dashboard.Queries())
-            {
-                string expr = GrafanaDashboard.Substitute(query.Expr, variables);
-                var result = query.Instant ? await prometheus.QueryAsync(expr) : await prometheus.QueryRangeAsync(expr, end - range, end, interval);
-                executed++;
-                if (result.Error is not null) failures.Add($"panel '{query.Panel}' query {query.RefId} ($run={run}): error {result.Error}: {expr}");
-                else if (result.Series.Length == 0) failures.Add($"panel '{query.Panel}' query {query.RefId} ($run={run}): no series: {expr}");
-            }
+                queries.Add((query.Panel, query.RefId, run, GrafanaDashboard.Substitute(query.Expr, variables), query.Instant));
         }
-        Assert.True(executed >= 40, $"only {executed} dashboard queries found");
+        Assert.True(queries.Count >= 40, $"only {queries.Count} dashboard queries found");
+        // A rate needs two samples of its series: on a loaded machine a scrape can time out, so a query that has no
+        // series yet is asked again (the dashboard refreshing) for up to 30 s; an error fails at once.
+        var failures = new List<string>();
+        var pending = queries;
+        var retryUntil = DateTime.UtcNow.AddSeconds(30);
+        while (true)
+        {
+            var end = DateTimeOffset.UtcNow;
+            var empty = new List<(string Panel, string RefId, string Run, string Expr, bool Instant)>();
+            foreach (var query in pending)
+            {
+                var result = query.Instant ? await prometheus.QueryAsync(query.Expr) : await prometheus.QueryRangeAsync(query.Expr, end - range, end, interval);
+                if (result.Error is not null) failures.Add($"panel '{query.Panel}' query {query.RefId} ($run={query.Run}): error {result.Error}: {query.Expr}");
+                else if (result.Series.Length == 0) empty.Add(query);
+            }
+            pending = empty;
+            if (pending.Count == 0 || failures.Count > 0 || DateTime.UtcNow > retryUntil) break;
+            await Task.Delay(2000);
+        }
+        failures.AddRange(pending.Select(q => $"panel '{q.Panel}' query {q.RefId} ($run={q.Run}): no series for 30 s: {q.Expr}"));
         Assert.True(failures.Count == 0, string.Join("\n", failures));
 
         // Every alert rule's expression executes; the quantity it compares has series (its condition is false here
