@@ -174,21 +174,21 @@ public sealed record ShardWriteResult
     [Id(4)] public long SparseBytes { get; init; }
 }
 
-/// <summary>The attention layers a shard holds: per layer (named by its q_proj tensor) the head scores and the heads already pruned.</summary>
+/// <summary>The structured units a shard holds (heads, neurons): per layer (named by its first tensor) the units' scores and those already pruned.</summary>
 [GenerateSerializer, Immutable]
-public sealed record HeadScores
+public sealed record UnitScores
 {
     [Id(0)] public IReadOnlyList<string> Layers { get; init; } = [];
     [Id(1)] public IReadOnlyList<double[]> Scores { get; init; } = [];
     [Id(2)] public IReadOnlyList<int[]> Pruned { get; init; } = [];
 }
 
-/// <summary>Heads to prune, per attention layer (named by its q_proj tensor), decided by the coordinator.</summary>
+/// <summary>Units to prune (heads, neurons), per layer (named by its first tensor), decided by the coordinator.</summary>
 [GenerateSerializer, Immutable]
-public sealed record HeadDecision
+public sealed record UnitDecision
 {
     [Id(0)] public required int Round { get; init; }
-    [Id(1)] public required IReadOnlyDictionary<string, int[]> Heads { get; init; }
+    [Id(1)] public required IReadOnlyDictionary<string, int[]> Units { get; init; }
 }
 
 [GenerateSerializer, Immutable]
@@ -225,9 +225,9 @@ public interface IShardGrain : IGrainWithStringKey
     Task<ShardReply<ShardRoundResult>> ApplyAsync(MaskDecision decision);
     Task<ShardReply<ShardRoundResult>> ApplyLocalAsync(LocalRoundRequest request);
     /// <summary>Scores of the heads of the attention layers this shard holds (global head ranking).</summary>
-    Task<ShardReply<HeadScores>> HeadScoresAsync();
+    Task<ShardReply<UnitScores>> UnitScoresAsync();
     /// <summary>Masks the given heads (q/o, and k/v once a KV group is empty) in the named layers.</summary>
-    Task<ShardReply<ShardRoundResult>> PruneHeadsAsync(HeadDecision decision);
+    Task<ShardReply<ShardRoundResult>> PruneUnitsAsync(UnitDecision decision);
     /// <summary>Persists this round's masks where all silos reach them; the round's outcome feeds this silo's metrics.</summary>
     Task<ShardReply<bool>> CommitRoundAsync(RoundResult round);
     /// <summary>

@@ -19,10 +19,10 @@ public interface IShardSet
     /// <summary>A round decided inside the shard (layer-local units, groups on one piece); returns masked elements per piece.</summary>
     Task<long[]> ApplyLocalAsync(int shard, LocalDecision decision);
 
-    Task<HeadScoreSet> HeadScoresAsync(int shard);
+    Task<UnitScoreSet> UnitScoresAsync(int shard);
 
     /// <summary>Masks the chosen heads of the named layers; returns masked elements per piece.</summary>
-    Task<long[]> PruneHeadsAsync(int shard, HeadChoice choice);
+    Task<long[]> PruneUnitsAsync(int shard, UnitChoice choice);
 
     /// <summary>Hands the calibration sequences to the model's first layer, which keeps its inputs.</summary>
     Task FeedCalibrationAsync(IReadOnlyList<long[]> sequences);
@@ -63,7 +63,8 @@ public sealed record ThresholdDecision(int Round, uint?[] Thresholds, long[] Tie
 /// <param name="TargetMasked">Per piece, the cumulative masked elements to reach; -1 where the piece is not decided here.</param>
 public sealed record LocalDecision(int Round, double Sparsity, long[] TargetMasked);
 
-/// <summary>Per attention layer a shard holds (named by its q_proj tensor): head scores and the heads already pruned.</summary>
-public sealed record HeadScoreSet(IReadOnlyList<string> Layers, IReadOnlyList<double[]> Scores, IReadOnlyList<int[]> Pruned);
+/// <summary>Per layer of structured units a shard holds (named by its first tensor: q_proj, gate_proj): the units' scores and those already pruned.</summary>
+public sealed record UnitScoreSet(IReadOnlyList<string> Layers, IReadOnlyList<double[]> Scores, IReadOnlyList<int[]> Pruned);
 
-public sealed record HeadChoice(int Round, IReadOnlyDictionary<string, int[]> Heads);
+/// <summary>The units (heads or neurons) to mask, per layer (named by its first tensor: q_proj, gate_proj), decided by the coordinator.</summary>
+public sealed record UnitChoice(int Round, IReadOnlyDictionary<string, int[]> Units);

@@ -32,8 +32,8 @@ internal static class EngineWire
     public static LocalDecision Decision(LocalRoundRequest r) => new(r.Round, r.Sparsity, r.TargetMasked);
     public static LocalRoundRequest Request(LocalDecision d) => new() { Round = d.Round, Sparsity = d.Sparsity, TargetMasked = d.TargetMasked };
 
-    public static HeadScores Result(HeadScoreSet s) => new() { Layers = s.Layers, Scores = s.Scores, Pruned = s.Pruned };
-    public static HeadScoreSet Scores(HeadScores s) => new(s.Layers, s.Scores, s.Pruned);
-    public static HeadChoice Choice(HeadDecision d) => new(d.Round, d.Heads);
-    public static HeadDecision Decision(HeadChoice c) => new() { Round = c.Round, Heads = c.Heads };
+    public static UnitScores Result(UnitScoreSet s) => new() { Layers = s.Layers, Scores = s.Scores, Pruned = s.Pruned };
+    public static UnitScoreSet Scores(UnitScores s) => new(s.Layers, s.Scores, s.Pruned);
+    public static UnitChoice Choice(UnitDecision d) => new(d.Round, d.Units);
+    public static UnitDecision Decision(UnitChoice c) => new() { Round = c.Round, Units = c.Units };
 }

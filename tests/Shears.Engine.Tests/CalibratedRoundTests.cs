@@ -11,8 +11,8 @@ public class CalibratedRoundTests
         public Task<IReadOnlyList<PieceCounts>> CountsAsync(int shard, IReadOnlyList<CountQuery> queries) => throw new NotSupportedException();
         public Task<long[]> ApplyAsync(int shard, ThresholdDecision decision) => throw new NotSupportedException();
         public Task<long[]> ApplyLocalAsync(int shard, LocalDecision decision) => throw new NotSupportedException();
-        public Task<HeadScoreSet> HeadScoresAsync(int shard) => throw new NotSupportedException();
-        public Task<long[]> PruneHeadsAsync(int shard, HeadChoice choice) => throw new NotSupportedException();
+        public Task<UnitScoreSet> UnitScoresAsync(int shard) => throw new NotSupportedException();
+        public Task<long[]> PruneUnitsAsync(int shard, UnitChoice choice) => throw new NotSupportedException();
         public Task FeedCalibrationAsync(IReadOnlyList<long[]> sequences) => Task.CompletedTask;
         public async Task<long[]> PruneCalibratedAsync(int shard, int round, double sparsity, long[]? targetMasked = null)
         {

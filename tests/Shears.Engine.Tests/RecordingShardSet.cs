@@ -34,16 +34,16 @@ internal sealed class RecordingShardSet(IShardSet inner) : IShardSet
         return inner.ApplyLocalAsync(shard, decision);
     }
 
-    public Task<HeadScoreSet> HeadScoresAsync(int shard)
+    public Task<UnitScoreSet> UnitScoresAsync(int shard)
     {
         Record("head scores", shard);
-        return inner.HeadScoresAsync(shard);
+        return inner.UnitScoresAsync(shard);
     }
 
-    public Task<long[]> PruneHeadsAsync(int shard, HeadChoice choice)
+    public Task<long[]> PruneUnitsAsync(int shard, UnitChoice choice)
     {
         Record("prune heads", shard);
-        return inner.PruneHeadsAsync(shard, choice);
+        return inner.PruneUnitsAsync(shard, choice);
     }
 
     public Task FeedCalibrationAsync(IReadOnlyList<long[]> sequences)

@@ -7,7 +7,7 @@ public static class RoundChooser
     {
         // Calibrated methods prune layer by layer from activations, whatever the pattern.
         { Calibrated: true } => new CalibratedRound(layout, shards),
-        { Pattern: PrunePattern.Heads, Scope: SelectionScope.Global } => new GlobalHeadsRound(layout, shards),
+        { Pattern: PrunePattern.Heads, Scope: SelectionScope.Global } => new GlobalUnitsRound(layout, shards),
         { Pattern: not PrunePattern.Unstructured } => new LayerLocalRound(layout, shards),
         _ => new ExactSelectionRound(layout, shards, global: recipe.Scope == SelectionScope.Global),
     };

@@ -18,9 +18,9 @@ public sealed class InProcessShardSet(IReadOnlyList<ShardSelection> shards) : IS
 
     public Task<long[]> ApplyLocalAsync(int shard, LocalDecision decision) => Task.FromResult(Shards[shard].ApplyLocal(decision));
 
-    public Task<HeadScoreSet> HeadScoresAsync(int shard) => Task.FromResult(Shards[shard].HeadScores());
+    public Task<UnitScoreSet> UnitScoresAsync(int shard) => Task.FromResult(Shards[shard].UnitScores());
 
-    public Task<long[]> PruneHeadsAsync(int shard, HeadChoice choice) => Task.FromResult(Shards[shard].PruneHeads(choice));
+    public Task<long[]> PruneUnitsAsync(int shard, UnitChoice choice) => Task.FromResult(Shards[shard].PruneUnits(choice));
 
     public Task FeedCalibrationAsync(IReadOnlyList<long[]> sequences) =>
         throw new NotSupportedException("calibrated methods run the model's layers, which in-process shards do not hold");

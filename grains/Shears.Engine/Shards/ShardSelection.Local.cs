@@ -77,22 +77,22 @@ public sealed partial class ShardSelection
     }
 
     /// <summary>Global heads: the scores of the shard's attention layers and the heads they have lost already.</summary>
-    public HeadScoreSet HeadScores()
+    public UnitScoreSet UnitScores()
     {
         var layers = AttentionLayers().ToArray();
-        return new HeadScoreSet(
+        return new UnitScoreSet(
             layers.Select(l => l.Q.Entry.Name).ToArray(),
             layers.Select(Scores).ToArray(),
             layers.Select(l => PrunedHeads(l.Q, Layout)).ToArray());
     }
 
     /// <summary>Masks the chosen heads (q/o, and k/v once a KV group is empty); returns masked elements per piece.</summary>
-    public long[] PruneHeads(HeadChoice choice)
+    public long[] PruneUnits(UnitChoice choice)
     {
         ForgetStatistics();
         foreach (var layer in AttentionLayers())
         {
-            if (!choice.Heads.TryGetValue(layer.Q.Entry.Name, out var heads) || heads.Length == 0) continue;
+            if (!choice.Units.TryGetValue(layer.Q.Entry.Name, out var heads) || heads.Length == 0) continue;
             MaskHeads(layer, heads.Union(PrunedHeads(layer.Q, Layout)).ToArray());
         }
         return MaskedPerPiece;

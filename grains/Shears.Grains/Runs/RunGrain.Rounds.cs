@@ -48,10 +48,10 @@ public sealed partial class RunGrain
         public async Task<long[]> ApplyLocalAsync(int shard, LocalDecision decision) =>
             (await run.Shard(shard).ApplyLocalAsync(EngineWire.Request(decision)).Complete(run.Shard(shard))).MaskedPerPiece;
 
-        public async Task<HeadScoreSet> HeadScoresAsync(int shard) => EngineWire.Scores(await run.Shard(shard).HeadScoresAsync().Complete(run.Shard(shard)));
+        public async Task<UnitScoreSet> UnitScoresAsync(int shard) => EngineWire.Scores(await run.Shard(shard).UnitScoresAsync().Complete(run.Shard(shard)));
 
-        public async Task<long[]> PruneHeadsAsync(int shard, HeadChoice choice) =>
-            (await run.Shard(shard).PruneHeadsAsync(EngineWire.Decision(choice)).Complete(run.Shard(shard))).MaskedPerPiece;
+        public async Task<long[]> PruneUnitsAsync(int shard, UnitChoice choice) =>
+            (await run.Shard(shard).PruneUnitsAsync(EngineWire.Decision(choice)).Complete(run.Shard(shard))).MaskedPerPiece;
 
         public async Task FeedCalibrationAsync(IReadOnlyList<long[]> sequences)
         {

@@ -24,14 +24,14 @@ public sealed partial class ShardGrain
 
     Task<ShardReply<ShardRoundResult>> IShardGrain.ApplyLocalAsync(LocalRoundRequest request) => Jobs.Run(Decide(s => _ = s.ApplyLocal(EngineWire.Decision(request))));
 
-    Task<ShardReply<HeadScores>> IShardGrain.HeadScoresAsync()
+    Task<ShardReply<UnitScores>> IShardGrain.UnitScoresAsync()
     {
         // A shard that re-activated without its weights must say so, not report no heads.
         var selection = Selection;
-        return Jobs.Run(compute.RunAsync(() => EngineWire.Result(selection.HeadScores())));
+        return Jobs.Run(compute.RunAsync(() => EngineWire.Result(selection.UnitScores())));
     }
 
-    Task<ShardReply<ShardRoundResult>> IShardGrain.PruneHeadsAsync(HeadDecision decision) => Jobs.Run(Decide(s => _ = s.PruneHeads(EngineWire.Choice(decision))));
+    Task<ShardReply<ShardRoundResult>> IShardGrain.PruneUnitsAsync(UnitDecision decision) => Jobs.Run(Decide(s => _ = s.PruneUnits(EngineWire.Choice(decision))));
 
     Task<ShardReply<T>> IShardGrain.PollAsync<T>(long ticket, TimeSpan wait) => Jobs.Poll<T>(ticket, wait, this.GetPrimaryKeyString());
 
