@@ -1,5 +1,6 @@
 using Shears.Pruning.Checkpoints;
 using Shears.Pruning.Masks;
+using Shears.Pruning.Selection;
 using Shears.Pruning.Structured;
 
 namespace Shears.Pruning.Heads;
@@ -126,66 +127,15 @@ public static class HeadPruning
         return new HeadMasks(q, k, v, o);
     }
 
-    /// <summary>
-    /// The heads to prune this round so that round_half_to_even(s × heads) are pruned in all: lowest
-    /// score first among those not already pruned, ties by lower index. Returned in ascending order;
-    /// empty when <paramref name="alreadyPruned"/> already meets the target.
-    /// </summary>
-    public static int[] SelectHeads(double[] scores, double cumulativeSparsity, IReadOnlyCollection<int> alreadyPruned)
-    {
-        ArgumentNullException.ThrowIfNull(scores);
-        ArgumentNullException.ThrowIfNull(alreadyPruned);
-        CheckSparsity(cumulativeSparsity);
-        CheckScores(scores, "");
-        var done = ToHeadSet(alreadyPruned, scores.Length, nameof(alreadyPruned));
-        long toPrune = TargetCount(cumulativeSparsity, scores.Length) - done.Count;
-        if (toPrune <= 0) return [];
+    /// <summary>The heads to prune this round (<see cref="UnitSelection.SelectLowest"/> over the layer's heads).</summary>
+    public static int[] SelectHeads(double[] scores, double cumulativeSparsity, IReadOnlyCollection<int> alreadyPruned) =>
+        UnitSelection.SelectLowest(scores, cumulativeSparsity, alreadyPruned);
 
-        var candidates = Enumerable.Range(0, scores.Length).Where(h => !done.Contains(h)).ToList();
-        candidates.Sort((a, b) => scores[a] != scores[b] ? scores[a].CompareTo(scores[b]) : a.CompareTo(b));
-        var chosen = candidates.GetRange(0, (int)toPrune).ToArray();
-        Array.Sort(chosen);
-        return chosen;
-    }
-
-    /// <summary>
-    /// Global head selection across layers: round_half_to_even(s × all heads) pruned in all, lowest score
-    /// first, ties by (layer, head). Scores are compared as given, so they must be on a common scale.
-    /// A layer may lose all its heads. Returned in (layer, head) order.
-    /// </summary>
+    /// <summary>Global head selection across layers (<see cref="UnitSelection.SelectLowestGlobal"/>); a layer may lose all its heads.</summary>
     public static (int Layer, int Head)[] SelectHeadsGlobal(
         IReadOnlyList<double[]> scoresPerLayer, double cumulativeSparsity,
-        IReadOnlyCollection<(int Layer, int Head)> alreadyPruned)
-    {
-        ArgumentNullException.ThrowIfNull(scoresPerLayer);
-        ArgumentNullException.ThrowIfNull(alreadyPruned);
-        CheckSparsity(cumulativeSparsity);
-        long total = 0;
-        for (int l = 0; l < scoresPerLayer.Count; l++)
-        {
-            var layer = scoresPerLayer[l] ?? throw new ArgumentException($"layer {l} has no scores", nameof(scoresPerLayer));
-            CheckScores(layer, $"layer {l} ");
-            total += layer.Length;
-        }
-        var done = new HashSet<(int Layer, int Head)>();
-        foreach (var (l, h) in alreadyPruned)
-        {
-            if (l < 0 || l >= scoresPerLayer.Count || h < 0 || h >= scoresPerLayer[l].Length)
-                throw new ArgumentOutOfRangeException(nameof(alreadyPruned), (l, h), "no such (layer, head)");
-            done.Add((l, h));
-        }
-        long toPrune = TargetCount(cumulativeSparsity, total) - done.Count;
-        if (toPrune <= 0) return [];
-
-        var candidates = new List<(double Score, int Layer, int Head)>();
-        for (int l = 0; l < scoresPerLayer.Count; l++)
-            for (int h = 0; h < scoresPerLayer[l].Length; h++)
-                if (!done.Contains((l, h))) candidates.Add((scoresPerLayer[l][h], l, h));
-        candidates.Sort(); // (score, layer, head): lexicographic, a total order
-        var chosen = candidates.GetRange(0, (int)toPrune).Select(c => (c.Layer, c.Head)).ToArray();
-        Array.Sort(chosen);
-        return chosen;
-    }
+        IReadOnlyCollection<(int Layer, int Head)> alreadyPruned) =>
+        UnitSelection.SelectLowestGlobal(scoresPerLayer, cumulativeSparsity, alreadyPruned);
 
     private static double[] SumGroups(double[] rowNorms, int groups, int size)
     {
@@ -206,21 +156,4 @@ public static class HeadPruning
         }
         return set;
     }
-
-    private static void CheckScores(double[] scores, string where)
-    {
-        for (int h = 0; h < scores.Length; h++)
-            if (double.IsNaN(scores[h]))
-                throw new ArgumentException($"{where}head {h} has a NaN score", nameof(scores));
-    }
-
-    private static void CheckSparsity(double sparsity)
-    {
-        if (!(sparsity >= 0 && sparsity <= 1))
-            throw new ArgumentOutOfRangeException("cumulativeSparsity", sparsity, "sparsity must be in [0, 1]");
-    }
-
-    // Same rule as Selection's Counts.Target (kept private here so this file stands alone).
-    private static long TargetCount(double sparsity, long n) =>
-        (long)Math.Round(sparsity * n, MidpointRounding.ToEven);
 }
