@@ -53,7 +53,7 @@ public static class Commands
         var output = new Option<string?>("--out") { Description = "folder for the pruned checkpoint and shears-report.json" };
         var sparsity = new Option<string?>("--sparsity") { Description = "final fraction of the prunable weights to mask, in [0, 1]" };
         var method = new Option<string>("--method") { Description = "magnitude | random | wanda | sparsegpt", DefaultValueFactory = _ => RunOptions.Methods.Magnitude };
-        var pattern = new Option<string>("--pattern") { Description = "unstructured | rows | columns | heads | 2:4 | 4:8", DefaultValueFactory = _ => RunOptions.Patterns.Unstructured };
+        var pattern = new Option<string>("--pattern") { Description = "unstructured | rows | columns | heads | neurons | 2:4 | 4:8", DefaultValueFactory = _ => RunOptions.Patterns.Unstructured };
         var scope = new Option<string>("--scope") { Description = "global | layer | progressive | owl", DefaultValueFactory = _ => RunOptions.Scopes.Global };
         var schedule = new Option<string>("--schedule") { Description = "oneshot | linear | cubic", DefaultValueFactory = _ => RunOptions.Schedules.OneShot };
         var rounds = new Option<int?>("--rounds") { Description = "rounds of the schedule (oneshot: 1)" };

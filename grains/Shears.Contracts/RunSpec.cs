@@ -104,8 +104,8 @@ public static class RunOptions
 
     public static class Patterns
     {
-        public const string Unstructured = "unstructured", Rows = "rows", Columns = "columns", Heads = "heads";
-        public static readonly string[] All = [Unstructured, Rows, Columns, Heads, "2:4", "4:8"];
+        public const string Unstructured = "unstructured", Rows = "rows", Columns = "columns", Heads = "heads", Neurons = "neurons";
+        public static readonly string[] All = [Unstructured, Rows, Columns, Heads, Neurons, "2:4", "4:8"];
     }
 
     public static class Scopes
@@ -236,8 +236,8 @@ public static class RunOptions
         bool structured = spec.Pattern is Patterns.Rows or Patterns.Columns;
         if (structured && spec.Scope != Scopes.Layer)
             errors.Add($"--pattern {spec.Pattern} ranks rows or columns within each tensor: use --scope layer (norms of different tensors are not comparable)");
-        if (spec.Pattern == Patterns.Heads && spec.Scope == Scopes.Progressive)
-            errors.Add("--pattern heads works with --scope layer or global, not progressive");
+        if (spec.Pattern is Patterns.Heads or Patterns.Neurons && spec.Scope == Scopes.Progressive)
+            errors.Add($"--pattern {spec.Pattern} works with --scope layer or global, not progressive");
         if (spec.Scope == Scopes.Progressive && spec.Method != Methods.Magnitude)
             errors.Add("--scope progressive ranks layers by weight magnitude: use it with --method magnitude");
         if (spec.Method == Methods.Random && spec.Pattern != Patterns.Unstructured)

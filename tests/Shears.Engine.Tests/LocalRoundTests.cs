@@ -56,7 +56,7 @@ public class LocalRoundTests
         using var single = new EngineHarness(dir.Path, recipe, 1, 0, Attention, layerPerShard: true);
         var spreadRound = RoundChooser.Choose(recipe, spread.Layout, spread.Shards);
         var singleRound = RoundChooser.Choose(recipe, single.Layout, single.Shards);
-        Assert.IsType(scope == "global" ? typeof(GlobalUnitsRound) : typeof(LayerLocalRound), spreadRound);
+        Assert.IsType(scope == "global" ? typeof(StructuredUnitsRound) : typeof(LayerLocalRound), spreadRound);
         int headDim = TieHeavyCheckpoint.Hidden / TieHeavyCheckpoint.Heads;
         foreach (var (target, number) in new[] { (0.25, 1), (0.5, 2) })
         {

@@ -7,7 +7,9 @@ public static class RoundChooser
     {
         // Calibrated methods prune layer by layer from activations, whatever the pattern.
         { Calibrated: true } => new CalibratedRound(layout, shards),
-        { Pattern: PrunePattern.Heads, Scope: SelectionScope.Global } => new GlobalUnitsRound(layout, shards),
+        // Neurons always go through the coordinator: a neuron's group may span tensors on several shards.
+        { Pattern: PrunePattern.Neurons } => new StructuredUnitsRound(layout, shards, global: recipe.Scope == SelectionScope.Global),
+        { Pattern: PrunePattern.Heads, Scope: SelectionScope.Global } => new StructuredUnitsRound(layout, shards, global: true),
         { Pattern: not PrunePattern.Unstructured } => new LayerLocalRound(layout, shards),
         _ => new ExactSelectionRound(layout, shards, global: recipe.Scope == SelectionScope.Global),
     };

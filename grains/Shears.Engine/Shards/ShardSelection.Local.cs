@@ -76,9 +76,10 @@ public sealed partial class ShardSelection
         Or(layer.O.Mask, masks.O);
     }
 
-    /// <summary>Global heads: the scores of the shard's attention layers and the heads they have lost already.</summary>
+    /// <summary>The scores of the shard's structured units (attention heads, MLP neurons) per layer, and those pruned already.</summary>
     public UnitScoreSet UnitScores()
     {
+        if (Recipe.Pattern == PrunePattern.Neurons) return NeuronScores();
         var layers = AttentionLayers().ToArray();
         return new UnitScoreSet(
             layers.Select(l => l.Q.Entry.Name).ToArray(),
@@ -86,10 +87,16 @@ public sealed partial class ShardSelection
             layers.Select(l => PrunedHeads(l.Q, Layout)).ToArray());
     }
 
-    /// <summary>Masks the chosen heads (q/o, and k/v once a KV group is empty); returns masked elements per piece.</summary>
+    /// <summary>Masks the chosen units (heads: q/o, and k/v once a KV group is empty; neurons: their whole group); returns masked elements per piece.</summary>
     public long[] PruneUnits(UnitChoice choice)
     {
         ForgetStatistics();
+        if (Recipe.Pattern == PrunePattern.Neurons)
+        {
+            PruneNeurons(choice);
+            CheckSources();
+            return MaskedPerPiece;
+        }
         foreach (var layer in AttentionLayers())
         {
             if (!choice.Units.TryGetValue(layer.Q.Entry.Name, out var heads) || heads.Length == 0) continue;

@@ -88,8 +88,8 @@ public sealed partial class ShardSelection : IDisposable
         var manifest = load.Manifest;
         var recipe = load.Recipe;
         // Runs that never change weights read them in place from a map of the checkpoint; fine-tuning, calibrated
-        // methods and head scoring hold copies of their own.
-        bool mapped = !load.ChangesWeights && !recipe.Calibrated && recipe.Pattern != PrunePattern.Heads;
+        // methods, head and neuron scoring hold copies of their own.
+        bool mapped = !load.ChangesWeights && !recipe.Calibrated && recipe.Pattern is not (PrunePattern.Heads or PrunePattern.Neurons);
         ScoreMethod? method = recipe.ScoresElements ? recipe.Method : null;
         var pieces = new LoadedPiece[load.Pieces.Count];
         try

@@ -73,6 +73,12 @@ public static partial class RunPlanner
                 throw new RunRejectedException($"--pattern heads needs LLaMA-style attention tensor names (q_proj/k_proj/v_proj/o_proj); {manifest.Root} is {manifest.Format}");
             selected = selected.Where(t => AttentionSuffix(t.Name) is not null).ToList();
         }
+        if (spec.Pattern == RunOptions.Patterns.Neurons)
+        {
+            if (manifest.Format != CheckpointFormat.Safetensors)
+                throw new RunRejectedException($"--pattern neurons needs LLaMA-style MLP tensor names (gate_proj/up_proj/down_proj); {manifest.Root} is {manifest.Format}");
+            selected = selected.Where(t => Shears.Engine.Shards.ShardSelection.NeuronLayerOf(t.Name) is not null).ToList();
+        }
         if (selected.Count == 0)
             throw new RunRejectedException($"no prunable tensor in {manifest.Root}: nothing matches the default rule (2-D linear weights inside the blocks) or --include");
         return selected;

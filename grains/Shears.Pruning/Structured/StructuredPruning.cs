@@ -170,7 +170,8 @@ public static class StructuredPruning
     private static long TargetCount(double sparsity, long units) =>
         (long)Math.Round(sparsity * units, MidpointRounding.ToEven);
 
-    private static void MaskUnit(BitMask mask, long rows, long cols, StructuredAxis axis, long unit)
+    /// <summary>Sets every element of one row or column.</summary>
+    public static void MaskUnit(BitMask mask, long rows, long cols, StructuredAxis axis, long unit)
     {
         if (axis == StructuredAxis.Rows) mask.SetRange(unit * cols, cols);
         else for (long r = 0; r < rows; r++) mask.Set(r * cols + unit);
