@@ -58,26 +58,7 @@ public sealed class QuantizedLayout
                 throw new ArgumentException($"tensor '{name}' ({t.DType} [{string.Join(", ", t.Shape)}]) is not a Linear weight: only 2-D F32/F16/BF16 '*.weight' tensors are quantized");
         }
         bool groupIndex = actOrder && !scheme.PerChannel;
-        var files = new List<(string, long, long, IReadOnlyList<TensorEntry>)>();
-        foreach (var file in input.Files)
-        {
-            var declared = new List<(string Name, TensorDType DType, long[] Shape)>();
-            foreach (var t in input.Tensors.Where(t => t.FileName == file.FileName).OrderBy(t => t.FileOffset).ThenBy(t => t.Name, StringComparer.Ordinal))
-            {
-                if (!set.Contains(t.Name)) { declared.Add((t.Name, t.DType, t.Shape)); continue; }
-                declared.AddRange(Replacements(t, scheme, groupIndex));
-            }
-            var lengths = declared.Select(d => checked(TensorEntry.CountElements(d.Shape) * d.DType.ElementSize())).ToArray();
-            long headerBytes = SafetensorsWriter.BuildHeader(declared, lengths, file.Metadata).Length;
-            var entries = new List<TensorEntry>();
-            long offset = headerBytes;
-            for (int i = 0; i < declared.Count; i++)
-            {
-                entries.Add(new TensorEntry(declared[i].Name, declared[i].DType, declared[i].Shape, file.FileName, offset, lengths[i]));
-                offset += lengths[i];
-            }
-            files.Add((file.FileName, headerBytes, offset, entries));
-        }
+        var files = SafetensorsLayout.Plan(input, t => set.Contains(t.Name) ? Replacements(t, scheme, groupIndex) : [(t.Name, t.DType, t.Shape)]);
         return new QuantizedLayout(scheme, input, set, groupIndex, files);
     }
 
@@ -112,15 +93,10 @@ public sealed class QuantizedLayout
     {
         var root = Path.GetFullPath(outDir);
         Directory.CreateDirectory(root);
-        foreach (var (fileName, headerBytes, fileLength, tensors) in Files)
+        foreach (var file in Files)
         {
-            var declared = tensors.Select(t => (t.Name, t.DType, t.Shape)).ToArray();
-            var header = SafetensorsWriter.BuildHeader(declared, tensors.Select(t => t.ByteLength).ToArray(), Input.GetFile(fileName).Metadata);
-            var path = Path.Combine(root, fileName);
-            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-            using var target = File.OpenHandle(path, FileMode.Create, FileAccess.ReadWrite, FileShare.ReadWrite);
-            RandomAccess.SetLength(target, fileLength);
-            RandomAccess.Write(target, header, 0);
+            var tensors = file.Tensors;
+            using var target = SafetensorsLayout.Create(Input, root, file);
             foreach (var t in tensors.Where(t => t.Name.EndsWith(ShapeSuffix, StringComparison.Ordinal)))
             {
                 var weight = Input.Get(t.Name[..^ShapeSuffix.Length] + WeightSuffix);
