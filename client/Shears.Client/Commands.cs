@@ -84,9 +84,10 @@ public static class Commands
         var groupSize = new Option<int>("--group-size") { Description = "input columns per scale of W4A16/W4A16_ASYM", DefaultValueFactory = _ => 128 };
         var quantMethod = new Option<string>("--quant-method") { Description = "rtn | gptq (needs --calibration)", DefaultValueFactory = _ => RunOptions.QuantMethods.Rtn };
         var actOrder = new Option<bool>("--act-order") { Description = "GPTQ: columns in order of decreasing Hessian diagonal" };
+        var remove = new Option<bool>("--remove") { Description = "write the smaller model: masked neurons or heads dropped, config.json updated (--pattern neurons|heads)" };
 
         var command = new Command("run", "prune a checkpoint");
-        foreach (Option o in new Option[] { model, output, sparsity, method, pattern, scope, schedule, rounds, finetune, eval, evalSeqLen, finetuneData, learningRate, batch, calibration, calibrationSamples, include, exclude, seed, force, detach, shardElements, norm, headScore, spread, owlThreshold, owlLambda, lrSchedule, warmupSteps, epochs, runId, quantize, groupSize, quantMethod, actOrder, Cluster })
+        foreach (Option o in new Option[] { model, output, sparsity, method, pattern, scope, schedule, rounds, finetune, eval, evalSeqLen, finetuneData, learningRate, batch, calibration, calibrationSamples, include, exclude, seed, force, detach, shardElements, norm, headScore, spread, owlThreshold, owlLambda, lrSchedule, warmupSteps, epochs, runId, quantize, groupSize, quantMethod, actOrder, remove, Cluster })
             command.Add(o);
         command.SetAction(async (parse, token) =>
         {
@@ -118,6 +119,7 @@ public static class Commands
                 LrSchedule = parse.GetValue(lrSchedule)!, WarmupSteps = parse.GetValue(warmupSteps), Epochs = parse.GetValue(epochs),
                 Quantize = parse.GetValue(quantize), GroupSize = parse.GetValue(groupSize), QuantMethod = parse.GetValue(quantMethod)!,
                 ActOrder = parse.GetValue(actOrder),
+                Remove = parse.GetValue(remove),
             };
             var problems = RunOptions.Validate(spec);
             if (problems.Count > 0) return Fail(problems);

@@ -191,6 +191,15 @@ public sealed record UnitDecision
     [Id(1)] public required IReadOnlyDictionary<string, int[]> Units { get; init; }
 }
 
+/// <summary>--remove: slices of a tensor dropped from the output, along axis 0 (rows; a 1-D tensor's elements) or 1 (columns).</summary>
+[GenerateSerializer, Immutable]
+public sealed record TensorRemoval
+{
+    [Id(0)] public required string Tensor { get; init; }
+    [Id(1)] public int Axis { get; init; }
+    [Id(2)] public int[] Removed { get; init; } = [];
+}
+
 [GenerateSerializer, Immutable]
 public sealed record ShardRoundResult
 {
@@ -236,6 +245,14 @@ public interface IShardGrain : IGrainWithStringKey
     /// </summary>
     Task<ShardReply<QuantizedTensorError[]>> QuantizeAsync();
     Task<ShardReply<ShardWriteResult>> WriteAsync(string outputDirectory);
+    /// <summary>--remove: per piece, the slices its structured masks cover whole (what the smaller model drops).</summary>
+    Task<ShardReply<TensorRemoval[]>> RemovalAsync();
+    /// <summary>
+    /// --remove: writes the shard's tensors without the removed slices into the safetensors layout that
+    /// <paramref name="removals"/> (every cut of the run) gives; for an ONNX model, its masked tensors in place as
+    /// <see cref="WriteAsync"/> does (the graph is rewritten afterwards).
+    /// </summary>
+    Task<ShardReply<ShardWriteResult>> WriteRemovedAsync(string outputDirectory, TensorRemoval[] removals);
 
     /// <summary>The work behind <paramref name="ticket"/>: done, or still running after waiting up to <paramref name="wait"/>; throws its error.</summary>
     Task<ShardReply<T>> PollAsync<T>(long ticket, TimeSpan wait);

@@ -51,6 +51,8 @@ public sealed record RunSpec
     [Id(31)] public int WarmupSteps { get; init; }
     /// <summary>Passes over the fine-tuning data per round (instead of <see cref="FinetuneSteps"/>); 0: none.</summary>
     [Id(32)] public int Epochs { get; init; }
+    /// <summary>The output drops the masked neurons, heads (and layers) physically: a smaller dense model with its config updated.</summary>
+    [Id(33)] public bool Remove { get; init; }
 
     /// <summary>Each round ends with fine-tuning (or distillation): a number of steps, or of epochs.</summary>
     public bool Trains => FinetuneSteps > 0 || Epochs > 0;
@@ -240,6 +242,15 @@ public static class RunOptions
             errors.Add($"--pattern {spec.Pattern} works with --scope layer or global, not progressive");
         if (spec.Scope == Scopes.Progressive && spec.Method != Methods.Magnitude)
             errors.Add("--scope progressive ranks layers by weight magnitude: use it with --method magnitude");
+        if (spec.Remove)
+        {
+            if (spec.Pattern is not (Patterns.Neurons or Patterns.Heads))
+                errors.Add($"--remove drops whole MLP neurons or attention heads: use it with --pattern neurons or heads, got {spec.Pattern}");
+            if (spec.Quantize is not null)
+                errors.Add("--remove with --quantize is not supported yet: remove first, then quantize the smaller model in a second run");
+            if (spec.Sparsity >= 1)
+                errors.Add("--remove with --sparsity 1 would remove every neuron or head: use a smaller --sparsity");
+        }
         if (spec.Method == Methods.Random && spec.Pattern != Patterns.Unstructured)
             errors.Add($"--method random works with --pattern unstructured only, got {spec.Pattern}");
         return errors;

@@ -22,6 +22,11 @@ public sealed record RunRecipe
     public (int N, int M) NOfM { get; init; }
     public long Seed { get; init; }
     public double Sparsity { get; init; }
+    /// <summary>
+    /// Heads per layer with grouped-query attention, for a model whose heads are removed: each key/value group loses
+    /// round_half_to_even(s × its query heads), the lowest-scoring of the group, so every group keeps as many.
+    /// </summary>
+    public bool BalancedHeadGroups { get; init; }
 
     /// <summary>Wanda and SparseGPT score weights with the activations that reach them.</summary>
     public bool Calibrated => Method is ScoreMethod.Wanda or ScoreMethod.SparseGpt;

@@ -10,7 +10,10 @@ namespace Shears.Grains;
 internal static class EngineWire
 {
     public static RunRecipe Recipe(RunSpec spec) =>
-        RunRecipe.Parse(spec.Method, spec.Pattern, spec.Scope, spec.Norm, spec.HeadScore, spec.Seed, spec.Sparsity);
+        RunRecipe.Parse(spec.Method, spec.Pattern, spec.Scope, spec.Norm, spec.HeadScore, spec.Seed, spec.Sparsity) with
+        {
+            BalancedHeadGroups = spec.Remove && spec.Pattern == RunOptions.Patterns.Heads,
+        };
 
     public static ShardPiece Piece(TensorPiece p) => new(p.Tensor, p.RowStart, p.RowCount, p.RowElements, p.Group);
 

@@ -63,7 +63,17 @@ public sealed partial class ShardSelection
         foreach (var layer in AttentionLayers())
         {
             var already = PrunedHeads(layer.Q, Layout);
-            MaskHeads(layer, HeadPruning.SelectHeads(Scores(layer), sparsity, already).Union(already).ToArray());
+            var scores = Scores(layer);
+            int[] chosen;
+            if (Recipe.BalancedHeadGroups && Layout.KvHeads < Layout.Heads)
+            {
+                // Each key/value group on its own: its query heads' scores, its share of the target.
+                int group = Layout.Heads / Layout.KvHeads;
+                chosen = Enumerable.Range(0, Layout.KvHeads).SelectMany(g => HeadPruning.SelectHeads(scores[(g * group)..((g + 1) * group)], sparsity,
+                    already.Where(h => h / group == g).Select(h => h - g * group).ToArray()).Select(h => h + g * group)).ToArray();
+            }
+            else chosen = HeadPruning.SelectHeads(scores, sparsity, already);
+            MaskHeads(layer, chosen.Union(already).ToArray());
         }
     }
 

@@ -9,6 +9,7 @@ using Shears.Grains.Shards;
 using Shears.Pruning.Allocation;
 using Shears.Pruning.Checkpoints;
 using Shears.Pruning.Quantization;
+using Shears.Pruning.Structured;
 using Shears.Pruning.Schedules;
 using Shears.Pruning.Scoring;
 using Shears.Pruning.Selection;
@@ -339,11 +340,23 @@ public sealed partial class RunGrain(
             temp = Path.Combine(parent, $".{Path.GetFileName(spec.OutputPath)}.shears-tmp-{RunId}");
             if (Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
             Directory.CreateDirectory(temp);
-            // The shards write their pruned tensors (and copy the others they were given): the layout leaves those out.
-            CreateOutputLayout(manifest, plan, spec, temp);
             string target_ = temp;
             ShardWriteResult[] written = [];
-            await Resilient("writing", async () => written = await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).WriteAsync(target_).Complete(Shard(s.Index), token))));
+            LlamaRemovalPlan? removal = null;
+            await Resilient("writing", async () =>
+            {
+                removal = await PlanRemovalAsync(manifest, plan, spec, token);
+                if (removal is not null)
+                {
+                    RemovedLayout.Plan(manifest, removal.Cuts).Create(target_, removal.Config);
+                    var removals = Wire(removal);
+                    written = await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).WriteRemovedAsync(target_, removals).Complete(Shard(s.Index), token)));
+                    return;
+                }
+                // The shards write their pruned tensors (and copy the others they were given): the layout leaves those out.
+                CreateOutputLayout(manifest, plan, spec, target_);
+                written = await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).WriteAsync(target_).Complete(Shard(s.Index), token)));
+            });
             QuantizeOnnxOutput(manifest, plan, spec, temp);
             token.ThrowIfCancellationRequested();
             ShearsMetrics.PhaseSeconds.Record(phase.Elapsed.TotalSeconds, ShearsMetrics.Tag("phase", "export"));
@@ -352,7 +365,8 @@ public sealed partial class RunGrain(
 
             var finished = Status with { State = RunState.Completed, Phase = "completed", FinishedAt = DateTimeOffset.UtcNow };
             string report = RunReport.Build(finished, manifest, plan, masked, state.State.Shards, written, total.Elapsed.TotalSeconds, phases, callTimes.Longest(RunId), RunReport.OutputFiles(temp),
-                state.State.DequantizedModel is null ? null : Shears.Pruning.ModelFiles.ReadManifest(Path.GetFullPath(Status.Spec!.ModelPath)));
+                state.State.DequantizedModel is null ? null : Shears.Pruning.ModelFiles.ReadManifest(Path.GetFullPath(Status.Spec!.ModelPath)),
+                RemovalReport(removal, manifest));
             await File.WriteAllTextAsync(Path.Combine(temp, RunReport.FileName), report, CancellationToken.None);
             if (Directory.Exists(spec.OutputPath))
             {

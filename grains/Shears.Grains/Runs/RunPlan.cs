@@ -1,3 +1,4 @@
+using Shears.Pruning.Selection;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using Shears.Contracts;
@@ -96,10 +97,38 @@ public static partial class RunPlanner
     public static RunPlan Plan(CheckpointManifest manifest, RunSpec spec)
     {
         RefuseQuantizedInput(manifest, spec);
+        RefuseRemoval(manifest, spec);
         var prunable = SelectPrunable(manifest, spec);
         var quantized = QuantizedTensors(manifest, spec, prunable);
         var plan = spec.NeedsPipeline ? PipelinePlan(manifest, spec, prunable) : ShardedPlan(manifest, spec, prunable);
         return plan with { Quantized = quantized };
+    }
+
+    /// <summary>
+    /// --remove is refused before the run where the smaller model could not be written: an ONNX model (not yet), a
+    /// LLaMA-family config that cannot hold per-layer sizes (global scope), or a share that removes a whole layer's units.
+    /// </summary>
+    private static void RefuseRemoval(CheckpointManifest manifest, RunSpec spec)
+    {
+        if (!spec.Remove) return;
+        if (manifest.Format != CheckpointFormat.Safetensors)
+            throw new RunRejectedException($"--remove writes LLaMA-family safetensors checkpoints; removing units of an ONNX model ({manifest.Root}) is not supported yet");
+        Shears.Pruning.Models.LlamaConfig config;
+        try { config = Shears.Pruning.Models.LlamaConfig.Load(manifest.Root); }
+        catch (Exception e) when (e is Shears.Pruning.Models.LlamaConfigException or IOException)
+        {
+            throw new RunRejectedException($"--remove writes the smaller model's config.json and needs the input's: {e.Message}");
+        }
+        bool neurons = spec.Pattern == RunOptions.Patterns.Neurons;
+        string field = neurons ? "intermediate_size" : "num_attention_heads";
+        if (spec.Scope != RunOptions.Scopes.Layer)
+            throw new RunRejectedException(
+                $"--remove --scope {spec.Scope}: config.json's {field} is one number for every layer, so each layer must lose as many {(neurons ? "neurons" : "heads")}: use --scope layer");
+        // With grouped-query attention every key/value group loses its own share (EngineWire.Recipe), so all stay equal.
+        int units = neurons ? config.IntermediateSize : config.NumKeyValueHeads < config.NumAttentionHeads ? config.KeyValueGroups : config.NumAttentionHeads;
+        if (Counts.Target(spec.Sparsity, units) >= units)
+            throw new RunRejectedException(
+                $"--remove --sparsity {spec.Sparsity} removes all {units} {(neurons ? "neurons of each layer" : config.NumKeyValueHeads < config.NumAttentionHeads ? "query heads of each key/value group" : "heads of each layer")}: {field} would be 0");
     }
 
     private static RunPlan ShardedPlan(CheckpointManifest manifest, RunSpec spec, IReadOnlyList<TensorEntry> prunable)

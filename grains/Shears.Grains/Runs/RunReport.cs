@@ -20,7 +20,7 @@ public static class RunReport
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
-    public static string Build(RunStatus status, CheckpointManifest manifest, RunPlan plan, long[][] maskedPerPiece, IReadOnlyList<ShardResult> shards, IReadOnlyList<ShardWriteResult> written, double seconds, IReadOnlyDictionary<string, double>? phases = null, IReadOnlyDictionary<string, double>? longestCalls = null, IReadOnlyDictionary<string, long>? outputFiles = null, CheckpointManifest? input = null)
+    public static string Build(RunStatus status, CheckpointManifest manifest, RunPlan plan, long[][] maskedPerPiece, IReadOnlyList<ShardResult> shards, IReadOnlyList<ShardWriteResult> written, double seconds, IReadOnlyDictionary<string, double>? phases = null, IReadOnlyDictionary<string, double>? longestCalls = null, IReadOnlyDictionary<string, long>? outputFiles = null, CheckpointManifest? input = null, JsonObject? removal = null)
     {
         // A quantized --model is read through its dense copy (manifest); the report names and measures what was given.
         input ??= manifest;
@@ -70,6 +70,7 @@ public static class RunReport
                 ["outputRatio"] = outputFiles is null ? null : (double)outputFiles.Values.Sum() / InputBytes(input),
             },
             ["quantization"] = Quantization(status, plan, manifest, outputFiles),
+            ["removal"] = removal,
             ["baseline"] = status.Baseline is { } b ? new JsonObject { ["eval"] = JsonSerializer.SerializeToNode(b, Json) } : null,
             ["rounds"] = JsonSerializer.SerializeToNode(status.Rounds, Json),
             ["tensors"] = new JsonArray(tensors.ToArray<JsonNode>()),

@@ -54,6 +54,12 @@ public sealed partial class ShardGrain
     private static string MaskPath(ShardAssignment assignment, int piece, int round) =>
         Path.Combine(assignment.StateDirectory, $"shard-{assignment.ShardIndex:D5}", $"piece-{piece:D5}.round-{round}.mask");
 
+    private static ShardWriteResult WriteResult(long bytesWritten, SizeReport size) => new()
+    {
+        BytesWritten = bytesWritten, Elements = size.Elements, ZeroElements = size.ZeroElements,
+        DenseBytes = size.DenseBytes, SparseBytes = size.SparseBytes,
+    };
+
     Task<ShardReply<ShardWriteResult>> IShardGrain.WriteAsync(string outputDirectory) => Jobs.Run(WriteAsync(outputDirectory));
 
     private async Task<ShardWriteResult> WriteAsync(string outputDirectory)
@@ -105,11 +111,7 @@ public sealed partial class ShardGrain
             }
             // A file changed during the export leaves a mixed output: the run fails, and it is never renamed into place.
             CheckSources();
-            return new ShardWriteResult
-            {
-                BytesWritten = total, Elements = size.Elements, ZeroElements = size.ZeroElements,
-                DenseBytes = size.DenseBytes, SparseBytes = size.SparseBytes,
-            };
+            return WriteResult(total, size);
         });
         ShearsMetrics.BytesWritten.Add(result.BytesWritten, new KeyValuePair<string, object?>("run", assignment.RunId));
         return result;

@@ -1,0 +1,67 @@
+using Shears.Contracts;
+using Shears.Engine.Shards;
+using Shears.Grains.Diagnostics;
+using Shears.Grains.Runs;
+using Shears.Pruning.Checkpoints;
+using Shears.Pruning.Size;
+using Shears.Pruning.Structured;
+
+namespace Shears.Grains.Shards;
+
+// --remove on the shard: the slices its masks cover whole, and its tensors written without them.
+public sealed partial class ShardGrain
+{
+    Task<ShardReply<TensorRemoval[]>> IShardGrain.RemovalAsync()
+    {
+        var selection = Selection;
+        var manifest = _manifest!;
+        return Jobs.Run(compute.RunAsync(() => selection.RemovalCuts(name => RemovalAxis(manifest, name))
+            .Select(c => new TensorRemoval { Tensor = c.Tensor, Axis = c.Axis, Removed = c.Removed }).ToArray()));
+    }
+
+    /// <summary>The axis a tensor loses its removed units along, in its storage order.</summary>
+    internal static int? RemovalAxis(CheckpointManifest manifest, string name) =>
+        manifest.Format == CheckpointFormat.Safetensors ? ShardSelection.RemovalAxis(name) : null;
+
+    Task<ShardReply<ShardWriteResult>> IShardGrain.WriteRemovedAsync(string outputDirectory, TensorRemoval[] removals) =>
+        Jobs.Run(WriteRemovedAsync(outputDirectory, removals));
+
+    private async Task<ShardWriteResult> WriteRemovedAsync(string outputDirectory, TensorRemoval[] removals)
+    {
+        var manifest = _manifest!;
+        // An ONNX graph changes shape as a whole: the shards write their masked weights in place, the coordinator cuts the file.
+        if (manifest.Format == CheckpointFormat.Onnx) return await WriteAsync(outputDirectory);
+        var assignment = Assignment;
+        foreach (var interceptor in interceptors) await interceptor.BeforeWriteAsync(this.GetPrimaryKeyString());
+        var result = await compute.RunAsync(() =>
+        {
+            CheckSources();
+            var cuts = removals.Select(r => new TensorCut(r.Tensor, r.Axis, r.Removed)).ToArray();
+            var layout = RemovedLayout.Plan(manifest, cuts);
+            long total = 0;
+            var size = SizeReport.Empty;
+            foreach (var piece in _pieces)
+            {
+                var bytes = ShardSelection.RemovedBytes(piece, layout.Cuts.GetValueOrDefault(piece.Entry.Name));
+                CheckpointOutput.WriteTensor(outputDirectory, layout.Output(piece.Entry.Name), bytes);
+                size = size.Add(SparseEncoding.Count(bytes, piece.Entry.DType));
+                total += bytes.Length;
+                if (_stage is not null) piece.ReleaseResident();
+            }
+            foreach (string name in assignment.CopyTensors)
+            {
+                var entry = manifest.Get(name);
+                var output = layout.Output(name);
+                if (layout.Cuts.TryGetValue(name, out var cut))
+                    CheckpointOutput.WriteTensor(outputDirectory, output, cut.Apply(CheckpointReader.ReadTensor(manifest, entry), entry.Shape, entry.DType.ElementSize()));
+                else
+                    CheckpointOutput.CopyTensor(manifest, entry, outputDirectory, output);
+                total += output.ByteLength;
+            }
+            CheckSources();
+            return WriteResult(total, size);
+        });
+        ShearsMetrics.BytesWritten.Add(result.BytesWritten, new KeyValuePair<string, object?>("run", assignment.RunId));
+        return result;
+    }
+}

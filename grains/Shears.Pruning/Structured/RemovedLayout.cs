@@ -1,0 +1,94 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Shears.Pruning.Checkpoints;
+
+namespace Shears.Pruning.Structured;
+
+/// <summary>
+/// A safetensors checkpoint with structured units removed: every file of the input with the same name, each cut tensor
+/// with its smaller shape, every other tensor unchanged; offsets follow from the cuts alone, so the coordinator (which
+/// creates the files, the index and the config) and every shard (which fills its tensors) compute the same layout.
+/// </summary>
+public sealed class RemovedLayout
+{
+    private readonly Dictionary<string, TensorEntry> _byName;
+
+    public CheckpointManifest Input { get; }
+    public IReadOnlyDictionary<string, TensorCut> Cuts { get; }
+    public IReadOnlyList<(string FileName, long HeaderBytes, long FileLength, IReadOnlyList<TensorEntry> Tensors)> Files { get; }
+
+    private RemovedLayout(CheckpointManifest input, Dictionary<string, TensorCut> cuts, IReadOnlyList<(string, long, long, IReadOnlyList<TensorEntry>)> files)
+    {
+        (Input, Cuts, Files) = (input, cuts, files);
+        _byName = files.SelectMany(f => f.Item4).ToDictionary(t => t.Name, StringComparer.Ordinal);
+    }
+
+    public static RemovedLayout Plan(CheckpointManifest input, IEnumerable<TensorCut> cuts)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(cuts);
+        if (input.Format != CheckpointFormat.Safetensors) throw new ArgumentException($"{input.Root} is {input.Format}; this layout is for safetensors checkpoints");
+        var byTensor = new Dictionary<string, TensorCut>(StringComparer.Ordinal);
+        foreach (var cut in cuts)
+        {
+            if (!input.Contains(cut.Tensor)) throw new ArgumentException($"tensor '{cut.Tensor}' is cut but not in {input.Root}");
+            if (!byTensor.TryAdd(cut.Tensor, cut)) throw new ArgumentException($"tensor '{cut.Tensor}' is cut twice");
+            _ = cut.Shape(input.Get(cut.Tensor).Shape);
+        }
+        var files = SafetensorsLayout.Plan(input, t => [(t.Name, t.DType, byTensor.TryGetValue(t.Name, out var cut) ? cut.Shape(t.Shape) : t.Shape)]);
+        return new RemovedLayout(input, byTensor, files);
+    }
+
+    /// <summary>A tensor's place in the output.</summary>
+    public TensorEntry Output(string name) =>
+        _byName.TryGetValue(name, out var t) ? t : throw new KeyNotFoundException($"tensor '{name}' is not in the output layout");
+
+    public long TotalTensorBytes => Files.Sum(f => f.Tensors.Sum(t => t.ByteLength));
+
+    /// <summary>
+    /// Creates the output in <paramref name="outDir"/>: every file with its header and full length (the shards fill the
+    /// data), the index with its new <c>total_size</c>, the companion files copied and <c>config.json</c> given the
+    /// <paramref name="config"/> fields (the smaller model's sizes).
+    /// </summary>
+    public void Create(string outDir, IReadOnlyDictionary<string, int> config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        var root = Path.GetFullPath(outDir);
+        Directory.CreateDirectory(root);
+        foreach (var file in Files)
+            using (SafetensorsLayout.Create(Input, root, file)) { }
+        if (Input.IndexFileName is { } index)
+        {
+            var json = JsonNode.Parse(File.ReadAllText(Input.PathOf(index)))?.AsObject() ?? throw new CheckpointFormatException(Input.PathOf(index), null, "the index is not a JSON object");
+            if (json["metadata"] is JsonObject metadata) metadata["total_size"] = TotalTensorBytes;
+            File.WriteAllText(Path.Combine(root, index), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        }
+        bool configWritten = false;
+        foreach (var companion in Input.CompanionFiles)
+        {
+            var target = Path.Combine(root, companion);
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            if (string.Equals(companion, "config.json", StringComparison.Ordinal))
+            {
+                File.WriteAllText(target, EditConfig(File.ReadAllText(Input.PathOf(companion)), config, Input.PathOf(companion)));
+                configWritten = true;
+            }
+            else File.Copy(Input.PathOf(companion), target, overwrite: true);
+        }
+        if (config.Count > 0 && !configWritten)
+            throw new InvalidOperationException($"{Input.Root} has no config.json to record the removed model's sizes ({string.Join(", ", config.Keys)})");
+    }
+
+    /// <summary><paramref name="json"/> (a config.json) with the given integer fields set, the others as they were.</summary>
+    public static string EditConfig(string json, IReadOnlyDictionary<string, int> fields, string path)
+    {
+        JsonObject root;
+        try { root = JsonNode.Parse(json)?.AsObject() ?? throw new InvalidDataException("not a JSON object"); }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or InvalidDataException)
+        {
+            throw new CheckpointFormatException(path, null, $"config.json is not a JSON object: {e.Message}");
+        }
+        foreach (var (name, value) in fields) root[name] = value;
+        return root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n";
+    }
+}

@@ -1,0 +1,116 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Shears.Contracts;
+using Shears.Pruning.Checkpoints;
+using Shears.Pruning.Models;
+using Shears.Testing;
+using TorchSharp;
+
+namespace Shears.Cluster.Tests;
+
+/// <summary>--remove over three silos: the smaller model read back from its files computes what the masked model computed.</summary>
+[Collection(ClusterCollection.Name)]
+public class RemoveTests(ClusterFixture fixture)
+{
+    private static readonly DemoCheckpointOptions Small = QuantizeTests.Small;
+
+    private static double Perplexity(string checkpoint, string eval)
+    {
+        using var model = LlamaModel.Load(checkpoint, torch.CPU);
+        return Shears.Pruning.Models.Perplexity.Evaluate(model, EvalData.LoadTokenIds(eval, 128), 4, torch.CPU).Value;
+    }
+
+    private static float[] Weights(string checkpoint, string name) => QuantizeTests.Weights(checkpoint, name);
+
+    [Theory]
+    [InlineData("neurons", 0.25)]
+    [InlineData("heads", 0.5)]
+    public async Task TheRemovedModelComputesWhatTheMaskedModelComputed(string pattern, double sparsity)
+    {
+        using var dir = new TempDir();
+        DemoCheckpoint.Write(dir.Sub("in"), Small);
+        string eval = QuantizeTests.TokenFile(dir.Path, 6, 20, 5);
+        var masked = new RunSpec { ModelPath = dir.Sub("in"), OutputPath = dir.Sub("masked"), Sparsity = sparsity, Pattern = pattern, Scope = "layer", EvalData = eval };
+        var maskedStatus = await Runs.RunToEndAsync(fixture.Cluster.Client, masked);
+        Assert.True(maskedStatus.State == RunState.Completed, maskedStatus.Error);
+        var status = await Runs.RunToEndAsync(fixture.Cluster.Client, masked with { OutputPath = dir.Sub("removed"), Remove = true });
+        Assert.True(status.State == RunState.Completed, status.Error);
+
+        // The config's sizes and every cut tensor's shape.
+        var config = LlamaConfig.Load(dir.Sub("removed"));
+        var output = CheckpointReader.ReadManifest(dir.Sub("removed"));
+        int hidden = Small.HiddenSize, headDim = Small.HiddenSize / Small.Heads;
+        int inter = Small.IntermediateSize - (int)Math.Round(sparsity * Small.IntermediateSize, MidpointRounding.ToEven);
+        // Grouped-query attention: each key/value group of 2 query heads loses round_half_to_even(0.5 × 2) = 1.
+        int heads = pattern == "heads" ? Small.Heads / 2 : Small.Heads;
+        Assert.Equal(pattern == "neurons" ? inter : Small.IntermediateSize, config.IntermediateSize);
+        Assert.Equal(heads, config.NumAttentionHeads);
+        Assert.Equal(Small.KvHeads, config.NumKeyValueHeads);
+        Assert.Equal(headDim, config.HeadDim);
+        var raw = JsonNode.Parse(File.ReadAllText(Path.Combine(dir.Sub("removed"), "config.json")))!.AsObject();
+        if (pattern == "heads") Assert.Equal(headDim, (int)raw["head_dim"]!);
+        for (int l = 0; l < Small.Layers; l++)
+        {
+            string p = $"model.layers.{l}.";
+            Assert.Equal([config.IntermediateSize, hidden], output.Get(p + "mlp.gate_proj.weight").Shape);
+            Assert.Equal([config.IntermediateSize, hidden], output.Get(p + "mlp.up_proj.weight").Shape);
+            Assert.Equal([hidden, config.IntermediateSize], output.Get(p + "mlp.down_proj.weight").Shape);
+            Assert.Equal([heads * headDim, hidden], output.Get(p + "self_attn.q_proj.weight").Shape);
+            Assert.Equal([Small.KvHeads * headDim, hidden], output.Get(p + "self_attn.k_proj.weight").Shape);
+            Assert.Equal([hidden, heads * headDim], output.Get(p + "self_attn.o_proj.weight").Shape);
+        }
+
+        // The kept weights are the masked model's, in order: the removed slices were exactly the masked ones.
+        using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.Sub("removed"), "shears-report.json")));
+        var layers = report.RootElement.GetProperty("removal").GetProperty("layers").EnumerateArray().ToArray();
+        Assert.Equal(Small.Layers, layers.Length);
+        foreach (var layer in layers)
+        {
+            int l = layer.GetProperty("layer").GetInt32();
+            string tensor = pattern == "neurons" ? $"model.layers.{l}.mlp.gate_proj.weight" : $"model.layers.{l}.self_attn.q_proj.weight";
+            var removedUnits = layer.GetProperty(pattern == "neurons" ? "neurons" : "heads").EnumerateArray().Select(e => e.GetInt32()).ToHashSet();
+            int rowsPerUnit = pattern == "neurons" ? 1 : headDim;
+            var before = Weights(dir.Sub("masked"), tensor);
+            var after = Weights(dir.Sub("removed"), tensor);
+            var kept = Enumerable.Range(0, before.Length / hidden).Where(r => !removedUnits.Contains(r / rowsPerUnit)).ToArray();
+            Assert.Equal(kept.Length * hidden, after.Length);
+            for (int k = 0; k < kept.Length; k++)
+                for (int c = 0; c < hidden; c++)
+                    Assert.Equal(before[kept[k] * hidden + c], after[k * hidden + c]);
+            foreach (int unit in removedUnits)
+                Assert.All(Enumerable.Range(unit * rowsPerUnit * hidden, rowsPerUnit * hidden), i => Assert.Equal(0f, before[i]));
+        }
+
+        // Perplexity of the smaller model from its files = the report's = the masked run's.
+        double independent = Perplexity(dir.Sub("removed"), eval);
+        double reported = status.Rounds[^1].Eval!.Value, maskedValue = maskedStatus.Rounds[^1].Eval!.Value;
+        Assert.True(Math.Abs(independent - reported) / reported < 1e-5, $"removed model {independent}, report {reported}");
+        Assert.True(Math.Abs(independent - maskedValue) / maskedValue < 1e-5, $"removed model {independent}, masked run {maskedValue}");
+        Assert.True(Math.Abs(Perplexity(dir.Sub("masked"), eval) - independent) / independent < 1e-5);
+
+        // Smaller files, an index that adds up, and a model that a further run takes as --model.
+        var size = report.RootElement.GetProperty("size");
+        Assert.True(size.GetProperty("outputBytes").GetInt64() < size.GetProperty("inputBytes").GetInt64());
+        var index = JsonNode.Parse(File.ReadAllText(Path.Combine(dir.Sub("removed"), "model.safetensors.index.json")))!;
+        Assert.Equal(output.Tensors.Sum(t => t.ByteLength), (long)index["metadata"]!["total_size"]!);
+        var again = await Runs.RunToEndAsync(fixture.Cluster.Client, new RunSpec { ModelPath = dir.Sub("removed"), OutputPath = dir.Sub("again"), Sparsity = 0.3, EvalData = eval });
+        Assert.True(again.State == RunState.Completed, again.Error);
+        Assert.True(Math.Abs(again.Baseline!.Value - independent) / independent < 1e-5);
+    }
+
+    [Theory]
+    [InlineData("neurons", "global", 0.25, "--scope layer")]
+    [InlineData("neurons", "layer", 0.999, "intermediate_size would be 0")]
+    [InlineData("heads", "layer", 0.75, "query heads of each key/value group")]
+    [InlineData("rows", "layer", 0.25, "--pattern neurons or heads")]
+    public async Task RemovalsTheConfigCannotHoldAreRefusedBeforeTheRun(string pattern, string scope, double sparsity, string expected)
+    {
+        using var dir = new TempDir();
+        DemoCheckpoint.Write(dir.Sub("in"), Small);
+        var grain = fixture.Cluster.Client.GetGrain<IRunGrain>(Guid.NewGuid().ToString("N"));
+        var spec = new RunSpec { ModelPath = dir.Sub("in"), OutputPath = dir.Sub("out"), Sparsity = sparsity, Pattern = pattern, Scope = scope, Remove = true };
+        var e = await Assert.ThrowsAsync<RunRejectedException>(() => grain.StartAsync(spec));
+        Assert.Contains(expected, e.Message);
+        Assert.False(Directory.Exists(dir.Sub("out")));
+    }
+}
