@@ -159,4 +159,61 @@ public class OnnxQuantizeTests
         Assert.Equal(scheme, report.RootElement.GetProperty("quantization").GetProperty("scheme").GetString());
         Assert.True(report.RootElement.GetProperty("size").GetProperty("outputRatio").GetDouble() < 0.7);
     }
+
+    [Theory]
+    [InlineData("layer")]
+    [InlineData("global")]
+    public async Task MiniLmWithNeuronsRemovedRunsInOnnxRuntimeAndEmbedsAsTheMaskedModel(string scope)
+    {
+        using var dir = new TempDir();
+        Assert.Equal(0, (await ShearsProcess.RunAsync("minilm", dir.Sub("in"))).ExitCode);
+        string eval = Path.Combine(dir.Path, "eval.txt");
+        var sentences = new[]
+        {
+            "The harbour was quiet before the storm.", "He wrote three letters and burned two.", "A thin light fell across the kitchen table.",
+            "The committee adjourned without a vote.", "Wolves were heard beyond the ridge at night.", "She sold the farm and moved to the city.",
+        };
+        File.WriteAllLines(eval, sentences);
+        string[] Run(string output, params string[] extra) =>
+            ["run", "--model", Path.Combine(dir.Sub("in"), "model.onnx"), "--out", dir.Sub(output), "--sparsity", "0.25", "--pattern", "neurons", "--scope", scope, "--eval", eval, .. extra];
+        var masked = await ShearsProcess.RunAsync(Run("masked"));
+        Assert.True(masked.ExitCode == 0, masked.ToString());
+        var removed = await ShearsProcess.RunAsync(Run("removed", "--remove"));
+        Assert.True(removed.ExitCode == 0, removed.ToString());
+
+        // Every layer's FFN is narrower by the neurons the report lists; the graph is otherwise the input's.
+        var input = OnnxModel.Read(Path.Combine(dir.Sub("in"), "model.onnx"));
+        var output = OnnxModel.Read(Path.Combine(dir.Sub("removed"), "model.onnx"));
+        var names = Shears.Pruning.Encoders.BertWeightNames.FromOnnx(output);
+        using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.Sub("removed"), "shears-report.json")));
+        var layers = report.RootElement.GetProperty("removal").GetProperty("layers").EnumerateArray().ToArray();
+        Assert.Equal(6, layers.Length);
+        int total = 0;
+        for (int l = 0; l < 6; l++)
+        {
+            int lost = layers[l].GetProperty("neurons").GetArrayLength();
+            total += lost;
+            if (scope == "layer") Assert.Equal(384, lost);
+            Assert.Equal([384L, 1536 - lost], output.Initializers.Single(i => i.Name == names.Layers[l].Intermediate).Dims);
+            Assert.Equal([1536L - lost], output.Initializers.Single(i => i.Name == names.Layers[l].IntermediateBias).Dims);
+            Assert.Equal([1536L - lost, 384], output.Initializers.Single(i => i.Name == names.Layers[l].Output).Dims);
+        }
+        Assert.Equal(6 * 384, total);
+        if (scope == "global") Assert.True(layers.Select(l => l.GetProperty("neurons").GetArrayLength()).Distinct().Count() > 1);
+        Assert.Equal(input.Nodes.Count, output.Nodes.Count);
+        Assert.True(new FileInfo(Path.Combine(dir.Sub("removed"), "model.onnx")).Length < new FileInfo(Path.Combine(dir.Sub("masked"), "model.onnx")).Length - 6 * 384 * 384 * 4 * 2 * 0.9);
+
+        // ONNX Runtime embeds with the smaller model as with the masked one.
+        var tokenizer = Shears.Pruning.Encoders.BertTextTokenizer.Create(Path.Combine(dir.Sub("in"), "vocab.txt"));
+        float[][] maskedEmbeddings, removedEmbeddings;
+        using (var session = new Shears.Pruning.Encoders.OnnxBertSession(Path.Combine(dir.Sub("masked"), "model.onnx"), 1)) maskedEmbeddings = session.Embed(sentences, tokenizer);
+        using (var session = new Shears.Pruning.Encoders.OnnxBertSession(Path.Combine(dir.Sub("removed"), "model.onnx"), 1)) removedEmbeddings = session.Embed(sentences, tokenizer);
+        Assert.True(MeanCosine(maskedEmbeddings, removedEmbeddings) >= 0.99999);
+        Assert.True(maskedEmbeddings.Zip(removedEmbeddings).All(p => p.First.Zip(p.Second).All(x => Math.Abs(x.First - x.Second) <= 1e-4)));
+        // And what the report measured on the masked model is what ONNX Runtime gives for the smaller one.
+        float[][] dense;
+        using (var session = new Shears.Pruning.Encoders.OnnxBertSession(Path.Combine(dir.Sub("in"), "model.onnx"), 1)) dense = session.Embed(sentences, tokenizer);
+        double reported = report.RootElement.GetProperty("rounds")[0].GetProperty("eval").GetProperty("value").GetDouble();
+        Assert.True(Math.Abs(MeanCosine(dense, removedEmbeddings) - reported) < 2e-4, $"fidelity in ONNX Runtime {MeanCosine(dense, removedEmbeddings):F5}, reported {reported:F5}");
+    }
 }

@@ -1,3 +1,4 @@
+using Shears.Pruning.Checkpoints;
 using Shears.Pruning.Neurons;
 using Shears.Pruning.Structured;
 
@@ -8,13 +9,38 @@ public sealed partial class ShardSelection
 {
     private const string Gate = "mlp.gate_proj.weight", Up = "mlp.up_proj.weight", Down = "mlp.down_proj.weight";
 
-    /// <summary>The tensor an MLP layer is named by (its gate_proj weight), for a member tensor of the layer; null for other tensors.</summary>
-    public static string? NeuronLayerOf(string tensor)
+    /// <summary>
+    /// The tensor an MLP layer is named by (LLaMA: its gate_proj weight; an ONNX encoder: its FFN-in weight), for a member
+    /// tensor of the layer; null for other tensors.
+    /// </summary>
+    public static string? NeuronLayerOf(CheckpointManifest manifest, string tensor)
     {
+        if (manifest.Format == CheckpointFormat.Onnx)
+        {
+            if (!manifest.LayerRoles.TryGetValue(tensor, out var own) || own.Role is not (FfnIn or FfnOut)) return null;
+            return manifest.LayerRoles.Where(r => r.Value == (own.Layer, FfnIn)).Select(r => r.Key).FirstOrDefault();
+        }
         foreach (string suffix in new[] { Gate, Up, Down })
             if (tensor.EndsWith(suffix, StringComparison.Ordinal)) return tensor[..^suffix.Length] + Gate;
         return null;
     }
+
+    /// <summary>The members of an MLP layer in group order, with the axis along which each holds the neurons.</summary>
+    private static (string Tensor, StructuredAxis Axis)[] NeuronMembers(CheckpointManifest manifest, string layer)
+    {
+        if (manifest.Format != CheckpointFormat.Onnx)
+        {
+            string prefix = layer[..^Gate.Length];
+            return [(prefix + Gate, StructuredAxis.Rows), (prefix + Up, StructuredAxis.Rows), (prefix + Down, StructuredAxis.Columns)];
+        }
+        // ONNX MatMul weights are stored [in, out]: the FFN-in weight's neurons are its columns, the FFN-out's its rows.
+        int index = manifest.LayerRoles[layer].Layer;
+        string output = manifest.LayerRoles.Where(r => r.Value == (index, FfnOut)).Select(r => r.Key).FirstOrDefault()
+            ?? throw new InvalidOperationException($"--pattern neurons: encoder layer {index} has no FFN-out weight");
+        return [(layer, StructuredAxis.Columns), (output, StructuredAxis.Rows)];
+    }
+
+    private const string FfnIn = "intermediate", FfnOut = "output";
 
     private UnitScoreSet NeuronScores()
     {
@@ -34,23 +60,23 @@ public sealed partial class ShardSelection
         }
     }
 
-    /// <summary>The shard's MLP layers with their members in group order (gate, up, down); every member must lie here.</summary>
+    /// <summary>The shard's MLP layers with their members in group order (gate, up, down; FFN-in, FFN-out); every member must lie here.</summary>
     private IEnumerable<(string Name, (LoadedPiece Piece, NeuronMember Member)[] Members)> MlpLayers()
     {
-        foreach (var gate in Pieces.Where(p => p.Entry.Name.EndsWith(Gate, StringComparison.Ordinal)))
+        var layers = Pieces.Select(p => NeuronLayerOf(Manifest, p.Entry.Name)).OfType<string>().Distinct(StringComparer.Ordinal).ToArray();
+        foreach (var piece in Pieces.Where(p => NeuronLayerOf(Manifest, p.Entry.Name) is null))
+            throw new InvalidOperationException($"--pattern neurons: tensor '{piece.Entry.Name}' is not part of an MLP layer");
+        foreach (string layer in layers)
         {
-            string prefix = gate.Entry.Name[..^Gate.Length];
-            (LoadedPiece, NeuronMember) Member(string suffix, StructuredAxis axis)
+            var members = NeuronMembers(Manifest, layer).Select(m =>
             {
-                var piece = Pieces.FirstOrDefault(p => p.Entry.Name == prefix + suffix)
-                    ?? throw new InvalidOperationException($"--pattern neurons: tensor '{prefix + suffix}' must be pruned with '{gate.Entry.Name}'");
+                var piece = Pieces.FirstOrDefault(p => p.Entry.Name == m.Tensor)
+                    ?? throw new InvalidOperationException($"--pattern neurons: tensor '{m.Tensor}' must be pruned with '{layer}'");
                 if (piece.Piece.RowStart != 0 || piece.Piece.RowCount != piece.Entry.Shape[0])
                     throw new InvalidOperationException($"--pattern neurons: tensor '{piece.Entry.Name}' must lie whole on one shard");
-                return (piece, new NeuronMember(piece.Entry.Name, piece.Writable(), piece.Entry.DType, piece.Rows, piece.Cols, axis));
-            }
-            yield return (gate.Entry.Name, [Member(Gate, StructuredAxis.Rows), Member(Up, StructuredAxis.Rows), Member(Down, StructuredAxis.Columns)]);
+                return (piece, new NeuronMember(piece.Entry.Name, piece.Writable(), piece.Entry.DType, piece.Rows, piece.Cols, m.Axis));
+            }).ToArray();
+            yield return (layer, members);
         }
-        foreach (var orphan in Pieces.Where(p => NeuronLayerOf(p.Entry.Name) is { } layer && !Pieces.Any(q => q.Entry.Name == layer)))
-            throw new InvalidOperationException($"--pattern neurons: tensor '{orphan.Entry.Name}' must be pruned with '{NeuronLayerOf(orphan.Entry.Name)}'");
     }
 }

@@ -11,15 +11,20 @@ namespace Shears.Grains.Runs;
 public sealed partial class RunGrain
 {
     /// <summary>The removal of a LLaMA-family checkpoint, from the shards' masks (null when the run does not remove).</summary>
-    private async Task<LlamaRemovalPlan?> PlanRemovalAsync(CheckpointManifest manifest, RunPlan plan, RunSpec spec, CancellationToken token)
+    private async Task<RemovalPlan?> PlanRemovalAsync(CheckpointManifest manifest, RunPlan plan, RunSpec spec, CancellationToken token)
     {
         if (!spec.Remove) return null;
         var parts = await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).RemovalAsync().Complete(Shard(s.Index), token)));
         var cuts = parts.SelectMany(p => p).Select(r => new TensorCut(r.Tensor, r.Axis, r.Removed)).ToArray();
-        var config = LlamaConfig.Load(manifest.Root);
         try
         {
-            return LlamaRemoval.Plan(manifest, config, cuts);
+            if (manifest.Format == CheckpointFormat.Onnx)
+            {
+                var onnx = Shears.Pruning.Onnx.OnnxModel.Read(manifest.PathOf(manifest.Files[0].FileName));
+                var names = Shears.Pruning.Encoders.BertWeightNames.FromOnnx(onnx);
+                return EncoderRemoval.Plan(names, cuts, Shears.Pruning.Encoders.BertConfig.FromOnnx(onnx, names).IntermediateSize);
+            }
+            return LlamaRemoval.Plan(manifest, LlamaConfig.Load(manifest.Root), cuts);
         }
         catch (RemovalException e)
         {
@@ -27,11 +32,36 @@ public sealed partial class RunGrain
         }
     }
 
-    private static TensorRemoval[] Wire(LlamaRemovalPlan removal) =>
+    /// <summary>
+    /// The output of a removal: a safetensors checkpoint laid out for the shards to fill, or, for an ONNX model, the
+    /// input's layout (the shards write their masked weights in place; <see cref="CutOnnxOutput"/> then cuts the graph).
+    /// </summary>
+    private static void CreateRemovedLayout(CheckpointManifest manifest, RunPlan plan, RemovalPlan removal, string folder)
+    {
+        if (manifest.Format == CheckpointFormat.Onnx)
+        {
+            CheckpointOutput.CreateLayout(manifest, folder, plan.Shards.SelectMany(s => s.Pieces.Select(p => p.Tensor)).ToHashSet(StringComparer.Ordinal));
+            return;
+        }
+        RemovedLayout.Plan(manifest, removal.Cuts).Create(folder, removal.Config);
+    }
+
+    /// <summary>After the shards wrote an ONNX model's masked weights: its cut initializers rewritten smaller, and a config.json beside it given the new width.</summary>
+    private static void CutOnnxOutput(CheckpointManifest manifest, RemovalPlan? removal, string folder)
+    {
+        if (removal is null || manifest.Format != CheckpointFormat.Onnx) return;
+        string model = Path.Combine(folder, manifest.Files[0].FileName);
+        Shears.Pruning.Onnx.OnnxRemovalWriter.Write(model, model, removal.Cuts.Where(c => c.Removed.Length > 0).ToArray());
+        string config = Path.Combine(folder, "config.json");
+        if (File.Exists(config) && removal.Config.Count > 0 && System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(config)) is JsonObject json && json.ContainsKey("intermediate_size"))
+            File.WriteAllText(config, RemovedLayout.EditConfig(File.ReadAllText(config), removal.Config, config));
+    }
+
+    private static TensorRemoval[] Wire(RemovalPlan removal) =>
         removal.Cuts.Select(c => new TensorRemoval { Tensor = c.Tensor, Axis = c.Axis, Removed = c.Removed }).ToArray();
 
     /// <summary>The report's account of a removal: the config's new sizes, each layer's removed units, each cut tensor's shapes.</summary>
-    internal static JsonObject? RemovalReport(LlamaRemovalPlan? removal, CheckpointManifest manifest)
+    internal static JsonObject? RemovalReport(RemovalPlan? removal, CheckpointManifest manifest)
     {
         if (removal is null) return null;
         static JsonArray Ints(IEnumerable<int> values) => new(values.Select(v => (JsonNode)v).ToArray());

@@ -342,13 +342,13 @@ public sealed partial class RunGrain(
             Directory.CreateDirectory(temp);
             string target_ = temp;
             ShardWriteResult[] written = [];
-            LlamaRemovalPlan? removal = null;
+            RemovalPlan? removal = null;
             await Resilient("writing", async () =>
             {
                 removal = await PlanRemovalAsync(manifest, plan, spec, token);
                 if (removal is not null)
                 {
-                    RemovedLayout.Plan(manifest, removal.Cuts).Create(target_, removal.Config);
+                    CreateRemovedLayout(manifest, plan, removal, target_);
                     var removals = Wire(removal);
                     written = await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).WriteRemovedAsync(target_, removals).Complete(Shard(s.Index), token)));
                     return;
@@ -358,6 +358,7 @@ public sealed partial class RunGrain(
                 written = await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).WriteAsync(target_).Complete(Shard(s.Index), token)));
             });
             QuantizeOnnxOutput(manifest, plan, spec, temp);
+            CutOnnxOutput(manifest, removal, temp);
             token.ThrowIfCancellationRequested();
             ShearsMetrics.PhaseSeconds.Record(phase.Elapsed.TotalSeconds, ShearsMetrics.Tag("phase", "export"));
             phases["export"] = phase.Elapsed.TotalSeconds;

@@ -76,9 +76,9 @@ public static partial class RunPlanner
         }
         if (spec.Pattern == RunOptions.Patterns.Neurons)
         {
-            if (manifest.Format != CheckpointFormat.Safetensors)
-                throw new RunRejectedException($"--pattern neurons needs LLaMA-style MLP tensor names (gate_proj/up_proj/down_proj); {manifest.Root} is {manifest.Format}");
-            selected = selected.Where(t => Shears.Engine.Shards.ShardSelection.NeuronLayerOf(t.Name) is not null).ToList();
+            if (manifest.Format == CheckpointFormat.Onnx && !manifest.LayerRoles.Values.Any(r => r.Role == "intermediate"))
+                throw new RunRejectedException($"--pattern neurons needs a BERT-family encoder whose FFN weights feed biases named encoder.layer.N.intermediate/output; {manifest.Root} has none");
+            selected = selected.Where(t => Shears.Engine.Shards.ShardSelection.NeuronLayerOf(manifest, t.Name) is not null).ToList();
         }
         if (selected.Count == 0)
             throw new RunRejectedException($"no prunable tensor in {manifest.Root}: nothing matches the default rule (2-D linear weights inside the blocks) or --include");
@@ -111,8 +111,13 @@ public static partial class RunPlanner
     private static void RefuseRemoval(CheckpointManifest manifest, RunSpec spec)
     {
         if (!spec.Remove) return;
-        if (manifest.Format != CheckpointFormat.Safetensors)
-            throw new RunRejectedException($"--remove writes LLaMA-family safetensors checkpoints; removing units of an ONNX model ({manifest.Root}) is not supported yet");
+        if (manifest.Format == CheckpointFormat.Onnx)
+        {
+            // An ONNX graph may give each layer its own width: any scope; heads are not removed from ONNX graphs yet.
+            if (spec.Pattern != RunOptions.Patterns.Neurons)
+                throw new RunRejectedException($"--remove --pattern {spec.Pattern}: only MLP neurons are removed from ONNX models ({manifest.Root}) so far; use --pattern neurons");
+            return;
+        }
         Shears.Pruning.Models.LlamaConfig config;
         try { config = Shears.Pruning.Models.LlamaConfig.Load(manifest.Root); }
         catch (Exception e) when (e is Shears.Pruning.Models.LlamaConfigException or IOException)
@@ -143,7 +148,9 @@ public static partial class RunPlanner
         // matrix larger than the limit is split into row blocks (never for row/column/head patterns,
         // which rank whole rows, columns or heads of a tensor).
         int tensorIndex = 0;
-        foreach (var layer in prunable.GroupBy(t => LayerOf(t.Name)))
+        // A neuron's tensors stay on one shard (an ONNX encoder's FFN weights have no layer in their names).
+        string Layer(string name) => spec.Pattern == RunOptions.Patterns.Neurons ? Shears.Engine.Shards.ShardSelection.NeuronLayerOf(manifest, name) ?? LayerOf(name) : LayerOf(name);
+        foreach (var layer in prunable.GroupBy(t => Layer(t.Name)))
         {
             var current = new List<TensorPiece>();
             long currentElements = 0;

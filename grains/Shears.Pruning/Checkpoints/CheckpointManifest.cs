@@ -66,6 +66,12 @@ public sealed class CheckpointManifest
     /// <summary>2-D tensors stored [in, out] (ONNX MatMul weights): their output neurons are columns.</summary>
     public IReadOnlyCollection<string> OutputColumns { get; init; } = [];
 
+    /// <summary>
+    /// The encoder layer and role of each weight whose names do not say it (ONNX: <c>query</c>, <c>key</c>, <c>value</c>,
+    /// <c>attention.output</c>, <c>intermediate</c>, <c>output</c>, read from the bias each MatMul feeds); empty for safetensors.
+    /// </summary>
+    public IReadOnlyDictionary<string, (int Layer, string Role)> LayerRoles { get; init; } = new Dictionary<string, (int, string)>();
+
     /// <summary>The directory holding the checkpoint; every file name is relative to it.</summary>
     public string Root { get; }
 

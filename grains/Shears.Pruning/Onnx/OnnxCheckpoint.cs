@@ -25,6 +25,8 @@ public static class OnnxCheckpoint
             Format = CheckpointFormat.Onnx,
             DefaultPrunable = prunable.Select(p => p.Initializer.Name).ToHashSet(StringComparer.Ordinal),
             OutputColumns = prunable.Where(p => p.OutputIsColumn).Select(p => p.Initializer.Name).ToHashSet(StringComparer.Ordinal),
+            LayerRoles = prunable.Where(p => p.Layer is not null && p.Role is not null).GroupBy(p => p.Initializer.Name, StringComparer.Ordinal)
+                .ToDictionary(g => g.Key, g => (g.First().Layer!.Value, g.First().Role!), StringComparer.Ordinal),
         };
     }
 }

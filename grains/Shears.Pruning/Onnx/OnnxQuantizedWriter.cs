@@ -45,15 +45,8 @@ public static class OnnxQuantizedWriter
             throw new ArgumentException($"--quantize {scheme.Name}: ONNX models are quantized as {QuantScheme.W8A8} or {QuantScheme.W4A16}");
         if (scheme.Name == QuantScheme.W4A16 && (scheme.GroupSize < 16 || (scheme.GroupSize & (scheme.GroupSize - 1)) != 0))
             throw new ArgumentException($"--group-size {scheme.GroupSize}: MatMulNBits takes a block size that is a power of 2, at least 16");
-        byte[] model = File.ReadAllBytes(input);
-        List<ProtoFields.Field> modelFields, graphFields;
-        try { modelFields = ProtoFields.Read(model); }
-        catch (FormatException e) { throw new CheckpointFormatException(input, null, $"not an ONNX model: {e.Message}"); }
-        var graphField = modelFields.LastOrDefault(f => f.Number == ModelGraph && f.WireType == 2);
-        if (graphField.End == 0) throw new CheckpointFormatException(input, null, "the model has no graph");
-        var graph = model.AsSpan(graphField.PayloadStart, graphField.PayloadLength).ToArray();
-        try { graphFields = ProtoFields.Read(graph); }
-        catch (FormatException e) { throw new CheckpointFormatException(input, null, $"the graph is malformed: {e.Message}"); }
+        var file = OnnxGraphFile.Read(input);
+        var (model, modelFields, graph, graphFields) = (file.Model, file.ModelFields, file.Graph, file.GraphFields);
 
         var targets = weights.ToHashSet(StringComparer.Ordinal);
         var initializers = new Dictionary<string, (float[] Values, long K, long N)>(StringComparer.Ordinal);
@@ -121,30 +114,15 @@ public static class OnnxQuantizedWriter
                     ProtoFields.BytesField(t, TensorRawData, raw);
                 });
 
-        using var newModel = new MemoryStream();
         bool hasMicrosoft = modelFields.Where(f => f.Number == ModelOpset && f.WireType == 2)
             .Select(f => model.AsSpan(f.PayloadStart, f.PayloadLength).ToArray())
             .Any(o => ProtoFields.Read(o).Any(x => x.Number == 1 && ProtoFields.String(o, x) == MicrosoftDomain));
-        foreach (var f in modelFields)
+        using var newModel = file.WithGraph(newGraph, m =>
         {
-            if (f.Start == graphField.Start) { ProtoFields.BytesField(newModel, ModelGraph, newGraph.GetBuffer().AsSpan(0, (int)newGraph.Length)); continue; }
-            newModel.Write(model, f.Start, f.End - f.Start);
-        }
-        if (!scheme.DynamicActivations && !hasMicrosoft)
-            ProtoFields.MessageField(newModel, ModelOpset, o => { ProtoFields.StringField(o, 1, MicrosoftDomain); ProtoFields.VarintField(o, 2, 1); });
-
-        var target = Path.GetFullPath(output);
-        var temp = Path.Combine(Path.GetDirectoryName(target)!, $".{Path.GetFileName(target)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            File.WriteAllBytes(temp, newModel.GetBuffer().AsSpan(0, (int)newModel.Length).ToArray());
-            File.Move(temp, target, overwrite: true);
-        }
-        catch
-        {
-            File.Delete(temp);
-            throw;
-        }
+            if (!scheme.DynamicActivations && !hasMicrosoft)
+                ProtoFields.MessageField(m, ModelOpset, o => { ProtoFields.StringField(o, 1, MicrosoftDomain); ProtoFields.VarintField(o, 2, 1); });
+        });
+        OnnxGraphFile.WriteAtomically(output, newModel);
         return quantized.Select(kv => new TensorBytes(kv.Key, initializers[kv.Key].Values.LongLength * 4, kv.Value.Initializers.Sum(i => (long)i.Raw.Length))).ToArray();
     }
 

@@ -7,7 +7,7 @@ namespace Shears.Pruning.Structured;
 public sealed record LayerRemoval(int Layer, int[] Neurons, int[] Heads, int[] KeyValueHeads);
 
 /// <summary>A LLaMA-family removal checked whole: every tensor's cut, the config's new sizes, and each layer's units.</summary>
-public sealed record LlamaRemovalPlan(IReadOnlyList<TensorCut> Cuts, IReadOnlyDictionary<string, int> Config, IReadOnlyList<LayerRemoval> Layers);
+public sealed record RemovalPlan(IReadOnlyList<TensorCut> Cuts, IReadOnlyDictionary<string, int> Config, IReadOnlyList<LayerRemoval> Layers);
 
 /// <summary>A removal the smaller model's config.json cannot describe, naming the field.</summary>
 public sealed class RemovalException(string message) : Exception(message);
@@ -20,7 +20,7 @@ public sealed class RemovalException(string message) : Exception(message);
 /// </summary>
 public static class LlamaRemoval
 {
-    public static LlamaRemovalPlan Plan(CheckpointManifest manifest, LlamaConfig config, IReadOnlyList<TensorCut> cuts)
+    public static RemovalPlan Plan(CheckpointManifest manifest, LlamaConfig config, IReadOnlyList<TensorCut> cuts)
     {
         ArgumentNullException.ThrowIfNull(manifest);
         ArgumentNullException.ThrowIfNull(config);
@@ -78,7 +78,7 @@ public static class LlamaRemoval
         Single(fields, "num_key_value_heads", kvHeads);
         // The attention width no longer follows from hidden_size once heads are gone.
         if (heads.Count > 0) fields["head_dim"] = d;
-        return new LlamaRemovalPlan(all, fields, layers);
+        return new RemovalPlan(all, fields, layers);
     }
 
     /// <summary>The heads whose every row is removed; refuses a head removed in part.</summary>

@@ -1,0 +1,65 @@
+using Shears.Pruning.Checkpoints;
+using Shears.Pruning.Structured;
+
+namespace Shears.Pruning.Onnx;
+
+/// <summary>
+/// Writes an ONNX model with structured units removed: each cut initializer (a float tensor with raw_data, 1-D or 2-D)
+/// is written again with its smaller dims and without the removed slices; every other field of the model and graph
+/// is copied byte for byte, except the graph's value_info (optional shape annotations, which the cuts may make
+/// stale). The model is read into memory, and the output appears atomically.
+/// </summary>
+public static class OnnxRemovalWriter
+{
+    // onnx.proto field numbers.
+    private const int GraphInitializer = 5, GraphValueInfo = 13;
+    private const int TensorDims = 1, TensorDataType = 2, TensorName = 8, TensorRawData = 9;
+    private const int Float = 1;
+
+    public static void Write(string input, string output, IReadOnlyCollection<TensorCut> cuts)
+    {
+        ArgumentNullException.ThrowIfNull(cuts);
+        var byName = cuts.ToDictionary(c => c.Tensor, StringComparer.Ordinal);
+        var file = OnnxGraphFile.Read(input);
+        var (graph, graphFields) = (file.Graph, file.GraphFields);
+
+        var done = new HashSet<string>(StringComparer.Ordinal);
+        using var newGraph = new MemoryStream();
+        foreach (var f in graphFields)
+        {
+            if (f.Number == GraphValueInfo) continue;
+            if (f.Number == GraphInitializer && f.WireType == 2)
+            {
+                var t = graph.AsSpan(f.PayloadStart, f.PayloadLength).ToArray();
+                var tf = ProtoFields.Read(t);
+                string name = tf.Where(x => x.Number == TensorName).Select(x => ProtoFields.String(t, x)).LastOrDefault() ?? "";
+                if (byName.TryGetValue(name, out var cut))
+                {
+                    if (tf.Any(x => x.Number == TensorDims && x.WireType != 0))
+                        throw new CheckpointFormatException(input, name, "the initializer's dims are packed; a cut initializer needs them unpacked");
+                    var dims = tf.Where(x => x.Number == TensorDims).Select(x => (long)x.Varint).ToArray();
+                    long type = tf.Where(x => x.Number == TensorDataType).Select(x => (long)x.Varint).LastOrDefault();
+                    var raw = tf.Where(x => x.Number == TensorRawData).ToArray();
+                    if (type != Float || dims.Length is not (1 or 2) || raw.Length != 1 || raw[0].PayloadLength != dims.Aggregate(4L, (a, b) => a * b))
+                        throw new CheckpointFormatException(input, name, "a cut initializer must be a 1-D or 2-D float tensor with raw_data");
+                    var bytes = cut.Apply(t.AsSpan(raw[0].PayloadStart, raw[0].PayloadLength), dims, sizeof(float));
+                    ProtoFields.MessageField(newGraph, GraphInitializer, o =>
+                    {
+                        foreach (long d in cut.Shape(dims)) ProtoFields.VarintField(o, TensorDims, d);
+                        ProtoFields.VarintField(o, TensorDataType, Float);
+                        ProtoFields.StringField(o, TensorName, name);
+                        ProtoFields.BytesField(o, TensorRawData, bytes);
+                    });
+                    done.Add(name);
+                    continue;
+                }
+            }
+            newGraph.Write(graph, f.Start, f.End - f.Start);
+        }
+        foreach (string name in byName.Keys.Where(n => !done.Contains(n)))
+            throw new CheckpointFormatException(input, name, "no initializer of this name in the main graph to cut");
+
+        using var newModel = file.WithGraph(newGraph);
+        OnnxGraphFile.WriteAtomically(output, newModel);
+    }
+}
