@@ -53,7 +53,7 @@ public static class Commands
         var output = new Option<string?>("--out") { Description = "folder for the pruned checkpoint and shears-report.json" };
         var sparsity = new Option<string?>("--sparsity") { Description = "final fraction of the prunable weights to mask, in [0, 1]" };
         var method = new Option<string>("--method") { Description = "magnitude | random | wanda | sparsegpt", DefaultValueFactory = _ => RunOptions.Methods.Magnitude };
-        var pattern = new Option<string>("--pattern") { Description = "unstructured | rows | columns | heads | neurons | 2:4 | 4:8", DefaultValueFactory = _ => RunOptions.Patterns.Unstructured };
+        var pattern = new Option<string>("--pattern") { Description = "unstructured | rows | columns | heads | neurons | layers | 2:4 | 4:8", DefaultValueFactory = _ => RunOptions.Patterns.Unstructured };
         var scope = new Option<string>("--scope") { Description = "global | layer | progressive | owl", DefaultValueFactory = _ => RunOptions.Scopes.Global };
         var schedule = new Option<string>("--schedule") { Description = "oneshot | linear | cubic", DefaultValueFactory = _ => RunOptions.Schedules.OneShot };
         var rounds = new Option<int?>("--rounds") { Description = "rounds of the schedule (oneshot: 1)" };
@@ -84,7 +84,7 @@ public static class Commands
         var groupSize = new Option<int>("--group-size") { Description = "input columns per scale of W4A16/W4A16_ASYM", DefaultValueFactory = _ => 128 };
         var quantMethod = new Option<string>("--quant-method") { Description = "rtn | gptq (needs --calibration)", DefaultValueFactory = _ => RunOptions.QuantMethods.Rtn };
         var actOrder = new Option<bool>("--act-order") { Description = "GPTQ: columns in order of decreasing Hessian diagonal" };
-        var remove = new Option<bool>("--remove") { Description = "write the smaller model: masked neurons or heads dropped, config.json updated (--pattern neurons|heads)" };
+        var remove = new Option<bool>("--remove") { Description = "write the smaller model: masked neurons, heads or layers dropped, config.json updated (--pattern neurons|heads|layers)" };
 
         var command = new Command("run", "prune a checkpoint");
         foreach (Option o in new Option[] { model, output, sparsity, method, pattern, scope, schedule, rounds, finetune, eval, evalSeqLen, finetuneData, learningRate, batch, calibration, calibrationSamples, include, exclude, seed, force, detach, shardElements, norm, headScore, spread, owlThreshold, owlLambda, lrSchedule, warmupSteps, epochs, runId, quantize, groupSize, quantMethod, actOrder, remove, Cluster })

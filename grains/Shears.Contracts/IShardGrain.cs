@@ -208,6 +208,9 @@ public sealed record ShardRoundResult
     /// <summary>OWL's outlier count of a layer: scores above the threshold times the layer's mean, and scores counted.</summary>
     [Id(2)] public long Outliers { get; init; }
     [Id(3)] public long Scored { get; init; }
+    /// <summary>--pattern layers: the layer's block influence, Σ (1 − cos(input, output)) over <see cref="Tokens"/> real tokens.</summary>
+    [Id(4)] public double InfluenceSum { get; init; }
+    [Id(5)] public long Tokens { get; init; }
 }
 
 /// <summary>
@@ -252,7 +255,8 @@ public interface IShardGrain : IGrainWithStringKey
     /// <paramref name="removals"/> (every cut of the run) gives; for an ONNX model, its masked tensors in place as
     /// <see cref="WriteAsync"/> does (the graph is rewritten afterwards).
     /// </summary>
-    Task<ShardReply<ShardWriteResult>> WriteRemovedAsync(string outputDirectory, TensorRemoval[] removals);
+    /// <param name="removedLayers">Whole layers removed: their tensors are left out and the later layers renumbered.</param>
+    Task<ShardReply<ShardWriteResult>> WriteRemovedAsync(string outputDirectory, TensorRemoval[] removals, int[] removedLayers);
 
     /// <summary>The work behind <paramref name="ticket"/>: done, or still running after waiting up to <paramref name="wait"/>; throws its error.</summary>
     Task<ShardReply<T>> PollAsync<T>(long ticket, TimeSpan wait);

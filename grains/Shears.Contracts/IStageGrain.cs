@@ -99,6 +99,14 @@ public interface IStageGrain : IGrainWithStringKey
     Task StartOutlierCountAsync(string pass, double threshold, int inputs);
 
     /// <summary>
+    /// Starts measuring this layer's block influence (--pattern layers: 1 − cos between each real token's input and
+    /// output hidden state, summed) from its kept calibration inputs (once <paramref name="inputs"/> micro-batches have
+    /// arrived), then hands the outputs to the next stage. Returns at once; <see cref="PruneCalibratedResultAsync"/>
+    /// follows it (its <see cref="ShardRoundResult.InfluenceSum"/> and <see cref="ShardRoundResult.Tokens"/>).
+    /// </summary>
+    Task StartBlockInfluenceAsync(string pass, int inputs);
+
+    /// <summary>
     /// Starts GPTQ on this layer's quantized weights from its kept calibration inputs (once <paramref name="inputs"/>
     /// micro-batches have arrived; the masks stay as they are), then hands the inputs, passed through the quantized
     /// layer, to the next stage. Returns at once; <see cref="PruneCalibratedResultAsync"/> follows it.

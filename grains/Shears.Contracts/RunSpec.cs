@@ -61,7 +61,10 @@ public sealed record RunSpec
     public bool NeedsPipeline => EvalData is not null || Trains || UsesCalibration;
 
     /// <summary>The run sends the calibration sequences through the model: to prune, to quantize or to count outliers.</summary>
-    public bool UsesCalibration => NeedsCalibration || NeedsQuantCalibration || NeedsOutliers;
+    public bool UsesCalibration => NeedsCalibration || NeedsQuantCalibration || NeedsOutliers || RanksLayers;
+
+    /// <summary>--pattern layers ranks the model's layers by their block influence on the calibration activations.</summary>
+    public bool RanksLayers => Pattern == RunOptions.Patterns.Layers;
 
     /// <summary>OWL allocates per layer from the outliers of the Wanda scores, which need the activations.</summary>
     public bool NeedsOutliers => Scope == RunOptions.Scopes.Owl;
@@ -106,8 +109,8 @@ public static class RunOptions
 
     public static class Patterns
     {
-        public const string Unstructured = "unstructured", Rows = "rows", Columns = "columns", Heads = "heads", Neurons = "neurons";
-        public static readonly string[] All = [Unstructured, Rows, Columns, Heads, Neurons, "2:4", "4:8"];
+        public const string Unstructured = "unstructured", Rows = "rows", Columns = "columns", Heads = "heads", Neurons = "neurons", Layers = "layers";
+        public static readonly string[] All = [Unstructured, Rows, Columns, Heads, Neurons, Layers, "2:4", "4:8"];
     }
 
     public static class Scopes
@@ -178,8 +181,17 @@ public static class RunOptions
             if (spec.Pattern is not (Patterns.Unstructured or "2:4" or "4:8"))
                 errors.Add($"--method {spec.Method} works with --pattern unstructured, 2:4 or 4:8, got {spec.Pattern}");
         }
-        else if (spec.Calibration is not null && !spec.NeedsQuantCalibration && !spec.NeedsOutliers)
-            errors.Add($"--calibration is used by --method wanda or sparsegpt, --scope owl or --quant-method gptq, not --method {spec.Method}");
+        else if (spec.Calibration is not null && !spec.NeedsQuantCalibration && !spec.NeedsOutliers && !spec.RanksLayers)
+            errors.Add($"--calibration is used by --method wanda or sparsegpt, --pattern layers, --scope owl or --quant-method gptq, not --method {spec.Method}");
+        if (spec.RanksLayers)
+        {
+            if (string.IsNullOrWhiteSpace(spec.Calibration))
+                errors.Add("--pattern layers needs --calibration FILE (layers are ranked by how much they change the activations that reach them)");
+            if (spec.Method != Methods.Magnitude)
+                errors.Add($"--pattern layers ranks whole layers by block influence; --method {spec.Method} does not apply (leave the default)");
+            if (spec.Scope != Scopes.Global)
+                errors.Add($"--pattern layers ranks the model's layers against each other: use --scope global (the default), not {spec.Scope}");
+        }
         if (spec.NeedsOutliers)
         {
             if (string.IsNullOrWhiteSpace(spec.Calibration))
@@ -244,12 +256,12 @@ public static class RunOptions
             errors.Add("--scope progressive ranks layers by weight magnitude: use it with --method magnitude");
         if (spec.Remove)
         {
-            if (spec.Pattern is not (Patterns.Neurons or Patterns.Heads))
-                errors.Add($"--remove drops whole MLP neurons or attention heads: use it with --pattern neurons or heads, got {spec.Pattern}");
+            if (spec.Pattern is not (Patterns.Neurons or Patterns.Heads or Patterns.Layers))
+                errors.Add($"--remove drops whole MLP neurons, attention heads or layers: use it with --pattern neurons, heads or layers, got {spec.Pattern}");
             if (spec.Quantize is not null)
                 errors.Add("--remove with --quantize is not supported yet: remove first, then quantize the smaller model in a second run");
             if (spec.Sparsity >= 1)
-                errors.Add("--remove with --sparsity 1 would remove every neuron or head: use a smaller --sparsity");
+                errors.Add("--remove with --sparsity 1 would remove every neuron, head or layer: use a smaller --sparsity");
         }
         if (spec.Method == Methods.Random && spec.Pattern != Patterns.Unstructured)
             errors.Add($"--method random works with --pattern unstructured only, got {spec.Pattern}");

@@ -40,6 +40,12 @@ public interface IShardSet
     /// </summary>
     Task<Shears.Pruning.Allocation.OutlierCount> OutlierCountAsync(int shard, double threshold);
 
+    /// <summary>
+    /// ShortGPT's block influence of one layer: its kept calibration inputs run through it as it is, 1 − cos(input,
+    /// output) summed over the real tokens; the outputs are passed on to the next layer.
+    /// </summary>
+    Task<LayerInfluence> BlockInfluenceAsync(int shard);
+
     /// <summary>Quantizes one layer with GPTQ from its kept calibration inputs (masks fixed) and passes them on to the next.</summary>
     Task QuantizeCalibratedAsync(int shard);
 }
@@ -68,3 +74,9 @@ public sealed record UnitScoreSet(IReadOnlyList<string> Layers, IReadOnlyList<do
 
 /// <summary>The units (heads or neurons) to mask, per layer (named by its first tensor: q_proj, gate_proj), decided by the coordinator.</summary>
 public sealed record UnitChoice(int Round, IReadOnlyDictionary<string, int[]> Units);
+
+/// <summary>A layer's block influence: Σ (1 − cos(x_in, x_out)) over <paramref name="Tokens"/> real tokens.</summary>
+public readonly record struct LayerInfluence(double Sum, long Tokens)
+{
+    public double Value => Tokens == 0 ? 0 : Sum / Tokens;
+}

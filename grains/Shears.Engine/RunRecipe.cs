@@ -2,7 +2,7 @@ namespace Shears.Engine;
 
 public enum ScoreMethod { Magnitude, Random, Wanda, SparseGpt }
 
-public enum PrunePattern { Unstructured, Rows, Columns, Heads, Neurons, NOfM }
+public enum PrunePattern { Unstructured, Rows, Columns, Heads, Neurons, Layers, NOfM }
 
 public enum SelectionScope { Global, Layer, Progressive, Owl }
 
@@ -48,9 +48,9 @@ public sealed record RunRecipe
             Pattern = pattern switch
             {
                 "unstructured" => PrunePattern.Unstructured, "rows" => PrunePattern.Rows, "columns" => PrunePattern.Columns, "heads" => PrunePattern.Heads,
-                "neurons" => PrunePattern.Neurons,
+                "neurons" => PrunePattern.Neurons, "layers" => PrunePattern.Layers,
                 _ when nOfM.Item2 > 0 => PrunePattern.NOfM,
-                _ => throw new ArgumentException($"--pattern '{pattern}' is not one of unstructured, rows, columns, heads, neurons, N:M", nameof(pattern)),
+                _ => throw new ArgumentException($"--pattern '{pattern}' is not one of unstructured, rows, columns, heads, neurons, layers, N:M", nameof(pattern)),
             },
             Scope = scope switch
             {

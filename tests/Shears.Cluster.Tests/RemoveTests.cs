@@ -98,17 +98,85 @@ public class RemoveTests(ClusterFixture fixture)
         Assert.True(Math.Abs(again.Baseline!.Value - independent) / independent < 1e-5);
     }
 
+    /// <summary>ShortGPT's block influence of every layer on the calibration sequences, from the input checkpoint by the model's own layers.</summary>
+    private static double[] BlockInfluence(string checkpoint, string calibration)
+    {
+        using var model = LlamaModel.Load(checkpoint, torch.CPU);
+        using var scope = torch.NewDisposeScope();
+        var ids = EvalData.LoadTokenIds(calibration, 128);
+        var x = model.Embedding.Forward(torch.tensor(ids.SelectMany(s => s).ToArray(), [ids.Count, ids[0].Length]));
+        var influence = new double[model.Layers.Count];
+        for (int l = 0; l < influence.Length; l++)
+        {
+            var next = model.Layers[l].Forward(x);
+            influence[l] = 1 - torch.nn.functional.cosine_similarity(x.to(torch.float64), next.to(torch.float64), dim: -1).mean().item<double>();
+            x = next;
+        }
+        return influence;
+    }
+
+    [Fact]
+    public async Task TheLayerOfLeastBlockInfluenceLeavesTheModelAndTheOthersAreRenumbered()
+    {
+        using var dir = new TempDir();
+        var options = Small with { Layers = 4 };
+        DemoCheckpoint.Write(dir.Sub("in"), options);
+        string eval = QuantizeTests.TokenFile(dir.Path, 6, 20, 5);
+        string calibration = QuantizeTests.TokenFile(dir.Path, 8, 24, 7);
+        var masked = new RunSpec { ModelPath = dir.Sub("in"), OutputPath = dir.Sub("masked"), Sparsity = 0.25, Pattern = "layers", Calibration = calibration, EvalData = eval };
+        var maskedStatus = await Runs.RunToEndAsync(fixture.Cluster.Client, masked);
+        Assert.True(maskedStatus.State == RunState.Completed, maskedStatus.Error);
+        var status = await Runs.RunToEndAsync(fixture.Cluster.Client, masked with { OutputPath = dir.Sub("removed"), Remove = true });
+        Assert.True(status.State == RunState.Completed, status.Error);
+
+        var influence = BlockInfluence(dir.Sub("in"), calibration);
+        int gone = Enumerable.Range(0, 4).OrderBy(l => influence[l]).First();
+        using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.Sub("removed"), "shears-report.json")));
+        var layers = report.RootElement.GetProperty("removal").GetProperty("layers").EnumerateArray().ToArray();
+        Assert.Equal([gone], layers.Where(l => l.GetProperty("removed").GetBoolean()).Select(l => l.GetProperty("layer").GetInt32()));
+        Assert.Equal(3, LlamaConfig.Load(dir.Sub("removed")).NumHiddenLayers);
+
+        // Layer j of the output is layer j (or j + 1 past the removed one) of the input, every tensor byte for byte.
+        var input = CheckpointReader.ReadManifest(dir.Sub("in"));
+        var output = CheckpointReader.ReadManifest(dir.Sub("removed"));
+        Assert.Equal(input.Tensors.Count - input.Tensors.Count(t => t.Name.StartsWith($"model.layers.{gone}.", StringComparison.Ordinal)), output.Tensors.Count);
+        foreach (var t in output.Tensors)
+        {
+            string source = t.Name;
+            if (t.Name.StartsWith("model.layers.", StringComparison.Ordinal))
+            {
+                int j = int.Parse(t.Name.Split('.')[2]);
+                source = $"model.layers.{(j >= gone ? j + 1 : j)}.{string.Join('.', t.Name.Split('.')[3..])}";
+            }
+            Assert.Equal(CheckpointReader.ReadTensor(input, input.Get(source)), CheckpointReader.ReadTensor(output, t));
+        }
+        var index = JsonNode.Parse(File.ReadAllText(Path.Combine(dir.Sub("removed"), "model.safetensors.index.json")))!["weight_map"]!.AsObject();
+        Assert.Equal(output.Tensors.Select(t => t.Name).Order(), index.Select(kv => kv.Key).Order());
+
+        // The masked model bypasses the layer exactly: the smaller model's perplexity is the masked run's and the report's.
+        double independent = Perplexity(dir.Sub("removed"), eval);
+        Assert.True(Math.Abs(independent - status.Rounds[^1].Eval!.Value) / independent < 1e-5);
+        Assert.True(Math.Abs(independent - maskedStatus.Rounds[^1].Eval!.Value) / independent < 1e-5);
+        Assert.True(Math.Abs(Perplexity(dir.Sub("masked"), eval) - independent) / independent < 1e-5);
+        Assert.NotEqual(maskedStatus.Baseline!.Value, independent);
+    }
+
     [Theory]
     [InlineData("neurons", "global", 0.25, "--scope layer")]
     [InlineData("neurons", "layer", 0.999, "intermediate_size would be 0")]
     [InlineData("heads", "layer", 0.75, "query heads of each key/value group")]
-    [InlineData("rows", "layer", 0.25, "--pattern neurons or heads")]
+    [InlineData("rows", "layer", 0.25, "--pattern neurons, heads or layers")]
+    [InlineData("layers", "global", 0.9, "num_hidden_layers would be 0")]
     public async Task RemovalsTheConfigCannotHoldAreRefusedBeforeTheRun(string pattern, string scope, double sparsity, string expected)
     {
         using var dir = new TempDir();
         DemoCheckpoint.Write(dir.Sub("in"), Small);
         var grain = fixture.Cluster.Client.GetGrain<IRunGrain>(Guid.NewGuid().ToString("N"));
-        var spec = new RunSpec { ModelPath = dir.Sub("in"), OutputPath = dir.Sub("out"), Sparsity = sparsity, Pattern = pattern, Scope = scope, Remove = true };
+        var spec = new RunSpec
+        {
+            ModelPath = dir.Sub("in"), OutputPath = dir.Sub("out"), Sparsity = sparsity, Pattern = pattern, Scope = scope, Remove = true,
+            Calibration = pattern == "layers" ? QuantizeTests.TokenFile(dir.Path, 2, 8, 3) : null,
+        };
         var e = await Assert.ThrowsAsync<RunRejectedException>(() => grain.StartAsync(spec));
         Assert.Contains(expected, e.Message);
         Assert.False(Directory.Exists(dir.Sub("out")));

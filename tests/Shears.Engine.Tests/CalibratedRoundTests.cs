@@ -12,7 +12,10 @@ public class CalibratedRoundTests
         public Task<long[]> ApplyAsync(int shard, ThresholdDecision decision) => throw new NotSupportedException();
         public Task<long[]> ApplyLocalAsync(int shard, LocalDecision decision) => throw new NotSupportedException();
         public Task<UnitScoreSet> UnitScoresAsync(int shard) => throw new NotSupportedException();
-        public Task<long[]> PruneUnitsAsync(int shard, UnitChoice choice) => throw new NotSupportedException();
+        /// <summary>Per layer stage, the block influence each measure reports (its Sum over 10 tokens).</summary>
+        public Dictionary<int, double> Influence { get; } = [];
+        public Task<long[]> PruneUnitsAsync(int shard, UnitChoice choice) => Task.FromResult(new long[] { 100 });
+        public Task<LayerInfluence> BlockInfluenceAsync(int shard) => Task.FromResult(new LayerInfluence(Influence[shard] * 10, 10));
         public Task FeedCalibrationAsync(IReadOnlyList<long[]> sequences) => Task.CompletedTask;
         public async Task<long[]> PruneCalibratedAsync(int shard, int round, double sparsity, long[]? targetMasked = null)
         {
@@ -118,5 +121,31 @@ public class CalibratedRoundTests
         var masked = pieces.Select(_ => new long[] { 0 }).ToArray();
         await round.RunAsync(new RoundContext(1, 0.5, masked, GroupTargets: [0, 41, 59], Calibration: [[1]]), CancellationToken.None);
         Assert.Equal([[0], [41], [59]], masked);
+    }
+
+    [Fact]
+    public async Task Layers_go_lowest_block_influence_first_ties_by_position_and_once_only()
+    {
+        // Shard 0 is the embedding, 5 the head; the layers run 1 to 4, each one piece of 100 elements.
+        var pieces = Enumerable.Range(0, 6).Select(s => (IReadOnlyList<ShardPiece>)[new ShardPiece($"t{s}", 0, 10, 10, 0)]).ToArray();
+        var layout = new RunLayout(pieces.Select(p => p[0].Tensor).ToArray(), pieces, [600], [1, 2, 3, 4]);
+        var fake = new FakeLayers();
+        foreach (var (shard, value) in new[] { (1, 0.3), (2, 0.1), (3, 0.1), (4, 0.05) }) fake.Influence[shard] = value;
+        var shards = new RecordingShardSet(fake);
+        var round = RoundChooser.Choose(RunRecipe.Parse("magnitude", "layers", "global", 1, "q", 0, 0.5), layout, shards);
+        Assert.IsType<LayerRankingRound>(round);
+        var masked = pieces.Select(_ => new long[] { 0 }).ToArray();
+        // round_half_to_even(0.375 × 4) = 2: layer 4, then the tie 0.1 of layers 2 and 3 goes to the earlier.
+        await round.RunAsync(new RoundContext(1, 0.375, masked, Calibration: [[1, 2]]), CancellationToken.None);
+        Assert.Equal([("feed", -1, 1), ("block influence", 1, 1), ("block influence", 2, 1), ("block influence", 3, 1), ("block influence", 4, 1),
+            ("prune heads", 2, 1), ("prune heads", 4, 1)], shards.Calls);
+        Assert.Equal([0, 0, 100, 0, 100, 0], masked.Select(m => m[0]));
+        // Round 2 at 0.75 (3 layers): the removed layers measure as they are now, but only one more goes.
+        fake.Influence[2] = 0; fake.Influence[4] = 0; fake.Influence[1] = 0.01;
+        shards.Calls.Clear();
+        await round.RunAsync(new RoundContext(2, 0.75, masked, Calibration: [[1, 2]]), CancellationToken.None);
+        Assert.Equal(("prune heads", 1, 1), shards.Calls[^1]);
+        Assert.Equal([0, 100, 100, 0, 100, 0], masked.Select(m => m[0]));
+        Assert.Equal(0.3 * 0 + 0.01, ((LayerRankingRound)round).LastInfluences[0].Value, 12);
     }
 }

@@ -64,6 +64,12 @@ internal sealed class RecordingShardSet(IShardSet inner) : IShardSet
         return inner.OutlierCountAsync(shard, threshold);
     }
 
+    public Task<LayerInfluence> BlockInfluenceAsync(int shard)
+    {
+        Record("block influence", shard);
+        return inner.BlockInfluenceAsync(shard);
+    }
+
     public Task QuantizeCalibratedAsync(int shard)
     {
         Record("quantize layer", shard);

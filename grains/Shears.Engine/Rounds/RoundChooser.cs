@@ -5,6 +5,8 @@ public static class RoundChooser
 {
     public static IRound Choose(RunRecipe recipe, RunLayout layout, IShardSet shards) => recipe switch
     {
+        // Whole layers ranked by their block influence on the calibration activations.
+        { Pattern: PrunePattern.Layers } => new LayerRankingRound(layout, shards),
         // Calibrated methods prune layer by layer from activations, whatever the pattern.
         { Calibrated: true } => new CalibratedRound(layout, shards),
         // Neurons always go through the coordinator: a neuron's group may span tensors on several shards.

@@ -31,6 +31,9 @@ public sealed class InProcessShardSet(IReadOnlyList<ShardSelection> shards) : IS
     public Task<Shears.Pruning.Allocation.OutlierCount> OutlierCountAsync(int shard, double threshold) =>
         throw new NotSupportedException("outlier ratios come from the model's layers, which in-process shards do not hold");
 
+    public Task<LayerInfluence> BlockInfluenceAsync(int shard) =>
+        throw new NotSupportedException("block influence comes from the model's layers, which in-process shards do not hold");
+
     public Task QuantizeCalibratedAsync(int shard) =>
         throw new NotSupportedException("GPTQ runs the model's layers, which in-process shards do not hold");
 }

@@ -101,6 +101,13 @@ public sealed partial class ShardSelection
     public long[] PruneUnits(UnitChoice choice)
     {
         ForgetStatistics();
+        if (Recipe.Pattern == PrunePattern.Layers)
+        {
+            // The shard holds one layer: chosen, every element of every matrix goes (the residual stream passes on).
+            if (choice.Units.Count > 0) foreach (var piece in Pieces) piece.Mask.SetRange(0, piece.Mask.Length);
+            CheckSources();
+            return MaskedPerPiece;
+        }
         if (Recipe.Pattern == PrunePattern.Neurons)
         {
             PruneNeurons(choice);

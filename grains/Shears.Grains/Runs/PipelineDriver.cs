@@ -116,6 +116,13 @@ internal sealed class PipelineDriver
         return await CalibratedResultAsync(pass, shard, token);
     }
 
+    /// <summary>Measures one layer's block influence as a job the coordinator follows; the layer's outputs then feed the next.</summary>
+    public async Task<ShardRoundResult> BlockInfluenceAsync(string pass, int shard, int inputs, CancellationToken token)
+    {
+        await Stage(shard).StartBlockInfluenceAsync(pass, inputs);
+        return await CalibratedResultAsync(pass, shard, token);
+    }
+
     /// <summary>Quantizes one layer with GPTQ from its calibration inputs as a job the coordinator follows; the layer then feeds the next.</summary>
     public async Task QuantizeCalibratedAsync(string pass, int shard, int inputs, CancellationToken token)
     {

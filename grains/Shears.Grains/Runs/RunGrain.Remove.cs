@@ -43,7 +43,7 @@ public sealed partial class RunGrain
             CheckpointOutput.CreateLayout(manifest, folder, plan.Shards.SelectMany(s => s.Pieces.Select(p => p.Tensor)).ToHashSet(StringComparer.Ordinal));
             return;
         }
-        RemovedLayout.Plan(manifest, removal.Cuts).Create(folder, removal.Config);
+        RemovedLayout.Plan(manifest, removal.Cuts, name => LlamaRemoval.Renamed(name, removal.RemovedLayers)).Create(folder, removal.Config);
     }
 
     /// <summary>After the shards wrote an ONNX model's masked weights: its cut initializers rewritten smaller, and a config.json beside it given the new width.</summary>
@@ -70,7 +70,7 @@ public sealed partial class RunGrain
             ["config"] = new JsonObject(removal.Config.Select(f => KeyValuePair.Create(f.Key, (JsonNode?)f.Value))),
             ["layers"] = new JsonArray(removal.Layers.Select(l => (JsonNode)new JsonObject
             {
-                ["layer"] = l.Layer, ["neurons"] = Ints(l.Neurons), ["heads"] = Ints(l.Heads), ["keyValueHeads"] = Ints(l.KeyValueHeads),
+                ["layer"] = l.Layer, ["removed"] = l.Removed, ["neurons"] = Ints(l.Neurons), ["heads"] = Ints(l.Heads), ["keyValueHeads"] = Ints(l.KeyValueHeads),
             }).ToArray()),
             ["tensors"] = new JsonArray(removal.Cuts.Select(c => (JsonNode)new JsonObject
             {

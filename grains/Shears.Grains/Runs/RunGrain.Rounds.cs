@@ -78,6 +78,13 @@ public sealed partial class RunGrain
             return new(result.Outliers, result.Scored);
         }
 
+        public async Task<LayerInfluence> BlockInfluenceAsync(int shard)
+        {
+            var (pass, inputs) = _calibration ?? throw new InvalidOperationException("a layer's block influence is measured before the calibration sequences were fed");
+            var result = await run.Pipeline.BlockInfluenceAsync(pass, shard, inputs, CancellationToken.None);
+            return new(result.InfluenceSum, result.Tokens);
+        }
+
         public async Task QuantizeCalibratedAsync(int shard)
         {
             var (pass, inputs) = _calibration ?? throw new InvalidOperationException("a layer is quantized before the calibration sequences were fed");

@@ -350,7 +350,7 @@ public sealed partial class RunGrain(
                 {
                     CreateRemovedLayout(manifest, plan, removal, target_);
                     var removals = Wire(removal);
-                    written = await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).WriteRemovedAsync(target_, removals).Complete(Shard(s.Index), token)));
+                    written = await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).WriteRemovedAsync(target_, removals, removal.RemovedLayers.ToArray()).Complete(Shard(s.Index), token)));
                     return;
                 }
                 // The shards write their pruned tensors (and copy the others they were given): the layout leaves those out.

@@ -80,10 +80,27 @@ public static partial class RunPlanner
                 throw new RunRejectedException($"--pattern neurons needs a BERT-family encoder whose FFN weights feed biases named encoder.layer.N.intermediate/output; {manifest.Root} has none");
             selected = selected.Where(t => Shears.Engine.Shards.ShardSelection.NeuronLayerOf(manifest, t.Name) is not null).ToList();
         }
+        if (spec.Pattern == RunOptions.Patterns.Layers)
+        {
+            if (manifest.Format != CheckpointFormat.Safetensors)
+                throw new RunRejectedException($"--pattern layers works on LLaMA-family safetensors checkpoints; bypassing layers of an ONNX encoder ({manifest.Root}) is not supported yet");
+            // A layer is bypassed only when all of its matrices are masked: every one of them must be pruned.
+            var names = selected.Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
+            foreach (var layer in manifest.Tensors.Select(t => LayerPrefix().Match(t.Name)).Where(m => m.Success).Select(m => m.Groups[1].Value).Distinct())
+                foreach (string matrix in LayerMatrices)
+                    if (!names.Contains($"{layer}.{matrix}"))
+                        throw new RunRejectedException($"--pattern layers masks every matrix of a layer: tensor '{layer}.{matrix}' must be pruned (check --include/--exclude)");
+        }
         if (selected.Count == 0)
             throw new RunRejectedException($"no prunable tensor in {manifest.Root}: nothing matches the default rule (2-D linear weights inside the blocks) or --include");
         return selected;
     }
+
+    private static readonly string[] LayerMatrices =
+    [
+        "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.o_proj.weight",
+        "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
+    ];
 
     private static string? AttentionSuffix(string name) =>
         new[] { "q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight" }.FirstOrDefault(s => name.EndsWith(s, StringComparison.Ordinal));
@@ -123,6 +140,12 @@ public static partial class RunPlanner
         catch (Exception e) when (e is Shears.Pruning.Models.LlamaConfigException or IOException)
         {
             throw new RunRejectedException($"--remove writes the smaller model's config.json and needs the input's: {e.Message}");
+        }
+        if (spec.Pattern == RunOptions.Patterns.Layers)
+        {
+            if (Counts.Target(spec.Sparsity, config.NumHiddenLayers) >= config.NumHiddenLayers)
+                throw new RunRejectedException($"--remove --sparsity {spec.Sparsity} removes all {config.NumHiddenLayers} layers: num_hidden_layers would be 0");
+            return;
         }
         bool neurons = spec.Pattern == RunOptions.Patterns.Neurons;
         string field = neurons ? "intermediate_size" : "num_attention_heads";
@@ -264,11 +287,11 @@ public static partial class RunPlanner
         foreach (var t in prunable)
             if (!placed.Contains(t.Name))
                 throw new RunRejectedException($"tensor '{t.Name}' is to be pruned but belongs to no stage of the model (embedding, layers, head)");
-        if (spec.NeedsCalibration || spec.NeedsOutliers)
+        if (spec.NeedsCalibration || spec.NeedsOutliers || spec.RanksLayers)
             foreach (var (stage, shard) in stages.Zip(shards))
                 if (stage.Kind != StagePlan.LayerKind && shard.Pieces.Count > 0)
                     throw new RunRejectedException(
-                        $"{(spec.NeedsCalibration ? $"--method {spec.Method} prunes" : "--scope owl allocates over")} the model's layers' weights; '{shard.Pieces[0].Tensor}' lies in the {stage.Kind}: leave it out of --include");
+                        $"{(spec.NeedsCalibration ? $"--method {spec.Method} prunes" : spec.RanksLayers ? "--pattern layers removes" : "--scope owl allocates over")} the model's layers' weights; '{shard.Pieces[0].Tensor}' lies in the {stage.Kind}: leave it out of --include");
 
         var copies = SpreadCopies(manifest, placed, shards.Count);
         return new RunPlan

@@ -25,10 +25,10 @@ public sealed partial class ShardGrain
         // ONNX MatMul weights are [in, out]: the FFN-in weight holds its neurons in columns, the FFN-out in rows.
         : manifest.LayerRoles.TryGetValue(name, out var r) ? r.Role switch { "intermediate" => 1, "output" => 0, _ => null } : null;
 
-    Task<ShardReply<ShardWriteResult>> IShardGrain.WriteRemovedAsync(string outputDirectory, TensorRemoval[] removals) =>
-        Jobs.Run(WriteRemovedAsync(outputDirectory, removals));
+    Task<ShardReply<ShardWriteResult>> IShardGrain.WriteRemovedAsync(string outputDirectory, TensorRemoval[] removals, int[] removedLayers) =>
+        Jobs.Run(WriteRemovedAsync(outputDirectory, removals, removedLayers));
 
-    private async Task<ShardWriteResult> WriteRemovedAsync(string outputDirectory, TensorRemoval[] removals)
+    private async Task<ShardWriteResult> WriteRemovedAsync(string outputDirectory, TensorRemoval[] removals, int[] removedLayers)
     {
         var manifest = _manifest!;
         // An ONNX graph changes shape as a whole: the shards write their masked weights in place, the coordinator cuts the file.
@@ -39,13 +39,15 @@ public sealed partial class ShardGrain
         {
             CheckSources();
             var cuts = removals.Select(r => new TensorCut(r.Tensor, r.Axis, r.Removed)).ToArray();
-            var layout = RemovedLayout.Plan(manifest, cuts);
+            var layout = RemovedLayout.Plan(manifest, cuts, name => LlamaRemoval.Renamed(name, removedLayers));
             long total = 0;
             var size = SizeReport.Empty;
             foreach (var piece in _pieces)
             {
+                // A piece of a removed layer leaves the model.
+                if (layout.Output(piece.Entry.Name) is not { } place) continue;
                 var bytes = ShardSelection.RemovedBytes(piece, layout.Cuts.GetValueOrDefault(piece.Entry.Name));
-                CheckpointOutput.WriteTensor(outputDirectory, layout.Output(piece.Entry.Name), bytes);
+                CheckpointOutput.WriteTensor(outputDirectory, place, bytes);
                 size = size.Add(SparseEncoding.Count(bytes, piece.Entry.DType));
                 total += bytes.Length;
                 if (_stage is not null) piece.ReleaseResident();
@@ -53,7 +55,7 @@ public sealed partial class ShardGrain
             foreach (string name in assignment.CopyTensors)
             {
                 var entry = manifest.Get(name);
-                var output = layout.Output(name);
+                if (layout.Output(name) is not { } output) continue;
                 if (layout.Cuts.TryGetValue(name, out var cut))
                     CheckpointOutput.WriteTensor(outputDirectory, output, cut.Apply(CheckpointReader.ReadTensor(manifest, entry), entry.Shape, entry.DType.ElementSize()));
                 else

@@ -110,6 +110,19 @@ public sealed partial class ShardGrain : IStageGrain, IStageHost
         return Task.CompletedTask;
     }
 
+    Task IStageGrain.StartBlockInfluenceAsync(string pass, int inputs)
+    {
+        var stage = Stage;
+        Worker.StartPruneCalibrated(pass, async () =>
+        {
+            var stopwatch = Stopwatch.StartNew();
+            var (sum, tokens, next) = await compute.RunTorchAsync(() => stage.BlockInfluence(_pieces));
+            await PassOnAsync(pass, stage, next);
+            return Result(stopwatch) with { InfluenceSum = sum, Tokens = tokens };
+        }, inputs);
+        return Task.CompletedTask;
+    }
+
     /// <summary>The next layer calibrates on what this layer computes now.</summary>
     private async Task PassOnAsync(string pass, StageRunner stage, List<ActivationBatch> next)
     {

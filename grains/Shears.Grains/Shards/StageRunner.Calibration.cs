@@ -148,6 +148,39 @@ internal sealed partial class StageRunner
         return (count, PassOnCalibration(pieces));
     }
 
+    /// <summary>
+    /// --pattern layers: the kept calibration inputs run through the layer as it is; returns Σ (1 − cos(input, output))
+    /// over every real token (right padding left out; in double) with the count of tokens, and the outputs, which are
+    /// the next layer's calibration inputs (ShortGPT's block influence, Men et al. 2024). The kept inputs are dropped.
+    /// </summary>
+    public (double Sum, long Tokens, List<ActivationBatch> Next) BlockInfluence(IReadOnlyList<LoadedPiece> pieces)
+    {
+        CheckCalibrated("--pattern layers");
+        DisposeStage();
+        var next = new List<ActivationBatch>();
+        double sum = 0;
+        long tokens = 0;
+        Build(pieces);
+        using (no_grad())
+        {
+            foreach (var (hidden, ids) in _calibration)
+            {
+                using var scope = NewDisposeScope();
+                var input = hidden.to(device);
+                var output = Run(input, new ActivationBatch { TokenIds = ids });
+                var cos = nn.functional.cosine_similarity(input.to(ScalarType.Float64), output.to(ScalarType.Float64), dim: -1).cpu();
+                var values = cos.data<double>().ToArray();
+                long length = cos.shape[1];
+                for (int b = 0; b < ids.Length; b++)
+                    for (int t = 0; t < ids[b].Length; t++) sum += 1 - values[b * length + t];
+                tokens += ids.Sum(s => (long)s.Length);
+                next.Add(new ActivationBatch { TokenIds = ids, Hidden = Bytes(output), Shape = output.shape });
+            }
+        }
+        DropCalibration();
+        return (sum, tokens, next);
+    }
+
     private void CheckCalibrated(string what)
     {
         if (Plan.Kind != StagePlan.LayerKind) throw new InvalidOperationException($"{what} works on the model's layers; this shard runs the {Plan.Kind}");

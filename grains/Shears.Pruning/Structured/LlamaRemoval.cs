@@ -4,10 +4,18 @@ using Shears.Pruning.Models;
 namespace Shears.Pruning.Structured;
 
 /// <summary>A layer's removed units: MLP neurons and attention (query) heads, by index in the input model.</summary>
-public sealed record LayerRemoval(int Layer, int[] Neurons, int[] Heads, int[] KeyValueHeads);
+public sealed record LayerRemoval(int Layer, int[] Neurons, int[] Heads, int[] KeyValueHeads)
+{
+    /// <summary>The whole layer is removed.</summary>
+    public bool Removed { get; init; }
+}
 
 /// <summary>A LLaMA-family removal checked whole: every tensor's cut, the config's new sizes, and each layer's units.</summary>
-public sealed record RemovalPlan(IReadOnlyList<TensorCut> Cuts, IReadOnlyDictionary<string, int> Config, IReadOnlyList<LayerRemoval> Layers);
+public sealed record RemovalPlan(IReadOnlyList<TensorCut> Cuts, IReadOnlyDictionary<string, int> Config, IReadOnlyList<LayerRemoval> Layers)
+{
+    /// <summary>Whole layers removed (by index in the input); the layers after them are renumbered.</summary>
+    public IReadOnlyList<int> RemovedLayers { get; init; } = [];
+}
 
 /// <summary>A removal the smaller model's config.json cannot describe, naming the field.</summary>
 public sealed class RemovalException(string message) : Exception(message);
@@ -32,9 +40,20 @@ public static class LlamaRemoval
         var heads = new SortedSet<int>();
         var kvHeads = new SortedSet<int>();
         int d = config.HeadDim;
+        var removedLayers = new List<int>();
         for (int l = 0; l < config.NumHiddenLayers; l++)
         {
             string p = $"model.layers.{l}.";
+            if (WholeLayer(manifest, byName, p))
+            {
+                // Every matrix of the block gone: its residual stream passes on, and the block leaves the model.
+                removedLayers.Add(l);
+                all.RemoveAll(c => c.Tensor.StartsWith(p, StringComparison.Ordinal));
+                if (manifest.TryGet(p + "self_attn.o_proj.bias", out _) || manifest.TryGet(p + "mlp.down_proj.bias", out _))
+                    throw new RemovalException($"layer {l}: o_proj or down_proj has a bias, so masking its matrices does not bypass the layer");
+                layers.Add(new LayerRemoval(l, [], [], []) { Removed = true });
+                continue;
+            }
             int[]? Removed(string suffix, int axis)
             {
                 if (!byName.TryGetValue(p + suffix, out var cut)) return null;
@@ -78,7 +97,32 @@ public static class LlamaRemoval
         Single(fields, "num_key_value_heads", kvHeads);
         // The attention width no longer follows from hidden_size once heads are gone.
         if (heads.Count > 0) fields["head_dim"] = d;
-        return new RemovalPlan(all, fields, layers);
+        if (removedLayers.Count > 0)
+        {
+            if (removedLayers.Count == config.NumHiddenLayers) throw new RemovalException("every layer would be removed: num_hidden_layers would be 0 (use a smaller --sparsity)");
+            fields["num_hidden_layers"] = config.NumHiddenLayers - removedLayers.Count;
+        }
+        return new RemovalPlan(all, fields, layers) { RemovedLayers = removedLayers };
+    }
+
+    private static readonly string[] BlockMatrices =
+    [
+        "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.o_proj.weight",
+        "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
+    ];
+
+    /// <summary>Whether all seven matrices of the block are cut whole (every row, or every column).</summary>
+    private static bool WholeLayer(CheckpointManifest manifest, Dictionary<string, TensorCut> cuts, string prefix) =>
+        BlockMatrices.All(m => cuts.TryGetValue(prefix + m, out var cut) && manifest.TryGet(cut.Tensor, out var t) && cut.Removed.Length == t.Shape[cut.Axis]);
+
+    /// <summary>The name of a tensor in the output once <paramref name="removedLayers"/> are gone: null for a tensor of a removed layer, the later layers renumbered.</summary>
+    public static string? Renamed(string tensor, IReadOnlyList<int> removedLayers)
+    {
+        if (removedLayers.Count == 0 || !tensor.StartsWith("model.layers.", StringComparison.Ordinal)) return tensor;
+        int start = "model.layers.".Length, end = tensor.IndexOf('.', start);
+        if (end < 0 || !int.TryParse(tensor.AsSpan(start, end - start), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int layer)) return tensor;
+        if (removedLayers.Contains(layer)) return null;
+        return $"model.layers.{layer - removedLayers.Count(r => r < layer)}{tensor[end..]}";
     }
 
     /// <summary>The heads whose every row is removed; refuses a head removed in part.</summary>

@@ -23,7 +23,14 @@ public sealed class RemovedLayout
         _byName = files.SelectMany(f => f.Item4).ToDictionary(t => t.Name, StringComparer.Ordinal);
     }
 
-    public static RemovedLayout Plan(CheckpointManifest input, IEnumerable<TensorCut> cuts)
+    /// <summary>The output name of each input tensor (absent: the tensor is dropped with its layer).</summary>
+    private Dictionary<string, string> _names = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// The layout of <paramref name="input"/> with <paramref name="cuts"/> applied and the tensors that
+    /// <paramref name="rename"/> maps to null dropped (the others renamed as it says; null: names kept).
+    /// </summary>
+    public static RemovedLayout Plan(CheckpointManifest input, IEnumerable<TensorCut> cuts, Func<string, string?>? rename = null)
     {
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(cuts);
@@ -35,13 +42,20 @@ public sealed class RemovedLayout
             if (!byTensor.TryAdd(cut.Tensor, cut)) throw new ArgumentException($"tensor '{cut.Tensor}' is cut twice");
             _ = cut.Shape(input.Get(cut.Tensor).Shape);
         }
-        var files = SafetensorsLayout.Plan(input, t => [(t.Name, t.DType, byTensor.TryGetValue(t.Name, out var cut) ? cut.Shape(t.Shape) : t.Shape)]);
-        return new RemovedLayout(input, byTensor, files);
+        rename ??= name => name;
+        var names = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var t in input.Tensors)
+            if (rename(t.Name) is { } output) names[t.Name] = output;
+        var files = SafetensorsLayout.Plan(input, t => names.TryGetValue(t.Name, out var output)
+            ? [(output, t.DType, byTensor.TryGetValue(t.Name, out var cut) ? cut.Shape(t.Shape) : t.Shape)]
+            : []);
+        return new RemovedLayout(input, byTensor, files) { _names = names };
     }
 
-    /// <summary>A tensor's place in the output.</summary>
-    public TensorEntry Output(string name) =>
-        _byName.TryGetValue(name, out var t) ? t : throw new KeyNotFoundException($"tensor '{name}' is not in the output layout");
+    /// <summary>An input tensor's place in the output (under its new name), or null when it is dropped.</summary>
+    public TensorEntry? Output(string name) =>
+        !_names.TryGetValue(name, out var output) ? null
+        : _byName.TryGetValue(output, out var t) ? t : throw new KeyNotFoundException($"tensor '{name}' is not in the output layout");
 
     public long TotalTensorBytes => Files.Sum(f => f.Tensors.Sum(t => t.ByteLength));
 
@@ -61,6 +75,13 @@ public sealed class RemovedLayout
         {
             var json = JsonNode.Parse(File.ReadAllText(Input.PathOf(index)))?.AsObject() ?? throw new CheckpointFormatException(Input.PathOf(index), null, "the index is not a JSON object");
             if (json["metadata"] is JsonObject metadata) metadata["total_size"] = TotalTensorBytes;
+            if (json["weight_map"] is JsonObject map)
+            {
+                var rebuilt = new JsonObject();
+                foreach (var (name, file) in map.ToArray())
+                    if (_names.TryGetValue(name, out var output)) rebuilt[output] = file?.DeepClone();
+                json["weight_map"] = rebuilt;
+            }
             File.WriteAllText(Path.Combine(root, index), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         }
         bool configWritten = false;

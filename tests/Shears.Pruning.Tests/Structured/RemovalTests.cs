@@ -61,7 +61,7 @@ public class RemovalTests
         Assert.False(plan.Config.ContainsKey("num_attention_heads"));
         Assert.Equal([1, 5], plan.Layers[0].Neurons);
         var layout = RemovedLayout.Plan(manifest, plan.Cuts);
-        Assert.Equal([6L, 32], layout.Output("model.layers.1.mlp.up_proj.weight").Shape);
+        Assert.Equal([6L, 32], layout.Output("model.layers.1.mlp.up_proj.weight")!.Shape);
         // Two layers, three tensors, two neurons of 32 bf16 elements each.
         Assert.Equal(manifest.Tensors.Sum(t => t.ByteLength) - 2 * 3 * 2 * 32 * 2, layout.TotalTensorBytes);
     }
