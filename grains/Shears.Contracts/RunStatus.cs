@@ -31,6 +31,8 @@ public sealed record RoundResult
     /// <summary>The last round of a run with --quantize: the error of each quantized tensor (its eval is measured quantized).</summary>
     [System.Text.Json.Serialization.JsonIgnore] // the report gives it in its own section
     [Id(9)] public IReadOnlyList<QuantizedTensorError>? Quantized { get; init; }
+    /// <summary>--pattern layers: each layer's block influence measured in this round (before its masking), in layer order.</summary>
+    [Id(10)] public double[]? BlockInfluence { get; init; }
 }
 
 /// <summary>How far one tensor's dequantized weights lie from its pruned weights.</summary>

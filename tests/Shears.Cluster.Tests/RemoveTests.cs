@@ -131,6 +131,9 @@ public class RemoveTests(ClusterFixture fixture)
 
         var influence = BlockInfluence(dir.Sub("in"), calibration);
         int gone = Enumerable.Range(0, 4).OrderBy(l => influence[l]).First();
+        // The report gives each layer's influence as the run measured it (from the stages' own activations).
+        var measured = status.Rounds[0].BlockInfluence!;
+        for (int l = 0; l < 4; l++) Assert.True(Math.Abs(measured[l] - influence[l]) <= 1e-4 * influence[l] + 1e-9, $"layer {l}: {measured[l]} vs {influence[l]}");
         using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.Sub("removed"), "shears-report.json")));
         var layers = report.RootElement.GetProperty("removal").GetProperty("layers").EnumerateArray().ToArray();
         Assert.Equal([gone], layers.Where(l => l.GetProperty("removed").GetBoolean()).Select(l => l.GetProperty("layer").GetInt32()));

@@ -20,5 +20,8 @@ public sealed record RoundContext(int Round, double Target, long[][] Masked, lon
 /// <param name="SelectionBytes">Bytes of statistics the shards sent for the decision.</param>
 public sealed record RoundOutcome(uint? Threshold, long SelectionBytes)
 {
+    /// <summary>--pattern layers: each layer's block influence as measured in the round, in layer order.</summary>
+    public IReadOnlyList<double>? BlockInfluence { get; init; }
+
     public static readonly RoundOutcome Local = new(null, 0);
 }

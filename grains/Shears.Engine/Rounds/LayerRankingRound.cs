@@ -38,6 +38,6 @@ public sealed class LayerRankingRound(RunLayout layout, IShardSet shards) : IRou
             var choice = new UnitChoice(round.Round, new Dictionary<string, int[]>(StringComparer.Ordinal) { [layout.Shards[shard][0].Tensor] = [i] });
             round.Masked[shard] = await shards.PruneUnitsAsync(shard, choice);
         }
-        return RoundOutcome.Local;
+        return RoundOutcome.Local with { BlockInfluence = influences.Select(i => i.Value).ToArray() };
     }
 }

@@ -155,6 +155,14 @@ public sealed partial class RunGrain
     }
 
     /// <summary>--finetune-steps, or enough steps of <paramref name="batch"/> rows for --epochs passes over the data.</summary>
+    /// <summary>How many rows of the training data fine-tuning reads over all rounds (it reads them in order, from the first).</summary>
+    internal static int TrainingRowsUsed(RunSpec spec, IReadOnlyList<long[]> data, int hidden, int rounds)
+    {
+        int batch = BatchFitting(data, hidden, spec.Batch);
+        long used = (long)rounds * StepsPerRound(spec, data.Count, batch) * batch;
+        return (int)Math.Min(data.Count, used);
+    }
+
     internal static int StepsPerRound(RunSpec spec, int rows, int batch) =>
         spec.FinetuneSteps > 0 ? spec.FinetuneSteps : (int)Math.Max(1, ((long)spec.Epochs * rows + batch - 1) / batch);
 }

@@ -18,13 +18,13 @@ public sealed partial class RunGrain
         Shears.Engine.Rounds.ProgressiveTargets.Compute(Layout(plan), infos.Select(i => i.AbsSumPerPiece).ToArray(), targets, spread);
 
     /// <summary>One round of the kind the run's recipe asks for, decided by the engine from the shards' statistics.</summary>
-    private async Task<(uint? Threshold, long Bytes)> RunRoundAsync(
+    private async Task<(uint? Threshold, long Bytes, double[]? Influence)> RunRoundAsync(
         RunPlan plan, RunSpec spec, int round, double target, long[][] masked, long[]? groupTargets, IReadOnlyList<long[]>? calibration, CancellationToken token)
     {
         // The plan and the spec are the run's own: the round kind is chosen once per activation.
         _round ??= RoundChooser.Choose(EngineWire.Recipe(spec), Layout(plan), ShardSet(plan));
         var outcome = await _round.RunAsync(new RoundContext(round, target, masked, groupTargets, calibration), token);
-        return (outcome.Threshold, outcome.SelectionBytes);
+        return (outcome.Threshold, outcome.SelectionBytes, outcome.BlockInfluence?.ToArray());
     }
 
     private static RunLayout Layout(RunPlan plan) => new(

@@ -262,7 +262,8 @@ public sealed partial class RunGrain(
                     await Resilient("dense embeddings", async () =>
                     {
                         if (evalData is not null) WriteDense("eval", Flatten(await EmbedAsync(evalData, hidden, token)));
-                        if (trainData is not null) WriteDense("train", Flatten(await EmbedAsync(trainData, hidden, token)));
+                        // Only the sentences the steps will read: a large distillation file costs no more than its used part.
+                        if (trainData is not null) WriteDense("train", Flatten(await EmbedAsync(trainData.Take(TrainingRowsUsed(spec, trainData, hidden, targets.Length)).ToArray(), hidden, token)));
                         if (queries is not null) WriteDense("queries", Flatten(await EmbedAsync(queries, hidden, token)));
                     });
                     state.State.DenseEmbedded = true;
@@ -297,7 +298,7 @@ public sealed partial class RunGrain(
                 RoundResult? result = null;
                 await Resilient($"round {round}", async () =>
                 {
-                    var (threshold, bytes) = await RunRoundAsync(plan, spec, round, target, masked, groupTargets?[round - 1], calibration, token);
+                    var (threshold, bytes, influence) = await RunRoundAsync(plan, spec, round, target, masked, groupTargets?[round - 1], calibration, token);
                     double? loss = null;
                     EvalMetric? eval = null;
                     if (trainData is not null)
@@ -320,7 +321,7 @@ public sealed partial class RunGrain(
                         Round = round, TargetSparsity = target, MaskedWeights = maskedTotal,
                         AchievedSparsity = plan.PrunableWeights == 0 ? 0 : (double)maskedTotal / plan.PrunableWeights,
                         Threshold = threshold is uint t ? ScoreKeys.ToScore(t) : null, Seconds = roundClock.Elapsed.TotalSeconds, SelectionBytes = bytes,
-                        Eval = eval, FinetuneLoss = loss, Quantized = quantized,
+                        Eval = eval, FinetuneLoss = loss, Quantized = quantized, BlockInfluence = influence,
                     };
                     await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).CommitRoundAsync(result).Complete(Shard(s.Index), token)));
                 });
