@@ -10,6 +10,8 @@ internal static class BenchCommand
           layer     [--rows 4096] [--cols 4096] [--repeat R] [--torch-threads 2] [--sparsity 0.5] [--seed N]
           checkpoint DIR [--hidden 2048] [--layers 10] [--intermediate 5504] [--vocab 32000]
                     (a bf16 LLaMA-layout checkpoint for the end-to-end benchmark, bench/e2e.sh)
+          forward   --models LABEL=DIR[,LABEL=DIR…] --eval FILE [--seq-len 128] [--batch 8] [--threads 2] [--repeat 9]
+                    (LLaMA checkpoints in one process: perplexity and TorchSharp forward tokens/s, alternating)
           write     FILE SIZE_MIB [--repeat 5]
                     (the machine's own buffered-write speed, no Shears code: the floor under cp and the export)
         """;
@@ -43,6 +45,7 @@ internal static class BenchCommand
         }
         if (args[0] == "checkpoint") return Checkpoint(args.AsSpan(1));
         if (args[0] == "write") return WriteBench.Run(args.AsSpan(1));
+        if (args[0] == "forward") return ForwardBench.Run(args.AsSpan(1));
         try
         {
             var options = BenchOptions.Parse(args.AsSpan(1));

@@ -92,11 +92,11 @@ public static class LlamaRemoval
             layers.Add(new LayerRemoval(l, neurons, qHeads, kv));
         }
         var fields = new Dictionary<string, int>(StringComparer.Ordinal);
-        Single(fields, "intermediate_size", intermediate);
-        Single(fields, "num_attention_heads", heads);
-        Single(fields, "num_key_value_heads", kvHeads);
+        Single(fields, "intermediate_size", intermediate, config.IntermediateSize);
+        Single(fields, "num_attention_heads", heads, config.NumAttentionHeads);
+        Single(fields, "num_key_value_heads", kvHeads, config.NumKeyValueHeads);
         // The attention width no longer follows from hidden_size once heads are gone.
-        if (heads.Count > 0) fields["head_dim"] = d;
+        if (fields.ContainsKey("num_attention_heads")) fields["head_dim"] = d;
         if (removedLayers.Count > 0)
         {
             if (removedLayers.Count == config.NumHiddenLayers) throw new RemovalException("every layer would be removed: num_hidden_layers would be 0 (use a smaller --sparsity)");
@@ -164,13 +164,14 @@ public static class LlamaRemoval
         if (manifest.TryGet(module + ".bias", out var bias) && bias.Shape.Length == 1) cuts.Add(new TensorCut(bias.Name, 0, removed));
     }
 
-    private static void Single(Dictionary<string, int> fields, string field, SortedSet<int> values)
+    /// <summary>The one value all layers keep, written when it differs from the input's <paramref name="original"/>.</summary>
+    private static void Single(Dictionary<string, int> fields, string field, SortedSet<int> values, int original)
     {
         if (values.Count == 0) return;
         if (values.Count > 1)
             throw new RemovalException($"the layers would keep {string.Join(", ", values)} units: config.json's {field} is one number for every layer (use --scope layer)");
         if (values.Min == 0) throw new RemovalException($"every unit of a layer would be removed: {field} would be 0 (use a smaller --sparsity)");
-        fields[field] = values.Min;
+        if (values.Min != original) fields[field] = values.Min;
     }
 
 }

@@ -89,7 +89,7 @@ public class RemovalTests
         Assert.Contains("num_key_value_heads", groups.Message);
         var balanced = LlamaRemoval.Plan(manifest, config, [.. Heads(0, [1, 3], []), .. Heads(1, [0, 2], [])]);
         Assert.Equal(2, balanced.Config["num_attention_heads"]);
-        Assert.Equal(2, balanced.Config["num_key_value_heads"]);
+        Assert.False(balanced.Config.ContainsKey("num_key_value_heads")); // unchanged: left as the input has it
         Assert.Equal(d, balanced.Config["head_dim"]);
         var whole = LlamaRemoval.Plan(manifest, config, [.. Heads(0, [0, 1], [0]), .. Heads(1, [2, 3], [1])]);
         Assert.Equal(1, whole.Config["num_key_value_heads"]);
