@@ -10,7 +10,16 @@ namespace Shears.Pruning.Tests.Encoders;
 [Collection(MiniLmEncoderCollection.Name)]
 public class BertEncoderTests(MiniLmEncoderFixture miniLm, ITestOutputHelper output)
 {
-    private const double Tolerance = 1e-4;
+    // numpy.allclose's test: |expected − actual| ≤ Tolerance + RelativeTolerance·|expected| for every element. ONNX Runtime
+    // and libtorch sum in different orders (more so on CPUs without AVX-512), and hidden states reach magnitudes of 10 and more.
+    private const double Tolerance = 1e-4, RelativeTolerance = 1e-5;
+
+    /// <summary>The largest excess of |expected − actual| over the relative part of the tolerance (compare with <see cref="Tolerance"/>).</summary>
+    private static double MaxExcess(float[] expected, float[] actual)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        return expected.Zip(actual, (e, a) => Math.Abs((double)e - a) - RelativeTolerance * Math.Abs(e)).Max();
+    }
 
     private static float[] LastHiddenState(BertEncoder encoder, BertBatch batch)
     {
@@ -74,7 +83,7 @@ public class BertEncoderTests(MiniLmEncoderFixture miniLm, ITestOutputHelper out
 
         var difference = MaxAbsDifference(expected, actual);
         output.WriteLine($"dense: max |TorchSharp − ONNX Runtime| over last_hidden_state [{batch.Count}, {batch.Length}, 384] = {difference:E2}");
-        Assert.True(difference <= Tolerance, $"max |difference| {difference}");
+        Assert.True(MaxExcess(expected, actual) <= Tolerance, $"max |difference| {difference}");
     }
 
     [Fact]
@@ -92,7 +101,7 @@ public class BertEncoderTests(MiniLmEncoderFixture miniLm, ITestOutputHelper out
 
         var difference = MaxAbsDifference(expected, actual);
         output.WriteLine($"50% per matrix: max |TorchSharp − ONNX Runtime| = {difference:E2}");
-        Assert.True(difference <= Tolerance, $"max |difference| {difference}");
+        Assert.True(MaxExcess(expected, actual) <= Tolerance, $"max |difference| {difference}");
         Assert.True(MaxAbsDifference(miniLm.Session.LastHiddenState(batch), expected) > 0.1, "pruning changed the outputs");
     }
 
