@@ -216,4 +216,80 @@ public class OnnxQuantizeTests
         double reported = report.RootElement.GetProperty("rounds")[0].GetProperty("eval").GetProperty("value").GetDouble();
         Assert.True(Math.Abs(MeanCosine(dense, removedEmbeddings) - reported) < 2e-4, $"fidelity in ONNX Runtime {MeanCosine(dense, removedEmbeddings):F5}, reported {reported:F5}");
     }
+
+    [Fact]
+    public async Task MiniLmWithHeadsRemovedRunsInOnnxRuntimeAndTakesFurtherRuns()
+    {
+        using var dir = new TempDir();
+        Assert.Equal(0, (await ShearsProcess.RunAsync("minilm", dir.Sub("in"))).ExitCode);
+        string eval = Path.Combine(dir.Path, "eval.txt");
+        var sentences = new[]
+        {
+            "The ferry left an hour late in the fog.", "Nobody had read the letter before it was burned.", "The orchard was sold the spring after the flood.",
+            "A clerk counted the coins twice and frowned.", "Rain came through the roof of the old mill.", "They argued about the map until dawn.",
+        };
+        File.WriteAllLines(eval, sentences);
+        string[] Run(string model, string output, string scope, params string[] extra) =>
+            ["run", "--model", model, "--out", dir.Sub(output), "--sparsity", "0.25", "--pattern", "heads", "--scope", scope, "--eval", eval, .. extra];
+        string dense = Path.Combine(dir.Sub("in"), "model.onnx");
+        var masked = await ShearsProcess.RunAsync(Run(dense, "masked", "global"));
+        Assert.True(masked.ExitCode == 0, masked.ToString());
+        var removed = await ShearsProcess.RunAsync(Run(dense, "removed", "global", "--remove"));
+        Assert.True(removed.ExitCode == 0, removed.ToString());
+
+        // Each layer keeps its own number of heads: narrower q/k/v (weights and biases) and attention output, and the
+        // Reshape constants that split and merge the heads say so.
+        string smaller = Path.Combine(dir.Sub("removed"), "model.onnx");
+        var output = OnnxModel.Read(smaller);
+        var names = Shears.Pruning.Encoders.BertWeightNames.FromOnnx(output);
+        using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.Sub("removed"), "shears-report.json")));
+        var layers = report.RootElement.GetProperty("removal").GetProperty("layers").EnumerateArray().ToArray();
+        var kept = new int[6];
+        for (int l = 0; l < 6; l++)
+        {
+            kept[l] = 12 - layers[l].GetProperty("heads").GetArrayLength();
+            long width = kept[l] * 32;
+            var layer = names.Layers[l];
+            long[] Dims(string name) => output.Initializers.Single(i => i.Name == name).Dims;
+            foreach (string weight in new[] { layer.Query, layer.Key, layer.Value }) Assert.Equal([384L, width], Dims(weight));
+            foreach (string bias in new[] { layer.QueryBias, layer.KeyBias, layer.ValueBias }) Assert.Equal([width], Dims(bias));
+            Assert.Equal([width, 384L], Dims(layer.AttentionOutput));
+            Assert.Equal([384L, 1536], Dims(layer.Intermediate));
+            var split = Shears.Pruning.Encoders.BertHeadShapes.Find(output, layer.Key)!.Value;
+            Assert.Equal(kept[l], BitConverter.ToInt64(output.ReadRawData(split.Heads)));
+            Assert.Equal(32, BitConverter.ToInt64(output.ReadRawData(split.HeadDim)));
+            Assert.Equal(width, BitConverter.ToInt64(output.ReadRawData(Shears.Pruning.Encoders.BertHeadShapes.FindMerge(output, layer.AttentionOutput)!)));
+        }
+        Assert.Equal(72 - 18, kept.Sum());
+        Assert.True(kept.Distinct().Count() > 1, "global scope: the layers keep different numbers of heads");
+        var config = Shears.Pruning.Encoders.BertConfig.FromOnnx(output);
+        Assert.Equal((kept[0], 32, 384), (config.NumAttentionHeads, config.HeadDim, config.HiddenSize));
+
+        // ONNX Runtime embeds with the smaller model as with the masked one, and as the report measured.
+        var tokenizer = Shears.Pruning.Encoders.BertTextTokenizer.Create(Path.Combine(dir.Sub("in"), "vocab.txt"));
+        float[][] Embed(string model)
+        {
+            using var session = new Shears.Pruning.Encoders.OnnxBertSession(model, 1);
+            return session.Embed(sentences, tokenizer);
+        }
+        var maskedEmbeddings = Embed(Path.Combine(dir.Sub("masked"), "model.onnx"));
+        var removedEmbeddings = Embed(smaller);
+        Assert.True(MeanCosine(maskedEmbeddings, removedEmbeddings) >= 0.99999);
+        Assert.True(maskedEmbeddings.Zip(removedEmbeddings).All(p => p.First.Zip(p.Second).All(x => Math.Abs(x.First - x.Second) <= 1e-4)));
+        double reported = report.RootElement.GetProperty("rounds")[0].GetProperty("eval").GetProperty("value").GetDouble();
+        Assert.True(Math.Abs(MeanCosine(Embed(dense), removedEmbeddings) - reported) < 2e-4);
+
+        // The smaller model is a --model like any other: its heads are pruned and removed again, per layer.
+        var again = await ShearsProcess.RunAsync(Run(smaller, "again", "layer", "--remove"));
+        Assert.True(again.ExitCode == 0, again.ToString());
+        var twice = OnnxModel.Read(Path.Combine(dir.Sub("again"), "model.onnx"));
+        for (int l = 0; l < 6; l++)
+        {
+            int left = kept[l] - (int)Math.Round(0.25 * kept[l], MidpointRounding.ToEven);
+            Assert.Equal([384L, left * 32], twice.Initializers.Single(i => i.Name == names.Layers[l].Query).Dims);
+        }
+        using var report2 = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.Sub("again"), "shears-report.json")));
+        double reported2 = report2.RootElement.GetProperty("rounds")[0].GetProperty("eval").GetProperty("value").GetDouble();
+        Assert.True(Math.Abs(MeanCosine(removedEmbeddings, Embed(Path.Combine(dir.Sub("again"), "model.onnx"))) - reported2) < 2e-4);
+    }
 }

@@ -1,4 +1,5 @@
 using Shears.Pruning.Calibration;
+using Shears.Pruning.Checkpoints;
 using Shears.Pruning.Heads;
 using Shears.Pruning.Masks;
 using Shears.Pruning.Selection;
@@ -52,24 +53,35 @@ public sealed partial class ShardSelection
 
     private HeadGeometry Layout => _load.Heads ?? throw new InvalidOperationException("--pattern heads needs the attention layout from config.json");
 
-    private HeadWeights Weights((LoadedPiece Q, LoadedPiece K, LoadedPiece V, LoadedPiece O) layer) =>
-        new(layer.Q.Writable(), layer.K.Writable(), layer.V.Writable(), layer.O.Writable(), layer.Q.Entry.DType, Layout.Hidden, Layout.Heads, Layout.KvHeads, Layout.HeadDim);
+    /// <summary>
+    /// One attention layer's projections. LLaMA stores them [out, in] (q/k/v [heads·d, hidden], o [hidden, heads·d]); an
+    /// ONNX encoder's MatMul weights are stored [in, out], the transpose: heads are read and masked in LLaMA's order and
+    /// the masks turned back. An encoder layer's heads follow from its query width (a layer whose heads were removed has fewer).
+    /// </summary>
+    private sealed record AttentionLayer(LoadedPiece Q, LoadedPiece K, LoadedPiece V, LoadedPiece O, bool StoredInOut, int Heads, int KvHeads);
 
-    private double[] Scores((LoadedPiece Q, LoadedPiece K, LoadedPiece V, LoadedPiece O) layer) => HeadPruning.Scores(Weights(layer), Recipe.HeadScore);
+    private HeadWeights Weights(AttentionLayer layer)
+    {
+        byte[] Bytes(LoadedPiece p) => layer.StoredInOut ? Transposed(p.Writable(), p.Rows, p.Cols, p.Entry.DType.ElementSize()) : p.Writable();
+        return new(Bytes(layer.Q), Bytes(layer.K), Bytes(layer.V), Bytes(layer.O), layer.Q.Entry.DType, Layout.Hidden, layer.Heads, layer.KvHeads, Layout.HeadDim,
+            layer.Q.Entry.Name);
+    }
+
+    private double[] Scores(AttentionLayer layer) => HeadPruning.Scores(Weights(layer), Recipe.HeadScore);
 
     /// <summary>Layer-wise: each layer keeps its own share of heads.</summary>
     private void ApplyHeads(double sparsity)
     {
         foreach (var layer in AttentionLayers())
         {
-            var already = PrunedHeads(layer.Q, Layout);
+            var already = PrunedHeads(layer);
             var scores = Scores(layer);
             int[] chosen;
-            if (Recipe.BalancedHeadGroups && Layout.KvHeads < Layout.Heads)
+            if (Recipe.BalancedHeadGroups && layer.KvHeads < layer.Heads)
             {
                 // Each key/value group on its own: its query heads' scores, its share of the target.
-                int group = Layout.Heads / Layout.KvHeads;
-                chosen = Enumerable.Range(0, Layout.KvHeads).SelectMany(g => HeadPruning.SelectHeads(scores[(g * group)..((g + 1) * group)], sparsity,
+                int group = layer.Heads / layer.KvHeads;
+                chosen = Enumerable.Range(0, layer.KvHeads).SelectMany(g => HeadPruning.SelectHeads(scores[(g * group)..((g + 1) * group)], sparsity,
                     already.Where(h => h / group == g).Select(h => h - g * group).ToArray()).Select(h => h + g * group)).ToArray();
             }
             else chosen = HeadPruning.SelectHeads(scores, sparsity, already);
@@ -77,13 +89,15 @@ public sealed partial class ShardSelection
         }
     }
 
-    private void MaskHeads((LoadedPiece Q, LoadedPiece K, LoadedPiece V, LoadedPiece O) layer, int[] heads)
+    private void MaskHeads(AttentionLayer layer, int[] heads)
     {
         var masks = HeadPruning.MaskHeads(Weights(layer), heads);
-        Or(layer.Q.Mask, masks.Q);
-        Or(layer.K.Mask, masks.K);
-        Or(layer.V.Mask, masks.V);
-        Or(layer.O.Mask, masks.O);
+        // Masks come [out, in]: q/k/v [width, hidden], o [hidden, width]; stored [in, out] they are the transposes.
+        BitMask Stored(BitMask mask, LoadedPiece p) => layer.StoredInOut ? Transposed(mask, p.Cols, p.Rows) : mask;
+        Or(layer.Q.Mask, Stored(masks.Q, layer.Q));
+        Or(layer.K.Mask, Stored(masks.K, layer.K));
+        Or(layer.V.Mask, Stored(masks.V, layer.V));
+        Or(layer.O.Mask, Stored(masks.O, layer.O));
     }
 
     /// <summary>The scores of the shard's structured units (attention heads, MLP neurons) per layer, and those pruned already.</summary>
@@ -94,7 +108,7 @@ public sealed partial class ShardSelection
         return new UnitScoreSet(
             layers.Select(l => l.Q.Entry.Name).ToArray(),
             layers.Select(Scores).ToArray(),
-            layers.Select(l => PrunedHeads(l.Q, Layout)).ToArray());
+            layers.Select(PrunedHeads).ToArray());
     }
 
     /// <summary>Masks the chosen units (heads: q/o, and k/v once a KV group is empty; neurons: their whole group); returns masked elements per piece.</summary>
@@ -117,34 +131,68 @@ public sealed partial class ShardSelection
         foreach (var layer in AttentionLayers())
         {
             if (!choice.Units.TryGetValue(layer.Q.Entry.Name, out var heads) || heads.Length == 0) continue;
-            MaskHeads(layer, heads.Union(PrunedHeads(layer.Q, Layout)).ToArray());
+            MaskHeads(layer, heads.Union(PrunedHeads(layer)).ToArray());
         }
         return MaskedPerPiece;
     }
 
-    private static int[] PrunedHeads(LoadedPiece q, HeadGeometry layout)
+    /// <summary>The query heads whose every q weight is masked already.</summary>
+    private int[] PrunedHeads(AttentionLayer layer)
     {
+        var q = layer.Q;
+        var mask = layer.StoredInOut ? Transposed(q.Mask, q.Rows, q.Cols) : q.Mask;
         var result = new List<int>();
-        long headElements = (long)layout.HeadDim * q.Cols;
-        for (int h = 0; h < layout.Heads; h++)
+        long headElements = (long)Layout.HeadDim * Layout.Hidden;
+        for (int h = 0; h < layer.Heads; h++)
         {
             bool all = true;
-            for (long e = h * headElements; e < (h + 1) * headElements && all; e++) all = q.Mask[e];
+            for (long e = h * headElements; e < (h + 1) * headElements && all; e++) all = mask[e];
             if (all) result.Add(h);
         }
         return result.ToArray();
     }
 
-    private IEnumerable<(LoadedPiece Q, LoadedPiece K, LoadedPiece V, LoadedPiece O)> AttentionLayers()
+    /// <summary>
+    /// The shard's attention layers: LLaMA's q/k/v/o_proj by name, or an ONNX encoder's query, key, value and attention
+    /// output weights by their roles in the manifest. Every projection of a layer must lie here, whole.
+    /// </summary>
+    private IEnumerable<AttentionLayer> AttentionLayers()
     {
+        if (Manifest.Format == CheckpointFormat.Onnx)
+        {
+            foreach (var q in Pieces.Where(p => Manifest.LayerRoles.TryGetValue(p.Entry.Name, out var r) && r.Role == "query"))
+            {
+                int index = Manifest.LayerRoles[q.Entry.Name].Layer;
+                LoadedPiece Role(string role) =>
+                    Pieces.FirstOrDefault(p => Manifest.LayerRoles.TryGetValue(p.Entry.Name, out var r) && r == (index, role))
+                    ?? throw new InvalidOperationException($"--pattern heads: the {role} weight of encoder layer {index} must be pruned with '{q.Entry.Name}'");
+                int heads = checked((int)(q.Cols / Layout.HeadDim));
+                if (q.Rows != Layout.Hidden || heads * (long)Layout.HeadDim != q.Cols)
+                    throw new InvalidOperationException($"--pattern heads: the query weight '{q.Entry.Name}' is [{q.Rows}, {q.Cols}]; heads of {Layout.HeadDim} over a hidden size of {Layout.Hidden} need [{Layout.Hidden}, a multiple of {Layout.HeadDim}]");
+                yield return new AttentionLayer(q, Role("key"), Role("value"), Role("attention.output"), StoredInOut: true, heads, heads);
+            }
+            yield break;
+        }
         foreach (var q in Pieces.Where(p => p.Entry.Name.EndsWith("q_proj.weight", StringComparison.Ordinal)))
         {
             string prefix = q.Entry.Name[..^"q_proj.weight".Length];
             LoadedPiece Find(string suffix) => Pieces.FirstOrDefault(p => p.Entry.Name == prefix + suffix)
                 ?? throw new InvalidOperationException($"--pattern heads: tensor '{prefix + suffix}' must be pruned with '{q.Entry.Name}'");
-            yield return (q, Find("k_proj.weight"), Find("v_proj.weight"), Find("o_proj.weight"));
+            yield return new AttentionLayer(q, Find("k_proj.weight"), Find("v_proj.weight"), Find("o_proj.weight"), StoredInOut: false, Layout.Heads, Layout.KvHeads);
         }
     }
+
+    /// <summary>A row-major [rows, cols] matrix of <paramref name="elementSize"/>-byte elements, transposed to [cols, rows].</summary>
+    private static byte[] Transposed(byte[] bytes, long rows, long cols, int elementSize)
+    {
+        var result = new byte[bytes.Length];
+        for (long r = 0; r < rows; r++)
+            for (long c = 0; c < cols; c++)
+                Buffer.BlockCopy(bytes, (int)((r * cols + c) * elementSize), result, (int)((c * rows + r) * elementSize), elementSize);
+        return result;
+    }
+
+    private static BitMask Transposed(BitMask mask, long rows, long cols) => mask.Transposed(rows, cols);
 
     private static void Or(BitMask target, BitMask source)
     {

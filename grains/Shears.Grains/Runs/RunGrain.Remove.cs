@@ -20,9 +20,7 @@ public sealed partial class RunGrain
         {
             if (manifest.Format == CheckpointFormat.Onnx)
             {
-                var onnx = Shears.Pruning.Onnx.OnnxModel.Read(manifest.PathOf(manifest.Files[0].FileName));
-                var names = Shears.Pruning.Encoders.BertWeightNames.FromOnnx(onnx);
-                return EncoderRemoval.Plan(names, cuts, Shears.Pruning.Encoders.BertConfig.FromOnnx(onnx, names).IntermediateSize);
+                return EncoderRemoval.Plan(Shears.Pruning.Onnx.OnnxModel.Read(manifest.PathOf(manifest.Files[0].FileName)), cuts);
             }
             return LlamaRemoval.Plan(manifest, LlamaConfig.Load(manifest.Root), cuts);
         }
@@ -51,10 +49,13 @@ public sealed partial class RunGrain
     {
         if (removal is null || manifest.Format != CheckpointFormat.Onnx) return;
         string model = Path.Combine(folder, manifest.Files[0].FileName);
-        Shears.Pruning.Onnx.OnnxRemovalWriter.Write(model, model, removal.Cuts.Where(c => c.Removed.Length > 0).ToArray());
+        Shears.Pruning.Onnx.OnnxRemovalWriter.Write(model, model, removal.Cuts.Where(c => c.Removed.Length > 0).ToArray(), removal.Scalars);
         string config = Path.Combine(folder, "config.json");
-        if (File.Exists(config) && removal.Config.Count > 0 && System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(config)) is JsonObject json && json.ContainsKey("intermediate_size"))
-            File.WriteAllText(config, RemovedLayout.EditConfig(File.ReadAllText(config), removal.Config, config));
+        if (File.Exists(config) && System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(config)) is JsonObject json)
+        {
+            var fields = removal.Config.Where(f => json.ContainsKey(f.Key)).ToDictionary(f => f.Key, f => f.Value, StringComparer.Ordinal);
+            if (fields.Count > 0) File.WriteAllText(config, RemovedLayout.EditConfig(File.ReadAllText(config), fields, config));
+        }
     }
 
     private static TensorRemoval[] Wire(RemovalPlan removal) =>

@@ -70,9 +70,16 @@ public static partial class RunPlanner
         }
         if (spec.Pattern == RunOptions.Patterns.Heads)
         {
-            if (manifest.Format != CheckpointFormat.Safetensors)
+            if (manifest.Format == CheckpointFormat.Onnx)
+            {
+                // A BERT-family encoder: the query, key, value and attention-output weights, by the roles their biases give them.
+                if (!manifest.LayerRoles.Values.Any(r => r.Role == "query"))
+                    throw new RunRejectedException($"--pattern heads needs a BERT-family encoder whose attention weights feed biases named encoder.layer.N.attention.*; {manifest.Root} has none");
+                selected = selected.Where(t => manifest.LayerRoles.TryGetValue(t.Name, out var r) && AttentionRoles.Contains(r.Role)).ToList();
+            }
+            else if (manifest.Format != CheckpointFormat.Safetensors)
                 throw new RunRejectedException($"--pattern heads needs LLaMA-style attention tensor names (q_proj/k_proj/v_proj/o_proj); {manifest.Root} is {manifest.Format}");
-            selected = selected.Where(t => AttentionSuffix(t.Name) is not null).ToList();
+            else selected = selected.Where(t => AttentionSuffix(t.Name) is not null).ToList();
         }
         if (spec.Pattern == RunOptions.Patterns.Neurons)
         {
@@ -102,6 +109,8 @@ public static partial class RunPlanner
         "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
     ];
 
+    private static readonly string[] AttentionRoles = ["query", "key", "value", "attention.output"];
+
     private static string? AttentionSuffix(string name) =>
         new[] { "q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight" }.FirstOrDefault(s => name.EndsWith(s, StringComparison.Ordinal));
 
@@ -130,9 +139,9 @@ public static partial class RunPlanner
         if (!spec.Remove) return;
         if (manifest.Format == CheckpointFormat.Onnx)
         {
-            // An ONNX graph may give each layer its own width: any scope; heads are not removed from ONNX graphs yet.
-            if (spec.Pattern != RunOptions.Patterns.Neurons)
-                throw new RunRejectedException($"--remove --pattern {spec.Pattern}: only MLP neurons are removed from ONNX models ({manifest.Root}) so far; use --pattern neurons");
+            // An ONNX graph may give each layer its own width and head count: any scope (a layer left without any is refused once known).
+            if (spec.Pattern is not (RunOptions.Patterns.Neurons or RunOptions.Patterns.Heads))
+                throw new RunRejectedException($"--remove --pattern {spec.Pattern}: MLP neurons and attention heads are removed from ONNX models ({manifest.Root}); use --pattern neurons or heads");
             return;
         }
         Shears.Pruning.Models.LlamaConfig config;
@@ -171,8 +180,10 @@ public static partial class RunPlanner
         // matrix larger than the limit is split into row blocks (never for row/column/head patterns,
         // which rank whole rows, columns or heads of a tensor).
         int tensorIndex = 0;
-        // A neuron's tensors stay on one shard (an ONNX encoder's FFN weights have no layer in their names).
-        string Layer(string name) => spec.Pattern == RunOptions.Patterns.Neurons ? Shears.Engine.Shards.ShardSelection.NeuronLayerOf(manifest, name) ?? LayerOf(name) : LayerOf(name);
+        // A neuron's or head's tensors stay on one shard (an ONNX encoder's weights have no layer in their names: their roles give it).
+        string Layer(string name) => spec.Pattern == RunOptions.Patterns.Neurons ? Shears.Engine.Shards.ShardSelection.NeuronLayerOf(manifest, name) ?? LayerOf(name)
+            : manifest.Format == CheckpointFormat.Onnx && manifest.LayerRoles.TryGetValue(name, out var role) ? $"encoder.layer.{role.Layer}"
+            : LayerOf(name);
         foreach (var layer in prunable.GroupBy(t => Layer(t.Name)))
         {
             var current = new List<TensorPiece>();
@@ -327,9 +338,24 @@ public static partial class RunPlanner
     /// <summary>Whether the tensor's output neurons are its columns (ONNX MatMul weights are stored [in, out]).</summary>
     public static bool OutputIsColumn(CheckpointManifest manifest, string tensor) => manifest.OutputColumns.Contains(tensor);
 
-    /// <summary>Attention geometry from config.json (num_attention_heads, num_key_value_heads, hidden_size, head_dim).</summary>
+    /// <summary>
+    /// Attention geometry from config.json (num_attention_heads, num_key_value_heads, hidden_size, head_dim), or for an
+    /// ONNX encoder from its graph (heads of its first layer; each layer's own count follows from its query width).
+    /// </summary>
     public static HeadLayout ReadHeadLayout(CheckpointManifest manifest)
     {
+        if (manifest.Format == CheckpointFormat.Onnx)
+        {
+            try
+            {
+                var config = Shears.Pruning.Encoders.BertConfig.FromOnnx(Shears.Pruning.Onnx.OnnxModel.Read(manifest.PathOf(manifest.Files[0].FileName)));
+                return new HeadLayout { Heads = config.NumAttentionHeads, KvHeads = config.NumAttentionHeads, HeadDim = config.HeadDim, Hidden = config.HiddenSize };
+            }
+            catch (Exception e) when (e is InvalidDataException or ArgumentException or InvalidOperationException or CheckpointFormatException)
+            {
+                throw new RunRejectedException($"--pattern heads needs the encoder's attention layout: {e.Message}");
+            }
+        }
         string path = Path.Combine(manifest.Root, "config.json");
         if (!File.Exists(path))
             throw new RunRejectedException($"--pattern heads needs {path} (num_attention_heads, hidden_size)");

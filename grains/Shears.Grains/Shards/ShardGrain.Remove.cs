@@ -22,8 +22,9 @@ public sealed partial class ShardGrain
     /// <summary>The axis a tensor loses its removed units along, in its storage order.</summary>
     internal static int? RemovalAxis(CheckpointManifest manifest, string name) =>
         manifest.Format == CheckpointFormat.Safetensors ? ShardSelection.RemovalAxis(name)
-        // ONNX MatMul weights are [in, out]: the FFN-in weight holds its neurons in columns, the FFN-out in rows.
-        : manifest.LayerRoles.TryGetValue(name, out var r) ? r.Role switch { "intermediate" => 1, "output" => 0, _ => null } : null;
+        // ONNX MatMul weights are [in, out]: the FFN-in weight holds its neurons in columns, the FFN-out in rows; the query,
+        // key and value weights hold their heads in columns, the attention output in rows.
+        : manifest.LayerRoles.TryGetValue(name, out var r) ? r.Role switch { "intermediate" or "query" or "key" or "value" => 1, "output" or "attention.output" => 0, _ => null } : null;
 
     Task<ShardReply<ShardWriteResult>> IShardGrain.WriteRemovedAsync(string outputDirectory, TensorRemoval[] removals, int[] removedLayers) =>
         Jobs.Run(WriteRemovedAsync(outputDirectory, removals, removedLayers));

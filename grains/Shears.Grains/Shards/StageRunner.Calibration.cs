@@ -268,15 +268,7 @@ internal sealed partial class StageRunner
 
     private long[][]? _current;
 
-    /// <summary>The mask of the transposed matrix: element (r, c) of [rows, cols] becomes (c, r).</summary>
-    private static BitMask Transpose(BitMask mask, long rows, long cols)
-    {
-        var result = new BitMask(mask.Length);
-        for (long r = 0; r < rows; r++)
-            for (long c = 0; c < cols; c++)
-                if (mask[r * cols + c]) result.Set(c * rows + r);
-        return result;
-    }
+    private static BitMask Transpose(BitMask mask, long rows, long cols) => mask.Transposed(rows, cols);
 
     private static void AddValidPositions(InputStatistics stats, Tensor x, long[][] tokenIds)
     {

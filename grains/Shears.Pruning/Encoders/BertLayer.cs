@@ -15,16 +15,26 @@ public sealed class BertLayer : BertStage
     {
         LayerIndex = layerIndex;
         Names = names;
-        long hidden = config.HiddenSize, inter = config.IntermediateSize;
+        // A layer's attention width (heads × head_dim) and FFN width are its own: a removal may have left each layer others.
+        long hidden = config.HiddenSize;
+        long width = tensors.TryGetValue(names.Query, out var query) && query.dim() == 2 ? query.shape[1] : (long)config.NumAttentionHeads * config.HeadDim;
+        long inter = tensors.TryGetValue(names.Intermediate, out var intermediate) && intermediate.dim() == 2 ? intermediate.shape[1] : config.IntermediateSize;
+        if (width <= 0 || width % config.HeadDim != 0 || inter <= 0)
+        {
+            throw new ArgumentException(
+                $"encoder layer {layerIndex}: the query weight '{names.Query}' is {width} wide, not a positive multiple of the head width {config.HeadDim}, or the FFN '{names.Intermediate}' is empty.");
+        }
+        Heads = (int)(width / config.HeadDim);
+        AttentionWidth = width;
         try
         {
-            Query = Take(tensors, names.Query, "query", hidden, hidden);
-            QueryBias = Take(tensors, names.QueryBias, "query bias", hidden);
-            Key = Take(tensors, names.Key, "key", hidden, hidden);
-            KeyBias = Take(tensors, names.KeyBias, "key bias", hidden);
-            Value = Take(tensors, names.Value, "value", hidden, hidden);
-            ValueBias = Take(tensors, names.ValueBias, "value bias", hidden);
-            AttentionOutput = Take(tensors, names.AttentionOutput, "attention output", hidden, hidden);
+            Query = Take(tensors, names.Query, "query", hidden, width);
+            QueryBias = Take(tensors, names.QueryBias, "query bias", width);
+            Key = Take(tensors, names.Key, "key", hidden, width);
+            KeyBias = Take(tensors, names.KeyBias, "key bias", width);
+            Value = Take(tensors, names.Value, "value", hidden, width);
+            ValueBias = Take(tensors, names.ValueBias, "value bias", width);
+            AttentionOutput = Take(tensors, names.AttentionOutput, "attention output", width, hidden);
             AttentionOutputBias = Take(tensors, names.AttentionOutputBias, "attention output bias", hidden);
             AttentionNormWeight = Take(tensors, names.AttentionNormWeight, "attention LayerNorm weight", hidden);
             AttentionNormBias = Take(tensors, names.AttentionNormBias, "attention LayerNorm bias", hidden);
@@ -43,6 +53,12 @@ public sealed class BertLayer : BertStage
     }
 
     public int LayerIndex { get; }
+
+    /// <summary>This layer's attention heads (the config's count, or fewer once heads were removed).</summary>
+    public int Heads { get; }
+
+    /// <summary>Heads × head_dim: the width of the query, key and value projections.</summary>
+    public long AttentionWidth { get; }
 
     public BertLayerNames Names { get; }
 
@@ -107,7 +123,7 @@ public sealed class BertLayer : BertStage
         using var scope = NewDisposeScope();
         if (Capture is null && !is_grad_enabled()) return Infer(hidden, attentionMask).MoveToOuterDisposeScope();
         var c = Config;
-        long heads = c.NumAttentionHeads, headDim = c.HeadDim;
+        long heads = Heads, headDim = c.HeadDim;
         var x = hidden.to(DType, Device);
         if (Capture is { } capture)
         {
@@ -143,12 +159,12 @@ public sealed class BertLayer : BertStage
     {
         var c = Config;
         var (batch, length) = (hidden.shape[0], hidden.shape[1]);
-        long heads = c.NumAttentionHeads, headDim = c.HeadDim, width = c.HiddenSize;
+        long heads = Heads, headDim = c.HeadDim, width = c.HiddenSize;
         var x = hidden.to(DType, Device).reshape(batch * length, width);
-        Tensor Heads(Tensor w, Tensor b) => addmm(b, x, w, 1, 1).view(batch, length, heads, headDim).transpose(1, 2);
+        Tensor Split(Tensor w, Tensor b) => addmm(b, x, w, 1, 1).view(batch, length, heads, headDim).transpose(1, 2);
         var mask = BertOps.AdditiveMask(attentionMask.to(Device), c.MaskedScore, x.dtype);
-        var attended = nn.functional.scaled_dot_product_attention(Heads(Query, QueryBias), Heads(Key, KeyBias), Heads(Value, ValueBias), mask)
-            .transpose(1, 2).reshape(batch * length, width);
+        var attended = nn.functional.scaled_dot_product_attention(Split(Query, QueryBias), Split(Key, KeyBias), Split(Value, ValueBias), mask)
+            .transpose(1, 2).reshape(batch * length, AttentionWidth);
         long[] normalized = [width];
         var h = nn.functional.layer_norm(addmm(AttentionOutputBias, attended, AttentionOutput, 1, 1).add_(x), normalized, AttentionNormWeight, AttentionNormBias, c.LayerNormEps);
         var inner = nn.functional.gelu(addmm(IntermediateBias, h, Intermediate, 1, 1));

@@ -133,4 +133,15 @@ public sealed class BitMask
 
     public bool SequenceEqual(BitMask other) =>
         Length == other.Length && _words.AsSpan().SequenceEqual(other._words);
+
+    /// <summary>The mask of the transposed matrix: element (r, c) of a row-major [rows, cols] mask becomes (c, r) of [cols, rows].</summary>
+    public BitMask Transposed(long rows, long cols)
+    {
+        if (rows * cols != Length) throw new ArgumentException($"a mask of {Length} elements is not [{rows}, {cols}]");
+        var result = new BitMask(Length);
+        for (long r = 0; r < rows; r++)
+            for (long c = 0; c < cols; c++)
+                if (this[r * cols + c]) result.Set(c * rows + r);
+        return result;
+    }
 }

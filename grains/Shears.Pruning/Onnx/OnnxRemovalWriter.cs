@@ -5,20 +5,22 @@ namespace Shears.Pruning.Onnx;
 
 /// <summary>
 /// Writes an ONNX model with structured units removed: each cut initializer (a float tensor with raw_data, 1-D or 2-D)
-/// is written again with its smaller dims and without the removed slices; every other field of the model and graph
-/// is copied byte for byte, except the graph's value_info (optional shape annotations, which the cuts may make
-/// stale). The model is read into memory, and the output appears atomically.
+/// is written again with its smaller dims and without the removed slices, and each given shape constant (a one-element
+/// int64 initializer with raw_data) with its new value; every other field of the model and graph is copied byte for
+/// byte, except the graph's value_info (optional shape annotations, which the cuts may make stale). The model is read
+/// into memory, and the output appears atomically.
 /// </summary>
 public static class OnnxRemovalWriter
 {
     // onnx.proto field numbers.
     private const int GraphInitializer = 5, GraphValueInfo = 13;
     private const int TensorDims = 1, TensorDataType = 2, TensorName = 8, TensorRawData = 9;
-    private const int Float = 1;
+    private const int Float = 1, Int64 = 7;
 
-    public static void Write(string input, string output, IReadOnlyCollection<TensorCut> cuts)
+    public static void Write(string input, string output, IReadOnlyCollection<TensorCut> cuts, IReadOnlyDictionary<string, long>? scalars = null)
     {
         ArgumentNullException.ThrowIfNull(cuts);
+        scalars ??= new Dictionary<string, long>();
         var byName = cuts.ToDictionary(c => c.Tensor, StringComparer.Ordinal);
         var file = OnnxGraphFile.Read(input);
         var (graph, graphFields) = (file.Graph, file.GraphFields);
@@ -33,6 +35,26 @@ public static class OnnxRemovalWriter
                 var t = graph.AsSpan(f.PayloadStart, f.PayloadLength).ToArray();
                 var tf = ProtoFields.Read(t);
                 string name = tf.Where(x => x.Number == TensorName).Select(x => ProtoFields.String(t, x)).LastOrDefault() ?? "";
+                if (scalars.TryGetValue(name, out long value))
+                {
+                    var dims = tf.Where(x => x.Number == TensorDims && x.WireType == 0).Select(x => (long)x.Varint).ToArray();
+                    long type = tf.Where(x => x.Number == TensorDataType).Select(x => (long)x.Varint).LastOrDefault();
+                    var raw = tf.Where(x => x.Number == TensorRawData).ToArray();
+                    if (type != Int64 || dims.Aggregate(1L, (a, b) => a * b) != 1 || raw.Length != 1 || raw[0].PayloadLength != sizeof(long)
+                        || tf.Any(x => x.Number == TensorDims && x.WireType != 0))
+                        throw new CheckpointFormatException(input, name, "a rewritten shape constant must be a one-element int64 tensor with raw_data");
+                    var bytes = new byte[sizeof(long)];
+                    System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(bytes, value);
+                    ProtoFields.MessageField(newGraph, GraphInitializer, o =>
+                    {
+                        foreach (long d in dims) ProtoFields.VarintField(o, TensorDims, d);
+                        ProtoFields.VarintField(o, TensorDataType, Int64);
+                        ProtoFields.StringField(o, TensorName, name);
+                        ProtoFields.BytesField(o, TensorRawData, bytes);
+                    });
+                    done.Add(name);
+                    continue;
+                }
                 if (byName.TryGetValue(name, out var cut))
                 {
                     if (tf.Any(x => x.Number == TensorDims && x.WireType != 0))
@@ -56,7 +78,7 @@ public static class OnnxRemovalWriter
             }
             newGraph.Write(graph, f.Start, f.End - f.Start);
         }
-        foreach (string name in byName.Keys.Where(n => !done.Contains(n)))
+        foreach (string name in byName.Keys.Concat(scalars.Keys).Where(n => !done.Contains(n)))
             throw new CheckpointFormatException(input, name, "no initializer of this name in the main graph to cut");
 
         using var newModel = file.WithGraph(newGraph);

@@ -15,6 +15,9 @@ public sealed record RemovalPlan(IReadOnlyList<TensorCut> Cuts, IReadOnlyDiction
 {
     /// <summary>Whole layers removed (by index in the input); the layers after them are renumbered.</summary>
     public IReadOnlyList<int> RemovedLayers { get; init; } = [];
+
+    /// <summary>ONNX: one-element int64 shape constants (by initializer name) given new values, such as a Reshape's head count.</summary>
+    public IReadOnlyDictionary<string, long> Scalars { get; init; } = new Dictionary<string, long>();
 }
 
 /// <summary>A removal the smaller model's config.json cannot describe, naming the field.</summary>
