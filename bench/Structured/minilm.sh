@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# bench/Structured.md, MiniLM part: all-MiniLM-L6-v2 (ONNX) with 25% and 50% of its FFN neurons removed
-# (--pattern neurons --scope layer --remove), each without and with distillation, against the same fractions as
+# bench/Structured.md, MiniLM part: all-MiniLM-L6-v2 (ONNX) with 25% and 50% of its FFN neurons, 25% of its heads
+# (--scope layer --remove) and one or two of its six layers removed (--pattern layers, ranked on general-English
+# calibration sentences), each without and with distillation, against the same fractions as
 # unstructured masks of all 36 matrices; quality from each run's --eval on held-out general English, file bytes, and
 # ONNX Runtime latency of every written model against the dense one in one process, same threads, alternating.
 # Usage: bench/Structured/minilm.sh [WORK_DIR]   (default /tmp/shears-structured-bench; ~90 MB per model)
@@ -32,6 +33,10 @@ head -n "$eval_count" "$root/data/english-heldout-sample-1000.txt" > "$work/data
 awk -v n="$((steps * 16))" -v total="$(wc -l < "$work/data/english-distill.txt")" 'NR % int(total / n) == 0 && c < n { print; c++ }' \
   "$work/data/english-distill.txt" > "$work/data/distill.txt"
 if grep -qxFf "$work/data/eval.txt" "$work/data/distill.txt"; then echo "minilm.sh: a held-out sentence is in the distillation set" >&2; exit 1; fi
+# Calibration for the layer ranking: 128 sentences of the corpus's calibration documents.
+awk -v total="$(wc -l < "$work/data/english-calibration.txt")" 'NR % int(total / 128) == 0 && c < 128 { print; c++ }' \
+  "$work/data/english-calibration.txt" > "$work/data/calibration.txt"
+if grep -qxFf "$work/data/eval.txt" "$work/data/calibration.txt"; then echo "minilm.sh: a held-out sentence is in the calibration set" >&2; exit 1; fi
 
 {
   echo "--- bench/Structured/minilm.sh"
@@ -64,6 +69,14 @@ row neurons-25      --sparsity 0.25 --pattern neurons --scope layer --remove "${
 row neurons-50      --sparsity 0.5 --pattern neurons --scope layer --remove "${eval_args[@]}"
 row neurons-25-ft   --sparsity 0.25 --pattern neurons --scope layer --remove "${ft_args[@]}" "${eval_args[@]}"
 row neurons-50-ft   --sparsity 0.5 --pattern neurons --scope layer --remove "${ft_args[@]}" "${eval_args[@]}"
+row heads-25        --sparsity 0.25 --pattern heads --scope layer --remove "${eval_args[@]}"
+row heads-25-ft     --sparsity 0.25 --pattern heads --scope layer --remove "${ft_args[@]}" "${eval_args[@]}"
+# round_half_to_even(0.17 × 6) = 1 and round_half_to_even(0.34 × 6) = 2 layers.
+layer_args=(--pattern layers --calibration "$work/data/calibration.txt" --remove)
+row layers-1        --sparsity 0.17 "${layer_args[@]}" "${eval_args[@]}"
+row layers-2        --sparsity 0.34 "${layer_args[@]}" "${eval_args[@]}"
+row layers-1-ft     --sparsity 0.17 "${layer_args[@]}" "${ft_args[@]}" "${eval_args[@]}"
+row layers-2-ft     --sparsity 0.34 "${layer_args[@]}" "${ft_args[@]}" "${eval_args[@]}"
 row masked-25       --sparsity 0.25 --scope layer "${eval_args[@]}"
 row masked-50       --sparsity 0.5 --scope layer "${eval_args[@]}"
 
@@ -74,12 +87,15 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 e = r["rounds"][-1]["eval"]
 name = sys.argv[1].rsplit("/", 1)[1].replace(".report.json", "")
-widths = sorted({1536 - len(l["neurons"]) for l in r["removal"]["layers"]}) if r.get("removal") else "-"
-print(f'{name}\toutputBytes {r["size"]["outputBytes"]}\tffn widths {widths}\tfidelity {e["value"]:.4f}\tp5 {e["measures"]["fidelityP5"]:.4f}\tNA@10 {e["measures"]["neighbourAgreement10"]:.4f}\tseconds {r["seconds"]:.1f}')
+kept = [l for l in r["removal"]["layers"] if not l["removed"]] if r.get("removal") else []
+widths = sorted({1536 - len(l["neurons"]) for l in kept}) if kept else "-"
+heads = sorted({12 - len(l["heads"]) for l in kept}) if kept else "-"
+removed = [l["layer"] for l in r["removal"]["layers"] if l["removed"]] if r.get("removal") else []
+print(f'{name}\toutputBytes {r["size"]["outputBytes"]}\tffn widths {widths}\theads {heads}\tlayers removed {removed}\tfidelity {e["value"]:.4f}\tp5 {e["measures"]["fidelityP5"]:.4f}\tNA@10 {e["measures"]["neighbourAgreement10"]:.4f}\tseconds {r["seconds"]:.1f}')
 PY
 done | tee "$results/quality.txt"
 models="dense=$model"
-for name in neurons-25 neurons-50 neurons-25-ft neurons-50-ft masked-25 masked-50; do
+for name in neurons-25 neurons-50 neurons-25-ft neurons-50-ft heads-25 heads-25-ft layers-1 layers-2 layers-1-ft layers-2-ft masked-25 masked-50; do
   [[ -f "$work/runs/$name/model.onnx" ]] && models+=",$name=$work/runs/$name/model.onnx"
 done
 ls -l "$model" "$work"/runs/*/model.onnx | awk '{ print $5, $9 }' | sed "s#$work#\$WORK#g" > "$results/model-bytes.txt"

@@ -292,4 +292,71 @@ public class OnnxQuantizeTests
         double reported2 = report2.RootElement.GetProperty("rounds")[0].GetProperty("eval").GetProperty("value").GetDouble();
         Assert.True(Math.Abs(MeanCosine(removedEmbeddings, Embed(Path.Combine(dir.Sub("again"), "model.onnx"))) - reported2) < 2e-4);
     }
+
+    [Fact]
+    public async Task MiniLmWithTwoLayersRemovedRunsInOnnxRuntimeAsTheLayersSkipped()
+    {
+        using var dir = new TempDir();
+        Assert.Equal(0, (await ShearsProcess.RunAsync("minilm", dir.Sub("in"))).ExitCode);
+        string dense = Path.Combine(dir.Sub("in"), "model.onnx");
+        string eval = Path.Combine(dir.Path, "eval.txt"), calibration = Path.Combine(dir.Path, "calibration.txt");
+        var sentences = new[]
+        {
+            "The lighthouse keeper kept a careful log.", "Two horses grazed by the broken fence.", "The treaty was signed in a cold hall.",
+            "Her brother repaired clocks for a living.", "Snow closed the pass for a week.", "The choir sang long after the bells.",
+        };
+        File.WriteAllLines(eval, sentences);
+        File.WriteAllLines(calibration, ["A ship came into the bay at noon.", "The old road ran past the mill and the church.",
+            "They counted the votes twice before dawn.", "Bread was cheap that year, and wool dear."]);
+        string[] Args(string output, params string[] extra) =>
+            ["run", "--model", dense, "--out", dir.Sub(output), "--sparsity", "0.34", "--pattern", "layers", "--calibration", calibration, "--eval", eval, .. extra];
+
+        // Zeroed matrices do not take a post-norm layer out: without --remove the run is refused, and writes nothing.
+        var refused = await ShearsProcess.RunAsync(Args("refused"));
+        Assert.NotEqual(0, refused.ExitCode);
+        Assert.Contains("needs --remove", refused.Stderr);
+        Assert.True(!Directory.Exists(Path.Combine(dir.Path, "refused")) || !Directory.EnumerateFileSystemEntries(Path.Combine(dir.Path, "refused")).Any());
+
+        var run = await ShearsProcess.RunAsync(Args("removed", "--remove"));
+        Assert.True(run.ExitCode == 0, run.ToString());
+        using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.Sub("removed"), "shears-report.json")));
+        var round = report.RootElement.GetProperty("rounds")[0];
+        var influence = round.GetProperty("blockInfluence").EnumerateArray().Select(v => v.GetDouble()).ToArray();
+        Assert.Equal(6, influence.Length);
+        var removed = report.RootElement.GetProperty("removal").GetProperty("layers").EnumerateArray()
+            .Where(l => l.GetProperty("removed").GetBoolean()).Select(l => l.GetProperty("layer").GetInt32()).ToArray();
+        // round_half_to_even(0.34 × 6) = 2 layers, those of the lowest block influence.
+        Assert.Equal(influence.Select((v, i) => (v, i)).OrderBy(x => x.v).ThenBy(x => x.i).Take(2).Select(x => x.i).Order(), removed);
+        Assert.Equal(4, report.RootElement.GetProperty("removal").GetProperty("config").GetProperty("num_hidden_layers").GetInt32());
+
+        // The output has four layers numbered 0-3, the later ones renamed down, and fewer nodes and bytes.
+        string smaller = Path.Combine(dir.Sub("removed"), "model.onnx");
+        var input = OnnxModel.Read(dense);
+        var output = OnnxModel.Read(smaller);
+        var names = Shears.Pruning.Encoders.BertWeightNames.FromOnnx(output);
+        Assert.Equal(4, names.Layers.Count);
+        Assert.DoesNotContain(output.Initializers, i => i.Name.StartsWith("encoder.layer.4.", StringComparison.Ordinal));
+        Assert.True(output.Nodes.Count < input.Nodes.Count - 2 * 80);
+        Assert.True(new FileInfo(smaller).Length < new FileInfo(dense).Length - 2 * 1_700_000 * 4);
+
+        // ONNX Runtime computes with it what the dense model computes with the two layers skipped (TorchSharp, op by op).
+        var tokenizer = Shears.Pruning.Encoders.BertTextTokenizer.Create(Path.Combine(dir.Sub("in"), "vocab.txt"));
+        float[][] actual, full;
+        using (var session = new Shears.Pruning.Encoders.OnnxBertSession(smaller, 1)) actual = session.Embed(sentences, tokenizer);
+        using (var session = new Shears.Pruning.Encoders.OnnxBertSession(dense, 1)) full = session.Embed(sentences, tokenizer);
+        using var encoder = Shears.Pruning.Encoders.BertEncoder.Load(dense, TorchSharp.torch.CPU);
+        foreach (var (sentence, embedding) in sentences.Zip(actual))
+        {
+            using var scope = TorchSharp.torch.NewDisposeScope();
+            using var _ = TorchSharp.torch.no_grad();
+            var (ids, mask, types) = tokenizer.Encode([sentence]).ToTensors(TorchSharp.torch.CPU);
+            var x = encoder.Embeddings.Forward(ids, types);
+            for (int l = 0; l < 6; l++) if (!removed.Contains(l)) x = encoder.Layers[l].Forward(x, mask);
+            var expected = Shears.Pruning.Encoders.BertEncoder.SentenceEmbeddings(x, mask)[0];
+            Assert.True(expected.Zip(embedding).All(p => Math.Abs(p.First - p.Second) <= 1e-4), sentence);
+        }
+        double reported = round.GetProperty("eval").GetProperty("value").GetDouble();
+        Assert.True(Math.Abs(MeanCosine(full, actual) - reported) < 2e-4, $"fidelity in ONNX Runtime {MeanCosine(full, actual):F5}, reported {reported:F5}");
+        Assert.True(reported < 0.99, "two layers fewer change the embeddings");
+    }
 }

@@ -49,7 +49,13 @@ public sealed partial class RunGrain
     {
         if (removal is null || manifest.Format != CheckpointFormat.Onnx) return;
         string model = Path.Combine(folder, manifest.Files[0].FileName);
-        Shears.Pruning.Onnx.OnnxRemovalWriter.Write(model, model, removal.Cuts.Where(c => c.Removed.Length > 0).ToArray(), removal.Scalars);
+        var edit = Shears.Pruning.Onnx.OnnxGraphEdit.None;
+        if (removal.RemovedLayers.Count > 0)
+        {
+            var graph = Shears.Pruning.Onnx.OnnxModel.Read(model);
+            edit = EncoderLayerRemoval.Plan(graph, Shears.Pruning.Encoders.BertWeightNames.FromOnnx(graph), removal.RemovedLayers);
+        }
+        Shears.Pruning.Onnx.OnnxRemovalWriter.Write(model, model, removal.Cuts.Where(c => c.Removed.Length > 0).ToArray(), removal.Scalars, edit);
         string config = Path.Combine(folder, "config.json");
         if (File.Exists(config) && System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(config)) is JsonObject json)
         {

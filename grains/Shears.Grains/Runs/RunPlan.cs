@@ -87,10 +87,22 @@ public static partial class RunPlanner
                 throw new RunRejectedException($"--pattern neurons needs a BERT-family encoder whose FFN weights feed biases named encoder.layer.N.intermediate/output; {manifest.Root} has none");
             selected = selected.Where(t => Shears.Engine.Shards.ShardSelection.NeuronLayerOf(manifest, t.Name) is not null).ToList();
         }
-        if (spec.Pattern == RunOptions.Patterns.Layers)
+        if (spec.Pattern == RunOptions.Patterns.Layers && manifest.Format == CheckpointFormat.Onnx)
+        {
+            // A post-norm encoder layer is not passed over by zeroing its matrices (its biases and LayerNorms remain): the
+            // stages bypass a layer whose six matrices are all masked, and only a graph without the layer does the same.
+            if (!spec.Remove)
+                throw new RunRejectedException($"--pattern layers on an ONNX encoder ({manifest.Root}) needs --remove: a post-norm layer with its matrices zeroed still computes (its biases and LayerNorms remain), so the output leaves the layer out of the graph");
+            var roles = selected.Select(t => manifest.LayerRoles.TryGetValue(t.Name, out var r) ? r : (Layer: -1, Role: "")).Where(r => r.Layer >= 0).ToHashSet();
+            foreach (int layer in manifest.LayerRoles.Values.Select(r => r.Layer).Distinct().Order())
+                foreach (string role in EncoderMatrixRoles)
+                    if (!roles.Contains((layer, role)))
+                        throw new RunRejectedException($"--pattern layers masks every matrix of a layer: the {role} weight of encoder layer {layer} must be pruned (check --include/--exclude)");
+        }
+        else if (spec.Pattern == RunOptions.Patterns.Layers)
         {
             if (manifest.Format != CheckpointFormat.Safetensors)
-                throw new RunRejectedException($"--pattern layers works on LLaMA-family safetensors checkpoints; bypassing layers of an ONNX encoder ({manifest.Root}) is not supported yet");
+                throw new RunRejectedException($"--pattern layers works on LLaMA-family safetensors checkpoints and BERT-family ONNX encoders; {manifest.Root} is {manifest.Format}");
             // A layer is bypassed only when all of its matrices are masked: every one of them must be pruned.
             var names = selected.Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
             foreach (var layer in manifest.Tensors.Select(t => LayerPrefix().Match(t.Name)).Where(m => m.Success).Select(m => m.Groups[1].Value).Distinct())
@@ -110,6 +122,8 @@ public static partial class RunPlanner
     ];
 
     private static readonly string[] AttentionRoles = ["query", "key", "value", "attention.output"];
+
+    private static readonly string[] EncoderMatrixRoles = ["query", "key", "value", "attention.output", "intermediate", "output"];
 
     private static string? AttentionSuffix(string name) =>
         new[] { "q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight" }.FirstOrDefault(s => name.EndsWith(s, StringComparison.Ordinal));
@@ -140,8 +154,25 @@ public static partial class RunPlanner
         if (manifest.Format == CheckpointFormat.Onnx)
         {
             // An ONNX graph may give each layer its own width and head count: any scope (a layer left without any is refused once known).
-            if (spec.Pattern is not (RunOptions.Patterns.Neurons or RunOptions.Patterns.Heads))
-                throw new RunRejectedException($"--remove --pattern {spec.Pattern}: MLP neurons and attention heads are removed from ONNX models ({manifest.Root}); use --pattern neurons or heads");
+            if (spec.Pattern is not (RunOptions.Patterns.Neurons or RunOptions.Patterns.Heads or RunOptions.Patterns.Layers))
+                throw new RunRejectedException($"--remove --pattern {spec.Pattern}: MLP neurons, attention heads and whole layers are removed from ONNX models ({manifest.Root}); use --pattern neurons, heads or layers");
+            if (spec.Pattern == RunOptions.Patterns.Layers)
+            {
+                int layers = manifest.LayerRoles.Values.Select(r => r.Layer).Distinct().Count();
+                if (Counts.Target(spec.Sparsity, layers) >= layers)
+                    throw new RunRejectedException($"--remove --sparsity {spec.Sparsity} removes all {layers} encoder layers of {manifest.Root}");
+                // Whichever layers the rounds choose, the graph must be able to leave each one out.
+                try
+                {
+                    var graph = Shears.Pruning.Onnx.OnnxModel.Read(manifest.PathOf(manifest.Files[0].FileName));
+                    var names = Shears.Pruning.Encoders.BertWeightNames.FromOnnx(graph);
+                    for (int l = 0; l < names.Layers.Count; l++) Shears.Pruning.Structured.EncoderLayerRemoval.Plan(graph, names, [l]);
+                }
+                catch (CheckpointFormatException e)
+                {
+                    throw new RunRejectedException($"--remove --pattern layers: {e.Message}");
+                }
+            }
             return;
         }
         Shears.Pruning.Models.LlamaConfig config;

@@ -122,7 +122,8 @@ public sealed partial class ShardGrain(
         if (plan.Model == StagePlan.BertModel)
         {
             var encoder = manifests.Encoder(manifest.PathOf(manifest.Files[0].FileName));
-            return new StageRunner(plan, null, device.Device, manifest, frozen, encoder.Config, encoder.Names);
+            return new StageRunner(plan, null, device.Device, manifest, frozen, encoder.Config, encoder.Names,
+                bypassMasked: assignment.Spec.Pattern == RunOptions.Patterns.Layers);
         }
         var config = Shears.Pruning.Models.LlamaConfig.Load(manifest.Root);
         return new StageRunner(plan, config, device.Device, manifest, frozen);

@@ -15,10 +15,15 @@ namespace Shears.Grains.Shards;
 /// pieces and the stage's frozen tensors, on the silo's device. Every method runs on the compute
 /// executor; tensors that live across a pipeline call are held here, never in a dispose scope.
 /// </summary>
+/// <param name="bypassMasked">--pattern layers on an encoder: a layer whose matrices are all masked passes its input on.</param>
 internal sealed partial class StageRunner(
     StagePlan plan, LlamaConfig? config, Device device, CheckpointManifest manifest, IReadOnlyList<TensorEntry> frozen,
-    Shears.Pruning.Encoders.BertConfig? bertConfig = null, Shears.Pruning.Encoders.BertWeightNames? bertNames = null) : IDisposable
+    Shears.Pruning.Encoders.BertConfig? bertConfig = null, Shears.Pruning.Encoders.BertWeightNames? bertNames = null, bool bypassMasked = false) : IDisposable
 {
+    // A post-norm encoder layer with zero matrices still adds its biases and normalizes; a layer taken out by --pattern
+    // layers computes nothing instead, as the output without it will. Decided from the masks at every build, so a shard
+    // loaded again after a lost silo bypasses what it bypassed before.
+    private bool _bypassed;
     private LlamaStage? _stage;
     private Shears.Pruning.Encoders.BertStage? _bert;
     private bool IsBert => Plan.Model == StagePlan.BertModel;
@@ -71,6 +76,7 @@ internal sealed partial class StageRunner(
 
     private void Build(IReadOnlyList<LoadedPiece> pieces)
     {
+        _bypassed = bypassMasked && IsBert && Plan.Kind == StagePlan.LayerKind && pieces.Count > 0 && pieces.All(p => p.Mask.CountSet() == p.Mask.Length);
         if (_stage is not null || _bert is not null) return;
         _owned = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         // Frozen tensors are read again at each build (from the page cache, as a rule) rather than kept as bytes beside
@@ -105,6 +111,8 @@ internal sealed partial class StageRunner(
     {
         if (_bert is null) return _stage!.Forward(input);
         if (_bert is Shears.Pruning.Encoders.BertEmbeddings embeddings) return embeddings.Forward(input);
+        // An alias, not the input itself: the caller owns both, and training back-propagates through it.
+        if (_bypassed) return input.alias();
         return ((Shears.Pruning.Encoders.BertLayer)_bert).Forward(input, PaddingMask(batch));
     }
 

@@ -5,36 +5,66 @@ namespace Shears.Pruning.Onnx;
 
 /// <summary>
 /// Writes an ONNX model with structured units removed: each cut initializer (a float tensor with raw_data, 1-D or 2-D)
-/// is written again with its smaller dims and without the removed slices, and each given shape constant (a one-element
-/// int64 initializer with raw_data) with its new value; every other field of the model and graph is copied byte for
-/// byte, except the graph's value_info (optional shape annotations, which the cuts may make stale). The model is read
-/// into memory, and the output appears atomically.
+/// is written again with its smaller dims and without the removed slices, each given shape constant (a one-element
+/// int64 initializer with raw_data) with its new value, and a graph edit (<see cref="OnnxGraphEdit"/>: whole layers
+/// out) leaves out nodes and initializers, inserts Identity nodes and renames initializers. Every other field of the
+/// model and graph is copied byte for byte, except the graph's value_info (optional shape annotations, which the cuts
+/// may make stale). The model is read into memory, and the output appears atomically.
 /// </summary>
 public static class OnnxRemovalWriter
 {
     // onnx.proto field numbers.
-    private const int GraphInitializer = 5, GraphValueInfo = 13;
+    private const int GraphNode = 1, GraphInitializer = 5, GraphValueInfo = 13;
+    private const int NodeInput = 1, NodeOutput = 2, NodeName = 3, NodeOpType = 4;
     private const int TensorDims = 1, TensorDataType = 2, TensorName = 8, TensorRawData = 9;
     private const int Float = 1, Int64 = 7;
 
-    public static void Write(string input, string output, IReadOnlyCollection<TensorCut> cuts, IReadOnlyDictionary<string, long>? scalars = null)
+    public static void Write(string input, string output, IReadOnlyCollection<TensorCut> cuts, IReadOnlyDictionary<string, long>? scalars = null,
+        OnnxGraphEdit? edit = null)
     {
         ArgumentNullException.ThrowIfNull(cuts);
         scalars ??= new Dictionary<string, long>();
+        edit ??= OnnxGraphEdit.None;
         var byName = cuts.ToDictionary(c => c.Tensor, StringComparer.Ordinal);
         var file = OnnxGraphFile.Read(input);
         var (graph, graphFields) = (file.Graph, file.GraphFields);
+        var bypassAt = edit.Bypasses.ToLookup(b => b.Before);
 
         var done = new HashSet<string>(StringComparer.Ordinal);
         using var newGraph = new MemoryStream();
+        int node = -1;
         foreach (var f in graphFields)
         {
             if (f.Number == GraphValueInfo) continue;
+            if (f.Number == GraphNode && f.WireType == 2)
+            {
+                node++;
+                foreach (var b in bypassAt[node])
+                    ProtoFields.MessageField(newGraph, GraphNode, o =>
+                    {
+                        ProtoFields.StringField(o, NodeInput, b.Input);
+                        ProtoFields.StringField(o, NodeOutput, b.Output);
+                        ProtoFields.StringField(o, NodeName, b.Name);
+                        ProtoFields.StringField(o, NodeOpType, "Identity");
+                    });
+                if (edit.DroppedNodes.Contains(node)) continue;
+                if (edit.Renames.Count > 0 && RenamedNode(graph.AsSpan(f.PayloadStart, f.PayloadLength).ToArray(), edit.Renames) is { } renamed)
+                {
+                    ProtoFields.BytesField(newGraph, GraphNode, renamed);
+                    continue;
+                }
+            }
             if (f.Number == GraphInitializer && f.WireType == 2)
             {
                 var t = graph.AsSpan(f.PayloadStart, f.PayloadLength).ToArray();
                 var tf = ProtoFields.Read(t);
                 string name = tf.Where(x => x.Number == TensorName).Select(x => ProtoFields.String(t, x)).LastOrDefault() ?? "";
+                if (edit.DroppedInitializers.Contains(name))
+                {
+                    done.Add(name);
+                    continue;
+                }
+                string newName = edit.Renames.GetValueOrDefault(name, name);
                 if (scalars.TryGetValue(name, out long value))
                 {
                     var dims = tf.Where(x => x.Number == TensorDims && x.WireType == 0).Select(x => (long)x.Varint).ToArray();
@@ -45,13 +75,7 @@ public static class OnnxRemovalWriter
                         throw new CheckpointFormatException(input, name, "a rewritten shape constant must be a one-element int64 tensor with raw_data");
                     var bytes = new byte[sizeof(long)];
                     System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(bytes, value);
-                    ProtoFields.MessageField(newGraph, GraphInitializer, o =>
-                    {
-                        foreach (long d in dims) ProtoFields.VarintField(o, TensorDims, d);
-                        ProtoFields.VarintField(o, TensorDataType, Int64);
-                        ProtoFields.StringField(o, TensorName, name);
-                        ProtoFields.BytesField(o, TensorRawData, bytes);
-                    });
+                    WriteTensor(newGraph, dims, Int64, newName, bytes);
                     done.Add(name);
                     continue;
                 }
@@ -65,12 +89,17 @@ public static class OnnxRemovalWriter
                     if (type != Float || dims.Length is not (1 or 2) || raw.Length != 1 || raw[0].PayloadLength != dims.Aggregate(4L, (a, b) => a * b))
                         throw new CheckpointFormatException(input, name, "a cut initializer must be a 1-D or 2-D float tensor with raw_data");
                     var bytes = cut.Apply(t.AsSpan(raw[0].PayloadStart, raw[0].PayloadLength), dims, sizeof(float));
+                    WriteTensor(newGraph, cut.Shape(dims), Float, newName, bytes);
+                    done.Add(name);
+                    continue;
+                }
+                if (newName != name)
+                {
+                    // Renamed only: every field as it was, the name last.
                     ProtoFields.MessageField(newGraph, GraphInitializer, o =>
                     {
-                        foreach (long d in cut.Shape(dims)) ProtoFields.VarintField(o, TensorDims, d);
-                        ProtoFields.VarintField(o, TensorDataType, Float);
-                        ProtoFields.StringField(o, TensorName, name);
-                        ProtoFields.BytesField(o, TensorRawData, bytes);
+                        foreach (var x in tf.Where(x => x.Number != TensorName)) o.Write(t, x.Start, x.End - x.Start);
+                        ProtoFields.StringField(o, TensorName, newName);
                     });
                     done.Add(name);
                     continue;
@@ -78,10 +107,34 @@ public static class OnnxRemovalWriter
             }
             newGraph.Write(graph, f.Start, f.End - f.Start);
         }
-        foreach (string name in byName.Keys.Concat(scalars.Keys).Where(n => !done.Contains(n)))
-            throw new CheckpointFormatException(input, name, "no initializer of this name in the main graph to cut");
+        foreach (string name in byName.Keys.Concat(scalars.Keys).Concat(edit.DroppedInitializers).Concat(edit.Renames.Keys).Where(n => !done.Contains(n)))
+            throw new CheckpointFormatException(input, name, "no initializer of this name in the main graph to rewrite");
 
         using var newModel = file.WithGraph(newGraph);
         OnnxGraphFile.WriteAtomically(output, newModel);
+    }
+
+    private static void WriteTensor(Stream graph, IEnumerable<long> dims, int type, string name, byte[] raw) =>
+        ProtoFields.MessageField(graph, GraphInitializer, o =>
+        {
+            foreach (long d in dims) ProtoFields.VarintField(o, TensorDims, d);
+            ProtoFields.VarintField(o, TensorDataType, type);
+            ProtoFields.StringField(o, TensorName, name);
+            ProtoFields.BytesField(o, TensorRawData, raw);
+        });
+
+    /// <summary>The node message with renamed inputs in place of the old ones, every other field as it was; null when it reads none of them.</summary>
+    private static byte[]? RenamedNode(byte[] message, IReadOnlyDictionary<string, string> renames)
+    {
+        var fields = ProtoFields.Read(message);
+        if (!fields.Any(x => x.Number == NodeInput && x.WireType == 2 && renames.ContainsKey(ProtoFields.String(message, x)))) return null;
+        using var o = new MemoryStream();
+        foreach (var x in fields)
+        {
+            if (x.Number == NodeInput && x.WireType == 2 && renames.TryGetValue(ProtoFields.String(message, x), out var renamed))
+                ProtoFields.StringField(o, NodeInput, renamed);
+            else o.Write(message, x.Start, x.End - x.Start);
+        }
+        return o.ToArray();
     }
 }

@@ -10,7 +10,8 @@ namespace Shears.Pruning.Structured;
 /// element; an attention head is head_dim columns of the query, key and value weights (and their biases' elements) and
 /// the same rows of the attention-output weight, and the graph's shape constants follow: each projection's Reshape to
 /// [batch, length, heads, head_dim] gets the layer's new head count, the Reshape back to [batch, length, width] the new
-/// width. Layers may keep different widths and head counts (an ONNX graph has no config to hold one); none may keep none.
+/// width. A layer whose six matrices are all cut whole is removed (<see cref="EncoderLayerRemoval"/> takes it out of the
+/// graph). Layers may keep different widths and head counts (an ONNX graph has no config to hold one); none may keep none.
 /// </summary>
 public static class EncoderRemoval
 {
@@ -27,15 +28,25 @@ public static class EncoderRemoval
         var scalars = new Dictionary<string, long>(StringComparer.Ordinal);
         var layers = new List<LayerRemoval>();
         var widths = new SortedSet<long>();
+        var removedLayers = new List<int>();
         for (int l = 0; l < names.Layers.Count; l++)
         {
             var layer = names.Layers[l];
+            if (WholeLayer(model, layer, byName))
+            {
+                // --pattern layers: every matrix masked whole; the graph passes the layer's input on (OnnxLayerRemoval).
+                removedLayers.Add(l);
+                layers.Add(new LayerRemoval(l, [], [], []) { Removed = true });
+                continue;
+            }
             var neurons = Neurons(l, layer, byName, Width(layer.Intermediate, 1), all);
             widths.Add(Width(layer.Intermediate, 1) - neurons.Length);
             var heads = Heads(model, l, layer, byName, checked((int)(Width(layer.Query, 1) / headDim)), headDim, all, scalars);
             layers.Add(new LayerRemoval(l, neurons, heads, heads));
         }
-        var known = all.Select(c => c.Tensor).ToHashSet(StringComparer.Ordinal);
+        if (removedLayers.Count >= names.Layers.Count)
+            throw new RemovalException($"every one of the {names.Layers.Count} encoder layers would be removed");
+        var known = all.Select(c => c.Tensor).Concat(removedLayers.SelectMany(l => names.Layers[l].Matrices)).ToHashSet(StringComparer.Ordinal);
         foreach (var cut in cuts.Where(c => !known.Contains(c.Tensor) && c.Removed.Length > 0))
             throw new RemovalException($"tensor '{cut.Tensor}' loses slices but is not part of an FFN neuron or attention head of the encoder");
 
@@ -44,7 +55,17 @@ public static class EncoderRemoval
         // removal of heads keeps (the graph's shape constants and the report say what each layer kept).
         var config = new Dictionary<string, int>(StringComparer.Ordinal);
         if (widths.Count == 1 && layers.Any(x => x.Neurons.Length > 0)) config["intermediate_size"] = (int)widths.Min;
-        return new RemovalPlan(all, config, layers) { Scalars = scalars };
+        if (removedLayers.Count > 0) config["num_hidden_layers"] = names.Layers.Count - removedLayers.Count;
+        return new RemovalPlan(all, config, layers) { Scalars = scalars, RemovedLayers = removedLayers };
+    }
+
+    /// <summary>Whether all six matrices of the layer lose every slice: the query, key, value, FFN-in columns and the attention-output, FFN-out rows.</summary>
+    private static bool WholeLayer(OnnxModel model, BertLayerNames layer, Dictionary<string, TensorCut> byName)
+    {
+        foreach (var (name, axis) in new[] { (layer.Query, 1), (layer.Key, 1), (layer.Value, 1), (layer.AttentionOutput, 0), (layer.Intermediate, 1), (layer.Output, 0) })
+            if (!byName.TryGetValue(name, out var cut) || cut.Axis != axis || cut.Removed.Length != model.FindInitializer(name)!.Dims[axis])
+                return false;
+        return true;
     }
 
     /// <summary>Layer <paramref name="l"/>'s removed FFN neurons: the FFN-in columns, FFN-out rows and FFN-in bias elements cut together.</summary>

@@ -85,4 +85,39 @@ public class EncoderRemovalTests(MiniLmFixture miniLm) : IClassFixture<MiniLmFix
         var e = Assert.Throws<RemovalException>(() => EncoderRemoval.Plan(miniLm.Model, [new(layer3.Intermediate, 1, [5]), new(layer3.Output, 0, [6])]));
         Assert.Contains(layer3.Output, e.Message);
     }
+
+    [Fact]
+    public void A_removed_layer_leaves_the_graph_with_its_initializers_and_the_later_layers_are_renumbered()
+    {
+        var model = miniLm.Model;
+        var names = BertWeightNames.FromOnnx(model);
+        var edit = EncoderLayerRemoval.Plan(model, names, [1, 2]);
+        // Two Identity nodes: layer 1 passes its input on, and layer 2 passes that on in turn.
+        var query1 = model.Nodes.Single(n => n.OpType == "MatMul" && n.Inputs[1] == names.Layers[1].Query);
+        var output2 = model.Nodes.Single(n => n.OpType == "Add" && n.Inputs.Contains(names.Layers[2].OutputNormBias));
+        Assert.Equal(2, edit.Bypasses.Count);
+        Assert.Equal(query1.Inputs[0], edit.Bypasses[0].Input);
+        Assert.Equal(edit.Bypasses[0].Output, edit.Bypasses[1].Input);
+        Assert.Equal(output2.Outputs[0], edit.Bypasses[1].Output);
+        // Every tensor of layers 1 and 2 and their shape constants go; none of the other layers'.
+        foreach (int l in new[] { 1, 2 })
+            Assert.All(names.Layers[l].All, n => Assert.Contains(n, edit.DroppedInitializers));
+        foreach (int l in new[] { 0, 3, 4, 5 })
+            Assert.All(names.Layers[l].All, n => Assert.DoesNotContain(n, edit.DroppedInitializers));
+        Assert.Contains(BertHeadShapes.Find(model, names.Layers[2].Key)!.Value.Heads, edit.DroppedInitializers);
+        Assert.Equal(2 * 16 + 2 * 7, edit.DroppedInitializers.Count); // 16 tensors and 3 × 2 + 1 shape constants per layer
+        // Layers 3, 4, 5 become 1, 2, 3 (their 10 named tensors each; the MatMul weights have numbers for names).
+        Assert.Equal("encoder.layer.1.attention.self.query.bias", edit.Renames["encoder.layer.3.attention.self.query.bias"]);
+        Assert.Equal("encoder.layer.3.output.LayerNorm.bias", edit.Renames["encoder.layer.5.output.LayerNorm.bias"]);
+        Assert.Equal(3 * 10, edit.Renames.Count);
+        Assert.DoesNotContain(edit.Renames.Keys, n => n.StartsWith("encoder.layer.0.", StringComparison.Ordinal));
+        // The nodes that go are those of the two layers: none of the embeddings', the mask's or the pooler's.
+        Assert.DoesNotContain(model.Nodes.Select((n, i) => (n, i)).Where(x => x.n.Outputs.Contains("last_hidden_state")).Select(x => x.i).Single(), edit.DroppedNodes);
+        Assert.True(edit.DroppedNodes.Count is > 2 * 80 and < 2 * 130, $"{edit.DroppedNodes.Count} nodes dropped");
+
+        // The last layer's output is the graph's: its Identity writes last_hidden_state, and nothing is renamed.
+        var last = EncoderLayerRemoval.Plan(model, names, [5]);
+        Assert.Equal("last_hidden_state", last.Bypasses.Single().Output);
+        Assert.Empty(last.Renames);
+    }
 }
