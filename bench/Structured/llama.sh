@@ -7,6 +7,8 @@
 #   MODEL_DIR  a LLaMA-family checkpoint (bench/TinyLm's trained model, or `shears-bench checkpoint DIR …`)
 #   EVAL_FILE, CALIBRATION_FILE  token-id arrays (.json) or text for the checkpoint's tokenizer
 # Environment: RESULTS (default bench/Structured/results/llama-DATE), LAYERS_SPARSITY (default 0.25: one of four layers),
+# HEADS_SPARSITY (default 0.25; with grouped-query attention each key/value group loses round_half_to_even(s × its
+# query heads), so a model with 2 query heads per group needs 0.5 to lose any),
 # SEQ_LEN (default 128), REPEAT (default 9).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -15,6 +17,7 @@ model="$(cd "$1" && pwd)"; eval_file="$(realpath "$2")"; calibration="$(realpath
 work="$(mkdir -p "${4:-/tmp/shears-structured-llama}" && cd "${4:-/tmp/shears-structured-llama}" && pwd)"
 results="${RESULTS:-$here/results/llama-$(date -u +%Y-%m-%d-%H%M)}"
 layers_sparsity="${LAYERS_SPARSITY:-0.25}"
+heads_sparsity="${HEADS_SPARSITY:-0.25}"
 mkdir -p "$results" "$work/runs"
 cd "$root"
 dotnet build client/Shears.Client -c Release -nologo -v quiet
@@ -43,13 +46,13 @@ row() {
 }
 row neurons-25  --sparsity 0.25 --pattern neurons --scope layer --remove
 row neurons-50  --sparsity 0.5 --pattern neurons --scope layer --remove
-row heads-25    --sparsity 0.25 --pattern heads --scope layer --remove
+row heads       --sparsity "$heads_sparsity" --pattern heads --scope layer --remove
 row layers      --sparsity "$layers_sparsity" --pattern layers --calibration "$calibration" --remove
 row masked-25   --sparsity 0.25 --scope layer
 row masked-50   --sparsity 0.5 --scope layer
 
 models="dense=$model"
-for name in neurons-25 neurons-50 heads-25 layers masked-25 masked-50; do
+for name in neurons-25 neurons-50 heads layers masked-25 masked-50; do
   [[ -f "$work/runs/$name/config.json" ]] && models+=",$name=$work/runs/$name"
 done
 bench forward --models "$models" --eval "$eval_file" --seq-len "${SEQ_LEN:-128}" --threads 2 --repeat "${REPEAT:-9}" \
