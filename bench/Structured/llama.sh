@@ -8,7 +8,8 @@
 #   EVAL_FILE, CALIBRATION_FILE  token-id arrays (.json) or text for the checkpoint's tokenizer
 # Environment: RESULTS (default bench/Structured/results/llama-DATE), LAYERS_SPARSITY (default 0.25: one of four layers),
 # HEADS_SPARSITY (default 0.25; with grouped-query attention each key/value group loses round_half_to_even(s × its
-# query heads), so a model with 2 query heads per group needs 0.5 to lose any),
+# query heads), so a model with 2 query heads per group needs 0.5 to lose any), FINETUNE (a token file: each removal is
+# run again with FT_STEPS (default 200) steps of recovery fine-tuning on it, lr FT_LR (default 1e-4), batch 8),
 # SEQ_LEN (default 128), REPEAT (default 9).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -37,7 +38,7 @@ cat "$results/machine.txt"
 : > "$results/commands.txt"
 row() {
   local name="$1"; shift
-  echo "shears run --model MODEL --out \$WORK/runs/$name $* --force" | sed "s#$eval_file#EVAL#g; s#$calibration#CALIBRATION#g" >> "$results/commands.txt"
+  echo "shears run --model MODEL --out \$WORK/runs/$name $* --force" | sed "s#$eval_file#EVAL#g; s#$calibration#CALIBRATION#g; s#$root/##g" >> "$results/commands.txt"
   echo "=== $name"
   "$shears" run --model "$model" --out "$work/runs/$name" "$@" --eval "$eval_file" --eval-seq-len "${SEQ_LEN:-128}" --force > "$results/$name.log" 2>&1 \
     || { echo "llama.sh: $name failed (results/$name.log)" >&2; tail -5 "$results/$name.log" >&2; return 0; }
@@ -48,11 +49,18 @@ row neurons-25  --sparsity 0.25 --pattern neurons --scope layer --remove
 row neurons-50  --sparsity 0.5 --pattern neurons --scope layer --remove
 row heads       --sparsity "$heads_sparsity" --pattern heads --scope layer --remove
 row layers      --sparsity "$layers_sparsity" --pattern layers --calibration "$calibration" --remove
+if [[ -n "${FINETUNE:-}" ]]; then
+  ft=(--finetune-steps "${FT_STEPS:-200}" --finetune-data "$(realpath "$FINETUNE")" --lr "${FT_LR:-1e-4}" --batch 8)
+  row neurons-25-ft --sparsity 0.25 --pattern neurons --scope layer --remove "${ft[@]}"
+  row neurons-50-ft --sparsity 0.5 --pattern neurons --scope layer --remove "${ft[@]}"
+  row heads-ft      --sparsity "$heads_sparsity" --pattern heads --scope layer --remove "${ft[@]}"
+  row layers-ft     --sparsity "$layers_sparsity" --pattern layers --calibration "$calibration" --remove "${ft[@]}"
+fi
 row masked-25   --sparsity 0.25 --scope layer
 row masked-50   --sparsity 0.5 --scope layer
 
 models="dense=$model"
-for name in neurons-25 neurons-50 heads layers masked-25 masked-50; do
+for name in neurons-25 neurons-50 heads layers neurons-25-ft neurons-50-ft heads-ft layers-ft masked-25 masked-50; do
   [[ -f "$work/runs/$name/config.json" ]] && models+=",$name=$work/runs/$name"
 done
 bench forward --models "$models" --eval "$eval_file" --seq-len "${SEQ_LEN:-128}" --threads 2 --repeat "${REPEAT:-9}" \
