@@ -92,10 +92,10 @@ public class GptqRunTests(ClusterFixture fixture)
         }
         // Layer 0 is equal. Layer 1's inputs went through attention over padded micro-batches in the run and sequence by
         // sequence here, and GPTQ's roundings follow the smallest difference: counted, 30 of 4096 weights apart on one
-        // x86-64 CPU, 175 and 337 on AVX2-only ones, against 1510 with inputs from the unquantized layer 0. So layer 1 is
-        // compared by what its weights do to its inputs: ‖(A − B)·Xᵀ‖² over the quantized layer 0's outputs X (measured:
-        // 0.004 from the reference on those inputs, 0.25 from the one on the unquantized layer's, against a quantization
-        // error ‖(W − Q)·Xᵀ‖² of 0.61).
+        // x86-64 CPU, 175 on an AVX2-only one, 337 on an AMD EPYC with AVX-512 and VNNI, against 1510 with inputs from the
+        // unquantized layer 0. So layer 1 is compared by what its weights do to its inputs: ‖(A − B)·Xᵀ‖² over the
+        // quantized layer 0's outputs X (measured: 0.004 from the reference on those inputs, 0.25 from the one on the
+        // unquantized layer's, against a quantization error ‖(W − Q)·Xᵀ‖² of 0.61).
         Assert.Equal(0, Differing(ReferenceGptq(model.Layers[0].QProj, first, scheme), dense["model.layers.0.self_attn.q_proj.weight"]));
         var actual1 = dense["model.layers.1.self_attn.q_proj.weight"];
         var fromQuantized = ReferenceGptq(model.Layers[1].QProj, second, scheme);
