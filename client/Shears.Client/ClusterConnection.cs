@@ -42,7 +42,10 @@ public sealed class ClusterConnection : IAsyncDisposable
                 // Runs register a reminder; this silo is the whole cluster and lives only as long as its run, so Orleans'
                 // in-memory reminder table is enough.
                 silo.UseInMemoryReminderService();
-                silo.AddShears();
+                // The embedded silo's --memory-budget, from the environment (the default fraction of memory otherwise).
+                long budget = Environment.GetEnvironmentVariable("SHEARS_MEMORY_BUDGET") is { Length: > 0 } text
+                    ? Shears.Grains.Placement.ShardBudgets.Parse(text, "SHEARS_MEMORY_BUDGET") : 0;
+                silo.AddShears(o => o.MemoryBudget = budget);
             });
         }
         else if (cluster.StartsWith("redis://", StringComparison.Ordinal))

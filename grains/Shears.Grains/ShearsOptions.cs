@@ -18,6 +18,12 @@ public sealed class ShearsOptions
     public string Role { get; set; } = "all";
 
     /// <summary>
+    /// Bytes of shard memory this silo may be given (--memory-budget); 0: <see cref="Placement.ShardBudgets.DefaultFraction"/>
+    /// of the memory the process may use. Runs place their shards within the silos' budgets and are refused when they cannot.
+    /// </summary>
+    public long MemoryBudget { get; set; }
+
+    /// <summary>
     /// Pieces of at least this many elements keep their selection histograms (512 KiB each) for the round, so that
     /// counting at the threshold and masking need no further pass over their weights; smaller pieces count again.
     /// </summary>

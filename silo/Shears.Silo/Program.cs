@@ -79,6 +79,7 @@ builder.UseOrleans(silo =>
         o.Device = settings.Device;
         o.Role = settings.Role;
         o.DataRoots = settings.DataRoots.ToList();
+        o.MemoryBudget = settings.MemoryBudget;
     });
 });
 builder.Services.AddOpenTelemetry().WithMetrics(metrics => metrics

@@ -8,7 +8,7 @@ namespace Shears.Silo;
 public sealed record SiloSettings(
     string? Redis, int SiloPort, int GatewayPort, IPEndPoint? Primary, IPAddress Advertise, string HttpAddress, int HttpPort,
     string Device, string Role, IReadOnlyList<string> DataRoots, string StateDirectory, bool OrleansDashboard = false,
-    ShearsTlsFiles? Tls = null, bool HttpTls = false)
+    ShearsTlsFiles? Tls = null, bool HttpTls = false, long MemoryBudget = 0)
 {
     public static SiloSettings From(IConfiguration configuration)
     {
@@ -35,8 +35,11 @@ public sealed record SiloSettings(
             throw new ArgumentException($"--http-bind must be an IP address (or localhost), got '{httpBind}'");
         return new SiloSettings(redis, siloPort, gatewayPort, primary, advertise, httpBind, httpPort,
             configuration["device"] ?? "auto", role, roots.Select(Path.GetFullPath).ToArray(), Path.GetFullPath(state), Flag(configuration, "orleans-dashboard"),
-            tls, httpTls);
+            tls, httpTls, configuration["memory-budget"] is { } budget ? Budget(budget) : 0);
     }
+
+    /// <summary>--memory-budget (<see cref="Shears.Grains.Placement.ShardBudgets.Parse"/>).</summary>
+    public static long Budget(string text) => Shears.Grains.Placement.ShardBudgets.Parse(text, "--memory-budget");
 
     /// <summary>--tls-cert FILE [--tls-key FILE] --tls-ca FILE [--tls-password P]: all or none (mutual TLS needs both sides' files).</summary>
     public static ShearsTlsFiles? TlsFiles(IConfiguration configuration)

@@ -12,7 +12,9 @@ public sealed class ClusterFixture : IAsyncLifetime
     /// <param name="coordinatorSilo">Name of a silo that runs coordinators only (holds no shards), if any.</param>
     /// <param name="allKeepHistograms">Every silo keeps every piece's histograms (by default only the first does).</param>
     /// <param name="configure">More silo configuration (a test's own timeouts or services).</param>
-    public static InProcessTestCluster Build(short silos, string? coordinatorSilo = null, bool allKeepHistograms = false, Action<Orleans.Hosting.ISiloBuilder>? configure = null)
+    /// <param name="memoryBudget">Each silo's --memory-budget by silo name (the default fraction of memory when null).</param>
+    public static InProcessTestCluster Build(short silos, string? coordinatorSilo = null, bool allKeepHistograms = false, Action<Orleans.Hosting.ISiloBuilder>? configure = null,
+        Func<string, long>? memoryBudget = null)
     {
         var builder = new InProcessTestClusterBuilder(silos);
         string state = Path.Combine(StateRoot, Guid.NewGuid().ToString("N"));
@@ -31,6 +33,7 @@ public sealed class ClusterFixture : IAsyncLifetime
                 // threshold take part in every multi-silo run and must agree with the reference.
                 o.CachedHistogramElements = allKeepHistograms || options.SiloName.EndsWith('0') ? 0 : long.MaxValue;
                 if (options.SiloName == coordinatorSilo) o.Role = "coordinator";
+                if (memoryBudget is not null) o.MemoryBudget = memoryBudget(options.SiloName);
             });
             configure?.Invoke(silo);
         });

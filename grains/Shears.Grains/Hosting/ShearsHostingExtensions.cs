@@ -23,7 +23,12 @@ public static class ShearsHostingExtensions
         var probe = new ShearsOptions();
         builder.Configuration.GetSection(ShearsOptions.SectionName).Bind(probe);
         configure?.Invoke(probe);
-        builder.UseSiloMetadata(new Dictionary<string, string> { [SiloRoles.MetadataKey] = probe.Role });
+        builder.UseSiloMetadata(new Dictionary<string, string>
+        {
+            [SiloRoles.MetadataKey] = probe.Role,
+            // The budget too, so that a coordinator on any silo places shards within every silo's.
+            [ShardBudgets.MetadataKey] = (probe.MemoryBudget > 0 ? probe.MemoryBudget : ShardBudgets.DefaultBudget()).ToString(System.Globalization.CultureInfo.InvariantCulture),
+        });
         builder.AddPlacementDirector<ShardPlacement, ShardPlacementDirector>();
         builder.Services.AddSingleton<IIncomingGrainCallFilter>(services => services.GetRequiredService<Shears.Grains.Diagnostics.GrainCallTimes>());
         builder.AddPlacementDirector<CoordinatorPlacement, CoordinatorPlacementDirector>();
@@ -74,6 +79,7 @@ public static class ShearsHostingExtensions
         options.Validate(o => o.Role is "all" or "worker" or "coordinator", "Shears:Role must be all, worker or coordinator")
                .Validate(o => o.ComputeThreads >= 0, "Shears:ComputeThreads must not be negative")
                .Validate(o => o.MaxRecoveries >= 0, "Shears:MaxRecoveries must not be negative")
+               .Validate(o => o.MemoryBudget >= 0, "Shears:MemoryBudget must not be negative")
                .Validate(o => o.ResumeCheckPeriod > TimeSpan.Zero, "Shears:ResumeCheckPeriod must be positive")
                .ValidateOnStart();
         // The runs' reminder is the only one Shears registers: a period configured below Orleans' floor (one minute)
@@ -87,6 +93,7 @@ public static class ShearsHostingExtensions
         services.AddSingleton<ComputeDevice>();
         services.AddSingleton<ManifestCache>();
         services.AddSingleton<SiloRoles>();
+        services.AddSingleton<ShardBudgets>();
         services.AddSingleton<Shears.Grains.Diagnostics.GrainCallTimes>();
         return services;
     }

@@ -6,9 +6,9 @@ using Orleans.Runtime.Placement;
 namespace Shears.Grains.Placement;
 
 /// <summary>
-/// Spreads shard grains evenly over the silos that hold weights: shard i of a run goes to the
-/// (i mod n)-th worker silo in address order, so a run's shards land on every worker and a
-/// re-activated shard lands on a live one.
+/// Places shard grains where their run put them by the silos' memory budgets (<see cref="ShardBudgets"/>); without such a
+/// placement (no budget known yet, or the chosen silo gone), spreads them evenly over the silos that hold weights: shard
+/// i of a run goes to the (i mod n)-th worker silo in address order, and a re-activated shard lands on a live one.
 /// </summary>
 [GenerateSerializer, Immutable, SuppressReferenceTracking]
 public sealed class ShardPlacement : PlacementStrategy
@@ -19,11 +19,13 @@ public sealed class ShardPlacement : PlacementStrategy
 [AttributeUsage(AttributeTargets.Class, AllowMultiple = false)]
 public sealed class ShardPlacementAttribute() : PlacementAttribute(ShardPlacement.Instance);
 
-public sealed class ShardPlacementDirector(SiloRoles roles) : IPlacementDirector
+public sealed class ShardPlacementDirector(SiloRoles roles, ShardBudgets budgets) : IPlacementDirector
 {
     public Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target, IPlacementContext context)
     {
         var compatible = context.GetCompatibleSilos(target);
+        // A run placed its shards by the silos' memory budgets (ShardBudgets): the silo chosen, while it is there.
+        if (budgets.Hint(target.GrainIdentity.Key.ToString() ?? "") is { } hinted && compatible.Contains(hinted)) return Task.FromResult(hinted);
         // Silos whose role is not known yet (their metadata has not arrived) are used only when no role is known.
         var known = compatible.Where(s => roles.Role(s) is not null).ToArray();
         var workers = (known.Length > 0 ? known.Where(roles.HoldsWeights) : compatible)
@@ -47,12 +49,15 @@ public sealed class SiloRoles(IServiceProvider services)
     public bool RunsCoordinators(SiloAddress silo) => Role(silo) is not "worker";
 
     /// <summary>The silo's role, or null while its metadata has not reached this silo.</summary>
-    public string? Role(SiloAddress silo)
+    public string? Role(SiloAddress silo) => Metadata(silo, MetadataKey);
+
+    /// <summary>A value of the silo's metadata, or null while it has not reached this silo.</summary>
+    public string? Metadata(SiloAddress silo, string key)
     {
         var cache = services.GetService(typeof(Orleans.Runtime.MembershipService.SiloMetadata.ISiloMetadataCache))
             as Orleans.Runtime.MembershipService.SiloMetadata.ISiloMetadataCache;
         var metadata = cache?.GetSiloMetadata(silo);
-        return metadata is not null && metadata.Metadata.TryGetValue(MetadataKey, out var role) ? role : null;
+        return metadata is not null && metadata.Metadata.TryGetValue(key, out var value) ? value : null;
     }
 }
 

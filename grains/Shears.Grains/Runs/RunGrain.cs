@@ -29,7 +29,8 @@ public sealed partial class RunGrain(
     IOptions<ShearsOptions> options,
     ILocalSiloDetails silo,
     ILogger<RunGrain> logger,
-    Diagnostics.GrainCallTimes callTimes) : Grain, IRunGrain
+    Diagnostics.GrainCallTimes callTimes,
+    Placement.ShardBudgets budgets) : Grain, IRunGrain
 {
     private CancellationTokenSource? _cancel;
     private Task? _job;
@@ -60,7 +61,7 @@ public sealed partial class RunGrain(
             catch (CheckpointFormatException e) { throw new RunRejectedException(e.Message); }
             stateDirectory = Path.Combine(Path.GetDirectoryName(spec.OutputPath)!, $".shears-state-{RunId}");
             dequantized = ReadQuantizedAsDense(ref spec, ref manifest, stateDirectory);
-            plan = RunPlanner.Plan(manifest, spec);
+            plan = FitBudgets(RunPlanner.Plan(manifest, spec), manifest, spec);
             try { targets = Schedule.Targets(ParseSchedule(spec.Schedule), spec.Sparsity, spec.Rounds); }
             catch (ArgumentException e) { throw new RunRejectedException(e.Message); }
 
@@ -187,6 +188,9 @@ public sealed partial class RunGrain(
                 Spec = spec, StateDirectory = state.State.StateDirectory!, RestoreRound = state.State.CommittedRound, Heads = plan.Heads,
                 Stage = plan.Stages?[s.Index], Quantized = plan.Quantized,
             }).ToArray();
+            // Where each shard goes, within the silos' memory budgets (after a lost silo: within the survivors').
+            if (!budgets.Place(RunId, ShardNeeds(plan, manifest, spec), i => Describe(plan, i)))
+                logger.LogWarning("Run {Run}: no silo's memory budget is known yet; shards are spread evenly", RunId);
             await Task.WhenAll(assignments.Select(a => Shard(a.ShardIndex).StartLoadAsync(a)));
             infos = await Task.WhenAll(assignments.Select(async a =>
             {
@@ -398,6 +402,7 @@ public sealed partial class RunGrain(
             if (temp is not null && Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
             if (Status.IsFinished)
             {
+                budgets.Release(RunId);
                 if (state.State.StateDirectory is { } dir && Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
                 try { await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).ReleaseAsync())); }
                 catch (Exception e) when (IsTransient(e)) { /* a shard on a lost silo has nothing to release */ }

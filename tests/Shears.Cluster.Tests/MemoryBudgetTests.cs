@@ -1,0 +1,106 @@
+using System.Text.Json;
+using Shears.Contracts;
+using Shears.Grains.Placement;
+using Shears.Pruning.Checkpoints;
+using Shears.Testing;
+
+namespace Shears.Cluster.Tests;
+
+/// <summary>Shards placed within the silos' --memory-budget, and runs that cannot fit refused before they start.</summary>
+public class MemoryBudgetTests
+{
+    [Fact]
+    public void Shards_go_largest_first_to_the_silo_with_the_most_budget_left()
+    {
+        // 5 → a (a tie goes to the first), 3 → b (6 left against 1), 3 → b (3), 1 → a (1 against 0).
+        Assert.Equal([0, 1, 1, 0], BudgetPlacement.Assign([5, 3, 3, 1], [("a", 6), ("b", 6)], i => $"t{i}"));
+        // By free budget, not in turn: a silo with twice the budget takes twice the equal shards.
+        var spread = BudgetPlacement.Assign(Enumerable.Repeat(1L, 6).ToArray(), [("a", 4), ("b", 2)], i => $"t{i}");
+        Assert.Equal((4, 2), (spread.Count(s => s == 0), spread.Count(s => s == 1)));
+
+        var e = Assert.Throws<RunRejectedException>(() => BudgetPlacement.Assign([2, 7], [("a", 6), ("b", 5)], i => $"'t{i}'"));
+        Assert.Contains("shard 1 ('t1') needs about 0.0 MiB (7 bytes)", e.Message);
+        Assert.Contains("largest free memory budget, 0.0 MiB (6 bytes) on silo a", e.Message);
+        e = Assert.Throws<RunRejectedException>(() => BudgetPlacement.Assign([4, 4, 4], [("a", 6), ("b", 6)], i => $"'t{i}'"));
+        Assert.Contains("(12 bytes) in all", e.Message);
+        Assert.Contains("a: 0.0 MiB (6 bytes), b: 0.0 MiB (6 bytes)", e.Message);
+    }
+
+    [Fact]
+    public void Budgets_are_read_as_bytes_with_binary_suffixes_or_a_share_of_memory()
+    {
+        Assert.Equal(8L << 30, ShardBudgets.Parse("8G", "--memory-budget"));
+        Assert.Equal(3L << 19, ShardBudgets.Parse("1.5MiB", "--memory-budget"));
+        Assert.Equal(123_456, ShardBudgets.Parse(" 123456 ", "--memory-budget"));
+        Assert.Equal(GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 2, ShardBudgets.Parse("50%", "--memory-budget"), 1.0);
+        foreach (string bad in new[] { "0", "-5G", "lots", "150%", "0%", "5X" })
+            Assert.Contains("--memory-budget", Assert.Throws<ArgumentException>(() => ShardBudgets.Parse(bad, "--memory-budget")).Message);
+    }
+
+    private static readonly DemoCheckpointOptions Model = new(HiddenSize: 64, Layers: 4, Heads: 4, KvHeads: 2, IntermediateSize: 96, VocabSize: 128, DType: TensorDType.F32);
+
+    // A layer's seven matrices: 2 × 64² + 2 × 32·64 + 3 × 64·96 = 30,720 fp32 weights, 126,720 bytes with their masks.
+    private const long LayerBytes = 30_720 * 4 + 30_720 / 8;
+
+    [Fact]
+    public async Task A_silo_with_more_budget_takes_more_shards_and_one_with_none_takes_none()
+    {
+        // Silo 0 can hold three layers, silo 1 one, silo 2 none: four one-layer shards go 3 / 1 / 0.
+        var cluster = ClusterFixture.Build(3, memoryBudget: name => name.EndsWith('0') ? 3 * LayerBytes + 1000 : name.EndsWith('1') ? LayerBytes + 1000 : 1000);
+        await cluster.DeployAsync();
+        await using var _ = cluster;
+        using var dir = new TempDir();
+        DemoCheckpoint.Write(dir.Sub("in"), Model);
+        var spec = new RunSpec { ModelPath = dir.Sub("in"), OutputPath = dir.Sub("out"), Sparsity = 0.5 };
+        var status = await Runs.RunToEndAsync(cluster.Client, spec);
+        Assert.True(status.State == RunState.Completed, status.Error);
+        var silos = cluster.Silos.OrderBy(s => s.Name).Select(s => s.SiloAddress.ToString()).ToArray();
+        using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.Sub("out"), "shears-report.json")));
+        var placed = report.RootElement.GetProperty("shards").EnumerateArray().Select(s => s.GetProperty("silo").GetString()).ToArray();
+        Assert.Equal(4, placed.Length);
+        Assert.Equal([3, 1, 0], silos.Select(s => placed.Count(p => p == s)));
+
+        // Evaluation builds each layer's stage in fp32 beside its pieces: about twice a layer's bytes per stage, of which
+        // only silo 0 holds one. Refused before it starts (stages are not split), naming the largest shard and the budgets.
+        var refused = await Assert.ThrowsAsync<RunRejectedException>(() => cluster.Client.GetGrain<IRunGrain>(Guid.NewGuid().ToString("N"))
+            .StartAsync(spec with { OutputPath = dir.Sub("eval"), EvalData = TokenFile(dir.Path) }));
+        Assert.Contains("does not fit the cluster's memory budgets", refused.Message);
+        Assert.Contains("in all (the largest, shard 1 (the stage of layer 0: 'model.layers.0.", refused.Message);
+        Assert.Contains("--memory-budget", refused.Message);
+        Assert.False(Directory.Exists(dir.Sub("eval")));
+    }
+
+    [Fact]
+    public async Task Shards_too_large_for_every_budget_are_split_until_they_fit_and_write_the_same_output()
+    {
+        using var dir = new TempDir();
+        DemoCheckpoint.Write(dir.Sub("in"), Model);
+        var spec = new RunSpec { ModelPath = dir.Sub("in"), OutputPath = dir.Sub("roomy"), Sparsity = 0.5, Scope = RunOptions.Scopes.Global };
+        var roomy = ClusterFixture.Build(3);
+        await roomy.DeployAsync();
+        await using (roomy)
+        {
+            var status = await Runs.RunToEndAsync(roomy.Client, spec);
+            Assert.True(status.State == RunState.Completed, status.Error);
+        }
+        // Three silos of 1.9 layers each: one-layer shards fill only three of them one layer each (the fourth fits
+        // nowhere); half-layer shards go three to a silo.
+        var tight = ClusterFixture.Build(3, memoryBudget: _ => LayerBytes * 19 / 10);
+        await tight.DeployAsync();
+        await using (tight)
+        {
+            var status = await Runs.RunToEndAsync(tight.Client, spec with { OutputPath = dir.Sub("tight") });
+            Assert.True(status.State == RunState.Completed, status.Error);
+            Assert.True(status.Shards > 4, $"{status.Shards} shards");
+        }
+        foreach (string file in Directory.GetFiles(dir.Sub("roomy")).Where(f => !f.EndsWith("shears-report.json", StringComparison.Ordinal)))
+            Assert.Equal(File.ReadAllBytes(file), File.ReadAllBytes(Path.Combine(dir.Sub("tight"), Path.GetFileName(file))));
+    }
+
+    private static string TokenFile(string dir)
+    {
+        string path = Path.Combine(dir, "eval.json");
+        File.WriteAllText(path, "[[1, 2, 3, 4, 5, 6, 7, 8], [9, 10, 11, 12, 13, 14, 15, 16]]");
+        return path;
+    }
+}
