@@ -154,6 +154,7 @@ public sealed class BertLayer : BertStage
     /// Forward for inference (no gradient, no capture): the same function with libtorch's fused kernels — the bias added
     /// inside each matrix product, one LayerNorm and one GELU kernel, fused attention — equal to the op-by-op graph within
     /// float rounding, several times fewer passes over the activations. Training and calibration keep the graph's ops.
+    /// The residual additions pass a held alpha: the implicit one of add_(Tensor) can be finalized mid-call.
     /// </summary>
     private Tensor Infer(Tensor hidden, Tensor attentionMask)
     {
@@ -166,9 +167,9 @@ public sealed class BertLayer : BertStage
         var attended = nn.functional.scaled_dot_product_attention(Split(Query, QueryBias), Split(Key, KeyBias), Split(Value, ValueBias), mask)
             .transpose(1, 2).reshape(batch * length, AttentionWidth);
         long[] normalized = [width];
-        var h = nn.functional.layer_norm(addmm(AttentionOutputBias, attended, AttentionOutput, 1, 1).add_(x), normalized, AttentionNormWeight, AttentionNormBias, c.LayerNormEps);
+        var h = nn.functional.layer_norm(addmm(AttentionOutputBias, attended, AttentionOutput, 1, 1).add_(x, HeldScalars.One), normalized, AttentionNormWeight, AttentionNormBias, c.LayerNormEps);
         var inner = nn.functional.gelu(addmm(IntermediateBias, h, Intermediate, 1, 1));
-        var y = nn.functional.layer_norm(addmm(OutputBias, inner, Output, 1, 1).add_(h), normalized, OutputNormWeight, OutputNormBias, c.LayerNormEps);
+        var y = nn.functional.layer_norm(addmm(OutputBias, inner, Output, 1, 1).add_(h, HeldScalars.One), normalized, OutputNormWeight, OutputNormBias, c.LayerNormEps);
         return y.view(batch, length, width);
     }
 

@@ -78,7 +78,7 @@ internal sealed class ColumnQuantizer : IDisposable
     {
         if (_scale is null || _zero is null) throw new InvalidOperationException("a group's parameters are needed before its columns");
         // w / scale + zp, rounded half to even and clamped: GroupQuantizer.Quantize's fp32 steps in the same order.
-        var q = weights.div(_scale).add_(_zero).round_().clamp_(_qmin, _qmax);
+        var q = weights.div(_scale).add_(_zero, HeldScalars.One).round_().clamp_(_qmin, _qmax);
         q = where(masked, _zero, q);
         _values.select(1, column).copy_(q);
         var dequantized = q.sub_(_zero).mul_(_scale);
