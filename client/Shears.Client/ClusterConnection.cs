@@ -118,6 +118,7 @@ public sealed class ClusterConnection : IAsyncDisposable
     {
         try { await _host.StopAsync(TimeSpan.FromSeconds(10)); }
         finally { _host.Dispose(); }
+        ClientTimes.Mark(Embedded ? "silo-stopped" : "disconnected");
     }
 }
 

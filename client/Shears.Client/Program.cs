@@ -6,6 +6,9 @@ using Shears.Client;
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.DefaultThreadCurrentUICulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.CurrentUICulture = CultureInfo.InvariantCulture;
 
+Shears.Client.ClientTimes.Mark("main");
 var root = new RootCommand("shears: prunes neural networks too large for one machine, on an Orleans cluster");
 foreach (var command in Commands.All()) root.Add(command);
-return await root.Parse(args).InvokeAsync();
+int exit = await root.Parse(args).InvokeAsync();
+Shears.Client.ClientTimes.Mark("exit");
+return exit;

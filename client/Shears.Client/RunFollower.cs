@@ -11,11 +11,13 @@ public static class RunFollower
     public static async Task<int> RunAsync(ClusterTarget cluster, RunSpec spec, string runId, bool detach, CancellationToken token)
     {
         ClusterConnection connection;
+        ClientTimes.Mark("parsed");
         try { connection = await ClusterConnection.OpenAsync(cluster, token); }
         catch (Exception e) when (e is ArgumentException or OrleansException or TimeoutException)
         {
             return Commands.Fail([$"cannot reach the cluster: {e.Message}"]);
         }
+        ClientTimes.Mark(cluster.Embedded ? "silo-started" : "connected");
         await using var owned = connection;
         var grain = connection.Client.GetGrain<IRunGrain>(runId);
         RunStatus status;
@@ -27,8 +29,11 @@ public static class RunFollower
             return Commands.Ok;
         }
 
+        ClientTimes.Mark("submitted");
         using var cancelRegistration = token.Register(() => _ = RequestCancelAsync(grain, runId, Console.Error));
-        return await FollowAsync(grain, status, token);
+        int code = await FollowAsync(grain, status, token);
+        ClientTimes.Mark("finished");
+        return code;
     }
 
     /// <summary>
