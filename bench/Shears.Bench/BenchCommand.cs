@@ -14,6 +14,10 @@ internal static class BenchCommand
                     (LLaMA checkpoints in one process: perplexity and TorchSharp forward tokens/s, alternating)
           write     FILE SIZE_MIB [--repeat 5]
                     (the machine's own buffered-write speed, no Shears code: the floor under cp and the export)
+          synthetic-checkpoint DIR --shape llama-2-70b|llama-2-7b [--layers N] [--seed S] [--data]
+                    (the model's safetensors headers with the data as holes, or with --data the generated weights; bench/scale.sh)
+          synthetic-count REPORT --seed S [--threads N]
+                    (an independent count of a --synthetic-weights run's selection from the generator alone)
         """;
 
     private static int Checkpoint(ReadOnlySpan<string> span)
@@ -44,6 +48,8 @@ internal static class BenchCommand
             return args.Length == 0 ? 2 : 0;
         }
         if (args[0] == "checkpoint") return Checkpoint(args.AsSpan(1));
+        if (args[0] == "synthetic-checkpoint") return SyntheticBench.Checkpoint(args.AsSpan(1));
+        if (args[0] == "synthetic-count") return SyntheticBench.Count(args.AsSpan(1));
         if (args[0] == "write") return WriteBench.Run(args.AsSpan(1));
         if (args[0] == "forward") return ForwardBench.Run(args.AsSpan(1));
         try

@@ -85,9 +85,10 @@ public static class Commands
         var quantMethod = new Option<string>("--quant-method") { Description = "rtn | gptq (needs --calibration)", DefaultValueFactory = _ => RunOptions.QuantMethods.Rtn };
         var actOrder = new Option<bool>("--act-order") { Description = "GPTQ: columns in order of decreasing Hessian diagonal" };
         var remove = new Option<bool>("--remove") { Description = "write the smaller model: masked neurons, heads or layers dropped, config.json updated (--pattern neurons|heads|layers)" };
+        var synthetic = new Option<long?>("--synthetic-weights") { Description = "benchmark mode: score bf16 weights generated from this seed instead of the checkpoint's bytes (only its shapes are read); writes only the report" };
 
         var command = new Command("run", "prune a checkpoint");
-        foreach (Option o in new Option[] { model, output, sparsity, method, pattern, scope, schedule, rounds, finetune, eval, evalSeqLen, finetuneData, learningRate, batch, calibration, calibrationSamples, include, exclude, seed, force, detach, shardElements, norm, headScore, spread, owlThreshold, owlLambda, lrSchedule, warmupSteps, epochs, runId, quantize, groupSize, quantMethod, actOrder, remove, Cluster })
+        foreach (Option o in new Option[] { model, output, sparsity, method, pattern, scope, schedule, rounds, finetune, eval, evalSeqLen, finetuneData, learningRate, batch, calibration, calibrationSamples, include, exclude, seed, force, detach, shardElements, norm, headScore, spread, owlThreshold, owlLambda, lrSchedule, warmupSteps, epochs, runId, quantize, groupSize, quantMethod, actOrder, remove, synthetic, Cluster })
             command.Add(o);
         command.SetAction(async (parse, token) =>
         {
@@ -120,6 +121,7 @@ public static class Commands
                 Quantize = parse.GetValue(quantize), GroupSize = parse.GetValue(groupSize), QuantMethod = parse.GetValue(quantMethod)!,
                 ActOrder = parse.GetValue(actOrder),
                 Remove = parse.GetValue(remove),
+                SyntheticWeights = parse.GetValue(synthetic),
             };
             var problems = RunOptions.Validate(spec);
             if (problems.Count > 0) return Fail(problems);

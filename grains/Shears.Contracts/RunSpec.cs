@@ -53,6 +53,11 @@ public sealed record RunSpec
     [Id(32)] public int Epochs { get; init; }
     /// <summary>The output drops the masked neurons, heads (and layers) physically: a smaller dense model with its config updated.</summary>
     [Id(33)] public bool Remove { get; init; }
+    /// <summary>
+    /// A benchmark mode: the shards score weights generated from this seed (SyntheticWeights) instead of the checkpoint's
+    /// bytes, of which only the shapes are read; nothing is written but the report.
+    /// </summary>
+    [Id(34)] public long? SyntheticWeights { get; init; }
 
     /// <summary>Each round ends with fine-tuning (or distillation): a number of steps, or of epochs.</summary>
     public bool Trains => FinetuneSteps > 0 || Epochs > 0;
@@ -265,6 +270,14 @@ public static class RunOptions
         }
         if (spec.Method == Methods.Random && spec.Pattern != Patterns.Unstructured)
             errors.Add($"--method random works with --pattern unstructured only, got {spec.Pattern}");
+        if (spec.SyntheticWeights is not null)
+        {
+            // Generated weights exist only as scores: nothing reads them as a model, trains them or writes them.
+            if (spec.Method != Methods.Magnitude || spec.Pattern != Patterns.Unstructured || spec.Scope is not (Scopes.Global or Scopes.Layer))
+                errors.Add($"--synthetic-weights works with --method magnitude, --pattern unstructured and --scope global or layer, got {spec.Method}, {spec.Pattern}, {spec.Scope}");
+            if (spec.EvalData is not null || spec.Trains || spec.Calibration is not null || spec.Quantize is not null || spec.Remove)
+                errors.Add("--synthetic-weights has no model to evaluate, fine-tune, calibrate, quantize or cut: leave out --eval, --finetune-*, --epochs, --calibration, --quantize and --remove");
+        }
         return errors;
     }
 

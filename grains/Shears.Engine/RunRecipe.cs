@@ -27,6 +27,8 @@ public sealed record RunRecipe
     /// round_half_to_even(s × its query heads), the lowest-scoring of the group, so every group keeps as many.
     /// </summary>
     public bool BalancedHeadGroups { get; init; }
+    /// <summary>The shards score weights generated from this seed (Shears.Pruning.Scoring.SyntheticWeights), not the file's bytes.</summary>
+    public long? SyntheticWeightsSeed { get; init; }
 
     /// <summary>Wanda and SparseGPT score weights with the activations that reach them.</summary>
     public bool Calibrated => Method is ScoreMethod.Wanda or ScoreMethod.SparseGpt;

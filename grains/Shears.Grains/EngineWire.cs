@@ -13,6 +13,7 @@ internal static class EngineWire
         RunRecipe.Parse(spec.Method, spec.Pattern, spec.Scope, spec.Norm, spec.HeadScore, spec.Seed, spec.Sparsity) with
         {
             BalancedHeadGroups = spec.Remove && spec.Pattern == RunOptions.Patterns.Heads,
+            SyntheticWeightsSeed = spec.SyntheticWeights,
         };
 
     public static ShardPiece Piece(TensorPiece p) => new(p.Tensor, p.RowStart, p.RowCount, p.RowElements, p.Group);

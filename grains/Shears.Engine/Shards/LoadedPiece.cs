@@ -11,10 +11,12 @@ namespace Shears.Engine.Shards;
 /// made on first need by <see cref="Writable"/>. Element scores are not stored: they are computed chunk by chunk from
 /// the bytes (or the seed) whenever selection reads them (<see cref="FillKeys"/>).
 /// </summary>
-internal sealed class LoadedPiece(ShardPiece piece, TensorEntry entry, byte[]? owned, MappedRange? mapped, BitMask mask, ScoreMethod? scoreMethod, long seed)
+internal sealed class LoadedPiece(ShardPiece piece, TensorEntry entry, byte[]? owned, MappedRange? mapped, BitMask mask, ScoreMethod? scoreMethod, long seed,
+    long? syntheticSeed = null)
     : IDisposable
 {
     private byte[]? _owned = (owned is null) != (mapped is null) ? owned
+        : owned is null && syntheticSeed is not null ? null
         : throw new ArgumentException("a piece holds either its own bytes or a map of them");
     private MappedRange? _mapped = mapped;
 
@@ -25,10 +27,15 @@ internal sealed class LoadedPiece(ShardPiece piece, TensorEntry entry, byte[]? o
     /// <summary>The piece's bytes as they are now.</summary>
     public ReadOnlySpan<byte> Bytes => _owned is not null ? _owned : Mapped.Span;
 
-    public int ByteLength => _owned?.Length ?? Mapped.Length;
+    public int ByteLength => Synthetic ? checked((int)(Piece.Elements * Entry.DType.ElementSize())) : _owned?.Length ?? Mapped.Length;
 
-    // A disposed piece (unmapped) says so rather than failing on a null map.
-    private MappedRange Mapped => _mapped ?? throw new ObjectDisposedException(nameof(LoadedPiece), $"piece of '{Entry.Name}' was released");
+    // A disposed piece (unmapped) says so rather than failing on a null map; a generated one has no bytes to give.
+    private MappedRange Mapped => _mapped ?? (Synthetic
+        ? throw new InvalidOperationException($"piece of '{Entry.Name}' holds generated weights (--synthetic-weights): they have no bytes to read or write")
+        : throw new ObjectDisposedException(nameof(LoadedPiece), $"piece of '{Entry.Name}' was released"));
+
+    /// <summary>The piece's weights are generated from a seed (<see cref="SyntheticWeights"/>), not held.</summary>
+    public bool Synthetic => syntheticSeed is not null;
 
     /// <summary>Throws <see cref="CheckpointChangedException"/> when the mapped checkpoint file changed since the load.</summary>
     public void CheckSource() => _mapped?.CheckUnchanged();
@@ -69,6 +76,11 @@ internal sealed class LoadedPiece(ShardPiece piece, TensorEntry entry, byte[]? o
         if (scoreMethod == ScoreMethod.Random)
         {
             ScoreKeys.Random((ulong)seed, Entry.Name, ElementOffset + start, keys);
+            return;
+        }
+        if (syntheticSeed is { } generated)
+        {
+            SyntheticWeights.MagnitudeKeys(generated, Entry.Name, ElementOffset + start, keys);
             return;
         }
         int size = Entry.DType.ElementSize();

@@ -111,6 +111,12 @@ public sealed partial class ShardSelection : IDisposable
                     weights = Path.ChangeExtension(paths[i], ".weights");
                     if (!File.Exists(weights)) weights = null;
                 }
+                if (recipe.SyntheticWeightsSeed is { } synthetic)
+                {
+                    // Only the shapes come from the checkpoint: the weights are generated whenever they are scored.
+                    pieces[i] = new LoadedPiece(piece, entry, null, null, mask, method, recipe.Seed, synthetic);
+                    continue;
+                }
                 if (mapped && weights is null)
                 {
                     var map = MappedRange.Map(manifest, entry, byteStart, length);

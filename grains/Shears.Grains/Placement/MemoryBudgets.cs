@@ -8,8 +8,8 @@ using Shears.Pruning.Checkpoints;
 namespace Shears.Grains.Placement;
 
 /// <summary>
-/// What a shard is expected to hold in memory, from its plan alone: its pieces' bytes (mapped or copied) and masks (a bit
-/// per element); a pipeline stage also its tensors in fp32, and when it trains their gradients and AdamW's two moments;
+/// What a shard is expected to hold in memory, from its plan alone: its pieces' bytes (mapped or copied; none for generated
+/// weights) and masks (a bit per element); a pipeline stage also its tensors in fp32, and when it trains their gradients and AdamW's two moments;
 /// a stage that calibrates (Wanda, SparseGPT, GPTQ, OWL, layer ranking) an fp64 Gram matrix per input width. Activations
 /// and libtorch's workspace come on top: the budget a silo is given should leave room for them.
 /// </summary>
@@ -24,7 +24,9 @@ public static class ShardMemory
         foreach (var piece in shard.Pieces)
         {
             long elements = piece.RowCount * piece.RowElements;
-            bytes += elements * manifest.Get(piece.Tensor).DType.ElementSize() + (elements + 7) / 8;
+            // Generated weights (--synthetic-weights) are never held: only their masks are.
+            if (spec.SyntheticWeights is null) bytes += elements * manifest.Get(piece.Tensor).DType.ElementSize();
+            bytes += (elements + 7) / 8;
             prunable += elements;
         }
         if (stage is null) return bytes;

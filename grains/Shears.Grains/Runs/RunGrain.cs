@@ -350,6 +350,8 @@ public sealed partial class RunGrain(
             RemovalPlan? removal = null;
             await Resilient("writing", async () =>
             {
+                // Generated weights have no bytes to write: the output holds the report alone.
+                if (spec.SyntheticWeights is not null) return;
                 removal = await PlanRemovalAsync(manifest, plan, spec, token);
                 if (removal is not null)
                 {
