@@ -38,14 +38,7 @@ public sealed class ExactSelectionRound(RunLayout layout, IShardSet shards, bool
         for (var open = searches.Where(s => !s.Search.IsComplete).ToArray(); open.Length > 0; open = open.Where(s => !s.Search.IsComplete).ToArray())
         {
             token.ThrowIfCancellationRequested();
-            var answers = await AskEachShard(open, g => new HistogramQuery(g.Group, g.Search.Level, g.Search.Prefix), shards.HistogramsAsync);
-            foreach (var g in open)
-            {
-                var histograms = answers[g];
-                bytes += histograms.Sum(h => (long)h.Counts.Length * sizeof(long));
-                // With bf16 scores everywhere the top digit is already exact: one level of messages, not two.
-                g.Search.Submit(RadixSelect.MergeHistograms(histograms.Select(h => h.Counts)), lowBitsZero: histograms.All(h => h.LowBitsZero));
-            }
+            bytes += await MergeHistogramsAsync(open);
         }
 
         var thresholds = layout.Shards.Select(s => new uint?[s.Count]).ToArray();
@@ -76,6 +69,42 @@ public sealed class ExactSelectionRound(RunLayout layout, IShardSet shards, bool
         return new RoundOutcome(globalThreshold, bytes);
     }
 
+    /// <summary>
+    /// Asks every shard for the histograms of its open groups and adds each reply into its group's sum as it arrives, so
+    /// the coordinator holds one histogram per group and the replies in flight, not one per shard and group; then submits
+    /// the sums. Returns the bytes received.
+    /// </summary>
+    private async Task<long> MergeHistogramsAsync(IReadOnlyList<GroupSearch> open)
+    {
+        var sums = open.ToDictionary(g => g, _ => new long[RadixSelect.Buckets]);
+        var lowBitsZero = open.ToDictionary(g => g, _ => true);
+        long bytes = 0;
+        var gate = new object();
+        await Task.WhenAll(PerShard(open).Select(async p =>
+        {
+            var got = await shards.HistogramsAsync(p.Shard, p.Groups.Select(g => new HistogramQuery(g.Group, g.Search.Level, g.Search.Prefix)).ToArray());
+            if (got.Count != p.Groups.Length) throw new InvalidOperationException($"shard {p.Shard} answered {got.Count} of {p.Groups.Length} queries");
+            lock (gate)
+            {
+                for (int i = 0; i < got.Count; i++)
+                {
+                    var (sum, h) = (sums[p.Groups[i]], got[i]);
+                    if (h.Counts.Length != sum.Length) throw new ArgumentException($"shard {p.Shard}: a histogram has {sum.Length} buckets, got {h.Counts.Length}");
+                    for (int b = 0; b < sum.Length; b++) sum[b] += h.Counts[b];
+                    lowBitsZero[p.Groups[i]] &= h.LowBitsZero;
+                    bytes += (long)h.Counts.Length * sizeof(long);
+                }
+            }
+        }));
+        // With bf16 scores everywhere the top digit is already exact: one level of messages, not two.
+        foreach (var g in open) g.Search.Submit(sums[g], lowBitsZero: lowBitsZero[g]);
+        return bytes;
+    }
+
+    private static (int Shard, GroupSearch[] Groups)[] PerShard(IReadOnlyList<GroupSearch> groups) =>
+        groups.SelectMany(g => g.Shards.Select(s => (Shard: s, Group: g)))
+            .GroupBy(x => x.Shard).Select(x => (Shard: x.Key, Groups: x.Select(y => y.Group).ToArray())).ToArray();
+
     /// <summary>Selection groups with their pieces in global position order (tensor order, then row start).</summary>
     private IEnumerable<(int Group, Member[] Members)> Groups()
     {
@@ -92,8 +121,7 @@ public sealed class ExactSelectionRound(RunLayout layout, IShardSet shards, bool
     private static async Task<Dictionary<GroupSearch, List<TAnswer>>> AskEachShard<TQuery, TAnswer>(
         IReadOnlyList<GroupSearch> groups, Func<GroupSearch, TQuery> query, Func<int, IReadOnlyList<TQuery>, Task<IReadOnlyList<TAnswer>>> call)
     {
-        var perShard = groups.SelectMany(g => g.Shards.Select(s => (Shard: s, Group: g)))
-            .GroupBy(x => x.Shard).Select(x => (Shard: x.Key, Groups: x.Select(y => y.Group).ToArray())).ToArray();
+        var perShard = PerShard(groups);
         var replies = await Task.WhenAll(perShard.Select(p => call(p.Shard, p.Groups.Select(query).ToArray())));
         var answers = groups.ToDictionary(g => g, _ => new List<TAnswer>());
         var byShard = perShard.Select((p, i) => (p, replies[i])).ToDictionary(x => x.p.Shard, x => (x.p.Groups, Replies: x.Item2));
