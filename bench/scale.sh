@@ -67,9 +67,9 @@ for x in r["rounds"]:
 PY
   stop_silos
 }
-for shards in ${SHARDS:-64 256 1024}; do
-  # Elements per shard for about SHARDS shards of the prunable matrices (the default --include: the layers' 2-D weights).
-  elements=$(python3 - "$work/llama-2-70b" "$shards" <<'PY'
+# Elements per shard for about N shards of MODEL's prunable matrices (the default --include: the layers' 2-D weights).
+per_shard() {
+  python3 - "$1" "$2" <<'PY'
 import glob, json, struct, sys
 total = 0
 for f in glob.glob(sys.argv[1] + "/*.safetensors"):
@@ -81,7 +81,9 @@ for f in glob.glob(sys.argv[1] + "/*.safetensors"):
             total += v["shape"][0] * v["shape"][1]
 print(-(-total // int(sys.argv[2])))
 PY
-)
+}
+for shards in ${SHARDS:-64 256 1024}; do
+  elements=$(per_shard "$work/llama-2-70b" "$shards")
   run "70b-$shards" "$work/llama-2-70b" "$elements" --synthetic-weights "$seed"
   bench synthetic-count "$results/70b-$shards.report.json" --seed "$seed" | tee -a "$results/runs.txt"
 done
@@ -89,7 +91,7 @@ if [ -z "${SKIP_7B:-}" ]; then
   [ -f "$work/llama-2-7b-shapes/config.json" ] || bench synthetic-checkpoint "$work/llama-2-7b-shapes" --shape llama-2-7b --seed "$seed"
   [ -f "$work/llama-2-7b/config.json" ] || bench synthetic-checkpoint "$work/llama-2-7b" --shape llama-2-7b --seed "$seed" --data
   cat "$work"/llama-2-7b/*.safetensors > /dev/null
-  elements=$(( (6476005376 + 63) / 64 ))
+  elements=$(per_shard "$work/llama-2-7b-shapes" 64)
   run "7b-synthetic" "$work/llama-2-7b-shapes" "$elements" --synthetic-weights "$seed"
   run "7b-file" "$work/llama-2-7b" "$elements"
   python3 - "$results/7b-synthetic.report.json" "$results/7b-file.report.json" <<'PY' | tee -a "$results/runs.txt"
