@@ -85,6 +85,22 @@ public class EndToEndTests
     }
 
     [Fact]
+    public async Task ShearsTimesPrintsEachStepInOrderAndNothingWithoutIt()
+    {
+        using var dir = new TempDir();
+        TieHeavyCheckpoint.Write(dir.Sub("in"));
+        string[] Args(string outName) => ["run", "--model", dir.Sub("in"), "--out", dir.Sub(outName), "--sparsity", "0.5"];
+        var timed = await ShearsProcess.RunWithEnvironmentAsync(new Dictionary<string, string> { ["SHEARS_TIMES"] = "1" }, Args("a"));
+        var plain = await ShearsProcess.RunAsync(Args("b"));
+        Assert.True(timed.ExitCode == 0 && plain.ExitCode == 0, timed + "\n" + plain);
+        var marks = timed.Stderr.Split('\n').Where(l => l.StartsWith("shears-times: ", StringComparison.Ordinal))
+            .Select(l => l.Split(' ')).Select(f => (Seconds: double.Parse(f[1], System.Globalization.CultureInfo.InvariantCulture), Step: f[3])).ToArray();
+        Assert.Equal(["main", "parsed", "silo-started", "submitted", "finished", "silo-stopped", "exit"], marks.Select(m => m.Step).ToArray());
+        Assert.True(marks.Zip(marks.Skip(1)).All(p => p.First.Seconds <= p.Second.Seconds) && marks[0].Seconds > 0, timed.Stderr);
+        Assert.DoesNotContain("shears-times", plain.Stderr);
+    }
+
+    [Fact]
     public async Task RandomIsSeededAndExactInCount()
     {
         using var dir = new TempDir();

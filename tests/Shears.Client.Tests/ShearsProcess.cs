@@ -12,16 +12,23 @@ public static class ShearsProcess
 
     public static Task<Result> RunAsync(params string[] args) => RunAsync(TimeSpan.FromMinutes(3), args);
 
+    /// <summary>Runs `shears` with <paramref name="args"/> and these environment variables set for it alone.</summary>
+    public static Task<Result> RunWithEnvironmentAsync(IReadOnlyDictionary<string, string> environment, params string[] args) =>
+        RunAsync(TimeSpan.FromMinutes(3), args, environment);
+
+    public static Task<Result> RunAsync(TimeSpan limit, params string[] args) => RunAsync(limit, args, null);
+
     /// <summary>
     /// Runs `shears` with <paramref name="args"/>; past <paramref name="limit"/> the process (and what it started) is killed
     /// and the test fails with what it had printed.
     /// </summary>
-    public static async Task<Result> RunAsync(TimeSpan limit, params string[] args)
+    private static async Task<Result> RunAsync(TimeSpan limit, string[] args, IReadOnlyDictionary<string, string>? environment)
     {
         string dll = Path.Combine(AppContext.BaseDirectory, "shears.dll");
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         info.ArgumentList.Add(dll);
         foreach (string a in args) info.ArgumentList.Add(a);
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>()) info.Environment[name] = value;
         using var process = Process.Start(info)!;
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
