@@ -108,21 +108,29 @@ function showRun(id) {
     report.hidden = !page.hasReport;
     const metric = s.baseline ? s.baseline.metric : (s.rounds.find(r => r.eval) || { eval: { metric: 'eval' } }).eval.metric;
     document.getElementById('eval-name').textContent = metric;
-    document.getElementById('quality-title').textContent = metric + ' by round';
+    document.getElementById('quality-title').textContent = metric.charAt(0).toUpperCase() + metric.slice(1) + ' by round';
 
+    // Encoder evaluations also measure neighbour agreement at 10: a column and a series of their own where they do.
+    const agreement = e => e && e.measures ? e.measures.neighbourAgreement10 : undefined;
+    const withAgreement = agreement(s.baseline) != null || s.rounds.some(r => agreement(r.eval) != null);
+    document.getElementById('agreement-name').hidden = !withAgreement;
     const body = document.querySelector('#rounds tbody');
     body.replaceChildren();
     if (s.baseline) {
       const row = body.insertRow();
       row.className = 'dense';
-      for (const text of ['dense', '-', '-', '-', '-', num(s.baseline.value, 4), '-', '-']) cell(row, text);
+      const texts = ['dense', '-', '-', '-', '-', num(s.baseline.value, 4), '-', '-'];
+      if (withAgreement) texts.splice(6, 0, num(agreement(s.baseline), 4));
+      for (const text of texts) cell(row, text);
     }
     for (const r of s.rounds) {
       const row = body.insertRow();
       row.className = 'round';
       row.dataset.round = r.round;
-      for (const text of [r.round, pct(r.targetSparsity), pct(r.achievedSparsity), r.maskedWeights.toLocaleString(), sig(r.threshold),
-        r.eval ? num(r.eval.value, 4) : '-', num(r.finetuneLoss, 4), num(r.seconds, 2)]) cell(row, String(text));
+      const texts = [r.round, pct(r.targetSparsity), pct(r.achievedSparsity), r.maskedWeights.toLocaleString(), sig(r.threshold),
+        r.eval ? num(r.eval.value, 4) : '-', num(r.finetuneLoss, 4), num(r.seconds, 2)];
+      if (withAgreement) texts.splice(6, 0, num(agreement(r.eval), 4));
+      for (const text of texts) cell(row, String(text));
     }
 
     const total = Math.max(1, s.totalRounds);
@@ -130,13 +138,21 @@ function showRun(id) {
       { name: 'target', color: '#8a94a6', dashed: true, points: s.rounds.map(r => [r.round, r.targetSparsity]) },
       { name: 'achieved', color: '#1f7fbf', points: s.rounds.map(r => [r.round, r.achievedSparsity]) },
     ], [0, 1], v => (100 * v).toFixed(0) + '%');
-    const quality = [];
+    const quality = [], agreements = [];
     if (s.baseline) quality.push([0, s.baseline.value]);
-    for (const r of s.rounds) if (r.eval) quality.push([r.round, r.eval.value]);
-    const losses = s.rounds.filter(r => r.finetuneLoss != null).map(r => [r.round, r.finetuneLoss]);
+    if (agreement(s.baseline) != null) agreements.push([0, agreement(s.baseline)]);
+    for (const r of s.rounds) {
+      if (r.eval) quality.push([r.round, r.eval.value]);
+      if (agreement(r.eval) != null) agreements.push([r.round, agreement(r.eval)]);
+    }
     const qualitySeries = [{ name: metric, color: '#2e8b57', points: quality }];
-    if (losses.length) qualitySeries.push({ name: 'fine-tune loss', color: '#c0392b', dashed: true, points: losses });
-    chart(document.getElementById('quality-chart'), total, qualitySeries, null, v => Number(v).toPrecision(3));
+    if (withAgreement) qualitySeries.push({ name: 'neighbours@10', color: '#7b4fa3', dashed: true, points: agreements });
+    chart(document.getElementById('quality-chart'), total, qualitySeries);
+    // The fine-tune loss has its own axis: it is not on the evaluation's scale.
+    const losses = s.rounds.filter(r => r.finetuneLoss != null).map(r => [r.round, r.finetuneLoss]);
+    document.getElementById('loss').hidden = !losses.length;
+    if (losses.length)
+      chart(document.getElementById('loss-chart'), total, [{ name: 'fine-tune loss', color: '#c0392b', points: losses }]);
 
     const silos = document.querySelector('#silos tbody');
     silos.replaceChildren();
@@ -152,15 +168,27 @@ function showRun(id) {
   });
 }
 
-// A line chart of series [{name, color, dashed, points: [[round, value]]}] over rounds 0..total, drawn as SVG.
+// A line chart of series [{name, color, dashed, points: [[round, value]]}] over rounds 0..total, drawn as SVG. Without a
+// fixed range and label format, the axis spans the data in round steps and labels them with the step's decimals.
 function chart(svg, total, series, range, format) {
   const ns = 'http://www.w3.org/2000/svg';
   const width = svg.width.baseVal.value, height = svg.height.baseVal.value;
-  const left = 52, right = 12, top = 12, bottom = 40;
+  const left = 52, right = 12, top = 30, bottom = 40;
   const values = series.flatMap(s => s.points.map(p => p[1])).filter(Number.isFinite);
   let [lo, hi] = range || [Math.min(...values), Math.max(...values)];
   if (!values.length && !range) [lo, hi] = [0, 1];
-  if (hi - lo < 1e-12) { lo -= 0.5; hi += 0.5; }
+  if (hi - lo < 1e-12) { const pad = Math.abs(hi) > 1e-12 ? Math.abs(hi) / 10 : 0.5; lo -= pad; hi += pad; }
+  let ticks = 4;
+  if (!range) {
+    // Round the data's range out to steps of 1, 2 or 5 times a power of ten, so the axis reads in round numbers.
+    const raw = (hi - lo) / 4, power = Math.pow(10, Math.floor(Math.log10(raw)));
+    const step = [1, 2, 5, 10].map(m => m * power).find(t => t >= raw * (1 - 1e-9));
+    lo = Math.floor(lo / step + 1e-9) * step;
+    hi = Math.ceil(hi / step - 1e-9) * step;
+    ticks = Math.round((hi - lo) / step);
+    const decimals = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
+    format = v => v.toFixed(decimals);
+  }
   const x = r => left + (width - left - right) * r / total;
   const y = v => top + (height - top - bottom) * (1 - (v - lo) / (hi - lo));
   svg.replaceChildren();
@@ -171,8 +199,8 @@ function chart(svg, total, series, range, format) {
     svg.append(e);
     return e;
   };
-  for (let i = 0; i <= 4; i++) {
-    const v = lo + (hi - lo) * i / 4;
+  for (let i = 0; i <= ticks; i++) {
+    const v = lo + (hi - lo) * i / ticks;
     add('line', { x1: left, x2: width - right, y1: y(v), y2: y(v), stroke: '#eef1f5' });
     add('text', { x: left - 6, y: y(v) + 4, 'text-anchor': 'end' }, format(v));
   }
@@ -188,6 +216,9 @@ function chart(svg, total, series, range, format) {
         'stroke-dasharray': s.dashed ? '5 4' : 'none', class: 'series', 'data-name': s.name });
       for (const p of points) add('circle', { cx: x(p[0]), cy: y(p[1]), r: 3, fill: s.color, class: 'point' });
     }
-    add('text', { x: left + 10 + i * 130, y: top + 12, fill: s.color }, '— ' + s.name);
+    // The legend: a sample of the series' line, then its name.
+    const at = left + 10 + i * 130;
+    add('line', { x1: at, x2: at + 18, y1: 14, y2: 14, stroke: s.color, 'stroke-width': 2, 'stroke-dasharray': s.dashed ? '5 4' : 'none', class: 'legend' });
+    add('text', { x: at + 24, y: 18 }, s.name);
   });
 }

@@ -79,8 +79,27 @@ public class RunsPageTests
             Assert.Equal(rounds[i].GetProperty("finetuneLoss").GetDouble().ToString("F4", CultureInfo.InvariantCulture), row[6]);
         }
         Assert.Equal(2, (int)(await browser.EvaluateAsync("document.querySelectorAll('#sparsity-chart polyline.series').length"))!);
-        // Quality: the evaluation (dense model and every round) and the fine-tune loss.
-        Assert.Equal(Rounds + 1 + Rounds, (int)(await browser.EvaluateAsync("document.querySelectorAll('#quality-chart circle.point').length"))!);
+        // Quality: the evaluation (dense model and every round); the fine-tune loss on its own axis.
+        Assert.Equal(Rounds + 1, (int)(await browser.EvaluateAsync("document.querySelectorAll('#quality-chart circle.point').length"))!);
+        Assert.False((bool)(await browser.EvaluateAsync("document.getElementById('loss').hidden"))!);
+        Assert.Equal(Rounds, (int)(await browser.EvaluateAsync("document.querySelectorAll('#loss-chart circle.point').length"))!);
+        // Each chart's axis reads in round numbers that hold every point: ticks evenly spaced by 1, 2 or 5 times a power of ten.
+        foreach (var id in new[] { "quality-chart", "loss-chart" })
+        {
+            var ticks = JsonNode.Parse((string)(await browser.EvaluateAsync(
+                $"JSON.stringify([...document.querySelectorAll('#{id} text[text-anchor=end]')].map(t => Number(t.textContent)))"))!)!.AsArray()
+                .Select(t => (double)t!).ToArray();
+            Assert.True(ticks.Length >= 3, $"{id}: ticks {string.Join(",", ticks)}");
+            double step = ticks[1] - ticks[0], power = Math.Pow(10, Math.Floor(Math.Log10(step)));
+            Assert.Contains(new[] { 1.0, 2.0, 5.0 }, m => Math.Abs(step / power - m) < 1e-3);
+            Assert.All(ticks.Zip(ticks.Skip(1)), p => Assert.Equal(step, p.Second - p.First, 1e-6));
+            // Every point lies between the lowest and the highest tick (a tick's label sits 4 px below its line).
+            var extent = JsonNode.Parse((string)(await browser.EvaluateAsync(
+                $"JSON.stringify({{ ticks: [...document.querySelectorAll('#{id} text[text-anchor=end]')].map(t => Number(t.getAttribute('y')) - 4), " +
+                $"points: [...document.querySelectorAll('#{id} circle.point')].map(c => Number(c.getAttribute('cy'))) }})"))!)!;
+            var tickYs = extent["ticks"]!.AsArray().Select(t => (double)t!).ToArray();
+            Assert.All(extent["points"]!.AsArray().Select(p => (double)p!), cy => Assert.InRange(cy, tickYs.Min() - 1e-6, tickYs.Max() + 1e-6));
+        }
         var silos = report.RootElement.GetProperty("shards").EnumerateArray().Select(s => s.GetProperty("silo").GetString()).Distinct().Count();
         Assert.Equal(silos, (int)(await browser.EvaluateAsync("document.querySelectorAll('#silos tr.silo').length"))!);
         Assert.False((bool)(await browser.EvaluateAsync("document.getElementById('report').hidden"))!);
