@@ -17,33 +17,8 @@ model="$data/model"
 [ -f "$model/config.json" ] || { echo "tinylm.sh: no trained model in $model (run bench/TinyLm/run.sh first)" >&2; exit 1; }
 mkdir -p "$results"
 cd "$root"
-dotnet build client/Shears.Client -c Release -nologo -v quiet
-# A private copy of the CLI: a rebuild of client/ by other work cannot swap DLLs under a run.
-rm -rf "$work/shears" && cp -r client/Shears.Client/bin/Release/net10.0/linux-x64 "$work/shears"
-shears="$work/shears/shears"
-eval_tokens="$data/tokens/eval.json"
-calibration="$data/tokens/calibration.json"
-{
-  echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- grains client || echo ' (with uncommitted changes)')"
-  echo "cpu: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-  echo "memory: $(free -g | awk '/Mem:/ {print $2}') GiB; dotnet $(dotnet --version)"
-} > "$results/machine.txt"
-: > "$results/commands.txt"
-
-row() { # NAME ARGS...
-  local name=$1; shift
-  local out="$work/runs/$name"
-  local args=(run --model "$model" --out "$out" --force --eval "$eval_tokens" "$@")
-  echo "shears ${args[*]}" | sed "s#$root/##g; s#$work/##g" >> "$results/commands.txt"
-  echo "== $name"
-  if ! OMP_NUM_THREADS=1 "$shears" "${args[@]}" > "$results/$name.log" 2>&1; then
-    echo "tinylm.sh: row $name failed; see $results/$name.log" >&2
-    tail -n 5 "$results/$name.log" >&2
-    return 1
-  fi
-  cp "$out/shears-report.json" "$results/$name.report.json"
-}
+# The CLI, machine.txt and `row` (bench/TinyLm/rows.sh).
+source "$root/bench/TinyLm/rows.sh"
 
 calib=(--calibration "$calibration" --calibration-samples 128)
 row dense --sparsity 0
