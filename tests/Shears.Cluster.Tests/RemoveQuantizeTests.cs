@@ -22,12 +22,16 @@ public class RemoveQuantizeTests(ClusterFixture fixture)
     [InlineData("heads", 0.5, "W4A16", 16)]
     [InlineData("heads", 0.5, "W4A16_ASYM", 32)]
     [InlineData("heads", 0.5, "W8A16", 128)]
+    [InlineData("layers", 0.25, "W4A16", 16)]
+    [InlineData("layers", 0.25, "W4A16_ASYM", 32)]
     public async Task OneRunWritesWhatRemovingThenQuantizingWrites(string pattern, double sparsity, string scheme, int groupSize)
     {
         using var dir = new TempDir();
-        DemoCheckpoint.Write(dir.Sub("in"), Small);
+        bool layers = pattern == "layers";
+        DemoCheckpoint.Write(dir.Sub("in"), layers ? Small with { Layers = 4 } : Small);
         string eval = QuantizeTests.TokenFile(dir.Path, 6, 20, 5);
-        var removed = new RunSpec { ModelPath = dir.Sub("in"), OutputPath = dir.Sub("removed"), Sparsity = sparsity, Pattern = pattern, Scope = "layer", Remove = true };
+        var removed = new RunSpec { ModelPath = dir.Sub("in"), OutputPath = dir.Sub("removed"), Sparsity = sparsity, Pattern = pattern, Remove = true };
+        removed = layers ? removed with { Calibration = QuantizeTests.TokenFile(dir.Path, 8, 24, 7) } : removed with { Scope = "layer" };
         var first = await Runs.RunToEndAsync(fixture.Cluster.Client, removed);
         Assert.True(first.State == RunState.Completed, first.Error);
         var second = await Runs.RunToEndAsync(fixture.Cluster.Client, new RunSpec
