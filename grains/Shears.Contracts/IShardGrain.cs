@@ -247,6 +247,13 @@ public interface IShardGrain : IGrainWithStringKey
     /// computes (and evaluates) with the dequantized weights, and writes the quantized tensors. Per piece: the error.
     /// </summary>
     Task<ShardReply<QuantizedTensorError[]>> QuantizeAsync();
+    /// <summary>
+    /// --remove with --quantize: the shard's tensors quantized as the smaller model holds them (without the slices of
+    /// <paramref name="removals"/>, so groups run over the kept columns); the stage then computes with the dequantized
+    /// weights expanded back with zeros in the removed slices, and with the other Linear weights of its layer
+    /// quantized too, as the smaller model quantized whole is. Per piece: the error over its kept elements.
+    /// </summary>
+    Task<ShardReply<QuantizedTensorError[]>> QuantizeRemovedAsync(TensorRemoval[] removals);
     Task<ShardReply<ShardWriteResult>> WriteAsync(string outputDirectory);
     /// <summary>--remove: per piece, the slices its structured masks cover whole (what the smaller model drops).</summary>
     Task<ShardReply<TensorRemoval[]>> RemovalAsync();
@@ -257,6 +264,12 @@ public interface IShardGrain : IGrainWithStringKey
     /// </summary>
     /// <param name="removedLayers">Whole layers removed: their tensors are left out and the later layers renumbered.</param>
     Task<ShardReply<ShardWriteResult>> WriteRemovedAsync(string outputDirectory, TensorRemoval[] removals, int[] removedLayers);
+    /// <summary>
+    /// --remove with --quantize: the given tensors of the removed model written in <paramref name="removedDirectory"/>
+    /// packed into the quantized layout planned over it in <paramref name="outputDirectory"/> (the quantized ones of
+    /// <paramref name="quantized"/> rounded to nearest, the others copied).
+    /// </summary>
+    Task<ShardReply<ShardWriteResult>> WriteQuantizedRemovedAsync(string removedDirectory, string outputDirectory, string[] tensors, string[] quantized);
 
     /// <summary>The work behind <paramref name="ticket"/>: done, or still running after waiting up to <paramref name="wait"/>; throws its error.</summary>
     Task<ShardReply<T>> PollAsync<T>(long ticket, TimeSpan wait);

@@ -263,8 +263,9 @@ public static class RunOptions
         {
             if (spec.Pattern is not (Patterns.Neurons or Patterns.Heads or Patterns.Layers))
                 errors.Add($"--remove drops whole MLP neurons, attention heads or layers: use it with --pattern neurons, heads or layers, got {spec.Pattern}");
-            if (spec.Quantize is not null)
-                errors.Add("--remove with --quantize is not supported yet: remove first, then quantize the smaller model in a second run");
+            // GPTQ's Hessian pass runs on the full-width tensors; round to nearest quantizes the removed matrices.
+            if (spec.Quantize is not null && spec.QuantMethod == QuantMethods.Gptq)
+                errors.Add("--remove with --quant-method gptq is not supported: GPTQ's calibrated pass runs on the full-width tensors; use --quant-method rtn, or remove first and quantize the smaller model with GPTQ in a second run");
             if (spec.Sparsity >= 1)
                 errors.Add("--remove with --sparsity 1 would remove every neuron, head or layer: use a smaller --sparsity");
         }

@@ -53,6 +53,18 @@ public class BadInputTests
     }
 
     [Fact]
+    public async Task RemoveWithGptqQuantization()
+    {
+        using var dir = new TempDir();
+        WriteRaw(dir.Sub("in"), Good, 32);
+        string calibration = Path.Combine(dir.Path, "calibration.json");
+        File.WriteAllText(calibration, "[[1, 2, 3, 4]]");
+        var args = Run(dir, "--sparsity", "0.25", "--pattern", "neurons", "--scope", "layer", "--remove", "--quantize", "W4A16", "--quant-method", "gptq", "--calibration", calibration);
+        await AssertRefused(dir, "--remove with --quant-method gptq", args);
+        Assert.Equal(2, (await ShearsProcess.RunAsync(args)).ExitCode);
+    }
+
+    [Fact]
     public async Task NonEmptyOutWithoutForce()
     {
         using var dir = new TempDir();

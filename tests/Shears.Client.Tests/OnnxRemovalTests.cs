@@ -206,4 +206,23 @@ public class OnnxRemovalTests
         Assert.True(Math.Abs(OnnxQuantizeTests.MeanCosine(full, actual) - reported) < 2e-4, $"fidelity in ONNX Runtime {OnnxQuantizeTests.MeanCosine(full, actual):F5}, reported {reported:F5}");
         Assert.True(reported < 0.99, "two layers fewer change the embeddings");
     }
+
+    [Theory]
+    [InlineData("neurons", "W8A8")]
+    [InlineData("heads", "W4A16")]
+    public async Task MiniLmRemovedAndQuantizedInOneRunIsTheTwoRunsModel(string pattern, string scheme)
+    {
+        using var dir = new TempDir();
+        Assert.Equal(0, (await ShearsProcess.RunAsync("minilm", dir.Sub("in"))).ExitCode);
+        string[] Run(string model, string output, params string[] extra) => ["run", "--model", model, "--out", dir.Sub(output), .. extra];
+        string[] removal = ["--sparsity", "0.25", "--pattern", pattern, "--scope", "layer", "--remove"];
+        var first = await ShearsProcess.RunAsync(Run(Path.Combine(dir.Sub("in"), "model.onnx"), "removed", removal));
+        Assert.True(first.ExitCode == 0, first.ToString());
+        var second = await ShearsProcess.RunAsync(Run(Path.Combine(dir.Sub("removed"), "model.onnx"), "two", "--sparsity", "0", "--quantize", scheme));
+        Assert.True(second.ExitCode == 0, second.ToString());
+        var one = await ShearsProcess.RunAsync(Run(Path.Combine(dir.Sub("in"), "model.onnx"), "one", [.. removal, "--quantize", scheme]));
+        Assert.True(one.ExitCode == 0, one.ToString());
+        Assert.Equal(File.ReadAllBytes(Path.Combine(dir.Sub("two"), "model.onnx")), File.ReadAllBytes(Path.Combine(dir.Sub("one"), "model.onnx")));
+        Assert.Contains(OnnxModel.Read(Path.Combine(dir.Sub("one"), "model.onnx")).Nodes, n => n.OpType == (scheme == "W8A8" ? "MatMulInteger" : "MatMulNBits"));
+    }
 }

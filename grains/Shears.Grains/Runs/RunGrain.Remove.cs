@@ -47,7 +47,7 @@ public sealed partial class RunGrain
     /// <summary>After the shards wrote an ONNX model's masked weights: its cut initializers rewritten smaller, and a config.json beside it given the new width.</summary>
     private static void CutOnnxOutput(CheckpointManifest manifest, RemovalPlan? removal, string folder)
     {
-        if (removal is null || manifest.Format != CheckpointFormat.Onnx) return;
+        if (removal is null) return;
         string model = Path.Combine(folder, manifest.Files[0].FileName);
         var edit = Shears.Pruning.Onnx.OnnxGraphEdit.None;
         if (removal.RemovedLayers.Count > 0)

@@ -310,7 +310,7 @@ public sealed partial class RunGrain(
                         await SetStatus(s => s with { Phase = $"round {round}/{targets.Length}: {(encoder ? "distilling" : "fine-tuning")}" });
                         loss = await FineTuneAsync(plan, spec, trainData, round, hidden, token, encoder ? denseTrain : null);
                     }
-                    var quantized = round == targets.Length ? await QuantizeAsync(plan, spec, round, targets.Length, calibration, token) : null;
+                    var quantized = round == targets.Length ? await QuantizeAsync(manifest, plan, spec, round, targets.Length, calibration, token) : null;
                     if (evalData is not null)
                     {
                         await SetStatus(s => s with { Phase = $"round {round}/{targets.Length}: evaluating" });
@@ -355,17 +355,14 @@ public sealed partial class RunGrain(
                 removal = await PlanRemovalAsync(manifest, plan, spec, token);
                 if (removal is not null)
                 {
-                    CreateRemovedLayout(manifest, plan, removal, target_);
-                    var removals = Wire(removal);
-                    written = await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).WriteRemovedAsync(target_, removals, removal.RemovedLayers.ToArray()).Complete(Shard(s.Index), token)));
+                    written = await WriteRemovedOutputAsync(manifest, plan, spec, removal, target_, token);
                     return;
                 }
                 // The shards write their pruned tensors (and copy the others they were given): the layout leaves those out.
                 CreateOutputLayout(manifest, plan, spec, target_);
                 written = await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).WriteAsync(target_).Complete(Shard(s.Index), token)));
             });
-            QuantizeOnnxOutput(manifest, plan, spec, temp);
-            CutOnnxOutput(manifest, removal, temp);
+            FinishOnnxOutput(manifest, plan, spec, removal, temp);
             token.ThrowIfCancellationRequested();
             ShearsMetrics.PhaseSeconds.Record(phase.Elapsed.TotalSeconds, ShearsMetrics.Tag("phase", "export"));
             phases["export"] = phase.Elapsed.TotalSeconds;

@@ -48,6 +48,25 @@ public static partial class RunPlanner
         return quantized;
     }
 
+    /// <summary>
+    /// Whether a run that quantizes the whole model takes this tensor as a quantized Linear weight: with --remove the
+    /// smaller model is quantized whole, so the stages compute with these weights dequantized whether pruned or not.
+    /// </summary>
+    public static bool IsQuantizedLinear(CheckpointManifest manifest, TensorEntry t) =>
+        manifest.Format == CheckpointFormat.Onnx
+            ? manifest.DefaultPrunable?.Contains(t.Name) == true && t.DType == TensorDType.F32 && t.Shape.Length == 2
+            : IsDefaultPrunable(t) && t.Name.EndsWith(".weight", StringComparison.Ordinal);
+
+    /// <summary>
+    /// The tensors of the smaller model that --remove with --quantize quantizes: those a run given it as --model with
+    /// --sparsity 0 and the same --quantize takes.
+    /// </summary>
+    public static IReadOnlyList<string> QuantizedWhole(CheckpointManifest removed, RunSpec spec)
+    {
+        var whole = new RunSpec { ModelPath = removed.Root, OutputPath = spec.OutputPath, Sparsity = 0, Quantize = spec.Quantize, GroupSize = spec.GroupSize };
+        return QuantizedTensors(removed, whole, SelectPrunable(removed, whole));
+    }
+
     /// <summary>Linear weights of the blocks that stay dense: the config's <c>ignore</c> list names their modules.</summary>
     public static IEnumerable<string> UnquantizedLinears(CheckpointManifest manifest, IReadOnlyCollection<string> quantized)
     {

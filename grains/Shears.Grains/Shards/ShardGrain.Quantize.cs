@@ -37,6 +37,7 @@ public sealed partial class ShardGrain
         _dequantized = null;
         _piecesDequantized = false;
         _layout = null;
+        _cuts = null;
     }
 
     private IReadOnlySet<string> QuantizedNames => Assignment.Quantized.ToHashSet(StringComparer.Ordinal);
@@ -73,12 +74,16 @@ public sealed partial class ShardGrain
     {
         CheckSources();
         Quantize(withDequantized: _stage is not null);
-        return _pieces.Select((piece, i) => (piece, rows: _quantized![i])).Where(x => x.rows is not null)
+        return QuantizedErrors();
+    }));
+
+    /// <summary>Per quantized piece, the error of its dequantized weights over the elements it quantized.</summary>
+    private QuantizedTensorError[] QuantizedErrors() =>
+        _pieces.Select((piece, i) => (piece, rows: _quantized![i])).Where(x => x.rows is not null)
             .Select(x => new QuantizedTensorError
             {
-                Name = x.piece.Entry.Name, Elements = x.piece.Piece.Elements, AbsErrorSum = x.rows!.AbsErrorSum, MaxAbsError = x.rows.MaxAbsError,
+                Name = x.piece.Entry.Name, Elements = (long)x.rows!.Rows * x.rows.Columns, AbsErrorSum = x.rows!.AbsErrorSum, MaxAbsError = x.rows.MaxAbsError,
             }).ToArray();
-    }));
 
     /// <summary>Quantizes the pieces once per loading (round to nearest, from the masked weights: deterministic).</summary>
     private void Quantize(bool withDequantized)
@@ -89,27 +94,54 @@ public sealed partial class ShardGrain
             var held = QuantizedNames;
             if (ByGptq && _pieces.Any(p => held.Contains(p.Entry.Name)))
                 throw new InvalidOperationException($"shard {this.GetPrimaryKeyString()} holds no GPTQ results: the calibrated quantization pass has not run since it was loaded");
-            var scheme = Scheme;
             var names = Assignment.Quantized.ToHashSet(StringComparer.Ordinal);
-            // An ONNX weight is stored [in, out] and quantized per output column along its input: as the transpose's rows.
-            bool stored = _manifest!.Format == CheckpointFormat.Onnx;
-            _quantized = _pieces.Select(piece => !names.Contains(piece.Entry.Name) ? null
-                : stored ? QuantizedRows.RoundToNearest(Transpose(ShardMath.Masked(piece), piece.Entry.DType.ElementSize(), piece.Rows, piece.Cols), piece.Entry.DType, checked((int)piece.Cols), checked((int)piece.Rows), scheme, piece.Entry.Name)
-                : QuantizedRows.RoundToNearest(ShardMath.Masked(piece), piece.Entry.DType, checked((int)piece.Rows), checked((int)piece.Cols), scheme, piece.Entry.Name)).ToArray();
+            _quantized = _pieces.Select(piece => !names.Contains(piece.Entry.Name) ? null : RoundToNearest(piece)).ToArray();
         }
         if (withDequantized && _dequantized is null && !_piecesDequantized)
         {
-            bool stored = _manifest!.Format == CheckpointFormat.Onnx;
-            _dequantized = _quantized.Select((rows, i) => rows is null ? null
-                : stored ? Transpose(rows.DequantizedBytes(), _pieces[i].Entry.DType.ElementSize(), rows.Rows, rows.Columns)
-                : rows.DequantizedBytes()).ToArray();
+            _dequantized = _quantized.Select((rows, i) => rows is null ? null : Dequantized(_pieces[i], rows)).ToArray();
             if (_stage is not null)
             {
                 var byPiece = _pieces.Select((p, i) => (p.Entry.Name, Bytes: _dequantized[i])).Where(x => x.Bytes is not null)
                     .ToDictionary(x => x.Name, x => x.Bytes!, StringComparer.Ordinal);
+                foreach (var (name, bytes) in RemovedFrozenWeights()) byPiece[name] = bytes;
                 _stage.UseWeights(byPiece);
             }
         }
+    }
+
+    /// <summary>
+    /// A piece's weights rounded to nearest from its masked ones; with a removal, without its removed slices (null when
+    /// the removal takes the whole piece, as with a removed layer).
+    /// </summary>
+    private QuantizedRows? RoundToNearest(LoadedPiece piece)
+    {
+        var bytes = ShardMath.Masked(piece);
+        long rows = piece.Rows, cols = piece.Cols;
+        int size = piece.Entry.DType.ElementSize();
+        if (_cuts is not null)
+        {
+            if (piece.Mask.CountSet() == piece.Mask.Length) return null;
+            if (_cuts.GetValueOrDefault(piece.Entry.Name) is { } cut)
+            {
+                var smaller = cut.Shape([rows, cols]);
+                if (smaller[0] == 0 || smaller[1] == 0) return null;
+                bytes = cut.Apply(bytes, [rows, cols], size);
+                (rows, cols) = (smaller[0], smaller[1]);
+            }
+        }
+        // An ONNX weight is stored [in, out] and quantized per output column along its input: as the transpose's rows.
+        return _manifest!.Format == CheckpointFormat.Onnx
+            ? QuantizedRows.RoundToNearest(Transpose(bytes, size, rows, cols), piece.Entry.DType, checked((int)cols), checked((int)rows), Scheme, piece.Entry.Name)
+            : QuantizedRows.RoundToNearest(bytes, piece.Entry.DType, checked((int)rows), checked((int)cols), Scheme, piece.Entry.Name);
+    }
+
+    /// <summary>The dequantized weights of a piece in its stored order and full shape (zeros in removed slices).</summary>
+    private byte[] Dequantized(LoadedPiece piece, QuantizedRows rows)
+    {
+        int size = piece.Entry.DType.ElementSize();
+        var bytes = _manifest!.Format == CheckpointFormat.Onnx ? Transpose(rows.DequantizedBytes(), size, rows.Rows, rows.Columns) : rows.DequantizedBytes();
+        return _cuts?.GetValueOrDefault(piece.Entry.Name) is { } cut ? cut.Expand(bytes, [piece.Rows, piece.Cols], size) : bytes;
     }
 
     private static string QuantizedPath(ShardAssignment assignment, int piece, int round) =>
@@ -187,32 +219,7 @@ public sealed partial class ShardGrain
             // What a bitmask encoding of the pruned piece would take, beside the packed layout written.
             long zeros = rows.ZeroCount();
             size = size.Add(Shears.Pruning.Size.SparseEncoding.Report(piece.Piece.Elements, piece.Piece.Elements - zeros, piece.Entry.DType));
-            string module = QuantizedLayout.Module(piece.Entry.Name);
-            var packed = layout.Output(module + QuantizedLayout.PackedSuffix);
-            var scale = layout.Output(module + QuantizedLayout.ScaleSuffix);
-            var packedBytes = rows.PackedBytes();
-            var scaleBytes = rows.ScaleBytes();
-            CheckpointOutput.WriteTensorRange(outputDirectory, packed, piece.Piece.RowStart * packed.RowByteLength, packedBytes);
-            CheckpointOutput.WriteTensorRange(outputDirectory, scale, piece.Piece.RowStart * scale.RowByteLength, scaleBytes);
-            total += packedBytes.Length + scaleBytes.Length;
-            if (layout.GroupIndex && piece.Piece.RowStart == 0)
-            {
-                // One [in] index per weight: every row block has the same (GPTQ holds a weight whole, on one shard).
-                var groupIndex = rows.GroupIndexBytes() ?? throw new InvalidOperationException($"tensor '{piece.Entry.Name}' was quantized without activation order, but the layout has its weight_g_idx");
-                CheckpointOutput.WriteTensorRange(outputDirectory, layout.Output(module + QuantizedLayout.GroupIndexSuffix), 0, groupIndex);
-                total += groupIndex.Length;
-            }
-            if (!rows.Scheme.Symmetric)
-            {
-                var zeroPoint = layout.Output(module + QuantizedLayout.ZeroPointSuffix);
-                var words = new int[PackedInt.Words(rows.Rows, rows.Scheme.Bits) * rows.GroupsPerRow];
-                PackedInt.PackColumns(rows.ZeroPoints(), rows.Rows, rows.GroupsPerRow, rows.Scheme.Bits, words);
-                var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(words.AsSpan());
-                // Row blocks start at multiples of the rows one word packs (RunPlanner), so each block owns its words.
-                long wordRow = piece.Piece.RowStart / rows.Scheme.PackFactor;
-                CheckpointOutput.WriteTensorRange(outputDirectory, zeroPoint, wordRow * zeroPoint.RowByteLength, bytes);
-                total += bytes.Length;
-            }
+            total += WritePacked(outputDirectory, layout, piece.Entry.Name, rows, piece.Piece.RowStart);
         }
         foreach (string name in Assignment.CopyTensors)
         {
@@ -224,5 +231,40 @@ public sealed partial class ShardGrain
         {
             BytesWritten = total, Elements = size.Elements, ZeroElements = size.ZeroElements, DenseBytes = size.DenseBytes, SparseBytes = size.SparseBytes,
         };
+    }
+
+    /// <summary>
+    /// Writes the packed weights, scales (and group index, zero points) of a row block of <paramref name="weight"/>
+    /// starting at <paramref name="rowStart"/> into <paramref name="layout"/>'s files; the bytes written.
+    /// </summary>
+    private static long WritePacked(string outputDirectory, QuantizedLayout layout, string weight, QuantizedRows rows, long rowStart)
+    {
+        string module = QuantizedLayout.Module(weight);
+        var packed = layout.Output(module + QuantizedLayout.PackedSuffix);
+        var scale = layout.Output(module + QuantizedLayout.ScaleSuffix);
+        var packedBytes = rows.PackedBytes();
+        var scaleBytes = rows.ScaleBytes();
+        CheckpointOutput.WriteTensorRange(outputDirectory, packed, rowStart * packed.RowByteLength, packedBytes);
+        CheckpointOutput.WriteTensorRange(outputDirectory, scale, rowStart * scale.RowByteLength, scaleBytes);
+        long total = packedBytes.Length + scaleBytes.Length;
+        if (layout.GroupIndex && rowStart == 0)
+        {
+            // One [in] index per weight: every row block has the same (GPTQ holds a weight whole, on one shard).
+            var groupIndex = rows.GroupIndexBytes() ?? throw new InvalidOperationException($"tensor '{weight}' was quantized without activation order, but the layout has its weight_g_idx");
+            CheckpointOutput.WriteTensorRange(outputDirectory, layout.Output(module + QuantizedLayout.GroupIndexSuffix), 0, groupIndex);
+            total += groupIndex.Length;
+        }
+        if (!rows.Scheme.Symmetric)
+        {
+            var zeroPoint = layout.Output(module + QuantizedLayout.ZeroPointSuffix);
+            var words = new int[PackedInt.Words(rows.Rows, rows.Scheme.Bits) * rows.GroupsPerRow];
+            PackedInt.PackColumns(rows.ZeroPoints(), rows.Rows, rows.GroupsPerRow, rows.Scheme.Bits, words);
+            var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(words.AsSpan());
+            // Row blocks start at multiples of the rows one word packs (RunPlanner), so each block owns its words.
+            long wordRow = rowStart / rows.Scheme.PackFactor;
+            CheckpointOutput.WriteTensorRange(outputDirectory, zeroPoint, wordRow * zeroPoint.RowByteLength, bytes);
+            total += bytes.Length;
+        }
+        return total;
     }
 }

@@ -39,13 +39,16 @@ internal sealed partial class StageRunner(
 
     public StagePlan Plan { get; } = plan;
 
+    /// <summary>The stage's tensors that no piece of the shard holds: read from the checkpoint at each build.</summary>
+    public IReadOnlyList<TensorEntry> Frozen => frozen;
+
     /// <summary>The pieces' weights differ from the checkpoint's (fine-tuned or OBS-updated): rounds persist them.</summary>
     public bool Trained { get; private set; }
 
     // Weights the stage computes with instead of the pieces' masked ones (the dequantized weights of a quantized run).
     private IReadOnlyDictionary<string, byte[]>? _weights;
 
-    /// <summary>Computes with these raw weights (by tensor name) instead of the pieces' own from now on; null: the pieces' again.</summary>
+    /// <summary>Computes with these raw weights (by tensor name, pieces or frozen tensors) instead of its own from now on; null: its own again.</summary>
     public void UseWeights(IReadOnlyDictionary<string, byte[]>? weights)
     {
         _weights = weights;
@@ -81,7 +84,10 @@ internal sealed partial class StageRunner(
         _owned = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         // Frozen tensors are read again at each build (from the page cache, as a rule) rather than kept as bytes beside
         // their float32 copy for the whole run: the embedding and head of a 32,000-token vocabulary are 250 MB each in bf16.
-        foreach (var entry in frozen) _owned[entry.Name] = LlamaWeights.ToFloat32(entry, into => CheckpointReader.ReadTensor(manifest, entry, into)).to(device);
+        foreach (var entry in frozen)
+            _owned[entry.Name] = _weights?.GetValueOrDefault(entry.Name) is { } given
+                ? LlamaWeights.ToFloat32(entry, given).to(device)
+                : LlamaWeights.ToFloat32(entry, into => CheckpointReader.ReadTensor(manifest, entry, into)).to(device);
         // Masked straight into the tensor's storage, so a layer's weights are never held twice in managed memory.
         foreach (var piece in pieces)
             _owned[piece.Entry.Name] = _weights?.GetValueOrDefault(piece.Entry.Name) is { } given

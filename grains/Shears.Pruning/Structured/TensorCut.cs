@@ -53,6 +53,39 @@ public sealed record TensorCut(string Tensor, int Axis, int[] Removed)
         return output;
     }
 
+    /// <summary>
+    /// The inverse of <see cref="Apply"/>: the cut tensor's row-major bytes placed back at the full
+    /// <paramref name="shape"/>, with zeros in the removed slices.
+    /// </summary>
+    public byte[] Expand(ReadOnlySpan<byte> cut, long[] shape, int elementSize)
+    {
+        var smaller = Shape(shape);
+        if (cut.Length != TensorEntryElements(smaller) * elementSize)
+            throw new ArgumentException($"tensor '{Tensor}': {cut.Length} bytes for the cut [{string.Join(", ", smaller)}] of {elementSize}-byte elements", nameof(cut));
+        long rows = shape[0], cols = shape.Length == 1 ? 1 : shape[1];
+        var removed = new BitMask(Axis == 0 ? rows : cols);
+        foreach (int i in Removed) removed.Set(i);
+        var output = new byte[checked((int)(rows * cols * elementSize))];
+        int rowBytes = (int)(cols * elementSize), at = 0;
+        for (long r = 0; r < rows; r++)
+        {
+            if (Axis == 0)
+            {
+                if (removed[r]) continue;
+                cut.Slice(at, rowBytes).CopyTo(output.AsSpan((int)(r * rowBytes)));
+                at += rowBytes;
+                continue;
+            }
+            for (long c = 0; c < cols; c++)
+            {
+                if (removed[c]) continue;
+                cut.Slice(at, elementSize).CopyTo(output.AsSpan((int)((r * cols + c) * elementSize)));
+                at += elementSize;
+            }
+        }
+        return output;
+    }
+
     private static long TensorEntryElements(long[] shape) => shape.Aggregate(1L, (a, b) => a * b);
 
     private void Check(long[] shape)
