@@ -27,24 +27,10 @@ public sealed partial class RunGrain
         var removed = CheckpointReader.ReadManifest(target);
         var quantized = RunPlanner.QuantizedWhole(removed, spec);
         QuantizedLayout.Plan(removed, quantized, QuantScheme.Parse(spec.Quantize!, spec.GroupSize)).Create(folder, RunPlanner.UnquantizedLinears(removed, quantized));
-        var shares = Spread(removed, plan.Shards.Count);
+        var shares = RunPlanner.SpreadByBytes(removed.Tensors, plan.Shards.Count).Select(s => s.ToArray()).ToArray();
         var names = quantized.ToArray();
         var packed = await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).WriteQuantizedRemovedAsync(target, folder, shares[s.Index], names).Complete(Shard(s.Index), token)));
         Directory.Delete(target, recursive: true);
         return packed;
-    }
-
-    /// <summary>The smaller model's tensors shared among the shards, the largest first to the one with the fewest bytes so far.</summary>
-    private static string[][] Spread(CheckpointManifest removed, int shards)
-    {
-        var shares = Enumerable.Range(0, shards).Select(_ => new List<string>()).ToArray();
-        var bytes = new long[shards];
-        foreach (var t in removed.Tensors.OrderByDescending(t => t.ByteLength).ThenBy(t => t.Name, StringComparer.Ordinal))
-        {
-            int target = Array.IndexOf(bytes, bytes.Min());
-            shares[target].Add(t.Name);
-            bytes[target] += t.ByteLength;
-        }
-        return shares.Select(s => s.ToArray()).ToArray();
     }
 }

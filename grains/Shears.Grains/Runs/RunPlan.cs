@@ -354,16 +354,22 @@ public static partial class RunPlanner
     /// </summary>
     private static List<string>[] SpreadCopies(CheckpointManifest manifest, IReadOnlySet<string> held, int shards)
     {
-        var copies = Enumerable.Range(0, shards).Select(_ => new List<string>()).ToArray();
-        if (manifest.Format != CheckpointFormat.Safetensors) return copies;
+        if (manifest.Format != CheckpointFormat.Safetensors) return Enumerable.Range(0, shards).Select(_ => new List<string>()).ToArray();
+        return SpreadByBytes(manifest.Tensors.Where(t => !held.Contains(t.Name)), shards);
+    }
+
+    /// <summary>Tensors shared among <paramref name="shards"/> shards, the largest first to the shard with the fewest bytes so far.</summary>
+    internal static List<string>[] SpreadByBytes(IEnumerable<TensorEntry> tensors, int shards)
+    {
+        var shares = Enumerable.Range(0, shards).Select(_ => new List<string>()).ToArray();
         var bytes = new long[shards];
-        foreach (var t in manifest.Tensors.Where(t => !held.Contains(t.Name)).OrderByDescending(t => t.ByteLength))
+        foreach (var t in tensors.OrderByDescending(t => t.ByteLength))
         {
             int target = Array.IndexOf(bytes, bytes.Min());
-            copies[target].Add(t.Name);
+            shares[target].Add(t.Name);
             bytes[target] += t.ByteLength;
         }
-        return copies;
+        return shares;
     }
 
     /// <summary>Whether the tensor's output neurons are its columns (ONNX MatMul weights are stored [in, out]).</summary>
