@@ -72,6 +72,10 @@ public sealed record ActivationBatch
     [Id(2)] public long[] Shape { get; init; } = [];
     /// <summary>Encoder distillation: the dense model's sentence embeddings [batch, hidden], flattened.</summary>
     [Id(3)] public float[] Targets { get; init; } = [];
+    /// <summary>--distill hidden: the dense model's hidden states at this point of the pipeline, laid out as <see cref="Hidden"/>.</summary>
+    [Id(4)] public byte[] Teacher { get; init; } = [];
+    /// <summary>--distill hidden: the weighted hidden-state loss of the layers this micro-batch has passed so far.</summary>
+    [Id(5)] public double HiddenLoss { get; init; }
 }
 
 [GenerateSerializer, Immutable]

@@ -30,6 +30,11 @@ public sealed record StageMessage
     [Id(6)] public double LossWeight { get; init; } = 1;
     /// <summary>The shard of the stage that sent it (-1 from the coordinator): where a training micro-batch's gradient goes back.</summary>
     [Id(7)] public int From { get; init; } = -1;
+    /// <summary>
+    /// Train with --distill hidden: each layer adds this factor times the sum, over the micro-batch's real tokens, of
+    /// ‖student − teacher‖² / ‖teacher‖² of its output hidden states (1 / (layers × the step's tokens)); 0: no such term.
+    /// </summary>
+    [Id(8)] public double HiddenWeight { get; init; }
 }
 
 /// <summary>What a stage has done for a pass so far.</summary>

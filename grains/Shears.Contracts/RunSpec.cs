@@ -58,6 +58,11 @@ public sealed record RunSpec
     /// bytes, of which only the shapes are read; nothing is written but the report.
     /// </summary>
     [Id(34)] public long? SyntheticWeights { get; init; }
+    /// <summary>
+    /// What fine-tuning matches: output (the dense model's sentence embeddings for an encoder, the next tokens for a
+    /// decoder) or hidden (that, plus each layer's hidden states matched to the dense model's, computed on the same stages).
+    /// </summary>
+    [Id(35)] public string Distill { get; init; } = RunOptions.DistillModes.Output;
 
     /// <summary>Each round ends with fine-tuning (or distillation): a number of steps, or of epochs.</summary>
     public bool Trains => FinetuneSteps > 0 || Epochs > 0;
@@ -140,6 +145,12 @@ public static class RunOptions
     {
         public const string Constant = "constant", Cosine = "cosine";
         public static readonly string[] All = [Constant, Cosine];
+    }
+
+    public static class DistillModes
+    {
+        public const string Output = "output", Hidden = "hidden";
+        public static readonly string[] All = [Output, Hidden];
     }
 
     public static class QuantMethods
@@ -248,6 +259,8 @@ public static class RunOptions
         if (spec.WarmupSteps < 0) errors.Add($"--warmup-steps must not be negative, got {spec.WarmupSteps}");
         if (!spec.Trains && spec.WarmupSteps > 0) errors.Add("--warmup-steps needs --finetune-steps or --epochs");
         if (!spec.Trains && spec.LrSchedule != LrSchedules.Constant) errors.Add($"--lr-schedule {spec.LrSchedule} needs --finetune-steps or --epochs");
+        Check(errors, "--distill", spec.Distill, DistillModes.All);
+        if (!spec.Trains && spec.Distill != DistillModes.Output) errors.Add($"--distill {spec.Distill} needs --finetune-steps or --epochs");
         if (spec.EvalSeqLen < 2) errors.Add($"--eval-seq-len must be at least 2, got {spec.EvalSeqLen}");
         if (spec.Batch < 1) errors.Add($"--batch must be at least 1, got {spec.Batch}");
         if (!(spec.LearningRate > 0) || double.IsInfinity(spec.LearningRate)) errors.Add($"--lr must be a positive number, got {spec.LearningRate}");

@@ -174,6 +174,8 @@ public class BadInputTests
     [InlineData("--epochs and --finetune-steps both set each round's steps: give one of them", "--epochs", "2", "--finetune-steps", "3", "--finetune-data", "CALIBRATION")]
     [InlineData("--lr-schedule must be one of constant, cosine, got 'linear'", "--epochs", "1", "--finetune-data", "CALIBRATION", "--lr-schedule", "linear")]
     [InlineData("--warmup-steps needs --finetune-steps or --epochs", "--warmup-steps", "5")]
+    [InlineData("--distill hidden needs --finetune-steps or --epochs", "--distill", "hidden")]
+    [InlineData("--distill must be one of output, hidden, got 'layers'", "--epochs", "1", "--finetune-data", "CALIBRATION", "--distill", "layers")]
     public async Task OwlAndTrainingOptionsOutOfPlace(string message, params string[] options)
     {
         using var dir = new TempDir();

@@ -64,7 +64,8 @@ internal sealed class PipelineDriver
     /// One training step as micro-batches (GPipe): all go forward, their gradients come back, each stage accumulates
     /// them and steps its optimizer after the last. Returns the step's loss (the sum of the weighted micro-batch losses).
     /// </summary>
-    public async Task<double> TrainStepAsync(IReadOnlyList<ActivationBatch> batches, IReadOnlyList<double> weights, double learningRate, CancellationToken token)
+    /// <param name="hiddenWeight">--distill hidden: <see cref="StageMessage.HiddenWeight"/>; 0: none.</param>
+    public async Task<double> TrainStepAsync(IReadOnlyList<ActivationBatch> batches, IReadOnlyList<double> weights, double learningRate, CancellationToken token, double hiddenWeight = 0)
     {
         string pass = NewPass();
         try
@@ -73,6 +74,7 @@ internal sealed class PipelineDriver
                 await Stage(Order[0]).PushAsync(new StageMessage
                 {
                     Pass = pass, Kind = PassKind.Train, Index = i, Count = batches.Count, Batch = batches[i], LearningRate = learningRate, LossWeight = weights[i],
+                    HiddenWeight = hiddenWeight,
                 });
             double loss = 0;
             int losses = 0;

@@ -132,6 +132,7 @@ public sealed partial class RunGrain
         double lossSum = 0;
         int steps = StepsPerRound(spec, data.Count, batch);
         var shape = spec.LrSchedule == RunOptions.LrSchedules.Cosine ? LearningRateShape.Cosine : LearningRateShape.Constant;
+        int layers = Math.Max(1, plan.Stages!.Count(s => s.Kind == StagePlan.LayerKind));
         for (int step = 0; step < steps; step++)
         {
             token.ThrowIfCancellationRequested();
@@ -148,7 +149,12 @@ public sealed partial class RunGrain
             double total = micro.Sum(Terms);
             var weights = micro.Select(b => micro.Length == 1 ? 1.0 : Terms(b) / total).ToArray();
             double rate = LearningRateSchedule.At(shape, spec.LearningRate, step, steps, spec.WarmupSteps);
-            lossSum += await Pipeline.TrainStepAsync(micro, weights, rate, token);
+            // --distill hidden: the mean over the model's layers of the mean over the step's real tokens of each
+            // token's relative squared error; every layer stage adds its part of that sum.
+            double hiddenWeight = spec.Distill == RunOptions.DistillModes.Hidden
+                ? 1.0 / ((double)layers * micro.Sum(b => b.TokenIds.Sum(t => (long)t.Length)))
+                : 0;
+            lossSum += await Pipeline.TrainStepAsync(micro, weights, rate, token, hiddenWeight);
         }
         await Task.WhenAll(plan.Shards.Select(s => GrainFactory.GetGrain<IStageGrain>($"{RunId}/{s.Index}").EndTrainingAsync().Complete(Shard(s.Index), token)));
         return lossSum / steps;

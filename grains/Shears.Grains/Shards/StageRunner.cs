@@ -32,8 +32,9 @@ internal sealed partial class StageRunner(
     private IReadOnlyDictionary<string, Tensor> StageParameters => (IReadOnlyDictionary<string, Tensor>?)_stage?.Parameters ?? _bert!.Parameters;
     private Dictionary<string, Tensor>? _owned;
     private MaskedAdamW? _optimizer;
-    // Training: each micro-batch's input and output until its backward, and the backwards done in the step so far.
-    private readonly Dictionary<int, (Tensor Input, Tensor Output)> _steps = [];
+    // The backwards done in the step so far.
+    // Training: each micro-batch's input and output until its backward (and, --distill hidden, this layer's term of the loss).
+    private readonly Dictionary<int, (Tensor Input, Tensor Output, Tensor? HiddenLoss)> _steps = [];
     private int _backwardDone;
 
 
@@ -95,31 +96,41 @@ internal sealed partial class StageRunner(
                 : LlamaWeights.ToFloat32(piece.Entry, into => ShardMath.MaskedRange(piece, 0, checked((int)piece.Piece.Elements), into)).to(device);
         // The stage holds the weights now: the mapped bytes need not stay resident beside them.
         foreach (var piece in pieces) piece.ReleaseResident();
+        (_stage, _bert) = Construct(_owned);
+    }
+
+    /// <summary>The stage's module (decoder or encoder family) over these tensors, with gradients off.</summary>
+    private (LlamaStage?, Shears.Pruning.Encoders.BertStage?) Construct(IReadOnlyDictionary<string, Tensor> tensors)
+    {
         if (IsBert)
         {
-            _bert = Plan.Kind == StagePlan.EmbeddingKind
-                ? Shears.Pruning.Encoders.BertEmbeddings.FromTensors(bertConfig!, bertNames!.Embeddings, _owned, device)
-                : Shears.Pruning.Encoders.BertLayer.FromTensors(bertConfig!, Plan.Layer, bertNames!.Layers[Plan.Layer], _owned, device);
-            _bert.SetRequiresGrad(false);
-            return;
+            Shears.Pruning.Encoders.BertStage bert = Plan.Kind == StagePlan.EmbeddingKind
+                ? Shears.Pruning.Encoders.BertEmbeddings.FromTensors(bertConfig!, bertNames!.Embeddings, tensors, device)
+                : Shears.Pruning.Encoders.BertLayer.FromTensors(bertConfig!, Plan.Layer, bertNames!.Layers[Plan.Layer], tensors, device);
+            bert.SetRequiresGrad(false);
+            return (null, bert);
         }
-        _stage = Plan.Kind switch
+        LlamaStage stage = Plan.Kind switch
         {
-            StagePlan.EmbeddingKind => LlamaEmbedding.FromTensors(config!, _owned, device),
-            StagePlan.LayerKind => LlamaDecoderLayer.FromTensors(config!, Plan.Layer, _owned, device),
-            _ => LlamaHead.FromTensors(config!, _owned, device),
+            StagePlan.EmbeddingKind => LlamaEmbedding.FromTensors(config!, tensors, device),
+            StagePlan.LayerKind => LlamaDecoderLayer.FromTensors(config!, Plan.Layer, tensors, device),
+            _ => LlamaHead.FromTensors(config!, tensors, device),
         };
-        _stage.SetRequiresGrad(false);
+        stage.SetRequiresGrad(false);
+        return (stage, null);
     }
 
     /// <summary>Runs the built stage on its input: token ids for an embedding, hidden states otherwise.</summary>
-    private Tensor Run(Tensor input, ActivationBatch batch)
-    {
-        if (_bert is null) return _stage!.Forward(input);
-        if (_bert is Shears.Pruning.Encoders.BertEmbeddings embeddings) return embeddings.Forward(input);
+    private Tensor Run(Tensor input, ActivationBatch batch) =>
         // An alias, not the input itself: the caller owns both, and training back-propagates through it.
-        if (_bypassed) return input.alias();
-        return ((Shears.Pruning.Encoders.BertLayer)_bert).Forward(input, PaddingMask(batch));
+        _bypassed && _bert is Shears.Pruning.Encoders.BertLayer ? input.alias() : Forward(_stage, _bert, input, batch);
+
+    /// <summary>One of this stage's modules (decoder or encoder family) on its input.</summary>
+    private Tensor Forward(LlamaStage? stage, Shears.Pruning.Encoders.BertStage? bert, Tensor input, ActivationBatch batch)
+    {
+        if (bert is null) return stage!.Forward(input);
+        if (bert is Shears.Pruning.Encoders.BertEmbeddings embeddings) return embeddings.Forward(input);
+        return ((Shears.Pruning.Encoders.BertLayer)bert).Forward(input, PaddingMask(batch));
     }
 
     /// <summary>1 for real tokens, 0 for the right padding, from each sequence's length.</summary>
@@ -199,9 +210,20 @@ internal sealed partial class StageRunner(
         var input = Input(batch).DetachFromDisposeScope();
         if (Plan.Kind != StagePlan.EmbeddingKind) input.requires_grad_(true);
         var output = Run(input, batch).DetachFromDisposeScope();
-        _steps[message.Index] = (input, output);
+        // --distill hidden: the dense model's states go down beside the pruned ones; each layer's term of the loss is
+        // added to what the micro-batch carries, so the stage that ends the pass reports the whole loss.
+        Tensor? hiddenLoss = null;
+        byte[] teacher = [];
+        double carried = batch.HiddenLoss;
+        if (message.HiddenWeight > 0 && Plan.Kind != StagePlan.HeadKind)
+        {
+            (var dense, hiddenLoss) = HiddenTerm(message, output, pieces);
+            using (dense) teacher = Bytes(dense);
+            if (hiddenLoss is not null) carried += hiddenLoss.item<float>();
+        }
+        _steps[message.Index] = (input, output, hiddenLoss);
         bool lossHere = IsBert ? Last : Plan.Kind == StagePlan.HeadKind;
-        if (!lossHere) return (batch with { Hidden = Bytes(output), Shape = output.shape }, null);
+        if (!lossHere) return (batch with { Hidden = Bytes(output), Shape = output.shape, Teacher = teacher, HiddenLoss = carried }, null);
 
         double loss;
         using (var scope = NewDisposeScope())
@@ -209,8 +231,8 @@ internal sealed partial class StageRunner(
             // Rows are right-padded to the longest: only each row's own predictions count.
             var mean = IsBert ? DistillationLoss(output, batch) : Perplexity.Loss(output, Targets(batch, device), batch.TokenIds.Select(s => s.Length).ToArray());
             var weighted = message.LossWeight == 1 ? mean : mean * message.LossWeight;
-            weighted.backward();
-            loss = weighted.item<float>();
+            (hiddenLoss is null ? weighted : weighted + hiddenLoss).backward();
+            loss = weighted.item<float>() + carried;
         }
         var gradient = Bytes(input.grad!);
         BackwardDone(message.Index, message.Count);
@@ -234,13 +256,15 @@ internal sealed partial class StageRunner(
     public byte[] Backward(int index, int count, byte[] outputGradient)
     {
         if (!_steps.TryGetValue(index, out var kept)) throw new InvalidOperationException($"stage {Plan.Kind} {Plan.Layer}: backward of micro-batch {index} without its forward");
-        var (input, output) = kept;
+        var (input, output, hiddenLoss) = kept;
         // A stage with nothing to train and no input gradient to pass on (the embedding, unpruned) has no graph.
         if (output.requires_grad)
         {
             using var scope = NewDisposeScope();
             var gradient = tensor(MemoryMarshal.Cast<byte, float>(outputGradient).ToArray(), output.shape, ScalarType.Float32, device);
-            output.backward([gradient]);
+            // With a hidden-state term here, the gradient is that of ⟨output, gradient⟩ + the term.
+            if (hiddenLoss is null) output.backward([gradient]);
+            else (output * gradient).sum().add(hiddenLoss).backward();
         }
         byte[] inputGradient = Plan.Kind == StagePlan.EmbeddingKind || input.grad is null ? [] : Bytes(input.grad);
         BackwardDone(index, count);
@@ -302,6 +326,7 @@ internal sealed partial class StageRunner(
         if (!_steps.Remove(index, out var kept)) return;
         kept.Input.Dispose();
         kept.Output.Dispose();
+        kept.HiddenLoss?.Dispose();
     }
 
     private void DisposeSteps()
@@ -321,6 +346,7 @@ internal sealed partial class StageRunner(
         _bert = null;
         if (_owned is not null) foreach (var t in _owned.Values) t.Dispose();
         _owned = null;
+        DisposeTeacher();
     }
 
     public void Dispose()
