@@ -14,7 +14,9 @@
 # fidelity and neighbour agreement@10 over the same 1,000 sentences), and its zeros counted in the file itself
 # (bench/MiniLm/count-zeros.py) beside the report's masked count (zeros.txt).
 #
-# Usage: [STEPS=N] [LR=X] [WARMUP=N] [PATTERN=both|unstructured|2:4] bench/MiniLm/best.sh OUT
+# DISTILL=hidden adds layer-wise distillation (--distill hidden: every layer's hidden states matched to the dense model's).
+#
+# Usage: [STEPS=N] [LR=X] [WARMUP=N] [DISTILL=output|hidden] [HIDDEN_WEIGHT=B] [PATTERN=both|unstructured|2:4] bench/MiniLm/best.sh OUT
 # Writes OUT/ (model, report, log, commands.txt, measure.txt, zeros.txt, machine.txt).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,6 +26,8 @@ steps="${STEPS:-1000}"
 lr="${LR:-5e-5}"
 warmup="${WARMUP:-50}"
 pattern="${PATTERN:-both}"
+distill="${DISTILL:-output}"
+hidden_weight="${HIDDEN_WEIGHT:-1}"
 cd "$root"
 
 [ -f data/english-distill.txt ] || scripts/make-english-corpus.sh
@@ -52,6 +56,7 @@ run() {
   local command=("$shears" run --model "$out/.dense/model.onnx" --out "$folder" --force --sparsity 0.5 --method sparsegpt --scope layer
     --calibration data/english-calibration.txt --calibration-samples 128
     --finetune-steps "$steps" --finetune-data data/english-distill.txt --lr "$lr" --lr-schedule cosine --warmup-steps "$warmup" --batch 16
+    --distill "$distill" $([ "$distill" = hidden ] && echo --hidden-weight "$hidden_weight")
     --eval "$eval_file" "$@")
   echo "$name: ${command[*]}" | sed "s|$out/.shears/||; s|$out|OUT|g" >> "$out/commands.txt"
   local start end

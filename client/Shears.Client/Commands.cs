@@ -79,6 +79,7 @@ public static class Commands
         var lrSchedule = new Option<string>("--lr-schedule") { Description = "constant | cosine: the learning rate over each round's fine-tuning steps", DefaultValueFactory = _ => RunOptions.LrSchedules.Constant };
         var warmupSteps = new Option<int>("--warmup-steps") { Description = "steps of linear learning-rate warm-up from 0 in each round" };
         var distill = new Option<string>("--distill") { Description = "output | hidden: fine-tuning matches the dense model's output (encoders: sentence embeddings; decoders: next tokens), or that and every layer's hidden states", DefaultValueFactory = _ => RunOptions.DistillModes.Output };
+        var hiddenWeight = new Option<double>("--hidden-weight") { Description = "--distill hidden: the factor on the hidden-state term of the loss", DefaultValueFactory = _ => 1 };
         var epochs = new Option<int>("--epochs") { Description = "passes over --finetune-data per round (instead of --finetune-steps)" };
         var runId = new Option<string?>("--run-id") { Description = "id for the run (default: generated)" };
         var quantize = new Option<string?>("--quantize") { Description = "quantize as the last phase: W8A16 | W4A16 | W4A16_ASYM (safetensors), W8A8 | W4A16 (ONNX)" };
@@ -89,7 +90,7 @@ public static class Commands
         var synthetic = new Option<long?>("--synthetic-weights") { Description = "benchmark mode: score bf16 weights generated from this seed instead of the checkpoint's bytes (only its shapes are read); writes only the report" };
 
         var command = new Command("run", "prune a checkpoint");
-        foreach (Option o in new Option[] { model, output, sparsity, method, pattern, scope, schedule, rounds, finetune, eval, evalSeqLen, finetuneData, learningRate, batch, calibration, calibrationSamples, include, exclude, seed, force, detach, shardElements, norm, headScore, spread, owlThreshold, owlLambda, lrSchedule, warmupSteps, epochs, distill, runId, quantize, groupSize, quantMethod, actOrder, remove, synthetic, Cluster })
+        foreach (Option o in new Option[] { model, output, sparsity, method, pattern, scope, schedule, rounds, finetune, eval, evalSeqLen, finetuneData, learningRate, batch, calibration, calibrationSamples, include, exclude, seed, force, detach, shardElements, norm, headScore, spread, owlThreshold, owlLambda, lrSchedule, warmupSteps, epochs, distill, hiddenWeight, runId, quantize, groupSize, quantMethod, actOrder, remove, synthetic, Cluster })
             command.Add(o);
         command.SetAction(async (parse, token) =>
         {
@@ -119,7 +120,7 @@ public static class Commands
                 Norm = normValue, HeadScore = parse.GetValue(headScore)!, ProgressiveSpread = parse.GetValue(spread),
                 OwlThreshold = parse.GetValue(owlThreshold), OwlLambda = parse.GetValue(owlLambda),
                 LrSchedule = parse.GetValue(lrSchedule)!, WarmupSteps = parse.GetValue(warmupSteps), Epochs = parse.GetValue(epochs),
-                Distill = parse.GetValue(distill)!,
+                Distill = parse.GetValue(distill)!, HiddenWeight = parse.GetValue(hiddenWeight),
                 Quantize = parse.GetValue(quantize), GroupSize = parse.GetValue(groupSize), QuantMethod = parse.GetValue(quantMethod)!,
                 ActOrder = parse.GetValue(actOrder),
                 Remove = parse.GetValue(remove),

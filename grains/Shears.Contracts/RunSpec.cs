@@ -63,6 +63,8 @@ public sealed record RunSpec
     /// decoder) or hidden (that, plus each layer's hidden states matched to the dense model's, computed on the same stages).
     /// </summary>
     [Id(35)] public string Distill { get; init; } = RunOptions.DistillModes.Output;
+    /// <summary>--distill hidden: the factor on the hidden-state term of the loss.</summary>
+    [Id(36)] public double HiddenWeight { get; init; } = 1;
 
     /// <summary>Each round ends with fine-tuning (or distillation): a number of steps, or of epochs.</summary>
     public bool Trains => FinetuneSteps > 0 || Epochs > 0;
@@ -261,6 +263,8 @@ public static class RunOptions
         if (!spec.Trains && spec.LrSchedule != LrSchedules.Constant) errors.Add($"--lr-schedule {spec.LrSchedule} needs --finetune-steps or --epochs");
         Check(errors, "--distill", spec.Distill, DistillModes.All);
         if (!spec.Trains && spec.Distill != DistillModes.Output) errors.Add($"--distill {spec.Distill} needs --finetune-steps or --epochs");
+        if (!(spec.HiddenWeight > 0) || double.IsInfinity(spec.HiddenWeight)) errors.Add($"--hidden-weight must be a positive number, got {spec.HiddenWeight}");
+        else if (spec.HiddenWeight != 1 && spec.Distill != DistillModes.Hidden) errors.Add("--hidden-weight weighs the term of --distill hidden: use it with --distill hidden");
         if (spec.EvalSeqLen < 2) errors.Add($"--eval-seq-len must be at least 2, got {spec.EvalSeqLen}");
         if (spec.Batch < 1) errors.Add($"--batch must be at least 1, got {spec.Batch}");
         if (!(spec.LearningRate > 0) || double.IsInfinity(spec.LearningRate)) errors.Add($"--lr must be a positive number, got {spec.LearningRate}");

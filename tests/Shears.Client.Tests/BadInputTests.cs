@@ -175,6 +175,8 @@ public class BadInputTests
     [InlineData("--lr-schedule must be one of constant, cosine, got 'linear'", "--epochs", "1", "--finetune-data", "CALIBRATION", "--lr-schedule", "linear")]
     [InlineData("--warmup-steps needs --finetune-steps or --epochs", "--warmup-steps", "5")]
     [InlineData("--distill hidden needs --finetune-steps or --epochs", "--distill", "hidden")]
+    [InlineData("--hidden-weight weighs the term of --distill hidden: use it with --distill hidden", "--epochs", "1", "--finetune-data", "CALIBRATION", "--hidden-weight", "3")]
+    [InlineData("--hidden-weight must be a positive number, got 0", "--epochs", "1", "--finetune-data", "CALIBRATION", "--distill", "hidden", "--hidden-weight", "0")]
     [InlineData("--distill must be one of output, hidden, got 'layers'", "--epochs", "1", "--finetune-data", "CALIBRATION", "--distill", "layers")]
     public async Task OwlAndTrainingOptionsOutOfPlace(string message, params string[] options)
     {

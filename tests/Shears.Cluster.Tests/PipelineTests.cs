@@ -123,8 +123,10 @@ public class PipelineTests(ClusterFixture fixture)
     /// weights are those of the same steps taken in this process on the whole model, each sequence on its own (no
     /// padding), with the same masks, optimizer and batches: the pipeline of stages trains as the model would. With
     /// --distill hidden the loss adds, per layer, each real token's ‖h − h_dense‖² / ‖h_dense‖² against the dense model run
-    /// beside it, averaged over the step's tokens and the layers; the reported loss is the reference's too.
+    /// beside it, averaged over the step's tokens and the layers, times --hidden-weight; the reported loss is the reference's too.
     /// </summary>
+    private const double HiddenWeight = 2;
+
     [Theory]
     [InlineData("constant", 0, 0, "output")]
     [InlineData("cosine", 2, 2, "output")]
@@ -141,6 +143,7 @@ public class PipelineTests(ClusterFixture fixture)
             ModelPath = dir.Sub("in"), OutputPath = dir.Sub(output), Sparsity = 0.5, FinetuneSteps = epochs > 0 ? 0 : steps,
             Epochs = steps > 0 ? epochs : 0, LrSchedule = steps > 0 ? schedule : "constant", WarmupSteps = steps > 0 ? warmup : 0,
             FinetuneData = steps > 0 ? train : null, LearningRate = 1e-2, Batch = 4, Distill = steps > 0 ? distill : "output",
+            HiddenWeight = steps > 0 && distill == "hidden" ? HiddenWeight : 1,
         };
         double reported = double.NaN;
         foreach (var (output, steps) in new[] { ("plain", 0), ("tuned", totalSteps) })
@@ -208,7 +211,7 @@ public class PipelineTests(ClusterFixture fixture)
                         for (int position = 0; position < row.Length; position++)
                         {
                             var (a, b) = (h[0, position], t[0, position]);
-                            loss += (a - b).square().sum() / b.square().sum() / (model.Layers.Count * tokens);
+                            loss += (a - b).square().sum() / b.square().sum() * HiddenWeight / (model.Layers.Count * tokens);
                         }
                     }
                 }

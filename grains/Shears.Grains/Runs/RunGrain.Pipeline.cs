@@ -125,7 +125,7 @@ public sealed partial class RunGrain
     /// </summary>
     private async Task<double> FineTuneAsync(RunPlan plan, RunSpec spec, IReadOnlyList<long[]> data, int round, int hidden, CancellationToken token, float[]? targets = null)
     {
-        int batch = BatchFitting(data, hidden, spec.Batch);
+        int batch = TrainingBatch(spec, data, hidden);
         // As many micro-batches as compute threads can work on them at once: more only add overhead.
         int parts = Math.Min(batch, _computeWorkers);
         int size = (batch + parts - 1) / parts;
@@ -149,10 +149,10 @@ public sealed partial class RunGrain
             double total = micro.Sum(Terms);
             var weights = micro.Select(b => micro.Length == 1 ? 1.0 : Terms(b) / total).ToArray();
             double rate = LearningRateSchedule.At(shape, spec.LearningRate, step, steps, spec.WarmupSteps);
-            // --distill hidden: the mean over the model's layers of the mean over the step's real tokens of each
-            // token's relative squared error; every layer stage adds its part of that sum.
+            // --distill hidden: --hidden-weight times the mean over the model's layers of the mean over the step's real
+            // tokens of each token's relative squared error; every layer stage adds its part of that sum.
             double hiddenWeight = spec.Distill == RunOptions.DistillModes.Hidden
-                ? 1.0 / ((double)layers * micro.Sum(b => b.TokenIds.Sum(t => (long)t.Length)))
+                ? spec.HiddenWeight / ((double)layers * micro.Sum(b => b.TokenIds.Sum(t => (long)t.Length)))
                 : 0;
             lossSum += await Pipeline.TrainStepAsync(micro, weights, rate, token, hiddenWeight);
         }
@@ -160,15 +160,19 @@ public sealed partial class RunGrain
         return lossSum / steps;
     }
 
-    /// <summary>--finetune-steps, or enough steps of <paramref name="batch"/> rows for --epochs passes over the data.</summary>
     /// <summary>How many rows of the training data fine-tuning reads over all rounds (it reads them in order, from the first).</summary>
     internal static int TrainingRowsUsed(RunSpec spec, IReadOnlyList<long[]> data, int hidden, int rounds)
     {
-        int batch = BatchFitting(data, hidden, spec.Batch);
+        int batch = TrainingBatch(spec, data, hidden);
         long used = (long)rounds * StepsPerRound(spec, data.Count, batch) * batch;
         return (int)Math.Min(data.Count, used);
     }
 
+    /// <summary>--batch, or fewer when a step's states would not fit a message (--distill hidden sends the dense model's beside them).</summary>
+    private static int TrainingBatch(RunSpec spec, IReadOnlyList<long[]> data, int hidden) =>
+        BatchFitting(data, spec.Distill == RunOptions.DistillModes.Hidden ? 2 * hidden : hidden, spec.Batch);
+
+    /// <summary>--finetune-steps, or enough steps of <paramref name="batch"/> rows for --epochs passes over the data.</summary>
     internal static int StepsPerRound(RunSpec spec, int rows, int batch) =>
         spec.FinetuneSteps > 0 ? spec.FinetuneSteps : (int)Math.Max(1, ((long)spec.Epochs * rows + batch - 1) / batch);
 }
