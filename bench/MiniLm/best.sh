@@ -4,8 +4,9 @@
 # makes only the first, PATTERN=2:4 only the second).
 #
 # Recipe: SparseGPT, per layer (`--scope layer`), calibrated on 128 sentences of general English, then STEPS steps of
-# distillation toward the dense model's sentence embeddings (batches of 16 sentences of the distillation set, learning
-# rate LR with WARMUP steps of linear warm-up and cosine decay), the masks held throughout. Calibration, distillation
+# layer-wise distillation (`--distill hidden`: toward the dense model's sentence embeddings and every layer's hidden
+# states; batches of 16 sentences of the distillation set, learning rate LR with WARMUP steps of linear warm-up and
+# cosine decay), the masks held throughout. Calibration, distillation
 # and evaluation use the three disjoint sets of scripts/make-english-corpus.sh (general-English prose: Moby-Dick, the
 # State of the Union addresses, Jane Austen; split by chapter or address, no sentence shared); the evaluation is the
 # committed held-out sample data/english-heldout-sample-1000.txt, which no step before it reads.
@@ -14,9 +15,9 @@
 # fidelity and neighbour agreement@10 over the same 1,000 sentences), and its zeros counted in the file itself
 # (bench/MiniLm/count-zeros.py) beside the report's masked count (zeros.txt).
 #
-# DISTILL=hidden adds layer-wise distillation (--distill hidden: every layer's hidden states matched to the dense model's).
+# DISTILL=output distills the sentence embeddings only; SCOPE=owl allocates per layer by OWL (unstructured only).
 #
-# Usage: [STEPS=N] [LR=X] [WARMUP=N] [DISTILL=output|hidden] [HIDDEN_WEIGHT=B] [PATTERN=both|unstructured|2:4] bench/MiniLm/best.sh OUT
+# Usage: [STEPS=N] [LR=X] [WARMUP=N] [DISTILL=output|hidden] [HIDDEN_WEIGHT=B] [SCOPE=layer|owl] [PATTERN=both|unstructured|2:4] bench/MiniLm/best.sh OUT
 # Writes OUT/ (model, report, log, commands.txt, measure.txt, zeros.txt, machine.txt).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,8 +27,9 @@ steps="${STEPS:-1000}"
 lr="${LR:-5e-5}"
 warmup="${WARMUP:-50}"
 pattern="${PATTERN:-both}"
-distill="${DISTILL:-output}"
+distill="${DISTILL:-hidden}"
 hidden_weight="${HIDDEN_WEIGHT:-1}"
+scope="${SCOPE:-layer}"
 cd "$root"
 
 [ -f data/english-distill.txt ] || scripts/make-english-corpus.sh
@@ -53,7 +55,7 @@ awk 'BEGIN { print "id\tquery\tmatch" } { print NR "\t" $0 "\t" $0 }' "$eval_fil
 # One run: NAME, output folder, extra options.
 run() {
   local name="$1" folder="$2"; shift 2
-  local command=("$shears" run --model "$out/.dense/model.onnx" --out "$folder" --force --sparsity 0.5 --method sparsegpt --scope layer
+  local command=("$shears" run --model "$out/.dense/model.onnx" --out "$folder" --force --sparsity 0.5 --method sparsegpt --scope "$scope"
     --calibration data/english-calibration.txt --calibration-samples 128
     --finetune-steps "$steps" --finetune-data data/english-distill.txt --lr "$lr" --lr-schedule cosine --warmup-steps "$warmup" --batch 16
     --distill "$distill" $([ "$distill" = hidden ] && echo --hidden-weight "$hidden_weight")
