@@ -85,6 +85,26 @@ public class SiloLossTests
     }
 
     /// <summary>
+    /// --remove --quantize: the shards that re-activate after the stop carry on from the committed round's masks, and
+    /// the smaller, quantized model (its config.json and every safetensors file) is the undisturbed run's byte for byte.
+    /// </summary>
+    [Fact]
+    public async Task StoppingASiloInARunThatRemovesAndQuantizesChangesNothingInTheOutput()
+    {
+        using var dir = new TempDir();
+        var many = Runs.ManyRounds(dir);
+        RunSpec Spec(string output) => many(output) with
+        {
+            Pattern = RunOptions.Patterns.Neurons, Scope = RunOptions.Scopes.Layer, Sparsity = 0.25, Rounds = 8, Remove = true,
+            Quantize = RunOptions.QuantSchemes.W4A16,
+        };
+        await RunCalmAndDisturbed(dir, Spec);
+        using var config = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.Sub("disturbed"), "config.json")));
+        Assert.Equal(1024 - 256, config.RootElement.GetProperty("intermediate_size").GetInt32());
+        Assert.True(File.ReadAllBytes(Path.Combine(dir.Sub("calm"), "config.json")).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(dir.Sub("disturbed"), "config.json"))));
+    }
+
+    /// <summary>
     /// A detached run: started, and then never called again. Its coordinator's silo stops mid-run; nothing but the
     /// run's reminder re-activates the coordinator on another silo, and the test only watches the filesystem until the
     /// output appears, byte-identical to the undisturbed run's.
