@@ -2,7 +2,7 @@
 # Runs with LLaMA-7B's layer widths (hidden 4096, intermediate 11008, 32 heads, vocabulary 32,000) on the embedded
 # silo: evaluation of 8 layers, and recovery fine-tuning and SparseGPT of 2 layers. Prints each run's report figures:
 # the longest grain call per method (longestCallSeconds), phases, rounds, and the process's peak memory.
-# Usage: bench/pipeline-7b.sh WORKDIR [eval|finetune|sparsegpt]...   (the checkpoints are written once into WORKDIR)
+# Usage: bench/pipeline-7b.sh WORKDIR [eval|eval2|finetune|finetune-hidden|sparsegpt]...   (the checkpoints are written once into WORKDIR)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:?WORKDIR}; shift
@@ -11,6 +11,8 @@ for project in client/Shears.Client bench/Shears.Bench; do dotnet build -c Relea
 bench="dotnet bench/Shears.Bench/bin/Release/net10.0/linux-x64/Shears.Bench.dll"
 shears="client/Shears.Client/bin/Release/net10.0/linux-x64/shears"
 for layers in 8 2; do
+  # Only the evaluation of 8 layers needs the 8-layer checkpoint (3.8 GB).
+  [ $layers = 8 ] && [[ " $steps " != *" eval "* ]] && continue
   [ -f "$work/l$layers/config.json" ] || $bench checkpoint "$work/l$layers" --hidden 4096 --layers $layers --intermediate 11008 --vocab 32000
 done
 # Token ids drawn uniformly from the vocabulary with a fixed seed: two sequences of 64 for evaluation, four for training and calibration.
@@ -39,6 +41,7 @@ for step in $steps; do
     eval) run "eval, 8 layers" --model "$work/l8" --out "$out" --sparsity 0.5 --scope global --eval "$work/eval.json" ;;
     eval2) run "eval, 2 layers" --model "$work/l2" --out "$out" --sparsity 0.5 --scope global --eval "$work/eval.json" ;;
     finetune) run "fine-tuning, 2 layers" --model "$work/l2" --out "$out" --sparsity 0.5 --finetune-steps 2 --finetune-data "$work/train.json" --batch 2 ;;
+    finetune-hidden) run "layer-wise distillation, 2 layers" --model "$work/l2" --out "$out" --sparsity 0.5 --finetune-steps 2 --finetune-data "$work/train.json" --batch 2 --distill hidden ;;
     sparsegpt) run "SparseGPT, 2 layers" --model "$work/l2" --out "$out" --sparsity 0.5 --method sparsegpt --scope layer --calibration "$work/calib.json" ;;
   esac
 done
