@@ -44,7 +44,10 @@ internal sealed partial class StageRunner
     private (Tensor Dense, Tensor? Loss) HiddenTerm(StageMessage message, Tensor output, IReadOnlyList<LoadedPiece> pieces)
     {
         using var scope = NewDisposeScope();
-        var dense = TeacherForward(message.Batch, pieces);
+        // An embedding that nothing pruned or trained computes from the same token ids what the dense one does.
+        var dense = Plan.Kind == StagePlan.EmbeddingKind && pieces.Count == 0 && _weights is null
+            ? output.detach()
+            : TeacherForward(message.Batch, pieces);
         Tensor? loss = null;
         if (Plan.Kind == StagePlan.LayerKind && !_bypassed)
         {

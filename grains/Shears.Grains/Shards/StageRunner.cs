@@ -215,14 +215,15 @@ internal sealed partial class StageRunner(
         Tensor? hiddenLoss = null;
         byte[] teacher = [];
         double carried = batch.HiddenLoss;
+        bool lossHere = IsBert ? Last : Plan.Kind == StagePlan.HeadKind;
         if (message.HiddenWeight > 0 && Plan.Kind != StagePlan.HeadKind)
         {
             (var dense, hiddenLoss) = HiddenTerm(message, output, pieces);
-            using (dense) teacher = Bytes(dense);
+            // The stage that ends the pass sends no states on.
+            using (dense) teacher = lossHere ? [] : Bytes(dense);
             if (hiddenLoss is not null) carried += hiddenLoss.item<float>();
         }
         _steps[message.Index] = (input, output, hiddenLoss);
-        bool lossHere = IsBert ? Last : Plan.Kind == StagePlan.HeadKind;
         if (!lossHere) return (batch with { Hidden = Bytes(output), Shape = output.shape, Teacher = teacher, HiddenLoss = carried }, null);
 
         double loss;
