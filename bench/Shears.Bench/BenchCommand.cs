@@ -9,6 +9,8 @@ internal static class BenchCommand
                     [--threads 1,2] [--torch-threads 2] [--sparsity 0.5] [--seed N]
           layer     [--rows 4096] [--cols 4096] [--repeat R] [--torch-threads 2] [--sparsity 0.5] [--seed N]
           checkpoint DIR [--hidden 2048] [--layers 10] [--intermediate 5504] [--vocab 32000]
+                    [--heads hidden/128] [--kv-heads heads] [--head-dim hidden/heads] [--model-type llama|mistral|qwen2|qwen3]
+                    [--tie] [--sliding-window W] [--dtype bf16|f16|f32] [--max-shard-bytes 2000000000]
                     (a bf16 LLaMA-layout checkpoint for the end-to-end benchmark, bench/e2e.sh)
           forward   --models LABEL=DIR[,LABEL=DIR…] --eval FILE [--seq-len 128] [--batch 8] [--threads 2] [--repeat 9]
                     (LLaMA checkpoints in one process: perplexity and TorchSharp forward tokens/s, alternating)
@@ -31,10 +33,21 @@ internal static class BenchCommand
             return fallback;
         }
         int hidden = Get("--hidden", 2048), layers = Get("--layers", 10), intermediate = Get("--intermediate", 5504), vocab = Get("--vocab", 32000);
-        int heads = Math.Max(1, hidden / 128);
+        int? Optional(string name) => Array.IndexOf(args, name) >= 0 ? Get(name, 0) : null;
+        string Text(string name, string fallback) => Array.IndexOf(args, name) is var i and >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
+        int heads = Get("--heads", Math.Max(1, hidden / 128));
+        var dtype = Text("--dtype", "bf16") switch
+        {
+            "bf16" => Shears.Pruning.Checkpoints.TensorDType.BF16,
+            "f16" => Shears.Pruning.Checkpoints.TensorDType.F16,
+            "f32" => Shears.Pruning.Checkpoints.TensorDType.F32,
+            var other => throw new ArgumentException($"--dtype {other}: expected bf16, f16 or f32"),
+        };
         Directory.CreateDirectory(dir);
         Shears.Pruning.Checkpoints.DemoCheckpoint.Write(dir, new Shears.Pruning.Checkpoints.DemoCheckpointOptions(
-            HiddenSize: hidden, Layers: layers, Heads: heads, KvHeads: heads, IntermediateSize: intermediate, VocabSize: vocab, MaxShardBytes: 2_000_000_000));
+            HiddenSize: hidden, Layers: layers, Heads: heads, KvHeads: Get("--kv-heads", heads), IntermediateSize: intermediate, VocabSize: vocab,
+            DType: dtype, MaxShardBytes: Get("--max-shard-bytes", 2_000_000_000), ModelType: Text("--model-type", "llama"), HeadDim: Optional("--head-dim"),
+            TieWordEmbeddings: Array.IndexOf(args, "--tie") >= 0, SlidingWindow: Optional("--sliding-window")));
         long bytes = Directory.GetFiles(dir).Sum(f => new FileInfo(f).Length);
         Console.WriteLine($"wrote {dir}: {bytes / 1e9:F2} GB");
         return 0;

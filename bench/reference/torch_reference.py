@@ -32,6 +32,7 @@ usage: torch_reference.py fixtures OUT_DIR
                                                                   magnitude-ft/, finetune.json, eval.json)
        torch_reference.py llama DIR OUT_JSON   (DIR holds dense/, eval.json, calibration.json and
                                                 Shears' outputs named METHOD-unstructured, METHOD-2of4)
+       torch_reference.py families EVAL.json DIR...   (transformers' perplexity of each checkpoint: bench/families.sh)
 """
 import json
 import math
@@ -191,6 +192,17 @@ def perplexity(model, sequences, batch=32):
         total += nll.item()
         count += ids[:, 1:].numel()
     return math.exp(total / count), count
+
+
+def families(eval_json, directories):
+    """Each checkpoint's perplexity on EVAL.json as transformers computes it (AutoModelForCausalLM, eager attention,
+    float32): the figures bench/families.sh prints for Shears on the same files."""
+    from transformers import AutoModelForCausalLM
+    sequences = json.load(open(eval_json))
+    for directory in directories:
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, attn_implementation="eager").eval()
+        value, count = perplexity(model, sequences)
+        print(f"{directory}\t{model.config.model_type}\t{value:.7f}\t{count} predicted tokens")
 
 
 class Stop(Exception):
@@ -532,6 +544,8 @@ if __name__ == "__main__":
         tokenizer_fixtures(sys.argv[2], sys.argv[3], sys.argv[4])
     elif len(sys.argv) >= 7 and sys.argv[1] == "finetune":
         finetune(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6])
+    elif len(sys.argv) >= 4 and sys.argv[1] == "families":
+        families(sys.argv[2], sys.argv[3:])
     elif len(sys.argv) >= 4 and sys.argv[1] == "llama":
         llama(sys.argv[2], sys.argv[3])
     else:

@@ -14,7 +14,7 @@ public class RemoveTests(ClusterFixture fixture)
 {
     private static readonly DemoCheckpointOptions Small = QuantizeTests.Small;
 
-    private static double Perplexity(string checkpoint, string eval)
+    internal static double Perplexity(string checkpoint, string eval)
     {
         using var model = LlamaModel.Load(checkpoint, torch.CPU);
         return Shears.Pruning.Models.Perplexity.Evaluate(model, EvalData.LoadTokenIds(eval, 128), 4, torch.CPU).Value;
@@ -22,13 +22,31 @@ public class RemoveTests(ClusterFixture fixture)
 
     private static float[] Weights(string checkpoint, string name) => QuantizeTests.Weights(checkpoint, name);
 
+    /// <summary>
+    /// The demo checkpoint as a model family: LLaMA; Qwen2 (q/k/v biases, a sliding window of 6 from layer 1 on, shorter
+    /// than the evaluation's sequences); Qwen3 (query/key norms, head_dim 24 apart from hidden/heads, tied embeddings).
+    /// </summary>
+    internal static DemoCheckpointOptions Family(string family, DemoCheckpointOptions options) => family switch
+    {
+        "llama" => options,
+        "qwen2" => options with { ModelType = "qwen2", SlidingWindow = 6 },
+        "qwen3" => options with { ModelType = "qwen3", HeadDim = 24, TieWordEmbeddings = true },
+        _ => throw new ArgumentException(family),
+    };
+
     [Theory]
-    [InlineData("neurons", 0.25)]
-    [InlineData("heads", 0.5)]
-    public async Task TheRemovedModelComputesWhatTheMaskedModelComputed(string pattern, double sparsity)
+    [InlineData("neurons", 0.25, "llama")]
+    [InlineData("heads", 0.5, "llama")]
+    [InlineData("heads", 0.5, "qwen2")]
+    [InlineData("neurons", 0.25, "qwen3")]
+    [InlineData("heads", 0.5, "qwen3")]
+    public async Task TheRemovedModelComputesWhatTheMaskedModelComputed(string pattern, double sparsity, string family)
     {
         using var dir = new TempDir();
-        DemoCheckpoint.Write(dir.Sub("in"), Small);
+        // Without --remove, heads are ranked over the whole layer; with it, each key/value group loses its own share. The
+        // Qwen cases have one key/value head per query head, so both runs choose alike whatever the weights.
+        var small = family != "llama" && pattern == "heads" ? Family(family, Small) with { KvHeads = Small.Heads } : Family(family, Small);
+        DemoCheckpoint.Write(dir.Sub("in"), small);
         string eval = QuantizeTests.TokenFile(dir.Path, 6, 20, 5);
         var masked = new RunSpec { ModelPath = dir.Sub("in"), OutputPath = dir.Sub("masked"), Sparsity = sparsity, Pattern = pattern, Scope = "layer", EvalData = eval };
         var maskedStatus = await Runs.RunToEndAsync(fixture.Cluster.Client, masked);
@@ -39,13 +57,14 @@ public class RemoveTests(ClusterFixture fixture)
         // The config's sizes and every cut tensor's shape.
         var config = LlamaConfig.Load(dir.Sub("removed"));
         var output = CheckpointReader.ReadManifest(dir.Sub("removed"));
-        int hidden = Small.HiddenSize, headDim = Small.HiddenSize / Small.Heads;
+        int hidden = Small.HiddenSize, headDim = small.HeadDim ?? Small.HiddenSize / Small.Heads;
         int inter = Small.IntermediateSize - (int)Math.Round(sparsity * Small.IntermediateSize, MidpointRounding.ToEven);
         // Grouped-query attention: each key/value group of 2 query heads loses round_half_to_even(0.5 × 2) = 1.
         int heads = pattern == "heads" ? Small.Heads / 2 : Small.Heads;
+        int kvHeads = small.KvHeads == small.Heads ? heads : small.KvHeads;
         Assert.Equal(pattern == "neurons" ? inter : Small.IntermediateSize, config.IntermediateSize);
         Assert.Equal(heads, config.NumAttentionHeads);
-        Assert.Equal(Small.KvHeads, config.NumKeyValueHeads);
+        Assert.Equal(kvHeads, config.NumKeyValueHeads);
         Assert.Equal(headDim, config.HeadDim);
         var raw = JsonNode.Parse(File.ReadAllText(Path.Combine(dir.Sub("removed"), "config.json")))!.AsObject();
         if (pattern == "heads") Assert.Equal(headDim, (int)raw["head_dim"]!);
@@ -56,8 +75,14 @@ public class RemoveTests(ClusterFixture fixture)
             Assert.Equal([config.IntermediateSize, hidden], output.Get(p + "mlp.up_proj.weight").Shape);
             Assert.Equal([hidden, config.IntermediateSize], output.Get(p + "mlp.down_proj.weight").Shape);
             Assert.Equal([heads * headDim, hidden], output.Get(p + "self_attn.q_proj.weight").Shape);
-            Assert.Equal([Small.KvHeads * headDim, hidden], output.Get(p + "self_attn.k_proj.weight").Shape);
+            Assert.Equal([kvHeads * headDim, hidden], output.Get(p + "self_attn.k_proj.weight").Shape);
             Assert.Equal([hidden, heads * headDim], output.Get(p + "self_attn.o_proj.weight").Shape);
+            if (family == "qwen2")
+            {
+                Assert.Equal([heads * headDim], output.Get(p + "self_attn.q_proj.bias").Shape);
+                Assert.Equal([kvHeads * headDim], output.Get(p + "self_attn.k_proj.bias").Shape);
+            }
+            if (family == "qwen3") Assert.Equal([headDim], output.Get(p + "self_attn.q_norm.weight").Shape);
         }
 
         // The kept weights are the masked model's, in order: the removed slices were exactly the masked ones.
@@ -115,11 +140,13 @@ public class RemoveTests(ClusterFixture fixture)
         return influence;
     }
 
-    [Fact]
-    public async Task TheLayerOfLeastBlockInfluenceLeavesTheModelAndTheOthersAreRenumbered()
+    [Theory]
+    [InlineData("llama")]
+    [InlineData("qwen2")]
+    public async Task TheLayerOfLeastBlockInfluenceLeavesTheModelAndTheOthersAreRenumbered(string family)
     {
         using var dir = new TempDir();
-        var options = Small with { Layers = 4 };
+        var options = Family(family, Small with { Layers = 4 });
         DemoCheckpoint.Write(dir.Sub("in"), options);
         string eval = QuantizeTests.TokenFile(dir.Path, 6, 20, 5);
         string calibration = QuantizeTests.TokenFile(dir.Path, 8, 24, 7);
@@ -138,6 +165,14 @@ public class RemoveTests(ClusterFixture fixture)
         var layers = report.RootElement.GetProperty("removal").GetProperty("layers").EnumerateArray().ToArray();
         Assert.Equal([gone], layers.Where(l => l.GetProperty("removed").GetBoolean()).Select(l => l.GetProperty("layer").GetInt32()));
         Assert.Equal(3, LlamaConfig.Load(dir.Sub("removed")).NumHiddenLayers);
+        if (family == "qwen2")
+        {
+            // The layers below max_window_layers (2) attend fully; the kept ones keep their kind of attention.
+            Assert.Equal(gone < 2 ? 1 : 2, (int)JsonNode.Parse(File.ReadAllText(Path.Combine(dir.Sub("removed"), "config.json")))!["max_window_layers"]!);
+            var kept = Enumerable.Range(0, 4).Where(l => l != gone).ToArray();
+            var removedConfig = LlamaConfig.Load(dir.Sub("removed"));
+            for (int j = 0; j < 3; j++) Assert.Equal(kept[j] >= 2 ? 6 : null, removedConfig.WindowOf(j));
+        }
 
         // Layer j of the output is layer j (or j + 1 past the removed one) of the input, every tensor byte for byte.
         var input = CheckpointReader.ReadManifest(dir.Sub("in"));

@@ -41,7 +41,7 @@ public sealed partial class RunGrain
             CheckpointOutput.CreateLayout(manifest, folder, plan.Shards.SelectMany(s => s.Pieces.Select(p => p.Tensor)).ToHashSet(StringComparer.Ordinal));
             return;
         }
-        RemovedLayout.Plan(manifest, removal.Cuts, name => LlamaRemoval.Renamed(name, removal.RemovedLayers)).Create(folder, removal.Config);
+        RemovedLayout.Plan(manifest, removal.Cuts, name => LlamaRemoval.Renamed(name, removal.RemovedLayers)).Create(folder, removal.Config, removal.RemovedLayers);
     }
 
     /// <summary>After the shards wrote an ONNX model's masked weights: its cut initializers rewritten smaller, and a config.json beside it given the new width.</summary>

@@ -283,6 +283,11 @@ public static partial class RunPlanner
             foreach (string name in stage.Tensors)
                 if (!manifest.Contains(name))
                     throw new RunRejectedException($"{manifest.Root}: the model's {stage.Kind} stage needs tensor '{name}', which the checkpoint lacks");
+        foreach (var stage in stages.Where(s => s.Kind == StagePlan.LayerKind))
+            foreach (string name in stage.Tensors)
+                if (!Shears.Pruning.Models.LlamaWeights.IsLayerTensor(config, name))
+                    throw new RunRejectedException(
+                        $"{manifest.Root}: tensor '{name}' is not part of a {config.ModelType} decoder layer as Shears computes it (config.json's model_type); evaluation, calibration and fine-tuning would ignore it");
         return StagedPlan(manifest, spec, prunable, stages, hidden);
     }
 

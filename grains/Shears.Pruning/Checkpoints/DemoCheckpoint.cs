@@ -13,7 +13,11 @@ public sealed record DemoCheckpointOptions(
     int VocabSize = 1024,
     TensorDType DType = TensorDType.BF16,
     long MaxShardBytes = 4_000_000,
-    int Seed = 1234);
+    int Seed = 1234,
+    string ModelType = "llama",
+    int? HeadDim = null,
+    bool TieWordEmbeddings = false,
+    int? SlidingWindow = null);
 
 /// <summary>
 /// Writes a small, seeded LLaMA-layout Hugging Face checkpoint (safetensors, config.json,
@@ -33,7 +37,8 @@ public static class DemoCheckpoint
         Validate(o);
 
         var hidden = o.HiddenSize;
-        var headDim = hidden / o.Heads;
+        var headDim = o.HeadDim ?? hidden / o.Heads;
+        var qDim = o.Heads * headDim;
         var kvDim = o.KvHeads * headDim;
         var inter = o.IntermediateSize;
         var random = new Normal(o.Seed);
@@ -41,17 +46,31 @@ public static class DemoCheckpoint
         var tensors = new List<(string Name, TensorDType DType, long[] Shape, byte[] Data)>();
         void Weight(string name, params long[] shape) =>
             tensors.Add((name, o.DType, shape, Encode(Sample(random, shape, 0f, zeros: shape.Length == 2), o.DType)));
-        void Norm(string name) =>
-            tensors.Add((name, o.DType, [hidden], Encode(Sample(random, [hidden], 1f, zeros: false), o.DType)));
+        void Norm(string name, long width = 0) =>
+            tensors.Add((name, o.DType, [width == 0 ? hidden : width], Encode(Sample(random, [width == 0 ? hidden : width], 1f, zeros: false), o.DType)));
+        void Bias(string name, long width) =>
+            tensors.Add((name, o.DType, [width], Encode(Sample(random, [width], 0f, zeros: false), o.DType)));
 
         Weight("model.embed_tokens.weight", o.VocabSize, hidden);
         for (var i = 0; i < o.Layers; i++)
         {
             var p = $"model.layers.{i}.";
-            Weight(p + "self_attn.q_proj.weight", hidden, hidden);
+            Weight(p + "self_attn.q_proj.weight", qDim, hidden);
             Weight(p + "self_attn.k_proj.weight", kvDim, hidden);
             Weight(p + "self_attn.v_proj.weight", kvDim, hidden);
-            Weight(p + "self_attn.o_proj.weight", hidden, hidden);
+            if (o.ModelType == "qwen2")
+            {
+                // Qwen2 puts biases on the query, key and value projections (not on o_proj).
+                Bias(p + "self_attn.q_proj.bias", qDim);
+                Bias(p + "self_attn.k_proj.bias", kvDim);
+                Bias(p + "self_attn.v_proj.bias", kvDim);
+            }
+            Weight(p + "self_attn.o_proj.weight", hidden, qDim);
+            if (o.ModelType == "qwen3")
+            {
+                Norm(p + "self_attn.q_norm.weight", headDim);
+                Norm(p + "self_attn.k_norm.weight", headDim);
+            }
             Weight(p + "mlp.gate_proj.weight", inter, hidden);
             Weight(p + "mlp.up_proj.weight", inter, hidden);
             Weight(p + "mlp.down_proj.weight", hidden, inter);
@@ -59,7 +78,10 @@ public static class DemoCheckpoint
             Norm(p + "post_attention_layernorm.weight");
         }
         Norm("model.norm.weight");
-        Weight("lm_head.weight", o.VocabSize, hidden);
+        if (!o.TieWordEmbeddings)
+        {
+            Weight("lm_head.weight", o.VocabSize, hidden);
+        }
 
         Directory.CreateDirectory(dir);
         ShardedCheckpointWriter.Write(dir, tensors, o.MaxShardBytes, new Dictionary<string, string> { ["format"] = "pt" });
@@ -73,7 +95,19 @@ public static class DemoCheckpoint
         {
             throw new ArgumentException($"Demo checkpoint sizes must be positive: {o}.", nameof(o));
         }
-        if (o.HiddenSize % o.Heads != 0)
+        if (o.ModelType is not ("llama" or "mistral" or "qwen2" or "qwen3"))
+        {
+            throw new ArgumentException($"The demo checkpoint's model_type is llama, mistral, qwen2 or qwen3, not '{o.ModelType}'.", nameof(o));
+        }
+        if (o.SlidingWindow is { } window && (window <= 0 || o.ModelType == "llama"))
+        {
+            throw new ArgumentException($"SlidingWindow {window} needs a positive window and a mistral, qwen2 or qwen3 model_type.", nameof(o));
+        }
+        if (o.HeadDim is { } headDim && (headDim <= 0 || headDim % 2 != 0))
+        {
+            throw new ArgumentException($"HeadDim {headDim} must be positive and even.", nameof(o));
+        }
+        if (o.HeadDim is null && o.HiddenSize % o.Heads != 0)
         {
             throw new ArgumentException($"HiddenSize {o.HiddenSize} must be a multiple of Heads {o.Heads}.", nameof(o));
         }
@@ -138,7 +172,7 @@ public static class DemoCheckpoint
         WriteJson(path, w =>
         {
             w.WriteStartArray("architectures");
-            w.WriteStringValue("LlamaForCausalLM");
+            w.WriteStringValue(o.ModelType switch { "mistral" => "MistralForCausalLM", "qwen2" => "Qwen2ForCausalLM", "qwen3" => "Qwen3ForCausalLM", _ => "LlamaForCausalLM" });
             w.WriteEndArray();
             w.WriteBoolean("attention_bias", false);
             w.WriteNumber("attention_dropout", 0);
@@ -152,7 +186,12 @@ public static class DemoCheckpoint
             w.WriteNumber("intermediate_size", o.IntermediateSize);
             w.WriteNumber("max_position_embeddings", 512);
             w.WriteBoolean("mlp_bias", false);
-            w.WriteString("model_type", "llama");
+            if (o.ModelType is "qwen2" or "qwen3")
+            {
+                // Qwen: the layers from max_window_layers on use the sliding window when use_sliding_window is set.
+                w.WriteNumber("max_window_layers", o.Layers / 2);
+            }
+            w.WriteString("model_type", o.ModelType);
             w.WriteNumber("num_attention_heads", o.Heads);
             w.WriteNumber("num_hidden_layers", o.Layers);
             w.WriteNumber("num_key_value_heads", o.KvHeads);
@@ -162,9 +201,18 @@ public static class DemoCheckpoint
             w.WriteNull("rope_scaling");
             w.WritePropertyName("rope_theta");
             w.WriteRawValue("10000.0");
-            w.WriteBoolean("tie_word_embeddings", false);
+            if (o.ModelType != "llama")
+            {
+                if (o.SlidingWindow is { } window) w.WriteNumber("sliding_window", window);
+                else w.WriteNull("sliding_window");
+            }
+            w.WriteBoolean("tie_word_embeddings", o.TieWordEmbeddings);
             w.WriteString("torch_dtype", TorchDType(o.DType));
             w.WriteBoolean("use_cache", true);
+            if (o.ModelType is "qwen2" or "qwen3")
+            {
+                w.WriteBoolean("use_sliding_window", o.SlidingWindow is not null);
+            }
             w.WriteNumber("vocab_size", o.VocabSize);
         });
 

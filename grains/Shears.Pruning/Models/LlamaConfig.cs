@@ -20,9 +20,29 @@ public sealed record LlamaConfig(
     int MaxPositionEmbeddings = 2048,
     LlamaRopeScaling? RopeScaling = null,
     bool AttentionBias = false,
-    bool MlpBias = false)
+    bool MlpBias = false,
+    string ModelType = LlamaConfig.DefaultModelType,
+    int? SlidingWindow = null,
+    int SlidingWindowFromLayer = 0)
 {
     public const string FileName = "config.json";
+
+    /// <summary>What a config.json without model_type is taken for.</summary>
+    public const string DefaultModelType = "llama";
+
+    /// <summary>
+    /// The model_type values whose forward pass Shears computes as transformers does: LLaMA; Mistral (sliding-window
+    /// attention); Qwen2 (q/k/v biases, optional sliding windows in the upper layers); Qwen3 (RMSNorm of each query and
+    /// key head, q_norm/k_norm). Other LLaMA-like families change the computation (Granite's multipliers, Gemma's
+    /// norms and activation, layers without rotary embeddings) and are refused rather than computed wrongly.
+    /// </summary>
+    public static IReadOnlyList<string> ModelTypes { get; } = ["llama", "mistral", "qwen2", "qwen3"];
+
+    /// <summary>Whether each query and key head is RMS-normalized before the rotary embedding (Qwen3).</summary>
+    public bool QueryKeyNorm => ModelType == "qwen3";
+
+    /// <summary>The attention window of decoder layer <paramref name="layer"/>: null for full causal attention.</summary>
+    public int? WindowOf(int layer) => layer >= SlidingWindowFromLayer ? SlidingWindow : null;
 
     /// <summary>Query heads that share one key/value head.</summary>
     public int KeyValueGroups => NumAttentionHeads / NumKeyValueHeads;
@@ -77,6 +97,14 @@ public sealed record LlamaConfig(
             }
             var reader = new FieldReader(root, source);
 
+            var modelType = reader.OptionalString("model_type") ?? DefaultModelType;
+            if (!ModelTypes.Contains(modelType))
+            {
+                throw new LlamaConfigException(source, "model_type",
+                    $"is '{modelType}'; Shears computes the forward pass of {string.Join(", ", ModelTypes.Select(t => $"\"{t}\""))} models " +
+                    "(evaluation, calibration, fine-tuning and --remove need it; magnitude, random and N:M pruning without them work on any safetensors checkpoint)");
+            }
+
             var activation = reader.OptionalString("hidden_act");
             if (activation is not null and not ("silu" or "swish"))
             {
@@ -111,7 +139,11 @@ public sealed record LlamaConfig(
                 MaxPositionEmbeddings: reader.OptionalPositiveInt("max_position_embeddings") ?? 2048,
                 RopeScaling: scaling,
                 AttentionBias: reader.OptionalBool("attention_bias") ?? false,
-                MlpBias: reader.OptionalBool("mlp_bias") ?? false);
+                MlpBias: reader.OptionalBool("mlp_bias") ?? false,
+                ModelType: modelType);
+            var layers = config.NumHiddenLayers;
+            var (window, fromLayer) = SlidingWindows(reader, modelType, layers);
+            config = config with { SlidingWindow = window, SlidingWindowFromLayer = fromLayer };
             config.Validate(source);
             return config;
         }
@@ -143,6 +175,10 @@ public sealed record LlamaConfig(
             throw new LlamaConfigException(source, "num_key_value_heads",
                 $"is {NumKeyValueHeads}, which does not divide num_attention_heads ({NumAttentionHeads})");
         }
+        if (SlidingWindow is { } window && window <= 0)
+        {
+            throw new LlamaConfigException(source, "sliding_window", $"is {window}; expected a positive integer");
+        }
         if (HeadDim % 2 != 0)
         {
             throw new LlamaConfigException(source, "head_dim", $"is {HeadDim}; rotary embeddings need an even head dimension");
@@ -155,6 +191,55 @@ public sealed record LlamaConfig(
         {
             throw new LlamaConfigException(source, "rope_theta", $"is {RopeTheta}; expected a positive number");
         }
+    }
+
+    /// <summary>
+    /// Which layers attend within a sliding window, as transformers decides it: Mistral applies sliding_window (default
+    /// 4096) to every layer; Qwen2 and Qwen3 only with use_sliding_window, to the layers from max_window_layers on; a
+    /// layer_types list, where given, says it layer by layer and must be full layers followed by sliding ones.
+    /// </summary>
+    private static (int? Window, int FromLayer) SlidingWindows(FieldReader reader, string modelType, int layers)
+    {
+        int? window;
+        int fromLayer = 0;
+        switch (modelType)
+        {
+            case "mistral":
+                window = reader.Has("sliding_window") ? reader.OptionalPositiveInt("sliding_window") : 4096;
+                break;
+            case "qwen2" or "qwen3":
+                window = reader.OptionalBool("use_sliding_window") == true ? reader.OptionalPositiveInt("sliding_window") ?? 4096 : null;
+                fromLayer = reader.OptionalInt("max_window_layers", 0, "zero or a positive integer") ?? 28;
+                break;
+            default:
+                window = null;
+                break;
+        }
+        if (reader.OptionalStrings("layer_types") is { } types)
+        {
+            if (types.Count != layers)
+            {
+                throw new LlamaConfigException(reader.Source, "layer_types", $"has {types.Count} entries; num_hidden_layers is {layers}");
+            }
+            if (types.FirstOrDefault(t => t is not ("full_attention" or "sliding_attention")) is { } other)
+            {
+                throw new LlamaConfigException(reader.Source, "layer_types", $"holds '{other}'; Shears computes \"full_attention\" and \"sliding_attention\" layers");
+            }
+            var firstSliding = types.IndexOf("sliding_attention");
+            if (firstSliding < 0)
+            {
+                return (null, 0);
+            }
+            if (types.Skip(firstSliding).Any(t => t != "sliding_attention"))
+            {
+                throw new LlamaConfigException(reader.Source, "layer_types",
+                    "interleaves full and sliding-window layers; Shears computes full layers followed by sliding-window ones");
+            }
+            window = reader.OptionalPositiveInt("sliding_window")
+                ?? throw new LlamaConfigException(reader.Source, "sliding_window", "is missing; layer_types names sliding_attention layers");
+            return (window, firstSliding);
+        }
+        return window is null || fromLayer >= layers ? (null, 0) : (window, fromLayer);
     }
 
     private static int DefaultHeadDim(string source, int hidden, int heads)
@@ -251,7 +336,22 @@ internal sealed class FieldReader(JsonElement obj, string source, string prefix 
 
     public int? OptionalPositiveInt(string field) => OptionalInt(field, 1, "a positive integer");
 
-    private int? OptionalInt(string field, int min, string expected)
+    public bool Has(string field) => obj.TryGetProperty(field, out _);
+
+    public List<string>? OptionalStrings(string field)
+    {
+        if (Get(field) is not { } value)
+        {
+            return null;
+        }
+        if (value.ValueKind != JsonValueKind.Array || value.EnumerateArray().Any(e => e.ValueKind != JsonValueKind.String))
+        {
+            throw Wrong(field, value, "an array of strings");
+        }
+        return value.EnumerateArray().Select(e => e.GetString()!).ToList();
+    }
+
+    public int? OptionalInt(string field, int min, string expected)
     {
         if (Get(field) is not { } value)
         {

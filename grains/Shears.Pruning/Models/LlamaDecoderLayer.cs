@@ -31,6 +31,14 @@ public sealed class LlamaDecoderLayer : LlamaStage
             KBias = TakeOptional(tensors, p + "self_attn.k_proj.bias", config.AttentionBias, kv);
             VBias = TakeOptional(tensors, p + "self_attn.v_proj.bias", config.AttentionBias, kv);
             OBias = TakeOptional(tensors, p + "self_attn.o_proj.bias", config.AttentionBias, hidden);
+            // Qwen3 normalizes each query and key head (over head_dim) before the rotary embedding.
+            QNorm = TakeOptional(tensors, p + "self_attn.q_norm.weight", config.QueryKeyNorm, config.HeadDim);
+            KNorm = TakeOptional(tensors, p + "self_attn.k_norm.weight", config.QueryKeyNorm, config.HeadDim);
+            if (!config.QueryKeyNorm && (QNorm ?? KNorm) is not null)
+            {
+                throw new ArgumentException(
+                    $"Tensor '{p}self_attn.{(QNorm is null ? "k" : "q")}_norm.weight' belongs to a model_type with query/key norms (\"qwen3\"); config.json says \"{config.ModelType}\".");
+            }
             PostAttentionNorm = Take(tensors, p + "post_attention_layernorm.weight", hidden);
             GateProj = Take(tensors, p + "mlp.gate_proj.weight", inter, hidden);
             UpProj = Take(tensors, p + "mlp.up_proj.weight", inter, hidden);
@@ -39,6 +47,14 @@ public sealed class LlamaDecoderLayer : LlamaStage
             UpBias = TakeOptional(tensors, p + "mlp.up_proj.bias", config.MlpBias, inter);
             DownBias = TakeOptional(tensors, p + "mlp.down_proj.bias", config.MlpBias, hidden);
             _inverseFrequencies = KeepBuffer(LlamaOps.InverseFrequencies(config, device));
+            Window = config.WindowOf(layerIndex);
+            foreach (var name in tensors.Keys)
+            {
+                if (name.StartsWith(p, StringComparison.Ordinal) && !Parameters.ContainsKey(name) && !LlamaWeights.IsBuffer(name))
+                {
+                    throw new ArgumentException($"Tensor '{name}' is not part of a {config.ModelType} decoder layer as Shears computes it; the {Description} cannot run with it.");
+                }
+            }
         }
         catch
         {
@@ -49,6 +65,9 @@ public sealed class LlamaDecoderLayer : LlamaStage
 
     public int LayerIndex { get; }
 
+    /// <summary>The sliding attention window (a token attends to itself and the window − 1 before it), or null for full causal attention.</summary>
+    public int? Window { get; }
+
     public Tensor InputNorm { get; }
     public Tensor QProj { get; }
     public Tensor KProj { get; }
@@ -58,6 +77,8 @@ public sealed class LlamaDecoderLayer : LlamaStage
     public Tensor? KBias { get; }
     public Tensor? VBias { get; }
     public Tensor? OBias { get; }
+    public Tensor? QNorm { get; }
+    public Tensor? KNorm { get; }
     public Tensor PostAttentionNorm { get; }
     public Tensor GateProj { get; }
     public Tensor UpProj { get; }
@@ -110,8 +131,18 @@ public sealed class LlamaDecoderLayer : LlamaStage
             capture(Name("self_attn.k_proj"), x);
             capture(Name("self_attn.v_proj"), x);
         }
-        var q = nn.functional.linear(x, QProj, QBias).view(batch, length, heads, headDim).transpose(1, 2);
-        var k = nn.functional.linear(x, KProj, KBias).view(batch, length, kvHeads, headDim).transpose(1, 2);
+        var q = nn.functional.linear(x, QProj, QBias).view(batch, length, heads, headDim);
+        var k = nn.functional.linear(x, KProj, KBias).view(batch, length, kvHeads, headDim);
+        if (QNorm is not null)
+        {
+            q = LlamaOps.RmsNorm(q, QNorm, c.RmsNormEps);
+        }
+        if (KNorm is not null)
+        {
+            k = LlamaOps.RmsNorm(k, KNorm, c.RmsNormEps);
+        }
+        q = q.transpose(1, 2);
+        k = k.transpose(1, 2);
         var v = nn.functional.linear(x, VProj, VBias).view(batch, length, kvHeads, headDim).transpose(1, 2);
 
         var (cos, sin) = LlamaOps.RotaryTables(_inverseFrequencies, length, q.dtype);
@@ -126,7 +157,7 @@ public sealed class LlamaDecoderLayer : LlamaStage
 
         using var scale = Math.Pow(headDim, -0.5).ToScalar(); // held: see MaskedAdamW.Step
         var scores = q.matmul(k.transpose(2, 3)).mul(scale);
-        using (var future = ones(length, length, ScalarType.Bool, hidden.device).triu(1))
+        using (var future = MaskedPositions(length, hidden.device))
         {
             // An explicit Scalar held to the end of the scope: an implicit one may be finalized while
             // libtorch still reads it (seen here as a sporadic "toFloat" failure under GC pressure).
@@ -146,6 +177,21 @@ public sealed class LlamaDecoderLayer : LlamaStage
         Capture?.Invoke(Name("mlp.down_proj"), product);
         var mlp = nn.functional.linear(product, DownProj, DownBias);
         return h.Plus(mlp).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The positions a query may not read: later tokens, and with a window those window or more tokens before it.</summary>
+    private Tensor MaskedPositions(long length, Device device)
+    {
+        var future = ones(length, length, ScalarType.Bool, device).triu(1);
+        if (Window is not { } window || window >= length)
+        {
+            return future;
+        }
+        using var past = ones(length, length, ScalarType.Bool, device).tril(-window);
+        using (future)
+        {
+            return future.logical_or(past);
+        }
     }
 
     private static Tensor RepeatKeyValue(Tensor kv, int groups)

@@ -8,7 +8,7 @@ namespace Shears.Pruning.Models;
 /// Checkpoint bytes to tensors, and the Hugging Face names of each pipeline stage's tensors, so a
 /// grain that holds one stage reads only that stage's bytes.
 /// </summary>
-public static class LlamaWeights
+public static partial class LlamaWeights
 {
     public const string EmbeddingName = "model.embed_tokens.weight";
     public const string FinalNormName = "model.norm.weight";
@@ -34,6 +34,41 @@ public static class LlamaWeights
         var prefix = LayerPrefix(layerIndex);
         return manifest.Tensors.Select(t => t.Name).Where(n => n.StartsWith(prefix, StringComparison.Ordinal)).ToArray();
     }
+
+    /// <summary>
+    /// Whether <paramref name="name"/>, a tensor under model.layers.{i}., is one a decoder layer of
+    /// <paramref name="config"/>'s model_type reads, or a buffer it recomputes (rotary_emb.inv_freq of older exports).
+    /// </summary>
+    public static bool IsLayerTensor(LlamaConfig config, string name)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(name);
+        if (IsBuffer(name))
+        {
+            return true;
+        }
+        var match = LayerLeaf().Match(name);
+        if (!match.Success)
+        {
+            return false;
+        }
+        var leaf = match.Groups[1].Value;
+        return leaf switch
+        {
+            "input_layernorm.weight" or "post_attention_layernorm.weight" => true,
+            "self_attn.q_norm.weight" or "self_attn.k_norm.weight" => config.QueryKeyNorm,
+            _ => ProjectionLeaf().IsMatch(leaf),
+        };
+    }
+
+    /// <summary>A layer tensor that holds no weight (the rotary inverse frequencies some older checkpoints saved).</summary>
+    public static bool IsBuffer(string name) => name.EndsWith(".self_attn.rotary_emb.inv_freq", StringComparison.Ordinal);
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^model\.layers\.\d+\.(.+)$")]
+    private static partial System.Text.RegularExpressions.Regex LayerLeaf();
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.(weight|bias)$")]
+    private static partial System.Text.RegularExpressions.Regex ProjectionLeaf();
 
     /// <summary>
     /// Reads the named tensors to <paramref name="device"/> as <paramref name="dtype"/>, one at a time.

@@ -62,9 +62,10 @@ public sealed class RemovedLayout
     /// <summary>
     /// Creates the output in <paramref name="outDir"/>: every file with its header and full length (the shards fill the
     /// data), the index with its new <c>total_size</c>, the companion files copied and <c>config.json</c> given the
-    /// <paramref name="config"/> fields (the smaller model's sizes).
+    /// <paramref name="config"/> fields (the smaller model's sizes), and the per-layer fields following
+    /// <paramref name="removedLayers"/>.
     /// </summary>
-    public void Create(string outDir, IReadOnlyDictionary<string, int> config)
+    public void Create(string outDir, IReadOnlyDictionary<string, int> config, IReadOnlyList<int>? removedLayers = null)
     {
         ArgumentNullException.ThrowIfNull(config);
         var root = Path.GetFullPath(outDir);
@@ -91,7 +92,7 @@ public sealed class RemovedLayout
             Directory.CreateDirectory(Path.GetDirectoryName(target)!);
             if (string.Equals(companion, "config.json", StringComparison.Ordinal))
             {
-                File.WriteAllText(target, EditConfig(File.ReadAllText(Input.PathOf(companion)), config, Input.PathOf(companion)));
+                File.WriteAllText(target, EditConfig(File.ReadAllText(Input.PathOf(companion)), config, Input.PathOf(companion), removedLayers));
                 configWritten = true;
             }
             else File.Copy(Input.PathOf(companion), target, overwrite: true);
@@ -100,8 +101,12 @@ public sealed class RemovedLayout
             throw new InvalidOperationException($"{Input.Root} has no config.json to record the removed model's sizes ({string.Join(", ", config.Keys)})");
     }
 
-    /// <summary><paramref name="json"/> (a config.json) with the given integer fields set, the others as they were.</summary>
-    public static string EditConfig(string json, IReadOnlyDictionary<string, int> fields, string path)
+    /// <summary>
+    /// <paramref name="json"/> (a config.json) with the given integer fields set, the others as they were. Once
+    /// <paramref name="removedLayers"/> are gone, the fields that describe layers one by one follow them: layer_types loses
+    /// their entries, and max_window_layers (Qwen: the layers below it attend fully) counts only the kept layers below it.
+    /// </summary>
+    public static string EditConfig(string json, IReadOnlyDictionary<string, int> fields, string path, IReadOnlyList<int>? removedLayers = null)
     {
         JsonObject root;
         try { root = JsonNode.Parse(json)?.AsObject() ?? throw new InvalidDataException("not a JSON object"); }
@@ -110,6 +115,13 @@ public sealed class RemovedLayout
             throw new CheckpointFormatException(path, null, $"config.json is not a JSON object: {e.Message}");
         }
         foreach (var (name, value) in fields) root[name] = value;
+        if (removedLayers is { Count: > 0 })
+        {
+            if (root["layer_types"] is JsonArray types)
+                root["layer_types"] = new JsonArray(types.Where((_, i) => !removedLayers.Contains(i)).Select(t => t?.DeepClone()).ToArray());
+            if (root["max_window_layers"] is JsonValue value && value.TryGetValue(out int below))
+                root["max_window_layers"] = below - removedLayers.Count(l => l < below);
+        }
         return root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n";
     }
 }

@@ -66,6 +66,31 @@ public class LlamaConfigTests
     }
 
     [Theory]
+    // model_type and extra fields → the window and the first layer that uses it, as transformers' configs decide them.
+    [InlineData(null, "", null, 0)]
+    [InlineData("llama", ", \"sliding_window\": 8", null, 0)]
+    [InlineData("mistral", "", 4096, 0)]
+    [InlineData("mistral", ", \"sliding_window\": null", null, 0)]
+    [InlineData("mistral", ", \"sliding_window\": 8", 8, 0)]
+    [InlineData("qwen2", ", \"sliding_window\": 8, \"use_sliding_window\": false, \"max_window_layers\": 1", null, 0)]
+    [InlineData("qwen2", ", \"sliding_window\": 8, \"use_sliding_window\": true, \"max_window_layers\": 1", 8, 1)]
+    [InlineData("qwen3", ", \"sliding_window\": 8, \"use_sliding_window\": true, \"max_window_layers\": 28", null, 0)]
+    [InlineData("qwen2", ", \"sliding_window\": 8, \"layer_types\": [\"full_attention\", \"sliding_attention\"]", 8, 1)]
+    [InlineData("qwen2", ", \"sliding_window\": 8, \"use_sliding_window\": true, \"layer_types\": [\"full_attention\", \"full_attention\"]", null, 0)]
+    public void SlidingWindowsFollowTheModelType(string? modelType, string fields, int? window, int fromLayer)
+    {
+        var json = Minimal.Replace("}", (modelType is null ? "" : $", \"model_type\": \"{modelType}\"") + fields + "}");
+        var config = LlamaConfig.Parse(json);
+
+        Assert.Equal(modelType ?? "llama", config.ModelType);
+        Assert.Equal(window, config.SlidingWindow);
+        Assert.Equal(fromLayer, config.SlidingWindowFromLayer);
+        Assert.Equal(fromLayer == 0 ? window : null, config.WindowOf(0));
+        Assert.Equal(window, config.WindowOf(1));
+        Assert.Equal(modelType == "qwen3", config.QueryKeyNorm);
+    }
+
+    [Theory]
     [InlineData("""{"intermediate_size": 96, "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 128}""", "hidden_size", "missing")]
     [InlineData("""{"hidden_size": "64", "intermediate_size": 96, "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 128}""", "hidden_size", "string")]
     [InlineData("""{"hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 0}""", "vocab_size", "positive")]
@@ -75,6 +100,11 @@ public class LlamaConfigTests
     [InlineData("""{"hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 128, "hidden_act": "gelu"}""", "hidden_act", "gelu")]
     [InlineData("""{"hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 128, "rope_scaling": {"rope_type": "yarn", "factor": 4}}""", "rope_scaling.rope_type", "yarn")]
     [InlineData("""{"hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 128, "tie_word_embeddings": 1}""", "tie_word_embeddings", "true or false")]
+    [InlineData("""{"hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 128, "model_type": "granite"}""", "model_type", "granite")]
+    [InlineData("""{"hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 128, "model_type": "qwen2", "layer_types": ["full_attention"]}""", "layer_types", "1 entries")]
+    [InlineData("""{"hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 128, "layer_types": ["full_attention", "chunked_attention"]}""", "layer_types", "chunked_attention")]
+    [InlineData("""{"hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4, "num_hidden_layers": 3, "vocab_size": 128, "sliding_window": 8, "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]}""", "layer_types", "interleaves")]
+    [InlineData("""{"hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 128, "layer_types": ["full_attention", "sliding_attention"]}""", "sliding_window", "missing")]
     public void ErrorsNameTheFileAndTheField(string json, string field, string detail)
     {
         using var dir = new TempDir();

@@ -6,7 +6,7 @@ namespace Shears.Pruning.Tests.Models;
 
 public class LlamaDecoderLayerTests
 {
-    public static TheoryData<string> Shapes => ["gqa", "mha-biases", "head-dim-llama3", "linear-rope"];
+    public static TheoryData<string> Shapes => ["gqa", "mha-biases", "head-dim-llama3", "linear-rope", "qwen3-qk-norm", "qwen2-sliding-window"];
 
     private static (LlamaConfig Config, bool AttentionBias, bool MlpBias) Case(string name) => name switch
     {
@@ -22,6 +22,10 @@ public class LlamaDecoderLayerTests
             RopeScaling = new LlamaRopeScaling("llama3", Factor: 8, LowFreqFactor: 0.2, HighFreqFactor: 4, OriginalMaxPositionEmbeddings: 32),
         }, false, false),
         "linear-rope" => (RandomLlama.Config() with { RopeScaling = new LlamaRopeScaling("linear", Factor: 2) }, false, true),
+        // Qwen3: every query and key head RMS-normalized before the rotation; head_dim 6 sets the query width (24) apart from hidden (16).
+        "qwen3-qk-norm" => (RandomLlama.Config() with { ModelType = "qwen3", HeadDim = 6 }, false, false),
+        // Qwen2 with a sliding window of 3 from layer 1 on (the tested layer): a query reads itself and the 2 keys before it.
+        "qwen2-sliding-window" => (RandomLlama.Config() with { ModelType = "qwen2", SlidingWindow = 3, SlidingWindowFromLayer = 1 }, true, false),
         _ => throw new ArgumentException(name),
     };
 
@@ -83,6 +87,37 @@ public class LlamaDecoderLayerTests
     }
 
     [Fact]
+    public void ASlidingWindowHidesTheKeysItHasLeftBehind()
+    {
+        // Window 3 in layer 1 only: there the output at position 5 reads positions 3..5, and a change at 1 reaches 1..3.
+        var config = RandomLlama.Config() with { ModelType = "mistral", SlidingWindow = 3, SlidingWindowFromLayer = 1 };
+        var tensors = RandomLlama.Tensors(config, RandomLlama.Weights(config, seed: 3));
+        try
+        {
+            using var windowed = LlamaDecoderLayer.FromTensors(config, 1, tensors, CPU);
+            using var full = LlamaDecoderLayer.FromTensors(config, 0, tensors, CPU);
+            Assert.Equal(3, windowed.Window);
+            Assert.Null(full.Window);
+            using var scope = NewDisposeScope();
+            manual_seed(5);
+            var x = randn(1, 6, config.HiddenSize);
+            var changed = x.clone();
+            changed[0, 1] = randn(config.HiddenSize);
+
+            var a = windowed.Forward(x);
+            var b = windowed.Forward(changed);
+            Assert.True(a.narrow(1, 0, 1).equal(b.narrow(1, 0, 1)).all().item<bool>(), "before the change");
+            Assert.False(a.narrow(1, 3, 1).allclose(b.narrow(1, 3, 1)), "position 3 still reads position 1");
+            Assert.True(a.narrow(1, 4, 2).equal(b.narrow(1, 4, 2)).all().item<bool>(), "positions 4 and 5 no longer read position 1");
+            Assert.False(full.Forward(x).narrow(1, 5, 1).allclose(full.Forward(changed).narrow(1, 5, 1)), "layer 0 attends to everything before");
+        }
+        finally
+        {
+            RandomLlama.DisposeAll(tensors);
+        }
+    }
+
+    [Fact]
     public void SharesStorageWithTheGivenTensorsAndExposesThemByName()
     {
         var config = RandomLlama.Config();
@@ -130,6 +165,19 @@ public class LlamaDecoderLayerTests
             Assert.Contains("model.layers.0.self_attn.q_proj.bias", biasRequired.Message);
 
             Assert.Throws<ArgumentOutOfRangeException>(() => LlamaDecoderLayer.FromTensors(config, 2, tensors, CPU));
+
+            // A tensor of the layer that its model_type does not compute is refused, not ignored; a buffer of older exports is not a weight.
+            using var extra = ones(16);
+            var unknown = new Dictionary<string, Tensor>(tensors) { ["model.layers.0.self_attn.q_layernorm.weight"] = extra };
+            Assert.Contains("model.layers.0.self_attn.q_layernorm.weight", Assert.Throws<ArgumentException>(() => LlamaDecoderLayer.FromTensors(config, 0, unknown, CPU)).Message);
+            using var norm = ones(config.HeadDim);
+            var qwen3Norm = new Dictionary<string, Tensor>(tensors) { ["model.layers.0.self_attn.q_norm.weight"] = norm };
+            Assert.Contains("\"qwen3\"", Assert.Throws<ArgumentException>(() => LlamaDecoderLayer.FromTensors(config, 0, qwen3Norm, CPU)).Message);
+            Assert.Contains("model.layers.0.self_attn.k_norm.weight",
+                Assert.Throws<ArgumentException>(() => LlamaDecoderLayer.FromTensors(config with { ModelType = "qwen3" }, 0, qwen3Norm, CPU)).Message);
+            using var frequencies = ones(config.HeadDim / 2);
+            var buffer = new Dictionary<string, Tensor>(tensors) { ["model.layers.0.self_attn.rotary_emb.inv_freq"] = frequencies };
+            using (var layer = LlamaDecoderLayer.FromTensors(config, 0, buffer, CPU)) Assert.Equal(9, layer.Parameters.Count);
         }
         finally
         {

@@ -50,6 +50,12 @@ internal static class NaiveLlama
                 q[t] = Linear(n, w[p + "self_attn.q_proj.weight"], Bias("self_attn.q_proj.bias"), heads * d, hidden);
                 k[t] = Linear(n, w[p + "self_attn.k_proj.weight"], Bias("self_attn.k_proj.bias"), kvHeads * d, hidden);
                 v[t] = Linear(n, w[p + "self_attn.v_proj.weight"], Bias("self_attn.v_proj.bias"), kvHeads * d, hidden);
+                if (c.QueryKeyNorm)
+                {
+                    // Qwen3: every head's query and key RMS-normalized over head_dim, before the rotation.
+                    for (var h = 0; h < heads; h++) NormalizeHead(q[t], h * d, d, w[p + "self_attn.q_norm.weight"], c.RmsNormEps);
+                    for (var h = 0; h < kvHeads; h++) NormalizeHead(k[t], h * d, d, w[p + "self_attn.k_norm.weight"], c.RmsNormEps);
+                }
                 for (var h = 0; h < heads; h++)
                 {
                     Rotate(q[t], h * d, d, t, invFreq);
@@ -67,8 +73,10 @@ internal static class NaiveLlama
                 for (var h = 0; h < heads; h++)
                 {
                     var g = h / (heads / kvHeads); // the key/value head this query head shares
-                    var scores = new double[t + 1];
-                    for (var u = 0; u <= t; u++)
+                    // A sliding window of w: the query at t reads the keys at t − w + 1 … t.
+                    var first = c.WindowOf(layer) is { } window ? Math.Max(0, t - window + 1) : 0;
+                    var scores = Enumerable.Repeat(double.NegativeInfinity, t + 1).ToArray();
+                    for (var u = first; u <= t; u++)
                     {
                         double dot = 0;
                         for (var j = 0; j < d; j++)
@@ -78,7 +86,7 @@ internal static class NaiveLlama
                         scores[u] = dot / Math.Sqrt(d);
                     }
                     var max = scores.Max();
-                    var weights = scores.Select(s => Math.Exp(s - max)).ToArray();
+                    var weights = scores.Select(s => double.IsNegativeInfinity(s) ? 0 : Math.Exp(s - max)).ToArray();
                     var total = weights.Sum();
                     for (var u = 0; u <= t; u++)
                     {
@@ -146,6 +154,12 @@ internal static class NaiveLlama
         }
     }
 
+    private static void NormalizeHead(double[] vector, int offset, int d, float[] weight, double eps)
+    {
+        var normalized = RmsNorm(vector[offset..(offset + d)], weight, eps);
+        Array.Copy(normalized, 0, vector, offset, d);
+    }
+
     private static double[] RmsNorm(double[] x, float[] weight, double eps)
     {
         var meanSquare = x.Sum(e => e * e) / x.Length;
@@ -204,6 +218,11 @@ internal static class RandomLlama
                 w[p + "self_attn.v_proj.bias"] = Draw(kv, 0, 0.1);
                 w[p + "self_attn.o_proj.bias"] = Draw(hidden, 0, 0.1);
             }
+            if (c.QueryKeyNorm)
+            {
+                w[p + "self_attn.q_norm.weight"] = Draw(c.HeadDim, 1, 0.2);
+                w[p + "self_attn.k_norm.weight"] = Draw(c.HeadDim, 1, 0.2);
+            }
             if (mlpBias)
             {
                 w[p + "mlp.gate_proj.bias"] = Draw(inter, 0, 0.1);
@@ -259,6 +278,7 @@ internal static class RandomLlama
             "mlp.gate_proj.weight" or "mlp.up_proj.weight" => [inter, hidden],
             "mlp.down_proj.weight" => [hidden, inter],
             "self_attn.q_proj.bias" => [q],
+            "self_attn.q_norm.weight" or "self_attn.k_norm.weight" => [c.HeadDim],
             "self_attn.k_proj.bias" or "self_attn.v_proj.bias" => [kv],
             "self_attn.o_proj.bias" or "mlp.down_proj.bias" => [hidden],
             "mlp.gate_proj.bias" or "mlp.up_proj.bias" => [inter],

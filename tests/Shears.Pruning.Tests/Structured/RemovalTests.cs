@@ -10,6 +10,31 @@ public class RemovalTests
 {
     private static byte[] Bytes(params short[] values) => values.SelectMany(BitConverter.GetBytes).ToArray();
 
+    [Theory]
+    // Four layers, full attention in 0 and 1, sliding windows in 2 and 3; removed layers → the config's per-layer fields.
+    [InlineData(new[] { 1 }, 1, "full_attention,sliding_attention,sliding_attention")]
+    [InlineData(new[] { 3 }, 2, "full_attention,full_attention,sliding_attention")]
+    [InlineData(new[] { 0, 2 }, 1, "full_attention,sliding_attention")]
+    [InlineData(new int[0], 2, "full_attention,full_attention,sliding_attention,sliding_attention")]
+    public void Removed_layers_take_their_entries_out_of_the_per_layer_config_fields(int[] removed, int maxWindowLayers, string layerTypes)
+    {
+        const string json = """
+            {"model_type": "qwen2", "num_hidden_layers": 4, "max_window_layers": 2, "sliding_window": 8, "use_sliding_window": true,
+             "layer_types": ["full_attention", "full_attention", "sliding_attention", "sliding_attention"]}
+            """;
+        var edited = System.Text.Json.Nodes.JsonNode.Parse(RemovedLayout.EditConfig(json,
+            new Dictionary<string, int> { ["num_hidden_layers"] = 4 - removed.Length }, "config.json", removed))!;
+
+        Assert.Equal(4 - removed.Length, (int)edited["num_hidden_layers"]!);
+        Assert.Equal(maxWindowLayers, (int)edited["max_window_layers"]!);
+        Assert.Equal(layerTypes, string.Join(',', edited["layer_types"]!.AsArray().Select(t => (string)t!)));
+        Assert.Equal(8, (int)edited["sliding_window"]!);
+        // The edited config describes the same attention for every kept layer.
+        var config = LlamaConfig.Parse(edited.ToJsonString().Replace("{", """{"hidden_size": 16, "intermediate_size": 8, "num_attention_heads": 2, "vocab_size": 4, """, StringComparison.Ordinal));
+        var kept = Enumerable.Range(0, 4).Except(removed).ToArray();
+        for (int j = 0; j < kept.Length; j++) Assert.Equal(kept[j] >= 2 ? 8 : null, config.WindowOf(j));
+    }
+
     [Fact]
     public void A_cut_drops_rows_or_columns_by_hand()
     {
