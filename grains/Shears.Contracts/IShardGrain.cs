@@ -269,11 +269,12 @@ public interface IShardGrain : IGrainWithStringKey
     /// <param name="removedLayers">Whole layers removed: their tensors are left out and the later layers renumbered.</param>
     Task<ShardReply<ShardWriteResult>> WriteRemovedAsync(string outputDirectory, TensorRemoval[] removals, int[] removedLayers);
     /// <summary>
-    /// --remove with --quantize: the given tensors of the removed model written in <paramref name="removedDirectory"/>
-    /// packed into the quantized layout planned over it in <paramref name="outputDirectory"/> (the quantized ones of
-    /// <paramref name="quantized"/> rounded to nearest, the others copied).
+    /// --remove with --quantize: this shard's tensors cut by <paramref name="removals"/> (those of
+    /// <paramref name="removedLayers"/> left out, the later renumbered) and written straight into the quantized layout in
+    /// <paramref name="outputDirectory"/>, planned over the removed model's headers in <paramref name="removedDirectory"/>
+    /// (the tensors named in <paramref name="quantized"/> rounded to nearest and packed, the others as they are).
     /// </summary>
-    Task<ShardReply<ShardWriteResult>> WriteQuantizedRemovedAsync(string removedDirectory, string outputDirectory, string[] tensors, string[] quantized);
+    Task<ShardReply<ShardWriteResult>> WriteQuantizedRemovedAsync(string removedDirectory, string outputDirectory, TensorRemoval[] removals, int[] removedLayers, string[] quantized);
 
     /// <summary>The work behind <paramref name="ticket"/>: done, or still running after waiting up to <paramref name="wait"/>; throws its error.</summary>
     Task<ShardReply<T>> PollAsync<T>(long ticket, TimeSpan wait);

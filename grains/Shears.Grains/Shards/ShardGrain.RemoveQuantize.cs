@@ -1,4 +1,5 @@
 using Shears.Contracts;
+using Shears.Engine.Shards;
 using Shears.Grains.Diagnostics;
 using Shears.Grains.Runs;
 using Shears.Pruning.Checkpoints;
@@ -9,7 +10,7 @@ using Shears.Pruning.Structured;
 namespace Shears.Grains.Shards;
 
 // --remove with --quantize on the shard: quantized as the smaller model holds its weights (groups over the kept columns),
-// the stage computing with them expanded back to full size, and the smaller model's tensors packed from its written files.
+// the stage computing with them expanded back to full size, and the smaller model's tensors cut and packed into the output.
 public sealed partial class ShardGrain
 {
     // The removal's cuts by tensor while the shard quantizes as the smaller model; null otherwise.
@@ -45,35 +46,69 @@ public sealed partial class ShardGrain
         }
     }
 
-    Task<ShardReply<ShardWriteResult>> IShardGrain.WriteQuantizedRemovedAsync(string removedDirectory, string outputDirectory, string[] tensors, string[] quantized) =>
-        Jobs.Run(WriteQuantizedRemovedAsync(removedDirectory, outputDirectory, tensors, quantized));
+    Task<ShardReply<ShardWriteResult>> IShardGrain.WriteQuantizedRemovedAsync(string removedDirectory, string outputDirectory,
+        TensorRemoval[] removals, int[] removedLayers, string[] quantized) =>
+        Jobs.Run(WriteQuantizedRemovedAsync(removedDirectory, outputDirectory, removals, removedLayers, quantized));
 
-    private async Task<ShardWriteResult> WriteQuantizedRemovedAsync(string removedDirectory, string outputDirectory, string[] tensors, string[] quantized)
+    /// <summary>
+    /// Writes this shard's tensors as the smaller model packed: each cut as the removal says (a removed layer's left out),
+    /// the quantized ones rounded as a run given the smaller model as --model would round them, straight into the packed
+    /// layout. <paramref name="removedDirectory"/> holds only the smaller model's headers, index and config (its tensors
+    /// are never written): the layout is planned from them as that run would plan it.
+    /// </summary>
+    private async Task<ShardWriteResult> WriteQuantizedRemovedAsync(string removedDirectory, string outputDirectory,
+        TensorRemoval[] removals, int[] removedLayers, string[] quantized)
     {
         var assignment = Assignment;
+        var manifest = _manifest!;
         foreach (var interceptor in interceptors) await interceptor.BeforeWriteAsync(this.GetPrimaryKeyString());
         var result = await compute.RunAsync(() =>
         {
-            // The smaller model as a run given it as --model would read it: the same layout, the same rounding.
+            CheckSources();
             var removed = CheckpointReader.ReadManifest(removedDirectory);
             var layout = QuantizedLayout.Plan(removed, quantized, Scheme);
             var set = quantized.ToHashSet(StringComparer.Ordinal);
+            var cuts = removals.ToDictionary(r => r.Tensor, r => new TensorCut(r.Tensor, r.Axis, r.Removed), StringComparer.Ordinal);
             long total = 0;
             var size = SizeReport.Empty;
-            foreach (string name in tensors)
+
+            void Write(string name, byte[] bytes)
             {
                 var entry = removed.Get(name);
                 if (!set.Contains(name))
                 {
-                    CheckpointOutput.CopyTensor(removed, entry, outputDirectory, layout.Output(name));
-                    total += entry.ByteLength;
-                    continue;
+                    CheckpointOutput.WriteTensor(outputDirectory, layout.Output(name), bytes);
+                    total += bytes.Length;
+                    return;
                 }
-                var rows = QuantizedRows.RoundToNearest(CheckpointReader.ReadTensor(removed, entry), entry.DType,
-                    checked((int)entry.Shape[0]), checked((int)entry.Shape[1]), Scheme, name);
+                var rows = QuantizedRows.RoundToNearest(bytes, entry.DType, checked((int)entry.Shape[0]), checked((int)entry.Shape[1]), Scheme, name);
                 size = size.Add(SparseEncoding.Report(entry.ElementCount, entry.ElementCount - rows.ZeroCount(), entry.DType));
                 total += WritePacked(outputDirectory, layout, name, rows, 0);
             }
+
+            foreach (var piece in _pieces)
+            {
+                if (LlamaRemoval.Renamed(piece.Entry.Name, removedLayers) is not { } name) continue;
+                if (piece.Piece.RowStart != 0 || piece.Piece.Elements != piece.Entry.ElementCount)
+                    throw new InvalidOperationException($"tensor '{piece.Entry.Name}' is split over shards; a removal cuts whole tensors");
+                Write(name, ShardSelection.RemovedBytes(piece, cuts.GetValueOrDefault(piece.Entry.Name)));
+                if (_stage is not null) piece.ReleaseResident();
+            }
+            foreach (string source in assignment.CopyTensors)
+            {
+                if (LlamaRemoval.Renamed(source, removedLayers) is not { } name) continue;
+                var entry = manifest.Get(source);
+                if (cuts.TryGetValue(source, out var cut))
+                    Write(name, cut.Apply(CheckpointReader.ReadTensor(manifest, entry), entry.Shape, entry.DType.ElementSize()));
+                else if (set.Contains(name))
+                    Write(name, CheckpointReader.ReadTensor(manifest, entry));
+                else
+                {
+                    CheckpointOutput.CopyTensor(manifest, entry, outputDirectory, layout.Output(name));
+                    total += entry.ByteLength;
+                }
+            }
+            CheckSources();
             return WriteResult(total, size);
         });
         ShearsMetrics.BytesWritten.Add(result.BytesWritten, new KeyValuePair<string, object?>("run", assignment.RunId));
