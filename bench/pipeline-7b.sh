@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs with LLaMA-7B's layer widths (hidden 4096, intermediate 11008, 32 heads, vocabulary 32,000) on the embedded
-# silo: evaluation of 8 layers, and recovery fine-tuning and SparseGPT of 2 layers. Prints each run's report figures:
+# silo: evaluation of 8 layers, and recovery fine-tuning, SparseGPT and removal with quantization of 2 layers. Prints each run's report figures:
 # the longest grain call per method (longestCallSeconds), phases, rounds, and the process's peak memory.
-# Usage: bench/pipeline-7b.sh WORKDIR [eval|eval2|finetune|finetune-hidden|sparsegpt]...   (the checkpoints are written once into WORKDIR)
+# Usage: bench/pipeline-7b.sh WORKDIR [eval|eval2|finetune|finetune-hidden|sparsegpt|remove-quantize]...   (the checkpoints are written once into WORKDIR)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:?WORKDIR}; shift
@@ -42,6 +42,7 @@ for step in $steps; do
     eval2) run "eval, 2 layers" --model "$work/l2" --out "$out" --sparsity 0.5 --scope global --eval "$work/eval.json" ;;
     finetune) run "fine-tuning, 2 layers" --model "$work/l2" --out "$out" --sparsity 0.5 --finetune-steps 2 --finetune-data "$work/train.json" --batch 2 ;;
     finetune-hidden) run "layer-wise distillation, 2 layers" --model "$work/l2" --out "$out" --sparsity 0.5 --finetune-steps 2 --finetune-data "$work/train.json" --batch 2 --distill hidden ;;
+    remove-quantize) run "neurons removed and W4A16, 2 layers" --model "$work/l2" --out "$out" --sparsity 0.25 --pattern neurons --scope layer --remove --quantize W4A16 --eval "$work/eval.json" ;;
     sparsegpt) run "SparseGPT, 2 layers" --model "$work/l2" --out "$out" --sparsity 0.5 --method sparsegpt --scope layer --calibration "$work/calib.json" ;;
   esac
 done
