@@ -123,11 +123,11 @@ public sealed record BertWeightNames(BertEmbeddingNames Embeddings, IReadOnlyLis
                     continue;
                 }
                 var init = Require(model, name, "the encoder");
-                // Typed as a checkpoint tensor: fp32, fp16 or bf16 raw_data, widened exactly.
+                // Typed as a checkpoint tensor: fp32, fp16 or bf16 raw_data or external data, widened exactly.
                 if (init.ToTensorEntry(Path.GetFileName(model.FilePath)) is not { DType: TensorDType.F32 or TensorDType.F16 or TensorDType.BF16 } entry)
                 {
                     throw new CheckpointFormatException(model.FilePath, name,
-                        $"the encoder reads fp32, fp16 or bf16 weights stored as raw_data; this one is {init.ElementType.ToOnnxName()} in {init.Storage}");
+                        $"the encoder reads fp32, fp16 or bf16 weights stored as raw_data or external data; this one is {init.ElementType.ToOnnxName()} in {init.Storage}");
                 }
                 using var scope = NewDisposeScope();
                 tensors.Add(name, Models.LlamaWeights.ToFloat32(entry, model.ReadRawData(name)).to(dtype, device).DetachFromDisposeScope());

@@ -44,11 +44,17 @@ public sealed record OnnxInitializer(
     public long ElementCount => TensorEntry.CountElements(Dims);
 
     /// <summary>
-    /// The initializer as a checkpoint tensor of the model file (named relative to its directory), or null
-    /// when its data is not <c>raw_data</c> or its type has no Shears dtype.
+    /// The initializer as a checkpoint tensor: in the model file (<paramref name="modelFileName"/>, named relative to its
+    /// directory) for <c>raw_data</c>, in its external data file for external data (the location as given, checked by
+    /// <see cref="OnnxCheckpoint"/>); null when the data is in typed fields or the type has no Shears dtype.
     /// </summary>
-    public TensorEntry? ToTensorEntry(string modelFileName) =>
-        RawDataOffset is { } offset && RawDataLength is { } length && DataType is { } dtype
-            ? new TensorEntry(Name, dtype, (long[])Dims.Clone(), modelFileName, offset, length)
-            : null;
+    public TensorEntry? ToTensorEntry(string modelFileName)
+    {
+        if (DataType is not { } dtype) return null;
+        if (RawDataOffset is { } offset && RawDataLength is { } length)
+            return new TensorEntry(Name, dtype, (long[])Dims.Clone(), modelFileName, offset, length);
+        if (ExternalData is { } external)
+            return new TensorEntry(Name, dtype, (long[])Dims.Clone(), external.Location, external.Offset, external.Length ?? ElementCount * dtype.ElementSize());
+        return null;
+    }
 }

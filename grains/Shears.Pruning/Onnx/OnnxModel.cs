@@ -10,6 +10,8 @@ namespace Shears.Pruning.Onnx;
 public sealed partial class OnnxModel
 {
     private readonly Dictionary<string, OnnxInitializer> _byName;
+    // The model as a checkpoint, read once when an external initializer is first read: its data files checked and located.
+    private CheckpointManifest? _asCheckpoint;
 
     private OnnxModel(
         string filePath,
@@ -90,16 +92,32 @@ public sealed partial class OnnxModel
         return new Parser(fullPath, reader).ReadModel();
     }
 
-    /// <summary>Reads the <c>raw_data</c> of one initializer from the model file.</summary>
+    /// <summary>
+    /// Reads the bytes of one initializer: its <c>raw_data</c> in the model file, or its external data (the file beside the
+    /// model, checked as <see cref="OnnxCheckpoint"/> checks it).
+    /// </summary>
     public byte[] ReadRawData(string initializerName)
     {
-        var init = RawInitializer(initializerName);
-        var bytes = GC.AllocateUninitializedArray<byte>(checked((int)init.RawDataLength!.Value));
-        using var handle = File.OpenHandle(FilePath, FileMode.Open, FileAccess.Read, FileShare.Read);
+        ArgumentNullException.ThrowIfNull(initializerName);
+        string path = FilePath;
+        long start, length;
+        if (_byName.TryGetValue(initializerName, out var stored) && stored.ExternalData is not null)
+        {
+            var manifest = _asCheckpoint ??= OnnxCheckpoint.ReadManifest(FilePath);
+            var entry = manifest.Get(initializerName);
+            (path, start, length) = (manifest.PathOf(entry.FileName), entry.FileOffset, entry.ByteLength);
+        }
+        else
+        {
+            var init = RawInitializer(initializerName);
+            (start, length) = (init.RawDataOffset!.Value, init.RawDataLength!.Value);
+        }
+        var bytes = GC.AllocateUninitializedArray<byte>(checked((int)length));
+        using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
         var done = 0;
         while (done < bytes.Length)
         {
-            var n = RandomAccess.Read(handle, bytes.AsSpan(done), init.RawDataOffset!.Value + done);
+            var n = RandomAccess.Read(handle, bytes.AsSpan(done), start + done);
             if (n == 0)
             {
                 throw new CheckpointFormatException(FilePath, initializerName, "the file ended inside the tensor's raw_data: it changed after it was read");

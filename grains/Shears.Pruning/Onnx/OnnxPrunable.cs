@@ -75,7 +75,7 @@ public static partial class OnnxPrunableWeights
                 continue;
             }
             var weight = model.FindInitializer(node.Inputs[1]);
-            if (weight is null || weight.Storage != OnnxDataStorage.RawData || weight.Dims.Length != 2 || weight.DataType is not { } dtype || !dtype.IsPrunable())
+            if (weight is null || weight.Storage is not (OnnxDataStorage.RawData or OnnxDataStorage.External) || weight.Dims.Length != 2 || weight.DataType is not { } dtype || !dtype.IsPrunable())
             {
                 continue;
             }
