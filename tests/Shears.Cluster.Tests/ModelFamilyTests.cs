@@ -1,9 +1,7 @@
 using System.Text.Json.Nodes;
 using Shears.Contracts;
 using Shears.Pruning.Checkpoints;
-using Shears.Pruning.Models;
 using Shears.Testing;
-using TorchSharp;
 
 namespace Shears.Cluster.Tests;
 
