@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Exact global magnitude selection at LLaMA-2-70B's shapes by simulation (--synthetic-weights): three worker silo processes
 # and a coordinator-only silo on this machine (localhost clustering), a checkpoint of the model's shapes as sparse files,
-# and 50% global one-round runs cut into about 64, 256 and 1,024 shards. Per run: selection seconds and bytes exchanged
+# and 50% global one-round runs cut into exactly 64, 256 and 1,024 shards (--shards). Per run: selection seconds and bytes exchanged
 # (the report's), each process's peak resident memory (VmHWM; silos are restarted per run), and an independent count
 # (Shears.Bench synthetic-count). Then LLaMA-2-7B's shapes, once by simulation and once from a real checkpoint holding the
 # same weights (written with --data), on the same silos: the same selection, and the time of each.
@@ -46,14 +46,14 @@ start_silos() {
   sleep 5
 }
 peaks() { for i in 0 1 2 3; do awk -v s="$i" '/VmHWM/ {printf "%s%s %.2f GiB", (s ? ", " : ""), (s == 3 ? "coordinator" : "silo " s), $2 / 1048576}' "/proc/${pids[$i]}/status"; done; echo; }
-# run NAME MODEL SHARD_ELEMENTS [shears options…]
+# run NAME MODEL [shears options…]
 run() {
-  local name=$1 model=$2 elements=$3; shift 3
+  local name=$1 model=$2; shift 2
   start_silos
-  echo "=== $name: shears run --model $(basename "$model") --sparsity $sparsity --scope global --shard-elements $elements $*" | tee -a "$results/runs.txt"
+  echo "=== $name: shears run --model $(basename "$model") --sparsity $sparsity --scope global $*" | tee -a "$results/runs.txt"
   local s e
   s=$(date +%s.%N)
-  "$shears" run --model "$model" --out "$work/out-$name" --sparsity "$sparsity" --scope global --shard-elements "$elements" "$@" --force \
+  "$shears" run --model "$model" --out "$work/out-$name" --sparsity "$sparsity" --scope global "$@" --force \
     --cluster 127.0.0.1:30503 > "$results/$name.log" 2>&1
   e=$(date +%s.%N)
   echo "wall $(echo "$e - $s" | bc) s; peak resident: $(peaks)" | tee -a "$results/runs.txt"
@@ -67,33 +67,16 @@ for x in r["rounds"]:
 PY
   stop_silos
 }
-# Elements per shard for about N shards of MODEL's prunable matrices (the default --include: the layers' 2-D weights).
-per_shard() {
-  python3 - "$1" "$2" <<'PY'
-import glob, json, struct, sys
-total = 0
-for f in glob.glob(sys.argv[1] + "/*.safetensors"):
-    with open(f, "rb") as h:
-        n = struct.unpack("<Q", h.read(8))[0]
-        header = json.loads(h.read(n))
-    for k, v in header.items():
-        if k != "__metadata__" and len(v["shape"]) == 2 and "embed" not in k and "lm_head" not in k:
-            total += v["shape"][0] * v["shape"][1]
-print(-(-total // int(sys.argv[2])))
-PY
-}
 for shards in ${SHARDS:-64 256 1024}; do
-  elements=$(per_shard "$work/llama-2-70b" "$shards")
-  run "70b-$shards" "$work/llama-2-70b" "$elements" --synthetic-weights "$seed"
+  run "70b-$shards" "$work/llama-2-70b" --shards "$shards" --synthetic-weights "$seed"
   bench synthetic-count "$results/70b-$shards.report.json" --seed "$seed" | tee -a "$results/runs.txt"
 done
 if [ -z "${SKIP_7B:-}" ]; then
   [ -f "$work/llama-2-7b-shapes/config.json" ] || bench synthetic-checkpoint "$work/llama-2-7b-shapes" --shape llama-2-7b --seed "$seed"
   [ -f "$work/llama-2-7b/config.json" ] || bench synthetic-checkpoint "$work/llama-2-7b" --shape llama-2-7b --seed "$seed" --data
   cat "$work"/llama-2-7b/*.safetensors > /dev/null
-  elements=$(per_shard "$work/llama-2-7b-shapes" 64)
-  run "7b-synthetic" "$work/llama-2-7b-shapes" "$elements" --synthetic-weights "$seed"
-  run "7b-file" "$work/llama-2-7b" "$elements"
+  run "7b-synthetic" "$work/llama-2-7b-shapes" --shards 64 --synthetic-weights "$seed"
+  run "7b-file" "$work/llama-2-7b" --shards 64
   python3 - "$results/7b-synthetic.report.json" "$results/7b-file.report.json" <<'PY' | tee -a "$results/runs.txt"
 import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1:])

@@ -71,6 +71,7 @@ public static class Commands
         var force = new Option<bool>("--force") { Description = "replace a non-empty --out" };
         var detach = new Option<bool>("--detach") { Description = "print the run id and return (needs --cluster)" };
         var shardElements = new Option<long>("--shard-elements") { Description = "most elements one shard grain holds", DefaultValueFactory = _ => RunOptions.DefaultShardElements };
+        var shardCount = new Option<int?>("--shards") { Description = "exactly N shards of nearly equal size (unstructured, no evaluation or fine-tuning), instead of --shard-elements" };
         var norm = new Option<string>("--norm") { Description = "Ln norm for rows/columns: 1, 2 or inf", DefaultValueFactory = _ => "1" };
         var headScore = new Option<string>("--head-score") { Description = "q (L1 of q_proj rows) or qkvo", DefaultValueFactory = _ => RunOptions.HeadScores.Query };
         var spread = new Option<double>("--progressive-spread") { Description = "spread α of --scope progressive", DefaultValueFactory = _ => 0.5 };
@@ -90,7 +91,7 @@ public static class Commands
         var synthetic = new Option<long?>("--synthetic-weights") { Description = "benchmark mode: score bf16 weights generated from this seed instead of the checkpoint's bytes (only its shapes are read); writes only the report" };
 
         var command = new Command("run", "prune a checkpoint");
-        foreach (Option o in new Option[] { model, output, sparsity, method, pattern, scope, schedule, rounds, finetune, eval, evalSeqLen, finetuneData, learningRate, batch, calibration, calibrationSamples, include, exclude, seed, force, detach, shardElements, norm, headScore, spread, owlThreshold, owlLambda, lrSchedule, warmupSteps, epochs, distill, hiddenWeight, runId, quantize, groupSize, quantMethod, actOrder, remove, synthetic, Cluster })
+        foreach (Option o in new Option[] { model, output, sparsity, method, pattern, scope, schedule, rounds, finetune, eval, evalSeqLen, finetuneData, learningRate, batch, calibration, calibrationSamples, include, exclude, seed, force, detach, shardElements, shardCount, norm, headScore, spread, owlThreshold, owlLambda, lrSchedule, warmupSteps, epochs, distill, hiddenWeight, runId, quantize, groupSize, quantMethod, actOrder, remove, synthetic, Cluster })
             command.Add(o);
         command.SetAction(async (parse, token) =>
         {
@@ -116,7 +117,7 @@ public static class Commands
                 FinetuneData = Full(parse.GetValue(finetuneData)), LearningRate = parse.GetValue(learningRate), Batch = parse.GetValue(batch),
                 Calibration = Full(parse.GetValue(calibration)), CalibrationSamples = parse.GetValue(calibrationSamples),
                 Include = parse.GetValue(include) ?? [], Exclude = parse.GetValue(exclude) ?? [],
-                Seed = parse.GetValue(seed), Force = parse.GetValue(force), ShardElements = parse.GetValue(shardElements),
+                Seed = parse.GetValue(seed), Force = parse.GetValue(force), ShardElements = parse.GetValue(shardElements), Shards = parse.GetValue(shardCount),
                 Norm = normValue, HeadScore = parse.GetValue(headScore)!, ProgressiveSpread = parse.GetValue(spread),
                 OwlThreshold = parse.GetValue(owlThreshold), OwlLambda = parse.GetValue(owlLambda),
                 LrSchedule = parse.GetValue(lrSchedule)!, WarmupSteps = parse.GetValue(warmupSteps), Epochs = parse.GetValue(epochs),

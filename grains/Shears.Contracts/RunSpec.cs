@@ -65,6 +65,8 @@ public sealed record RunSpec
     [Id(35)] public string Distill { get; init; } = RunOptions.DistillModes.Output;
     /// <summary>--distill hidden: the factor on the hidden-state term of the loss.</summary>
     [Id(36)] public double HiddenWeight { get; init; } = 1;
+    /// <summary>Exactly this many shards of nearly equal size (unstructured, no pipeline), instead of <see cref="ShardElements"/>; null: by that limit.</summary>
+    [Id(37)] public int? Shards { get; init; }
 
     /// <summary>Each round ends with fine-tuning (or distillation): a number of steps, or of epochs.</summary>
     public bool Trains => FinetuneSteps > 0 || Epochs > 0;
@@ -112,6 +114,8 @@ public sealed record RunSpec
 public static class RunOptions
 {
     public const long DefaultShardElements = 64L << 20;
+    /// <summary>The most shards --shards asks for.</summary>
+    public const int MaximumShards = 1 << 16;
 
     public static class Methods
     {
@@ -185,6 +189,15 @@ public static class RunOptions
             errors.Add($"--schedule oneshot runs exactly one round; use --schedule linear or cubic for --rounds {spec.Rounds}");
         if (spec.FinetuneSteps < 0) errors.Add($"--finetune-steps must not be negative, got {spec.FinetuneSteps}");
         if (spec.ShardElements < 1) errors.Add($"--shard-elements must be positive, got {spec.ShardElements}");
+        if (spec.Shards is { } shards)
+        {
+            if (shards < 1 || shards > MaximumShards) errors.Add($"--shards must lie in [1, {MaximumShards}], got {shards}");
+            if (spec.ShardElements != DefaultShardElements) errors.Add("give --shards or --shard-elements, not both");
+            if (spec.Pattern != Patterns.Unstructured)
+                errors.Add($"--shards cuts tensors into row blocks, which --pattern {spec.Pattern} keeps whole: use --shard-elements");
+            else if (spec.NeedsPipeline)
+                errors.Add("--shards: a run that evaluates, fine-tunes or calibrates holds one shard per model stage; leave --shards out");
+        }
         if (spec.Norm is not (1 or 2) && !double.IsPositiveInfinity(spec.Norm))
             errors.Add($"--norm must be 1, 2 or inf, got {spec.Norm}");
         if (spec.ProgressiveSpread < 0 || spec.ProgressiveSpread > 1 || double.IsNaN(spec.ProgressiveSpread))

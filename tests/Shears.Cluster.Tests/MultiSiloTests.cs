@@ -12,14 +12,15 @@ public class MultiSiloTests(ClusterFixture fixture)
     [InlineData("global", 400L)]
     [InlineData("global", 100_000L)]
     [InlineData("layer", 500L)]
-    public async Task ThreeSilosWriteTheSameMasksAsTheReference(string scope, long shardElements)
+    // --shards N cuts across tensors and layers: the masks are still the reference's, and the report holds N shards.
+    [InlineData("global", 0L, 7)]
+    [InlineData("layer", 0L, 23)]
+    public async Task ThreeSilosWriteTheSameMasksAsTheReference(string scope, long shardElements, int? exactShards = null)
     {
         using var dir = new TempDir();
         TieHeavyCheckpoint.Write(dir.Sub("in"));
-        var status = await Runs.RunToEndAsync(fixture.Cluster.Client, new RunSpec
-        {
-            ModelPath = dir.Sub("in"), OutputPath = dir.Sub("out"), Sparsity = 0.37, Scope = scope, ShardElements = shardElements,
-        });
+        var spec = new RunSpec { ModelPath = dir.Sub("in"), OutputPath = dir.Sub("out"), Sparsity = 0.37, Scope = scope, Shards = exactShards };
+        var status = await Runs.RunToEndAsync(fixture.Cluster.Client, exactShards is null ? spec with { ShardElements = shardElements } : spec);
         Assert.True(status.State == RunState.Completed, status.Error);
         var manifest = CheckpointReader.ReadManifest(dir.Sub("in"));
         ReferencePruner.AssertOutput(dir.Sub("in"), dir.Sub("out"), ReferencePruner.Masks(manifest, 0.37, scope == "global"));
@@ -28,6 +29,7 @@ public class MultiSiloTests(ClusterFixture fixture)
         var silos = report.RootElement.GetProperty("shards").EnumerateArray().Select(s => s.GetProperty("silo").GetString()).Distinct().ToArray();
         var shards = report.RootElement.GetProperty("shards").GetArrayLength();
         Assert.Equal(Math.Min(3, shards), silos.Length); // shards spread over every silo
+        if (exactShards is not null) Assert.Equal(exactShards, shards);
     }
 
     [Theory]

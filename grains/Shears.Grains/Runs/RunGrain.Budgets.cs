@@ -24,7 +24,8 @@ public sealed partial class RunGrain
     /// <summary>The plan, or a plan of smaller shards, that fits the budgets known here; refuses the run when none does.</summary>
     private RunPlan FitBudgets(RunPlan plan, CheckpointManifest manifest, RunSpec spec)
     {
-        bool splittable = plan.Stages is null && spec.Pattern == RunOptions.Patterns.Unstructured;
+        // --shards asked for an exact count: refused rather than cut further.
+        bool splittable = plan.Stages is null && spec.Pattern == RunOptions.Patterns.Unstructured && spec.Shards is null;
         RunRejectedException? first = null;
         while (true)
         {
