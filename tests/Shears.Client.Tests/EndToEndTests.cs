@@ -10,6 +10,28 @@ public class EndToEndTests
     private static JsonElement Report(string outDir) =>
         JsonDocument.Parse(File.ReadAllText(Path.Combine(outDir, "shears-report.json"))).RootElement;
 
+    /// <summary>
+    /// The run marks itself finished only after its shards are released: with thousands of shards, a client that
+    /// stopped its embedded silo at the end used to cut the releases short and print a page of errors per shard.
+    /// </summary>
+    [Fact]
+    public async Task AnEmbeddedRunOfThousandsOfShardsEndsCleanly()
+    {
+        using var dir = new TempDir();
+        var random = new Random(3);
+        var data = new byte[5000 * 4 * 4];
+        for (int i = 0; i < data.Length; i += 4) BitConverter.TryWriteBytes(data.AsSpan(i), (float)(random.Next(64) - 32));
+        ShardedCheckpointWriter.Write(dir.Sub("in"), [("model.layers.0.mlp.up_proj.weight", TensorDType.F32, [5000, 4], data)], 1 << 20,
+            new Dictionary<string, string> { ["format"] = "pt" });
+        var result = await ShearsProcess.RunAsync("run", "--model", dir.Sub("in"), "--out", dir.Sub("out"), "--sparsity", "0.5", "--shards", "5000");
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.DoesNotContain("fail:", result.Stderr);
+        Assert.DoesNotContain("Exception", result.Stderr);
+        Assert.Equal(5000, Report(dir.Sub("out")).GetProperty("shards").GetArrayLength());
+        var manifest = CheckpointReader.ReadManifest(dir.Sub("in"));
+        ReferencePruner.AssertOutput(dir.Sub("in"), dir.Sub("out"), ReferencePruner.Masks(manifest, 0.5, global: true));
+    }
+
     [Theory]
     [InlineData("global", "BF16", null)]
     [InlineData("global", "BF16", "300")]   // tensors split into row blocks: the distributed selection across pieces

@@ -382,6 +382,7 @@ public sealed partial class RunGrain(
             Directory.Move(temp, spec.OutputPath);
             temp = null;
             state.State.ReportJson = report;
+            await ReleaseShardsAsync(plan);
             state.State.Status = finished;
             await SaveStateAsync();
             Signal();
@@ -389,11 +390,13 @@ public sealed partial class RunGrain(
         }
         catch (Exception e) when (e is OperationCanceledException || token.IsCancellationRequested)
         {
+            await ReleaseShardsAsync(plan);
             await Finish(RunState.Cancelled, "cancelled by the user");
         }
         catch (Exception e)
         {
             logger.LogError(e, "Run {Run} failed", RunId);
+            await ReleaseShardsAsync(plan);
             await Finish(RunState.Failed, Describe(e));
         }
         finally
@@ -403,14 +406,26 @@ public sealed partial class RunGrain(
             {
                 budgets.Release(RunId);
                 if (state.State.StateDirectory is { } dir && Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
-                try { await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).ReleaseAsync())); }
-                catch (Exception e) when (IsTransient(e)) { /* a shard on a lost silo has nothing to release */ }
                 ShearsMetrics.ClearRunState(RunId);
                 callTimes.Forget(RunId);
                 ShearsMetrics.RunState(RunId, Status.State.ToString());
                 ShearsMetrics.RunFinished(RunId, options.Value.MetricsRetention);
                 await StopKeepingRunningAsync();
             }
+        }
+    }
+
+    /// <summary>
+    /// The shards drop their weights and deactivate before the run is marked finished, so a client that stops its
+    /// embedded silo on seeing the end never cuts these calls short.
+    /// </summary>
+    private async Task ReleaseShardsAsync(RunPlan plan)
+    {
+        try { await Task.WhenAll(plan.Shards.Select(s => Shard(s.Index).ReleaseAsync())); }
+        catch (Exception e)
+        {
+            // A shard on a lost silo has nothing to release; no other failure here may keep the run from finishing.
+            if (!IsTransient(e)) logger.LogWarning(e, "Run {Run}: releasing the shards", RunId);
         }
     }
 }
