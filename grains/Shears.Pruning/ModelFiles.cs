@@ -20,4 +20,14 @@ public static class ModelFiles
         }
         return CheckpointReader.ReadManifest(full);
     }
+
+    /// <summary>
+    /// The length of the file <paramref name="path"/> leads to, links followed (a FileInfo of a link gives the link's own
+    /// length: a Hugging Face cache's snapshot folder holds nothing but links into its blobs).
+    /// </summary>
+    public static long LengthOf(string path)
+    {
+        using var handle = File.OpenHandle(path);
+        return RandomAccess.GetLength(handle);
+    }
 }

@@ -132,4 +132,31 @@ public class OnnxExternalDataTests(ClusterFixture fixture)
         Assert.Contains(expected, e.Message);
         Assert.False(Directory.Exists(dir.Sub("out")));
     }
+
+    /// <summary>Links are judged by where they really lead, the model folder's own parents' links followed too.</summary>
+    [Fact]
+    public void LinksAreJudgedByWhereTheyReallyLead()
+    {
+        using var dir = new TempDir();
+        var files = MiniLmModel.Extract(dir.Sub("inline"));
+
+        // The data file a link (by absolute path) to a file beside it, the folder reached through a linked parent: accepted.
+        string model = Path.Combine(dir.Sub("real"), "model");
+        Directory.CreateDirectory(model);
+        OnnxExternalizer.Externalize(files.ModelPath, Path.Combine(model, "model.onnx"), "model.onnx_data");
+        File.Move(Path.Combine(model, "model.onnx_data"), Path.Combine(model, "blob.bin"));
+        File.CreateSymbolicLink(Path.Combine(model, "model.onnx_data"), Path.Combine(model, "blob.bin"));
+        Directory.CreateSymbolicLink(dir.Sub("alias"), dir.Sub("real"));
+        var manifest = OnnxCheckpoint.ReadManifest(Path.Combine(dir.Sub("alias"), "model", "model.onnx"));
+        Assert.Contains(manifest.Files, f => f.FileName == "model.onnx_data");
+
+        // The data file in a subfolder that is a link out of the model's folder: refused, naming where it leads.
+        Directory.CreateDirectory(dir.Sub("outside"));
+        Directory.CreateDirectory(dir.Sub("two"));
+        Directory.CreateSymbolicLink(Path.Combine(dir.Sub("two"), "sub"), dir.Sub("outside"));
+        OnnxExternalizer.Externalize(files.ModelPath, Path.Combine(dir.Sub("two"), "model.onnx"), "sub/model.bin");
+        var e = Assert.Throws<CheckpointFormatException>(() => OnnxCheckpoint.ReadManifest(Path.Combine(dir.Sub("two"), "model.onnx")));
+        Assert.Contains("'sub/model.bin'", e.Message);
+        Assert.Contains(Path.Combine(dir.Sub("outside"), "model.bin") + ", outside the model's folder", e.Message);
+    }
 }

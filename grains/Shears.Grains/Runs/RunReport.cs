@@ -87,7 +87,7 @@ public static class RunReport
     /// <summary>The input's bytes on disk: its checkpoint files, index and companion files.</summary>
     public static long InputBytes(CheckpointManifest manifest) =>
         manifest.Files.Sum(f => f.FileLength)
-        + manifest.CompanionFiles.Append(manifest.IndexFileName).OfType<string>().Sum(f => new FileInfo(manifest.PathOf(f)).Length);
+        + manifest.CompanionFiles.Append(manifest.IndexFileName).OfType<string>().Sum(f => Shears.Pruning.ModelFiles.LengthOf(manifest.PathOf(f)));
 
     /// <summary>The output folder's files and their bytes (the report excluded: it is written after).</summary>
     public static IReadOnlyDictionary<string, long> OutputFiles(string folder) =>

@@ -242,7 +242,7 @@ public static partial class CheckpointReader
         byte[] bytes;
         try
         {
-            var length = new FileInfo(indexPath).Length;
+            var length = ModelFiles.LengthOf(indexPath);
             if (length > MaxHeaderLength)
             {
                 throw new CheckpointFormatException(indexPath, null,

@@ -21,15 +21,13 @@ public static class OnnxCheckpoint
         string inside = Path.TrimEndingDirectorySeparator(root) + Path.DirectorySeparatorChar;
         if (!full.StartsWith(inside, StringComparison.Ordinal))
             throw new CheckpointFormatException(modelPath, tensor, Problem("is outside the model's folder"));
-        var info = new FileInfo(full);
+        // Where the file and the folder really are (every link along either path followed, the folder's parents too): a link
+        // to a file beside it is fine however the folder was reached; a link, or a linked subfolder, that leads out is not.
+        string target = DataRoots.RealPath(full);
+        if (!target.StartsWith(Path.TrimEndingDirectorySeparator(DataRoots.RealPath(root)) + Path.DirectorySeparatorChar, StringComparison.Ordinal))
+            throw new CheckpointFormatException(modelPath, tensor, Problem($"leads to {target}, outside the model's folder"));
+        var info = new FileInfo(target); // the file itself, not a link: its length is the data's
         if (!info.Exists) throw new CheckpointFormatException(modelPath, tensor, Problem($"does not exist ({full})"));
-        if (info.LinkTarget is not null)
-        {
-            var target = info.ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? full;
-            string realRoot = new DirectoryInfo(root).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? root;
-            if (!target.StartsWith(Path.TrimEndingDirectorySeparator(realRoot) + Path.DirectorySeparatorChar, StringComparison.Ordinal))
-                throw new CheckpointFormatException(modelPath, tensor, Problem($"is a link to {target}, outside the model's folder"));
-        }
         return new CheckpointFile(Path.GetRelativePath(root, full).Replace(Path.DirectorySeparatorChar, '/'), 0, info.Length, null);
     }
 
