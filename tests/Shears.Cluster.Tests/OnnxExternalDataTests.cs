@@ -85,25 +85,54 @@ public class OnnxExternalDataTests(ClusterFixture fixture)
         Assert.False(Directory.Exists(dir.Sub("out")));
     }
 
+    /// <summary>
+    /// --quantize and --remove rewrite the graph; a model with external data keeps it external: the output is the graph
+    /// and one data file holding only what the new graph reads, and every tensor, and ONNX Runtime's embeddings, are
+    /// the same as for the model with its data inline.
+    /// </summary>
     [Theory]
-    [InlineData("W8A8", "--quantize")]
-    [InlineData(null, "--remove")]
-    public async Task QuantizingOrRemovingAModelWithExternalDataIsRefusedBeforeTheRun(string? quantize, string option)
+    [InlineData("W8A8", null)]
+    [InlineData("W4A16", null)]
+    [InlineData(null, "neurons")]
+    [InlineData("W8A8", "heads")]
+    public async Task QuantizingOrRemovingKeepsTheDataExternalAndEqualsTheInlineRun(string? quantize, string? removed)
     {
         using var dir = new TempDir();
         var files = MiniLmModel.Extract(dir.Sub("inline"));
         Directory.CreateDirectory(dir.Sub("external"));
         string external = Path.Combine(dir.Sub("external"), "model.onnx");
         OnnxExternalizer.Externalize(files.ModelPath, external, "model.onnx_data");
-        var grain = fixture.Cluster.Client.GetGrain<IRunGrain>(Guid.NewGuid().ToString("N"));
-        var e = await Assert.ThrowsAsync<RunRejectedException>(() => grain.StartAsync(new RunSpec
+        foreach (var (model, output) in new[] { (files.ModelPath, "out-inline"), (external, "out-external") })
         {
-            ModelPath = external, OutputPath = dir.Sub("out"), Sparsity = 0.25, Quantize = quantize, Remove = quantize is null,
-            Pattern = quantize is null ? "neurons" : "unstructured", Scope = quantize is null ? "layer" : "global",
-        }));
-        Assert.StartsWith(option, e.Message);
-        Assert.Contains("model.onnx_data", e.Message);
-        Assert.False(Directory.Exists(dir.Sub("out")));
+            var status = await Runs.RunToEndAsync(fixture.Cluster.Client, new RunSpec
+            {
+                ModelPath = model, OutputPath = dir.Sub(output), Sparsity = 0.25, Quantize = quantize, Remove = removed is not null,
+                Pattern = removed ?? "unstructured", Scope = removed is null ? "global" : "layer",
+            });
+            Assert.True(status.State == RunState.Completed, status.Error);
+        }
+
+        string outModel = Path.Combine(dir.Sub("out-external"), "model.onnx"), outData = Path.Combine(dir.Sub("out-external"), "model.onnx_data");
+        Assert.Equal(["model.onnx", "model.onnx_data"], Directory.GetFiles(dir.Sub("out-external")).Select(f => Path.GetFileName(f))
+            .Where(f => f.StartsWith("model", StringComparison.Ordinal) || f.StartsWith('.')).Order(StringComparer.Ordinal).ToArray());
+        var inline = ModelFiles.ReadManifest(Path.Combine(dir.Sub("out-inline"), "model.onnx"));
+        var split = ModelFiles.ReadManifest(outModel);
+        Assert.Equal(inline.Tensors.Select(t => t.Name).Order(), split.Tensors.Select(t => t.Name).Order());
+        foreach (var t in inline.Tensors)
+            Assert.Equal(CheckpointReader.ReadTensor(inline, t), CheckpointReader.ReadTensor(split, split.Get(t.Name)));
+        // The data file holds the external tensors only, each at an aligned offset: no dead bytes of the replaced weights.
+        var inData = split.Tensors.Where(t => t.FileName == "model.onnx_data").ToArray();
+        Assert.NotEmpty(inData);
+        Assert.All(inData, t => Assert.Equal(0, t.FileOffset % 4096));
+        Assert.True(new FileInfo(outData).Length <= inData.Sum(t => (t.ByteLength + 4095) / 4096 * 4096));
+        Assert.True(new FileInfo(outData).Length < new FileInfo(Path.Combine(dir.Sub("external"), "model.onnx_data")).Length);
+
+        var tokenizer = Shears.Pruning.Encoders.BertTextTokenizer.Create(files.VocabularyPath, maxLength: 128);
+        using var a = new Shears.Pruning.Encoders.OnnxBertSession(Path.Combine(dir.Sub("out-inline"), "model.onnx"), threads: 1);
+        using var b = new Shears.Pruning.Encoders.OnnxBertSession(outModel, threads: 1);
+        var ea = a.Embed(Sentences, tokenizer);
+        var eb = b.Embed(Sentences, tokenizer);
+        for (int i = 0; i < Sentences.Length; i++) Assert.Equal(ea[i], eb[i]);
     }
 
     [Theory]

@@ -137,25 +137,11 @@ public static partial class RunPlanner
     public static RunPlan Plan(CheckpointManifest manifest, RunSpec spec)
     {
         RefuseQuantizedInput(manifest, spec);
-        RefuseGraphRewriteOfExternalData(manifest, spec);
         RefuseRemoval(manifest, spec);
         var prunable = SelectPrunable(manifest, spec);
         var quantized = QuantizedTensors(manifest, spec, prunable);
         var plan = spec.NeedsPipeline ? PipelinePlan(manifest, spec, prunable) : ShardedPlan(manifest, spec, prunable);
         return plan with { Quantized = quantized };
-    }
-
-    /// <summary>
-    /// --quantize and --remove rewrite an ONNX graph's initializers (new types, new shapes), which Shears does for data held
-    /// in the model file only: a model whose weights are in external data files is pruned, evaluated and fine-tuned in
-    /// place, and these two are refused before the run.
-    /// </summary>
-    private static void RefuseGraphRewriteOfExternalData(CheckpointManifest manifest, RunSpec spec)
-    {
-        if (manifest.Format != CheckpointFormat.Onnx || manifest.Files.Count == 1 || (spec.Quantize is null && !spec.Remove)) return;
-        throw new RunRejectedException(
-            $"{(spec.Remove ? "--remove" : "--quantize")} rewrites the ONNX graph's initializers, which Shears does only for weights inside the model file; " +
-            $"{manifest.PathOf(manifest.Files[0].FileName)} keeps them in {string.Join(", ", manifest.Files.Skip(1).Select(f => f.FileName))} (prune it without, or save it with its data inline)");
     }
 
     /// <summary>

@@ -18,8 +18,9 @@ namespace Shears.Pruning.Onnx;
 /// q + 8 (the operator's default zero point), scales float [N · blocks].</item>
 /// </list>
 /// Scales and values follow <see cref="GroupQuantizer"/> in fp32 (what the kernels dequantize with), so a weight of 0.0
-/// dequantizes to exactly 0.0. Every other field of the model and graph is copied byte for byte; the model is read into
-/// memory (encoders of tens to hundreds of MB), and the output appears atomically.
+/// dequantizes to exactly 0.0. Every other field of the model and graph is copied byte for byte; the model file is read into
+/// memory (encoders of tens to hundreds of MB), and the output appears atomically; external data stays external, the
+/// quantized weights' tensors stored where their weights were (<see cref="OnnxTensorData"/>).
 /// </summary>
 public static class OnnxQuantizedWriter
 {
@@ -28,7 +29,7 @@ public static class OnnxQuantizedWriter
     // onnx.proto field numbers and TensorProto data types.
     private const int ModelGraph = 7, ModelOpset = 8, GraphNode = 1, GraphInitializer = 5;
     private const int NodeInput = 1, NodeOutput = 2, NodeName = 3, NodeOpType = 4, NodeAttribute = 5, NodeDomain = 7;
-    private const int TensorDims = 1, TensorDataType = 2, TensorName = 8, TensorRawData = 9;
+    private const int TensorDims = 1, TensorDataType = 2, TensorName = 8;
     private const int Float = 1, UInt8 = 2;
     /// <summary>W8A8: the zero point of the uint8 weights, so that stored byte − 128 is the symmetric int8 value.</summary>
     public const int UInt8ZeroPoint = 128;
@@ -47,6 +48,7 @@ public static class OnnxQuantizedWriter
             throw new ArgumentException($"--group-size {scheme.GroupSize}: MatMulNBits takes a block size that is a power of 2, at least 16");
         var file = OnnxGraphFile.Read(input);
         var (model, modelFields, graph, graphFields) = (file.Model, file.ModelFields, file.Graph, file.GraphFields);
+        using var data = OnnxTensorData.Open(input, output);
 
         var targets = weights.ToHashSet(StringComparer.Ordinal);
         var initializers = new Dictionary<string, (float[] Values, long K, long N)>(StringComparer.Ordinal);
@@ -62,10 +64,10 @@ public static class OnnxQuantizedWriter
                 if (!targets.Contains(name)) continue;
                 var dims = Dims(t, tf);
                 long type = tf.Where(x => x.Number == TensorDataType).Select(x => (long)x.Varint).LastOrDefault();
-                var raw = tf.Where(x => x.Number == TensorRawData).ToArray();
-                if (type != Float || dims.Length != 2 || raw.Length != 1 || raw[0].PayloadLength != dims[0] * dims[1] * 4)
-                    throw new CheckpointFormatException(input, name, "a quantized MatMul weight must be a 2-D float initializer with raw_data");
-                initializers[name] = (MemoryMarshal.Cast<byte, float>(t.AsSpan(raw[0].PayloadStart, raw[0].PayloadLength)).ToArray(), dims[0], dims[1]);
+                var raw = type == Float && dims.Length == 2 ? data.Raw(name, t, tf) : null;
+                if (raw is null || raw.LongLength != dims[0] * dims[1] * 4)
+                    throw new CheckpointFormatException(input, name, "a quantized MatMul weight must be a 2-D float initializer with raw_data or external data");
+                initializers[name] = (MemoryMarshal.Cast<byte, float>(raw).ToArray(), dims[0], dims[1]);
             }
             else if (f.Number == GraphNode && f.WireType == 2)
             {
@@ -93,7 +95,18 @@ public static class OnnxQuantizedWriter
         int counter = 0;
         foreach (var f in graphFields)
         {
-            if (f.Number == GraphInitializer && f.WireType == 2 && IsTarget(graph, f, targets)) continue;
+            if (f.Number == GraphInitializer && f.WireType == 2)
+            {
+                if (IsTarget(graph, f, targets)) continue;
+                var t = graph.AsSpan(f.PayloadStart, f.PayloadLength).ToArray();
+                var tf = ProtoFields.Read(t);
+                string name = tf.Where(x => x.Number == TensorName).Select(x => ProtoFields.String(t, x)).LastOrDefault() ?? "";
+                if (data.IsExternal(name))
+                {
+                    data.Copy(newGraph, GraphInitializer, name, t, tf);
+                    continue;
+                }
+            }
             if (f.Number == GraphNode && f.WireType == 2 && nodes.FirstOrDefault(n => n.Field.Start == f.Start) is { Op: "MatMul" } node
                 && node.Inputs.Length == 2 && quantized.TryGetValue(node.Inputs[1], out var q))
             {
@@ -104,15 +117,15 @@ public static class OnnxQuantizedWriter
             }
             newGraph.Write(graph, f.Start, f.End - f.Start);
         }
-        foreach (var q in quantized.Values)
+        // The weight's new tensors are stored where the weight was: inline, or in the data file.
+        foreach (var (weight, q) in quantized)
             foreach (var (name, type, dims, raw) in q.Initializers)
-                ProtoFields.MessageField(newGraph, GraphInitializer, t =>
+                data.Write(newGraph, GraphInitializer, t =>
                 {
                     foreach (long d in dims) ProtoFields.VarintField(t, TensorDims, d);
                     ProtoFields.VarintField(t, TensorDataType, type);
                     ProtoFields.StringField(t, TensorName, name);
-                    ProtoFields.BytesField(t, TensorRawData, raw);
-                });
+                }, raw, data.IsExternal(weight));
 
         bool hasMicrosoft = modelFields.Where(f => f.Number == ModelOpset && f.WireType == 2)
             .Select(f => model.AsSpan(f.PayloadStart, f.PayloadLength).ToArray())
@@ -122,6 +135,7 @@ public static class OnnxQuantizedWriter
             if (!scheme.DynamicActivations && !hasMicrosoft)
                 ProtoFields.MessageField(m, ModelOpset, o => { ProtoFields.StringField(o, 1, MicrosoftDomain); ProtoFields.VarintField(o, 2, 1); });
         });
+        data.Commit();
         OnnxGraphFile.WriteAtomically(output, newModel);
         return quantized.Select(kv => new TensorBytes(kv.Key, initializers[kv.Key].Values.LongLength * 4, kv.Value.Initializers.Sum(i => (long)i.Raw.Length))).ToArray();
     }

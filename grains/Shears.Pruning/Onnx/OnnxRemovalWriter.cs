@@ -4,19 +4,20 @@ using Shears.Pruning.Structured;
 namespace Shears.Pruning.Onnx;
 
 /// <summary>
-/// Writes an ONNX model with structured units removed: each cut initializer (a float tensor with raw_data, 1-D or 2-D)
+/// Writes an ONNX model with structured units removed: each cut initializer (a float tensor with raw_data or external data, 1-D or 2-D)
 /// is written again with its smaller dims and without the removed slices, each given shape constant (a one-element
 /// int64 initializer with raw_data) with its new value, and a graph edit (<see cref="OnnxGraphEdit"/>: whole layers
 /// out) leaves out nodes and initializers, inserts Identity nodes and renames initializers. Every other field of the
 /// model and graph is copied byte for byte, except the graph's value_info (optional shape annotations, which the cuts
-/// may make stale). The model is read into memory, and the output appears atomically.
+/// may make stale). The model is read into memory, and the output appears atomically; external data stays external
+/// (<see cref="OnnxTensorData"/>).
 /// </summary>
 public static class OnnxRemovalWriter
 {
     // onnx.proto field numbers.
     private const int GraphNode = 1, GraphInitializer = 5, GraphValueInfo = 13;
     private const int NodeInput = 1, NodeOutput = 2, NodeName = 3, NodeOpType = 4;
-    private const int TensorDims = 1, TensorDataType = 2, TensorName = 8, TensorRawData = 9;
+    private const int TensorDims = 1, TensorDataType = 2, TensorName = 8;
     private const int Float = 1, Int64 = 7;
 
     public static void Write(string input, string output, IReadOnlyCollection<TensorCut> cuts, IReadOnlyDictionary<string, long>? scalars = null,
@@ -28,6 +29,7 @@ public static class OnnxRemovalWriter
         var byName = cuts.ToDictionary(c => c.Tensor, StringComparer.Ordinal);
         var file = OnnxGraphFile.Read(input);
         var (graph, graphFields) = (file.Graph, file.GraphFields);
+        using var data = OnnxTensorData.Open(input, output);
         var bypassAt = edit.Bypasses.ToLookup(b => b.Before);
 
         var done = new HashSet<string>(StringComparer.Ordinal);
@@ -69,13 +71,13 @@ public static class OnnxRemovalWriter
                 {
                     var dims = tf.Where(x => x.Number == TensorDims && x.WireType == 0).Select(x => (long)x.Varint).ToArray();
                     long type = tf.Where(x => x.Number == TensorDataType).Select(x => (long)x.Varint).LastOrDefault();
-                    var raw = tf.Where(x => x.Number == TensorRawData).ToArray();
-                    if (type != Int64 || dims.Aggregate(1L, (a, b) => a * b) != 1 || raw.Length != 1 || raw[0].PayloadLength != sizeof(long)
+                    var raw = data.Raw(name, t, tf);
+                    if (type != Int64 || dims.Aggregate(1L, (a, b) => a * b) != 1 || raw?.Length != sizeof(long)
                         || tf.Any(x => x.Number == TensorDims && x.WireType != 0))
-                        throw new CheckpointFormatException(input, name, "a rewritten shape constant must be a one-element int64 tensor with raw_data");
+                        throw new CheckpointFormatException(input, name, "a rewritten shape constant must be a one-element int64 tensor with raw_data or external data");
                     var bytes = new byte[sizeof(long)];
                     System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(bytes, value);
-                    WriteTensor(newGraph, dims, Int64, newName, bytes);
+                    WriteTensor(data, newGraph, dims, Int64, newName, bytes, data.IsExternal(name));
                     done.Add(name);
                     continue;
                 }
@@ -85,23 +87,24 @@ public static class OnnxRemovalWriter
                         throw new CheckpointFormatException(input, name, "the initializer's dims are packed; a cut initializer needs them unpacked");
                     var dims = tf.Where(x => x.Number == TensorDims).Select(x => (long)x.Varint).ToArray();
                     long type = tf.Where(x => x.Number == TensorDataType).Select(x => (long)x.Varint).LastOrDefault();
-                    var raw = tf.Where(x => x.Number == TensorRawData).ToArray();
-                    if (type != Float || dims.Length is not (1 or 2) || raw.Length != 1 || raw[0].PayloadLength != dims.Aggregate(4L, (a, b) => a * b))
-                        throw new CheckpointFormatException(input, name, "a cut initializer must be a 1-D or 2-D float tensor with raw_data");
-                    var bytes = cut.Apply(t.AsSpan(raw[0].PayloadStart, raw[0].PayloadLength), dims, sizeof(float));
-                    WriteTensor(newGraph, cut.Shape(dims), Float, newName, bytes);
+                    var raw = type == Float && dims.Length is 1 or 2 ? data.Raw(name, t, tf) : null;
+                    if (raw is null || raw.LongLength != dims.Aggregate(4L, (a, b) => a * b))
+                        throw new CheckpointFormatException(input, name, "a cut initializer must be a 1-D or 2-D float tensor with raw_data or external data");
+                    var bytes = cut.Apply(raw, dims, sizeof(float));
+                    WriteTensor(data, newGraph, cut.Shape(dims), Float, newName, bytes, data.IsExternal(name));
                     done.Add(name);
                     continue;
                 }
                 if (newName != name)
                 {
                     // Renamed only: every field as it was, the name last.
-                    ProtoFields.MessageField(newGraph, GraphInitializer, o =>
-                    {
-                        foreach (var x in tf.Where(x => x.Number != TensorName)) o.Write(t, x.Start, x.End - x.Start);
-                        ProtoFields.StringField(o, TensorName, newName);
-                    });
+                    data.Copy(newGraph, GraphInitializer, name, t, tf, o => ProtoFields.StringField(o, TensorName, newName));
                     done.Add(name);
+                    continue;
+                }
+                if (data.IsExternal(name))
+                {
+                    data.Copy(newGraph, GraphInitializer, name, t, tf);
                     continue;
                 }
             }
@@ -111,17 +114,17 @@ public static class OnnxRemovalWriter
             throw new CheckpointFormatException(input, name, "no initializer of this name in the main graph to rewrite");
 
         using var newModel = file.WithGraph(newGraph);
+        data.Commit();
         OnnxGraphFile.WriteAtomically(output, newModel);
     }
 
-    private static void WriteTensor(Stream graph, IEnumerable<long> dims, int type, string name, byte[] raw) =>
-        ProtoFields.MessageField(graph, GraphInitializer, o =>
+    private static void WriteTensor(OnnxTensorData data, Stream graph, IEnumerable<long> dims, int type, string name, byte[] raw, bool external) =>
+        data.Write(graph, GraphInitializer, o =>
         {
             foreach (long d in dims) ProtoFields.VarintField(o, TensorDims, d);
             ProtoFields.VarintField(o, TensorDataType, type);
             ProtoFields.StringField(o, TensorName, name);
-            ProtoFields.BytesField(o, TensorRawData, raw);
-        });
+        }, raw, external);
 
     /// <summary>The node message with renamed inputs in place of the old ones, every other field as it was; null when it reads none of them.</summary>
     private static byte[]? RenamedNode(byte[] message, IReadOnlyDictionary<string, string> renames)
