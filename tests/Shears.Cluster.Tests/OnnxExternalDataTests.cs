@@ -95,6 +95,7 @@ public class OnnxExternalDataTests(ClusterFixture fixture)
     [InlineData("W4A16", null)]
     [InlineData(null, "neurons")]
     [InlineData("W8A8", "heads")]
+    [InlineData(null, "layers")] // whole layers out: initializers dropped, the later layers' renamed
     public async Task QuantizingOrRemovingKeepsTheDataExternalAndEqualsTheInlineRun(string? quantize, string? removed)
     {
         using var dir = new TempDir();
@@ -102,12 +103,16 @@ public class OnnxExternalDataTests(ClusterFixture fixture)
         Directory.CreateDirectory(dir.Sub("external"));
         string external = Path.Combine(dir.Sub("external"), "model.onnx");
         OnnxExternalizer.Externalize(files.ModelPath, external, "model.onnx_data");
+        File.Copy(files.VocabularyPath, Path.Combine(dir.Sub("external"), Path.GetFileName(files.VocabularyPath)));
+        string calibration = Path.Combine(dir.Path, "calibration.txt");
+        File.WriteAllLines(calibration, Sentences);
         foreach (var (model, output) in new[] { (files.ModelPath, "out-inline"), (external, "out-external") })
         {
             var status = await Runs.RunToEndAsync(fixture.Cluster.Client, new RunSpec
             {
                 ModelPath = model, OutputPath = dir.Sub(output), Sparsity = 0.25, Quantize = quantize, Remove = removed is not null,
-                Pattern = removed ?? "unstructured", Scope = removed is null ? "global" : "layer",
+                Pattern = removed ?? "unstructured", Scope = removed is null or "layers" ? "global" : "layer",
+                Calibration = removed == "layers" ? calibration : null,
             });
             Assert.True(status.State == RunState.Completed, status.Error);
         }
