@@ -276,7 +276,7 @@ public static partial class RunPlanner
     private static List<(List<TensorPiece> Pieces, long Elements)> ExactShards(
         CheckpointManifest manifest, RunSpec spec, List<TensorEntry> tensors, int count, bool globalGroups)
     {
-        long rowsPerStep(TensorEntry t) => spec.Quantize is null ? 1
+        long RowsPerStep(TensorEntry t) => spec.Quantize is null ? 1
             : manifest.Format == CheckpointFormat.Onnx ? t.Shape[0] : QuantizedLayout.RowAlignment;
         var starts = new long[tensors.Count + 1];
         for (int i = 0; i < tensors.Count; i++) starts[i + 1] = starts[i] + tensors[i].ElementCount;
@@ -289,7 +289,7 @@ public static partial class RunPlanner
             if (i >= 0) return p;
             i = ~i - 1;
             var t = tensors[i];
-            long step = rowsPerStep(t) * (t.ElementCount / t.Shape[0]);
+            long step = RowsPerStep(t) * (t.ElementCount / t.Shape[0]);
             long lower = starts[i] + (p - starts[i]) / step * step;
             long upper = Math.Min(starts[i + 1], lower + step);
             return p - lower <= upper - p ? lower : upper;
@@ -300,7 +300,7 @@ public static partial class RunPlanner
             i = i >= 0 ? i : ~i - 1;
             if (i >= tensors.Count) return total + 1;
             var t = tensors[i];
-            long step = rowsPerStep(t) * (t.ElementCount / t.Shape[0]);
+            long step = RowsPerStep(t) * (t.ElementCount / t.Shape[0]);
             return Math.Min(starts[i + 1], starts[i] + ((p - starts[i]) / step + 1) * step);
         }
 
