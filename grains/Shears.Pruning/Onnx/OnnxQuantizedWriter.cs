@@ -48,7 +48,7 @@ public static class OnnxQuantizedWriter
             throw new ArgumentException($"--group-size {scheme.GroupSize}: MatMulNBits takes a block size that is a power of 2, at least 16");
         var file = OnnxGraphFile.Read(input);
         var (model, modelFields, graph, graphFields) = (file.Model, file.ModelFields, file.Graph, file.GraphFields);
-        using var data = OnnxTensorData.Open(input, output);
+        using var data = OnnxTensorData.Open(input, file, output);
 
         var targets = weights.ToHashSet(StringComparer.Ordinal);
         var initializers = new Dictionary<string, (float[] Values, long K, long N)>(StringComparer.Ordinal);

@@ -29,7 +29,7 @@ public static class OnnxRemovalWriter
         var byName = cuts.ToDictionary(c => c.Tensor, StringComparer.Ordinal);
         var file = OnnxGraphFile.Read(input);
         var (graph, graphFields) = (file.Graph, file.GraphFields);
-        using var data = OnnxTensorData.Open(input, output);
+        using var data = OnnxTensorData.Open(input, file, output);
         var bypassAt = edit.Bypasses.ToLookup(b => b.Before);
 
         var done = new HashSet<string>(StringComparer.Ordinal);

@@ -17,18 +17,19 @@ internal sealed class OnnxTensorData : IDisposable
     /// <summary>A page: ONNX Runtime can map an aligned tensor instead of reading it.</summary>
     public const int Alignment = 4096;
 
-    private readonly OnnxModel _model;
+    private readonly OnnxModel? _model;
     private readonly HashSet<string> _external;
     private readonly string _outputDirectory, _dataName;
     private readonly string? _temp;
     private FileStream? _data;
 
-    private OnnxTensorData(OnnxModel model, string output)
+    private OnnxTensorData(OnnxModel? model, string output)
     {
         _model = model;
-        _external = model.Initializers.Where(i => i.ExternalData is not null).Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
+        var initializers = model?.Initializers ?? [];
+        _external = initializers.Where(i => i.ExternalData is not null).Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
         _outputDirectory = Path.GetDirectoryName(Path.GetFullPath(output))!;
-        var locations = model.Initializers.Where(i => i.ExternalData is not null).Select(i => i.ExternalData!.Location).Distinct().ToArray();
+        var locations = initializers.Where(i => i.ExternalData is not null).Select(i => i.ExternalData!.Location).Distinct().ToArray();
         _dataName = locations.Length == 1 ? locations[0] : Path.GetFileName(output) + "_data";
         if (_external.Count == 0) return;
         string target = Path.Combine(_outputDirectory, _dataName);
@@ -37,8 +38,17 @@ internal sealed class OnnxTensorData : IDisposable
         _data = new FileStream(_temp, FileMode.CreateNew, FileAccess.Write);
     }
 
-    /// <summary>The data of <paramref name="input"/>, for a rewrite into <paramref name="output"/>.</summary>
-    public static OnnxTensorData Open(string input, string output) => new(OnnxModel.Read(input), output);
+    /// <summary>
+    /// The data of <paramref name="input"/> (already read as <paramref name="file"/>), for a rewrite into
+    /// <paramref name="output"/>. Only a model with external data is parsed again, to find its data files.
+    /// </summary>
+    public static OnnxTensorData Open(string input, OnnxGraphFile file, string output)
+    {
+        const int GraphInitializer = 5;
+        bool external = file.GraphFields.Any(f => f.Number == GraphInitializer && f.WireType == 2
+            && ProtoFields.Read(file.Graph.AsSpan(f.PayloadStart, f.PayloadLength)).Any(x => x.Number is TensorExternalData || (x.Number == TensorDataLocation && x.Varint == External)));
+        return new(external ? OnnxModel.Read(input) : null, output);
+    }
 
     /// <summary>Whether the input keeps <paramref name="name"/>'s data in an external file.</summary>
     public bool IsExternal(string name) => _external.Contains(name);
@@ -49,7 +59,7 @@ internal sealed class OnnxTensorData : IDisposable
     /// </summary>
     public byte[]? Raw(string name, byte[] tensor, List<ProtoFields.Field> fields)
     {
-        if (IsExternal(name)) return _model.ReadRawData(name);
+        if (IsExternal(name)) return _model!.ReadRawData(name);
         var raw = fields.Where(x => x.Number == TensorRawData).ToArray();
         return raw.Length == 1 ? tensor.AsSpan(raw[0].PayloadStart, raw[0].PayloadLength).ToArray() : null;
     }
@@ -93,7 +103,7 @@ internal sealed class OnnxTensorData : IDisposable
             ProtoFields.MessageField(graph, field, t => { foreach (var x in kept) t.Write(tensor, x.Start, x.End - x.Start); rename?.Invoke(t); });
             return;
         }
-        Write(graph, field, t => { foreach (var x in kept) t.Write(tensor, x.Start, x.End - x.Start); rename?.Invoke(t); }, _model.ReadRawData(name), external: true);
+        Write(graph, field, t => { foreach (var x in kept) t.Write(tensor, x.Start, x.End - x.Start); rename?.Invoke(t); }, _model!.ReadRawData(name), external: true);
     }
 
     /// <summary>
@@ -108,7 +118,7 @@ internal sealed class OnnxTensorData : IDisposable
         _data = null;
         string target = Path.Combine(_outputDirectory, _dataName);
         File.Move(_temp!, target, overwrite: true);
-        if (Path.GetDirectoryName(Path.GetFullPath(_model.FilePath)) != _outputDirectory) return;
+        if (Path.GetDirectoryName(Path.GetFullPath(_model!.FilePath)) != _outputDirectory) return;
         foreach (string location in _model.Initializers.Where(i => i.ExternalData is not null).Select(i => i.ExternalData!.Location).Distinct())
             if (location != _dataName) File.Delete(Path.Combine(_outputDirectory, location));
     }
