@@ -45,7 +45,7 @@ public sealed record ShardAssignment
     [Id(11)] public IReadOnlyList<string> Quantized { get; init; } = [];
 }
 
-/// <summary>One stage of the model pipeline: the embedding, one decoder layer, or the head.</summary>
+/// <summary>One stage of the model pipeline: the embedding, one decoder layer (or one half of it), or the head.</summary>
 [GenerateSerializer, Immutable]
 public sealed record StagePlan
 {
@@ -58,8 +58,23 @@ public sealed record StagePlan
     [Id(3)] public int Next { get; init; } = -1;
     /// <summary>llama (decoder: perplexity) or bert (encoder: pooled sentence embeddings from the last layer).</summary>
     [Id(4)] public string Model { get; init; } = LlamaModel;
+    /// <summary>
+    /// For a decoder layer split to fit the silos' memory budgets: <see cref="AttentionPart"/> (input norm and
+    /// self-attention, with its residual) or <see cref="MlpPart"/> (post-attention norm and MLP, with its residual); null
+    /// for a whole layer and every other stage.
+    /// </summary>
+    [Id(5)] public string? Part { get; init; }
 
     public const string LlamaModel = "llama", BertModel = "bert";
+    public const string AttentionPart = "attention", MlpPart = "mlp";
+
+    /// <summary>What the stage computes, for messages: "the embedding", "layer 3", "the MLP of layer 3".</summary>
+    public string Describe() => Kind != LayerKind ? $"the {Kind}" : Part switch
+    {
+        AttentionPart => $"the attention of layer {Layer}",
+        MlpPart => $"the MLP of layer {Layer}",
+        _ => $"layer {Layer}",
+    };
 }
 
 /// <summary>Sequences on their way through the pipeline: token ids (right-padded) and the hidden states so far.</summary>

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Shears.Contracts;
 using Shears.Grains.Placement;
+using Shears.Grains.Runs;
 using Shears.Pruning.Checkpoints;
 using Shears.Testing;
 
@@ -61,7 +62,8 @@ public class MemoryBudgetTests
         Assert.Equal([3, 1, 0], silos.Select(s => placed.Count(p => p == s)));
 
         // Evaluation builds each layer's stage in fp32 beside its pieces: about twice a layer's bytes per stage, of which
-        // only silo 0 holds one. Refused before it starts (stages are not split), naming the largest shard and the budgets.
+        // only silo 0 holds one. Refused before it starts (halving the layers into attention and MLP stages would not make
+        // room that is not there), naming the largest shard and the budgets.
         var refused = await Assert.ThrowsAsync<RunRejectedException>(() => cluster.Client.GetGrain<IRunGrain>(Guid.NewGuid().ToString("N"))
             .StartAsync(spec with { OutputPath = dir.Sub("eval"), EvalData = TokenFile(dir.Path) }));
         Assert.Contains("does not fit the cluster's memory budgets", refused.Message);
@@ -95,6 +97,107 @@ public class MemoryBudgetTests
         }
         foreach (string file in Directory.GetFiles(dir.Sub("roomy")).Where(f => !f.EndsWith("shears-report.json", StringComparison.Ordinal)))
             Assert.Equal(File.ReadAllBytes(file), File.ReadAllBytes(Path.Combine(dir.Sub("tight"), Path.GetFileName(file))));
+    }
+
+    /// <summary>
+    /// Budgets smaller than one decoder layer's stage: each layer runs as two stages, its attention and its MLP, on
+    /// shards of their own, and evaluation and fine-tuning (with the hidden-state distillation term, which belongs to the
+    /// layer's output, so to the MLP's stage) compute what the whole layers compute.
+    /// </summary>
+    [Theory]
+    [InlineData(RunOptions.DistillModes.Output)]
+    [InlineData(RunOptions.DistillModes.Hidden)]
+    public async Task Layers_larger_than_every_budget_run_as_attention_and_mlp_stages_and_compute_the_same(string distill)
+    {
+        using var dir = new TempDir();
+        var model = Model with { Layers = 2 };
+        DemoCheckpoint.Write(dir.Sub("in"), model);
+        string train = Path.Combine(dir.Path, "train.json");
+        File.WriteAllText(train, "[[3, 1, 4, 1, 5, 9, 2, 6], [5, 3, 5, 8, 9, 7, 9, 3], [2, 3, 8, 4, 6, 2, 6, 4], [3, 3, 8, 3, 2, 7, 9, 5]]");
+        var spec = new RunSpec
+        {
+            ModelPath = dir.Sub("in"), OutputPath = dir.Sub("whole"), Sparsity = 0.5, Rounds = 2, Schedule = RunOptions.Schedules.Linear,
+            EvalData = TokenFile(dir.Path), FinetuneSteps = 2, FinetuneData = train, Batch = 4, LearningRate = 1e-3, Distill = distill,
+        };
+
+        // The budget: every half fits, and the halves fit the three silos together; a whole layer fits none.
+        var manifest = CheckpointReader.ReadManifest(dir.Sub("in"));
+        long[] Needs(RunPlan plan) => plan.Shards.Select(s => ShardMemory.Estimate(s, plan.Stages![s.Index], manifest, spec)).ToArray();
+        var wholeNeeds = Needs(RunPlanner.Plan(manifest, spec));
+        var split = RunPlanner.Plan(manifest, spec, splitLayers: true);
+        var splitNeeds = Needs(split);
+        Assert.Equal(2 + 2 * model.Layers, split.Stages!.Count);
+        Assert.Equal([StagePlan.AttentionPart, StagePlan.MlpPart, StagePlan.AttentionPart, StagePlan.MlpPart],
+            split.Stages.Where(s => s.Kind == StagePlan.LayerKind).Select(s => s.Part));
+        bool Fits(long[] needs, long each)
+        {
+            try { BudgetPlacement.Assign(needs, [("a", each), ("b", each), ("c", each)], i => $"{i}"); return true; }
+            catch (RunRejectedException) { return false; }
+        }
+        long budget = splitNeeds.Max();
+        while (!Fits(splitNeeds, budget)) budget += budget / 100;
+        Assert.True(budget < wholeNeeds[1], $"budget {budget}, a layer's stage {wholeNeeds[1]}");
+        Assert.False(Fits(wholeNeeds, budget));
+
+        var roomy = ClusterFixture.Build(3);
+        await roomy.DeployAsync();
+        RunStatus whole;
+        await using (roomy)
+        {
+            whole = await Runs.RunToEndAsync(roomy.Client, spec);
+            Assert.True(whole.State == RunState.Completed, whole.Error);
+            Assert.Equal(2 + model.Layers, whole.Shards);
+        }
+        var tight = ClusterFixture.Build(3, memoryBudget: _ => budget);
+        await tight.DeployAsync();
+        await using (tight)
+        {
+            var halves = await Runs.RunToEndAsync(tight.Client, spec with { OutputPath = dir.Sub("halves") });
+            Assert.True(halves.State == RunState.Completed, halves.Error);
+            Assert.Equal(2 + 2 * model.Layers, halves.Shards);
+            Assert.Equal(whole.Baseline!.Value, halves.Baseline!.Value, 1e-9);
+            foreach (var (a, b) in whole.Rounds.Zip(halves.Rounds))
+            {
+                Assert.Equal(a.Eval!.Value, b.Eval!.Value, 1e-6 * a.Eval.Value);
+                Assert.Equal(a.FinetuneLoss!.Value, b.FinetuneLoss!.Value, 1e-6 * a.FinetuneLoss.Value);
+            }
+        }
+        // The same masks, and the same trained weights to float rounding.
+        var left = CheckpointReader.ReadManifest(dir.Sub("whole"));
+        var right = CheckpointReader.ReadManifest(dir.Sub("halves"));
+        foreach (var t in left.Tensors)
+        {
+            var x = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(CheckpointReader.ReadTensor(left, t)).ToArray();
+            var y = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(CheckpointReader.ReadTensor(right, right.Get(t.Name))).ToArray();
+            for (int i = 0; i < x.Length; i++)
+            {
+                Assert.Equal(x[i] == 0, y[i] == 0);
+                Assert.True(Math.Abs(x[i] - y[i]) <= 1e-5f * (1 + Math.Abs(x[i])), $"{t.Name}[{i}]: {x[i]} against {y[i]}");
+            }
+        }
+    }
+
+    [Fact]
+    public async Task A_calibrated_run_keeps_its_layers_whole_and_is_refused_naming_the_layer()
+    {
+        using var dir = new TempDir();
+        DemoCheckpoint.Write(dir.Sub("in"), Model with { Layers = 2 });
+        var spec = new RunSpec
+        {
+            ModelPath = dir.Sub("in"), OutputPath = dir.Sub("out"), Sparsity = 0.5, Scope = RunOptions.Scopes.Layer,
+            Method = RunOptions.Methods.Wanda, Calibration = TokenFile(dir.Path),
+        };
+        var manifest = CheckpointReader.ReadManifest(dir.Sub("in"));
+        Assert.False(RunPlanner.CanSplitLayers(manifest, spec));
+        var plan = RunPlanner.Plan(manifest, spec);
+        long layer = ShardMemory.Estimate(plan.Shards[1], plan.Stages![1], manifest, spec);
+        // Room for everything in all, but no silo for a whole layer.
+        var cluster = ClusterFixture.Build(3, memoryBudget: _ => layer * 9 / 10);
+        await cluster.DeployAsync();
+        await using var _ = cluster;
+        var refused = await Assert.ThrowsAsync<RunRejectedException>(() => cluster.Client.GetGrain<IRunGrain>(Guid.NewGuid().ToString("N")).StartAsync(spec));
+        Assert.Contains("(the stage of layer 0: 'model.layers.0.", refused.Message);
+        Assert.False(Directory.Exists(dir.Sub("out")));
     }
 
     private static string TokenFile(string dir)

@@ -132,7 +132,7 @@ public sealed partial class RunGrain
         double lossSum = 0;
         int steps = StepsPerRound(spec, data.Count, batch);
         var shape = spec.LrSchedule == RunOptions.LrSchedules.Cosine ? LearningRateShape.Cosine : LearningRateShape.Constant;
-        int layers = Math.Max(1, plan.Stages!.Count(s => s.Kind == StagePlan.LayerKind));
+        int layers = Math.Max(1, plan.Stages!.Where(s => s.Kind == StagePlan.LayerKind).Select(s => s.Layer).Distinct().Count());
         for (int step = 0; step < steps; step++)
         {
             token.ThrowIfCancellationRequested();

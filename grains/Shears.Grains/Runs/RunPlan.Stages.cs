@@ -8,11 +8,19 @@ public static partial class RunPlanner
 {
     /// <summary>
     /// A run that evaluates or fine-tunes holds the model as a pipeline: one shard per stage (the
-    /// embedding, each decoder layer, the head), each with the stage's tensors whole.
+    /// embedding, each decoder layer, the head), each with the stage's tensors whole. With
+    /// <paramref name="splitLayers"/> each decoder layer is two stages, its attention and its MLP
+    /// (<see cref="Shears.Pruning.Models.LlamaLayerPart"/>): for layers larger than any silo's memory budget.
     /// </summary>
-    private static RunPlan PipelinePlan(CheckpointManifest manifest, RunSpec spec, IReadOnlyList<TensorEntry> prunable)
+    private static RunPlan PipelinePlan(CheckpointManifest manifest, RunSpec spec, IReadOnlyList<TensorEntry> prunable, bool splitLayers)
     {
-        if (manifest.Format == CheckpointFormat.Onnx) return EncoderPlan(manifest, spec, prunable);
+        if (manifest.Format == CheckpointFormat.Onnx)
+        {
+            if (splitLayers) throw new ArgumentException("an encoder's layers are not split", nameof(splitLayers));
+            return EncoderPlan(manifest, spec, prunable);
+        }
+        if (splitLayers && spec.UsesCalibration)
+            throw new ArgumentException("a calibrated run computes each layer on one shard", nameof(splitLayers));
         Shears.Pruning.Models.LlamaConfig config;
         try { config = Shears.Pruning.Models.LlamaConfig.Load(manifest.Root); }
         catch (Exception e) when (e is Shears.Pruning.Models.LlamaConfigException or IOException)
@@ -21,7 +29,16 @@ public static partial class RunPlanner
         }
         var stages = new List<StagePlan> { new() { Kind = StagePlan.EmbeddingKind, Tensors = Shears.Pruning.Models.LlamaWeights.EmbeddingNames() } };
         for (int layer = 0; layer < config.NumHiddenLayers; layer++)
-            stages.Add(new StagePlan { Kind = StagePlan.LayerKind, Layer = layer, Tensors = Shears.Pruning.Models.LlamaWeights.LayerNames(manifest, layer) });
+        {
+            var names = Shears.Pruning.Models.LlamaWeights.LayerNames(manifest, layer);
+            if (!splitLayers)
+            {
+                stages.Add(new StagePlan { Kind = StagePlan.LayerKind, Layer = layer, Tensors = names });
+                continue;
+            }
+            foreach (var (part, name) in new[] { (Shears.Pruning.Models.LlamaLayerPart.Attention, StagePlan.AttentionPart), (Shears.Pruning.Models.LlamaLayerPart.Mlp, StagePlan.MlpPart) })
+                stages.Add(new StagePlan { Kind = StagePlan.LayerKind, Layer = layer, Part = name, Tensors = names.Where(n => Shears.Pruning.Models.LlamaWeights.PartOf(n) == part).ToArray() });
+        }
         stages.Add(new StagePlan { Kind = StagePlan.HeadKind, Tensors = Shears.Pruning.Models.LlamaWeights.HeadNames(config) });
         int hidden = config.HiddenSize;
         foreach (var stage in stages)

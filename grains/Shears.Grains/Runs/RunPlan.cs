@@ -134,15 +134,24 @@ public static partial class RunPlanner
         return m.Success ? m.Groups[1].Value : tensor;
     }
 
-    public static RunPlan Plan(CheckpointManifest manifest, RunSpec spec)
+    /// <param name="splitLayers">A pipeline's decoder layers as two stages each (attention, MLP): see <see cref="CanSplitLayers"/>.</param>
+    public static RunPlan Plan(CheckpointManifest manifest, RunSpec spec, bool splitLayers = false)
     {
         RefuseQuantizedInput(manifest, spec);
         RefuseRemoval(manifest, spec);
         var prunable = SelectPrunable(manifest, spec);
         var quantized = QuantizedTensors(manifest, spec, prunable);
-        var plan = spec.NeedsPipeline ? PipelinePlan(manifest, spec, prunable) : ShardedPlan(manifest, spec, prunable);
+        var plan = spec.NeedsPipeline ? PipelinePlan(manifest, spec, prunable, splitLayers) : ShardedPlan(manifest, spec, prunable);
         return plan with { Quantized = quantized };
     }
+
+    /// <summary>
+    /// Whether a pipeline's decoder layers may run as two stages each: LLaMA-family decoders in runs that evaluate or
+    /// fine-tune. A calibrated run (Wanda, SparseGPT, GPTQ, OWL, layer ranking) keeps each layer on one shard, since it
+    /// collects the whole layer's inputs from one pass of the dense layer; an encoder's layers are not split.
+    /// </summary>
+    public static bool CanSplitLayers(CheckpointManifest manifest, RunSpec spec) =>
+        spec.NeedsPipeline && !spec.UsesCalibration && manifest.Format == CheckpointFormat.Safetensors;
 
     /// <summary>
     /// --remove is refused before the run where the smaller model could not be written: an ONNX model (not yet), a

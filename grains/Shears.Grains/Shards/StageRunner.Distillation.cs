@@ -49,7 +49,8 @@ internal sealed partial class StageRunner
             ? output.detach()
             : TeacherForward(message.Batch, pieces);
         Tensor? loss = null;
-        if (Plan.Kind == StagePlan.LayerKind && !_bypassed)
+        // A layer split in two (attention, MLP) has its term where the layer's output is: at the MLP.
+        if (Plan.Kind == StagePlan.LayerKind && Plan.Part != StagePlan.AttentionPart && !_bypassed)
         {
             using var weight = message.HiddenWeight.ToScalar();
             loss = HiddenStateLoss.RelativeErrorSum(output, dense, PaddingMask(message.Batch)).mul(weight).MoveToOuterDisposeScope();

@@ -113,7 +113,13 @@ internal sealed partial class StageRunner(
         LlamaStage stage = Plan.Kind switch
         {
             StagePlan.EmbeddingKind => LlamaEmbedding.FromTensors(config!, tensors, device),
-            StagePlan.LayerKind => LlamaDecoderLayer.FromTensors(config!, Plan.Layer, tensors, device),
+            StagePlan.LayerKind => LlamaDecoderLayer.FromTensors(config!, Plan.Layer, tensors, device, part: Plan.Part switch
+            {
+                StagePlan.AttentionPart => LlamaLayerPart.Attention,
+                StagePlan.MlpPart => LlamaLayerPart.Mlp,
+                null => LlamaLayerPart.Whole,
+                var other => throw new InvalidOperationException($"layer {Plan.Layer}: no part '{other}' of a decoder layer"),
+            }),
             _ => LlamaHead.FromTensors(config!, tensors, device),
         };
         stage.SetRequiresGrad(false);
@@ -256,7 +262,7 @@ internal sealed partial class StageRunner(
     /// </summary>
     public byte[] Backward(int index, int count, byte[] outputGradient)
     {
-        if (!_steps.TryGetValue(index, out var kept)) throw new InvalidOperationException($"stage {Plan.Kind} {Plan.Layer}: backward of micro-batch {index} without its forward");
+        if (!_steps.TryGetValue(index, out var kept)) throw new InvalidOperationException($"stage of {Plan.Describe()}: backward of micro-batch {index} without its forward");
         var (input, output, hiddenLoss) = kept;
         // A stage with nothing to train and no input gradient to pass on (the embedding, unpruned) has no graph.
         if (output.requires_grad)

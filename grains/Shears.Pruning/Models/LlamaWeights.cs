@@ -36,6 +36,22 @@ public static partial class LlamaWeights
     }
 
     /// <summary>
+    /// The half of a decoder layer that reads tensor <paramref name="name"/> (under model.layers.{i}.): the MLP for the
+    /// post-attention norm and mlp.*, the attention for everything else (the input norm, self_attn.*, buffers).
+    /// </summary>
+    public static LlamaLayerPart PartOf(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        var match = LayerPrefixOf().Match(name);
+        string leaf = match.Success ? name[match.Length..] : name;
+        return leaf.StartsWith("post_attention_layernorm.", StringComparison.Ordinal) || leaf.StartsWith("mlp.", StringComparison.Ordinal)
+            ? LlamaLayerPart.Mlp : LlamaLayerPart.Attention;
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^model\.layers\.[0-9]+\.")]
+    private static partial System.Text.RegularExpressions.Regex LayerPrefixOf();
+
+    /// <summary>
     /// Whether <paramref name="name"/>, a tensor under model.layers.{i}., is one a decoder layer of
     /// <paramref name="config"/>'s model_type reads, or a buffer it recomputes (rotary_emb.inv_freq of older exports).
     /// </summary>

@@ -60,6 +60,51 @@ public class LlamaDecoderLayerTests
         }
     }
 
+    /// <summary>
+    /// A layer split in two stages (attention, then MLP) computes bit for bit what the whole layer computes, each half
+    /// built from its own tensors only; a half asked for the other half's weights says so.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void TheAttentionThenTheMlpHalfEqualTheWholeLayer(string shape)
+    {
+        var (config, attentionBias, mlpBias) = Case(shape);
+        var tensors = RandomLlama.Tensors(config, RandomLlama.Weights(config, seed: 9, attentionBias, mlpBias));
+        try
+        {
+            Dictionary<string, Tensor> Half(LlamaLayerPart part) => tensors
+                .Where(t => t.Key.StartsWith("model.layers.1.", StringComparison.Ordinal) && LlamaWeights.PartOf(t.Key) == part)
+                .ToDictionary(t => t.Key, t => t.Value, StringComparer.Ordinal);
+            var attentionTensors = Half(LlamaLayerPart.Attention);
+            var mlpTensors = Half(LlamaLayerPart.Mlp);
+            Assert.Contains("model.layers.1.self_attn.o_proj.weight", attentionTensors.Keys);
+            Assert.Contains("model.layers.1.input_layernorm.weight", attentionTensors.Keys);
+            Assert.Equal(["model.layers.1.mlp.down_proj.weight", "model.layers.1.mlp.gate_proj.weight", "model.layers.1.mlp.up_proj.weight", "model.layers.1.post_attention_layernorm.weight"],
+                mlpTensors.Keys.Where(k => k.EndsWith(".weight", StringComparison.Ordinal)).Order(StringComparer.Ordinal));
+            using var whole = LlamaDecoderLayer.FromTensors(config, 1, tensors, CPU);
+            using var attention = LlamaDecoderLayer.FromTensors(config, 1, attentionTensors, CPU, part: LlamaLayerPart.Attention);
+            using var mlp = LlamaDecoderLayer.FromTensors(config, 1, mlpTensors, CPU, part: LlamaLayerPart.Mlp);
+            // A whole checkpoint's map will do for a half too: the other half's tensors are ignored.
+            using var fromAll = LlamaDecoderLayer.FromTensors(config, 1, tensors, CPU, part: LlamaLayerPart.Mlp);
+
+            using var scope = NewDisposeScope();
+            manual_seed(13);
+            var x = randn(2, 7, config.HiddenSize);
+            var expected = whole.Forward(x);
+            var halfway = attention.Forward(x);
+            Assert.False(halfway.equal(x).all().item<bool>());
+            Assert.True(mlp.Forward(halfway).equal(expected).all().item<bool>(), "attention then MLP differs from the whole layer");
+            Assert.True(fromAll.Forward(halfway).equal(expected).all().item<bool>());
+            Assert.Contains("holds no MLP weights", Assert.Throws<InvalidOperationException>(() => attention.GateProj).Message);
+            Assert.Contains("holds no attention weights", Assert.Throws<InvalidOperationException>(() => mlp.QProj).Message);
+            Assert.Throws<ArgumentException>(() => LlamaDecoderLayer.FromTensors(config, 1, mlpTensors, CPU, part: LlamaLayerPart.Attention));
+        }
+        finally
+        {
+            RandomLlama.DisposeAll(tensors);
+        }
+    }
+
     [Fact]
     public void IsCausal()
     {
