@@ -4,7 +4,8 @@
 # silo's resident memory is sampled every 0.2 s; the peaks are recorded against the silo's budget, the shards it was
 # given and the model's size. A fine-tuning run the evaluation budgets cannot hold is refused before it starts, and runs
 # again on silos with budgets that hold it. Last, a model of SPLIT_LAYERS (2) such layers is fine-tuned on silos whose
-# budget holds no layer's fine-tuning stage whole (0.8 of it): each layer runs as two stages, attention and MLP.
+# budget holds no layer's fine-tuning stage whole (0.8 of it): each layer runs as two stages, attention and MLP; before
+# it, the same run on silos with room for three whole layers each.
 # Usage: bench/memory-budgets.sh WORKDIR     Environment: HIDDEN (2048), LAYERS (6), INTERMEDIATE (5504), VOCAB (8000),
 #   EVAL_BUDGET (default: 0.6 × the model's fp32 bytes per silo), FT_BUDGET (default: 1.9 × the fp32 bytes per silo),
 #   SPLIT_LAYERS (2), SPLIT_BUDGET (default: 0.8 × a layer's fine-tuning stage), ONLY=split (the last part alone),
@@ -98,6 +99,10 @@ if [ "${ONLY:-}" != split ]; then
   measure finetune --sparsity 0.5 --scope layer --eval "$work/tokens.json" --finetune-steps 2 --finetune-data "$work/tokens.json" --batch 2
   stop_silos
 fi
+# The same run with room for whole layers, for the peaks and figures to compare with.
+start_silos "$((layer_weights * 145 / 8 * 3))"
+model="$work/model-split" measure finetune-whole --sparsity 0.5 --scope layer --eval "$work/tokens.json" --finetune-steps 2 --finetune-data "$work/tokens.json" --batch 2
+stop_silos
 start_silos "$split_budget"
 model="$work/model-split" measure finetune-split --sparsity 0.5 --scope layer --eval "$work/tokens.json" --finetune-steps 2 --finetune-data "$work/tokens.json" --batch 2
 grep -h "as two stages" "$work"/silo-*.log | head -1 | sed 's/^.*Run /Run /' | tee -a "$results/runs.txt"
