@@ -32,9 +32,13 @@ public sealed class ClusterConnection : IAsyncDisposable
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
         builder.Logging.ClearProviders();
         builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
-        builder.Logging.SetMinimumLevel(Environment.GetEnvironmentVariable("SHEARS_LOG") is { } level && Enum.TryParse<LogLevel>(level, true, out var l) ? l : LogLevel.Error);
+        LogLevel? given = Environment.GetEnvironmentVariable("SHEARS_LOG") is { } level && Enum.TryParse<LogLevel>(level, true, out var l) ? l : null;
+        builder.Logging.SetMinimumLevel(given ?? LogLevel.Error);
         if (cluster is null)
         {
+            // A failed run's coordinator logs the exception with its stack; the embedded client prints the run's own
+            // one-line error (and exits non-zero) instead. SHEARS_LOG=error (or lower) shows the stack too.
+            if (given is null) builder.Logging.AddFilter("Shears.Grains.Runs.RunGrain", LogLevel.Critical);
             builder.UseOrleans(silo =>
             {
                 silo.UseLocalhostClustering(FreePort(), FreePort(), serviceId: "shears", clusterId: "shears-embedded");

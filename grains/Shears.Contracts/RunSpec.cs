@@ -249,6 +249,12 @@ public static class RunOptions
             if (spec.NeedsQuantCalibration && string.IsNullOrWhiteSpace(spec.Calibration))
                 errors.Add("--quant-method gptq needs --calibration FILE (the inputs that reach each layer)");
             if (spec.ActOrder && spec.QuantMethod != QuantMethods.Gptq) errors.Add("--act-order orders GPTQ's columns: use it with --quant-method gptq");
+            // SparseGPT's joint sweep prunes and quantizes in column order (its N:M groups and lazy blocks are of consecutive columns).
+            if (spec.ActOrder && spec.JointQuantization)
+                errors.Add("--act-order: with --method sparsegpt and no fine-tuning the last round prunes and quantizes in one sweep, in column order; " +
+                           "leave out --act-order, or fine-tune (--finetune-steps) so that the masks are fixed first and GPTQ then visits the columns by activation order");
+            if (scheme is QuantSchemes.W8A16 or QuantSchemes.W8A8 && spec.GroupSize != 128)
+                errors.Add($"--group-size: {scheme} has one scale per output channel, no groups; --group-size is for W4A16 and W4A16_ASYM");
         }
         else
         {

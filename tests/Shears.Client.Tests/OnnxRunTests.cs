@@ -70,6 +70,33 @@ public class OnnxRunTests
             Assert.Equal((int)Math.Round(0.25 * cols, MidpointRounding.ToEven), zeroColumns);
         }
     }
+
+    [Fact]
+    public async Task TwoFourMagnitudeGroupsEachOutputsInputFeatures()
+    {
+        using var dir = new TempDir();
+        Assert.Equal(0, (await ShearsProcess.RunAsync("minilm", dir.Sub("in"))).ExitCode);
+        var result = await ShearsProcess.RunAsync("run", "--model", Path.Combine(dir.Sub("in"), "model.onnx"), "--out", dir.Sub("out"),
+            "--sparsity", "0.5", "--pattern", "2:4", "--scope", "layer");
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var input = OnnxModel.Read(Path.Combine(dir.Sub("in"), "model.onnx"));
+        var model = OnnxModel.Read(Path.Combine(dir.Sub("out"), "model.onnx"));
+        foreach (var p in model.FindPrunable())
+        {
+            // Stored [in, out]: a group is 4 consecutive input features (rows) of one output (column), as Wanda's and
+            // SparseGPT's groups on this model and as a sparse kernel reduces; in each, the two smallest |w| are +0.0.
+            var before = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(input.ReadRawData(p.Initializer.Name)).ToArray();
+            var after = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(model.ReadRawData(p.Initializer.Name)).ToArray();
+            long rows = p.Initializer.Dims[0], cols = p.Initializer.Dims[1];
+            for (long c = 0; c < cols; c++)
+                for (long g = 0; g < rows; g += 4)
+                {
+                    var order = Enumerable.Range(0, 4).OrderBy(j => Math.Abs(before[(g + j) * cols + c])).ThenBy(j => j).ToArray();
+                    for (int j = 0; j < 4; j++)
+                        Assert.True((after[(g + order[j]) * cols + c] == 0) == (j < 2), $"{p.Initializer.Name} column {c} rows {g}..{g + 3}");
+                }
+        }
+    }
 }
 
 /// <summary>Calibration-aware pruning of the real encoder, layer by layer through the pipeline.</summary>

@@ -34,7 +34,10 @@ public sealed partial class ShardSelection
                     break;
                 case PrunePattern.NOfM:
                     var (n, m) = Recipe.NOfM;
-                    piece.Mask = new NmPattern(n, m).MagnitudeMask(piece.Bytes, piece.Entry.DType, piece.Rows, piece.Cols, piece.Entry.Name, piece.Mask);
+                    // Groups of input features: along a row of a [out, in] weight, down a column of an encoder's [in, out].
+                    piece.Mask = Manifest.OutputColumns.Contains(piece.Entry.Name)
+                        ? new NmPattern(n, m).MagnitudeMaskOfInputRows(piece.Bytes, piece.Entry.DType, piece.Rows, piece.Cols, piece.Entry.Name, piece.Mask)
+                        : new NmPattern(n, m).MagnitudeMask(piece.Bytes, piece.Entry.DType, piece.Rows, piece.Cols, piece.Entry.Name, piece.Mask);
                     break;
                 case PrunePattern.Rows or PrunePattern.Columns:
                     // rows = output neurons, columns = input features, whatever the storage order.

@@ -140,9 +140,28 @@ public static partial class RunPlanner
         RefuseQuantizedInput(manifest, spec);
         RefuseRemoval(manifest, spec);
         var prunable = SelectPrunable(manifest, spec);
+        RefuseNmWidths(manifest, spec, prunable);
         var quantized = QuantizedTensors(manifest, spec, prunable);
         var plan = spec.NeedsPipeline ? PipelinePlan(manifest, spec, prunable, splitLayers) : ShardedPlan(manifest, spec, prunable);
         return plan with { Quantized = quantized };
+    }
+
+    /// <summary>
+    /// N:M groups M consecutive input features of each output: a matrix whose input width M does not divide is refused
+    /// before the run (the shapes are the headers'), not when its shard reaches it.
+    /// </summary>
+    private static void RefuseNmWidths(CheckpointManifest manifest, RunSpec spec, IReadOnlyList<TensorEntry> prunable)
+    {
+        int m = spec.NmPattern.M;
+        if (m <= 0) return;
+        foreach (var t in prunable)
+        {
+            long input = t.Shape.Length != 2 ? 0 : manifest.OutputColumns.Contains(t.Name) ? t.Shape[0] : t.Shape[1];
+            if (input <= 0 || input % m != 0)
+                throw new RunRejectedException(
+                    $"--pattern {spec.Pattern}: tensor '{t.Name}' of shape [{string.Join(", ", t.Shape)}] has {(t.Shape.Length != 2 ? "no input dimension of a matrix" : $"{input} input features, not a multiple of {m}")}; " +
+                    "leave it out with --exclude, or prune it with another pattern in a run of its own");
+        }
     }
 
     /// <summary>

@@ -114,6 +114,30 @@ public sealed record NmPattern
     }
 
     /// <summary>
+    /// Magnitude N:M of a weight stored [in, out] (an ONNX MatMul's right-hand side): groups of M consecutive input
+    /// features for each output, the groups Wanda and SparseGPT take on the same model (and the reduction dimension's
+    /// groups that sparse kernels need), with ties by lower input index. <paramref name="rows"/> is the input width.
+    /// </summary>
+    public BitMask MagnitudeMaskOfInputRows(ReadOnlySpan<byte> raw, TensorDType dtype, long rows, long cols, string tensorName, BitMask? existing = null)
+    {
+        ArgumentNullException.ThrowIfNull(tensorName);
+        if (rows <= 0 || cols < 0 || rows % M != 0)
+            throw new ArgumentException(
+                $"tensor '{tensorName}' of shape [{rows}, {cols}] (stored [in, out]) cannot take the {this} pattern: its input dimension {rows} is not a multiple of {M}");
+        if (rows * cols > Array.MaxLength)
+            throw new ArgumentException($"tensor '{tensorName}' of shape [{rows}, {cols}] has more elements than one host array holds", nameof(rows));
+        var stored = new uint[rows * cols];
+        ScoreKeys.Magnitude(raw, dtype, stored, tensorName);
+        var keys = new uint[stored.Length];
+        for (long r = 0; r < rows; r++)
+            for (long c = 0; c < cols; c++)
+                keys[c * rows + r] = stored[r * cols + c];
+        var mask = HostWeights.StartMask(existing, rows, cols, tensorName).Transposed(rows, cols);
+        MaskGroups(keys, mask, cols, rows);
+        return mask.Transposed(cols, rows);
+    }
+
+    /// <summary>
     /// Masks, in every group of the row-major [rows, cols] keys, the smallest unmasked ones (ties by
     /// lower column) until the group holds N masked; groups already holding N or more are left alone.
     /// </summary>

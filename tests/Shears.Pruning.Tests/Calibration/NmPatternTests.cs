@@ -101,6 +101,42 @@ public class NmPatternTests
         Assert.Equal(rows * cols / 2, fromTensor.CountSet());
     }
 
+    /// <summary>
+    /// An encoder's weight stored [in, out]: the groups run down each column (M consecutive input features of one output),
+    /// so the mask is the [out, in] mask of the transposed weight, transposed back.
+    /// </summary>
+    [Fact]
+    public void InputRowsOfAStoredInOutWeightByHandAndAgainstTheTransposedWeight()
+    {
+        // Stored [in 4, out 2]: column 0 holds |w| 0.5, 3, 0.5, 0.5 → rows 0 and 2 (ties by lower input); column 1 holds
+        // 1, 0, 4, −0 → rows 1 and 3.
+        float[] stored = [0.5f, -1, -3, 0, 0.5f, 4, 0.5f, -0f];
+        var raw = stored.SelectMany(BitConverter.GetBytes).ToArray();
+        var pattern = NmPattern.Parse("2:4");
+        var mask = pattern.MagnitudeMaskOfInputRows(raw, TensorDType.F32, 4, 2, "w");
+        Assert.Equal([true, false, false, true, true, false, false, true], mask.ToBools());
+        // Cumulative, as the [out, in] mask is: an input already masked counts toward its group.
+        var existing = Mask(false, false, false, false, false, false, true, false);
+        Assert.Equal([true, false, false, true, false, false, true, true], pattern.MagnitudeMaskOfInputRows(raw, TensorDType.F32, 4, 2, "w", existing).ToBools());
+        Assert.Contains("input dimension 6 is not a multiple of 4", Assert.Throws<ArgumentException>(() => pattern.MagnitudeMaskOfInputRows(new byte[6 * 4 * 4], TensorDType.F32, 6, 4, "w")).Message);
+
+        // Randomized, with ties (values from a handful of levels): the same choice as the row-major mask of the transpose.
+        var random = new Random(17);
+        foreach (var (n, m, rows, cols) in new[] { (2, 4, 16, 5), (4, 8, 24, 3), (1, 4, 8, 7) })
+        {
+            var values = Enumerable.Range(0, rows * cols).Select(_ => (float)(random.Next(-3, 4) * 0.25)).ToArray();
+            var transposed = new float[values.Length];
+            for (int r = 0; r < rows; r++)
+                for (int c = 0; c < cols; c++)
+                    transposed[c * rows + r] = values[r * cols + c];
+            var p = new NmPattern(n, m);
+            var expected = p.MagnitudeMask(transposed.SelectMany(BitConverter.GetBytes).ToArray(), TensorDType.F32, cols, rows, "t").Transposed(cols, rows);
+            var actual = p.MagnitudeMaskOfInputRows(values.SelectMany(BitConverter.GetBytes).ToArray(), TensorDType.F32, rows, cols, "w");
+            Assert.True(expected.SequenceEqual(actual), $"{n}:{m} [{rows}, {cols}]");
+            Assert.True(p.IsValid(actual.Transposed(rows, cols), cols, rows));
+        }
+    }
+
     [Fact]
     public void IsValidChecksEveryGroup()
     {
