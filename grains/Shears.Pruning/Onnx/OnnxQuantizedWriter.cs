@@ -51,7 +51,9 @@ public static class OnnxQuantizedWriter
         using var data = OnnxTensorData.Open(input, file, output);
 
         var targets = weights.ToHashSet(StringComparer.Ordinal);
-        var initializers = new Dictionary<string, (float[] Values, long K, long N)>(StringComparer.Ordinal);
+        // Each target's proto (which holds its raw_data when inline) and shape; its floats are read one weight at a time
+        // below, so the writer holds one weight's floats beside the quantized tensors, not every target's at once.
+        var initializers = new Dictionary<string, (byte[] Proto, List<ProtoFields.Field> Fields, long K, long N)>(StringComparer.Ordinal);
         var uses = new Dictionary<string, int>(StringComparer.Ordinal);
         var nodes = new List<(ProtoFields.Field Field, string[] Inputs, string[] Outputs, string Name, string Op, string Domain)>();
         foreach (var f in graphFields)
@@ -64,10 +66,8 @@ public static class OnnxQuantizedWriter
                 if (!targets.Contains(name)) continue;
                 var dims = Dims(t, tf);
                 long type = tf.Where(x => x.Number == TensorDataType).Select(x => (long)x.Varint).LastOrDefault();
-                var raw = type == Float && dims.Length == 2 ? data.Raw(name, t, tf) : null;
-                if (raw is null || raw.LongLength != dims[0] * dims[1] * 4)
-                    throw new CheckpointFormatException(input, name, "a quantized MatMul weight must be a 2-D float initializer with raw_data or external data");
-                initializers[name] = (MemoryMarshal.Cast<byte, float>(raw).ToArray(), dims[0], dims[1]);
+                if (type != Float || dims.Length != 2) throw NotAFloatMatrix(input, name);
+                initializers[name] = (t, tf, dims[0], dims[1]);
             }
             else if (f.Number == GraphNode && f.WireType == 2)
             {
@@ -90,7 +90,13 @@ public static class OnnxQuantizedWriter
                 throw new CheckpointFormatException(input, name, "the weight is not only the B input of MatMul nodes; only such weights are quantized");
         }
 
-        var quantized = initializers.ToDictionary(kv => kv.Key, kv => Quantize(kv.Key, kv.Value.Values, kv.Value.K, kv.Value.N, scheme), StringComparer.Ordinal);
+        var quantized = new Dictionary<string, Quantized>(StringComparer.Ordinal);
+        foreach (var (name, (proto, fields, k, n)) in initializers)
+        {
+            var raw = data.Raw(name, proto, fields);
+            if (raw is null || raw.LongLength != k * n * 4) throw NotAFloatMatrix(input, name);
+            quantized[name] = Quantize(name, MemoryMarshal.Cast<byte, float>(raw).ToArray(), k, n, scheme);
+        }
         using var newGraph = new MemoryStream();
         int counter = 0;
         foreach (var f in graphFields)
@@ -137,8 +143,11 @@ public static class OnnxQuantizedWriter
         });
         data.Commit();
         OnnxGraphFile.WriteAtomically(output, newModel);
-        return quantized.Select(kv => new TensorBytes(kv.Key, initializers[kv.Key].Values.LongLength * 4, kv.Value.Initializers.Sum(i => (long)i.Raw.Length))).ToArray();
+        return quantized.Select(kv => new TensorBytes(kv.Key, initializers[kv.Key].K * initializers[kv.Key].N * 4, kv.Value.Initializers.Sum(i => (long)i.Raw.Length))).ToArray();
     }
+
+    private static CheckpointFormatException NotAFloatMatrix(string input, string name) =>
+        new(input, name, "a quantized MatMul weight must be a 2-D float initializer with raw_data or external data");
 
     private static bool IsTarget(byte[] graph, ProtoFields.Field f, HashSet<string> targets)
     {
