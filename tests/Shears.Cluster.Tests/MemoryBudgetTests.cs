@@ -177,6 +177,52 @@ public class MemoryBudgetTests
         }
     }
 
+    /// <summary>
+    /// The halves with what runs after the rounds: heads removed (--remove) and the smaller model quantized (W4A16 RTN),
+    /// the last evaluation on the dequantized weights. Nothing trains, so the output is byte for byte the whole-layer run's.
+    /// </summary>
+    [Fact]
+    public async Task Layer_halves_remove_and_quantize_write_the_bytes_whole_layers_write()
+    {
+        using var dir = new TempDir();
+        var model = Model with { Layers = 2 };
+        DemoCheckpoint.Write(dir.Sub("in"), model);
+        var spec = new RunSpec
+        {
+            ModelPath = dir.Sub("in"), OutputPath = dir.Sub("whole"), Sparsity = 0.5, Scope = RunOptions.Scopes.Layer, Pattern = RunOptions.Patterns.Heads,
+            Remove = true, Quantize = RunOptions.QuantSchemes.W4A16, GroupSize = 16, EvalData = TokenFile(dir.Path),
+        };
+        var manifest = CheckpointReader.ReadManifest(dir.Sub("in"));
+        var whole = RunPlanner.Plan(manifest, spec);
+        var split = RunPlanner.Plan(manifest, spec, splitLayers: true);
+        long layer = ShardMemory.Estimate(whole.Shards[1], whole.Stages![1], manifest, spec);
+        long half = split.Shards.Max(s => ShardMemory.Estimate(s, split.Stages![s.Index], manifest, spec));
+        Assert.True(half < layer * 3 / 4, $"half {half}, layer {layer}");
+        // Five silos of just under a layer's stage: the halves fit, a whole layer fits none.
+        long budget = layer - 1;
+
+        RunStatus first;
+        var roomy = ClusterFixture.Build(3);
+        await roomy.DeployAsync();
+        await using (roomy)
+        {
+            first = await Runs.RunToEndAsync(roomy.Client, spec);
+            Assert.True(first.State == RunState.Completed, first.Error);
+        }
+        var tight = ClusterFixture.Build(5, memoryBudget: _ => budget);
+        await tight.DeployAsync();
+        await using (tight)
+        {
+            var halves = await Runs.RunToEndAsync(tight.Client, spec with { OutputPath = dir.Sub("halves") });
+            Assert.True(halves.State == RunState.Completed, halves.Error);
+            Assert.Equal(2 + 2 * model.Layers, halves.Shards);
+            Assert.Equal(first.Baseline!.Value, halves.Baseline!.Value, 1e-9);
+            Assert.Equal(first.Rounds[^1].Eval!.Value, halves.Rounds[^1].Eval!.Value, 1e-9 * first.Rounds[^1].Eval!.Value);
+        }
+        foreach (string file in Directory.GetFiles(dir.Sub("whole")).Where(f => !f.EndsWith("shears-report.json", StringComparison.Ordinal)))
+            Assert.True(File.ReadAllBytes(file).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(dir.Sub("halves"), Path.GetFileName(file)))), Path.GetFileName(file));
+    }
+
     [Fact]
     public async Task A_calibrated_run_keeps_its_layers_whole_and_is_refused_naming_the_layer()
     {
