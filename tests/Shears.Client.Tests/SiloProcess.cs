@@ -35,11 +35,35 @@ public sealed class SiloProcess : IAsyncDisposable
         }
     }
 
+    private static readonly HashSet<int> s_handedOut = [];
+
+    /// <summary>
+    /// A port free now and never handed out before in this process. A port the kernel picks for a bind to port 0 is
+    /// free only until the next such bind: a silo's --silo-port and its --http-port, both picked before the process
+    /// starts, could otherwise be the same port. Ports come from 30100–32699: below the kernel's ephemeral range
+    /// (32768–60999 by default), so no outgoing connection takes one between the pick and the silo's bind, and apart
+    /// from the ranges Orleans' in-process test clusters allocate from in the other test assemblies (12000–21999 and
+    /// 22300–29999, or 40000–49999 in older releases).
+    /// </summary>
     public static int FreePort()
     {
-        using var listener = new TcpListener(System.Net.IPAddress.Loopback, 0);
-        listener.Start();
-        return ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+        const int low = 30_100, high = 32_700;
+        lock (s_handedOut)
+        {
+            for (int attempt = 0; attempt < 1000; attempt++)
+            {
+                int port = Random.Shared.Next(low, high);
+                if (!s_handedOut.Add(port)) continue;
+                try
+                {
+                    using var listener = new TcpListener(System.Net.IPAddress.Loopback, port);
+                    listener.Start();
+                    return port;
+                }
+                catch (SocketException) { }
+            }
+            throw new InvalidOperationException($"no free port found in {low}..{high - 1}");
+        }
     }
 
     /// <summary>Starts a silo process without waiting for it: for silos expected to fail or never to join.</summary>
