@@ -25,6 +25,12 @@ public class MemoryBudgetTests
         e = Assert.Throws<RunRejectedException>(() => BudgetPlacement.Assign([4, 4, 4], [("a", 6), ("b", 6)], i => $"'t{i}'"));
         Assert.Contains("(12 bytes) in all", e.Message);
         Assert.Contains("a: 0.0 MiB (6 bytes), b: 0.0 MiB (6 bytes)", e.Message);
+        // 12 bytes fit 6 + 6 in all, but not as 4 + 4 + 4: the shard left without a silo and the room there is are named.
+        Assert.Contains("together they would fit, but placed largest first on the silo with the most left, shard 2 ('t2'), about 0.0 MiB (4 bytes), " +
+            "finds no silo with room for it: the most left on one is 0.0 MiB (2 bytes)", e.Message);
+        e = Assert.Throws<RunRejectedException>(() => BudgetPlacement.Assign([4, 4, 4], [("a", 5), ("b", 5)], i => $"'t{i}'"));
+        Assert.Contains("(12 bytes) in all", e.Message);
+        Assert.DoesNotContain("together they would fit", e.Message);
     }
 
     [Fact]

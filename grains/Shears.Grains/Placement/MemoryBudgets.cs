@@ -73,7 +73,12 @@ public static class BudgetPlacement
                 string why = needs[largest] > free[roomiest].Free
                     ? $"shard {largest} ({describe(largest)}) needs about {Bytes(needs[largest])}, more than the largest free memory budget, {Bytes(free[roomiest].Free)} on silo {free[roomiest].Silo}"
                     : $"the shards need about {Bytes(needs.Sum())} in all (the largest, shard {largest} ({describe(largest)}), {Bytes(needs[largest])}); " +
-                      $"the workers' free budgets ({string.Join(", ", free.Select(f => $"{f.Silo}: {Bytes(f.Free)}"))}) cannot hold them";
+                      $"the workers' free budgets ({string.Join(", ", free.Select(f => $"{f.Silo}: {Bytes(f.Free)}"))}) cannot hold them" +
+                      // Room in all, but not in pieces of the shards' sizes: say which shard was left without a silo.
+                      (needs.Sum() <= free.Sum(f => f.Free)
+                          ? $"; together they would fit, but placed largest first on the silo with the most left, shard {shard} ({describe(shard)}), " +
+                            $"about {Bytes(needs[shard])}, finds no silo with room for it: the most left on one is {Bytes(left.Max())}"
+                          : "");
                 throw new RunRejectedException($"the run does not fit the cluster's memory budgets: {why}; give the silos larger --memory-budget, add silos, or prune fewer tensors");
             }
             left[best] -= needs[shard];
