@@ -145,28 +145,12 @@ public class MemoryBudgetTests
         Assert.True(budget < wholeNeeds[1], $"budget {budget}, a layer's stage {wholeNeeds[1]}");
         Assert.False(Fits(wholeNeeds, budget));
 
-        var roomy = ClusterFixture.Build(3);
-        await roomy.DeployAsync();
-        RunStatus whole;
-        await using (roomy)
+        var (whole, halves) = await WholeThenHalvesAsync(spec, dir.Sub("halves"), 3, budget, model.Layers);
+        Assert.Equal(2 + model.Layers, whole.Shards);
+        foreach (var (a, b) in whole.Rounds.Zip(halves.Rounds))
         {
-            whole = await Runs.RunToEndAsync(roomy.Client, spec);
-            Assert.True(whole.State == RunState.Completed, whole.Error);
-            Assert.Equal(2 + model.Layers, whole.Shards);
-        }
-        var tight = ClusterFixture.Build(3, memoryBudget: _ => budget);
-        await tight.DeployAsync();
-        await using (tight)
-        {
-            var halves = await Runs.RunToEndAsync(tight.Client, spec with { OutputPath = dir.Sub("halves") });
-            Assert.True(halves.State == RunState.Completed, halves.Error);
-            Assert.Equal(2 + 2 * model.Layers, halves.Shards);
-            Assert.Equal(whole.Baseline!.Value, halves.Baseline!.Value, 1e-9);
-            foreach (var (a, b) in whole.Rounds.Zip(halves.Rounds))
-            {
-                Assert.Equal(a.Eval!.Value, b.Eval!.Value, 1e-6 * a.Eval.Value);
-                Assert.Equal(a.FinetuneLoss!.Value, b.FinetuneLoss!.Value, 1e-6 * a.FinetuneLoss.Value);
-            }
+            Assert.Equal(a.Eval!.Value, b.Eval!.Value, 1e-6 * a.Eval.Value);
+            Assert.Equal(a.FinetuneLoss!.Value, b.FinetuneLoss!.Value, 1e-6 * a.FinetuneLoss.Value);
         }
         // The same masks, and the same trained weights to float rounding.
         var left = CheckpointReader.ReadManifest(dir.Sub("whole"));
@@ -207,24 +191,8 @@ public class MemoryBudgetTests
         // Five silos of just under a layer's stage: the halves fit, a whole layer fits none.
         long budget = layer - 1;
 
-        RunStatus first;
-        var roomy = ClusterFixture.Build(3);
-        await roomy.DeployAsync();
-        await using (roomy)
-        {
-            first = await Runs.RunToEndAsync(roomy.Client, spec);
-            Assert.True(first.State == RunState.Completed, first.Error);
-        }
-        var tight = ClusterFixture.Build(5, memoryBudget: _ => budget);
-        await tight.DeployAsync();
-        await using (tight)
-        {
-            var halves = await Runs.RunToEndAsync(tight.Client, spec with { OutputPath = dir.Sub("halves") });
-            Assert.True(halves.State == RunState.Completed, halves.Error);
-            Assert.Equal(2 + 2 * model.Layers, halves.Shards);
-            Assert.Equal(first.Baseline!.Value, halves.Baseline!.Value, 1e-9);
-            Assert.Equal(first.Rounds[^1].Eval!.Value, halves.Rounds[^1].Eval!.Value, 1e-9 * first.Rounds[^1].Eval!.Value);
-        }
+        var (first, halves) = await WholeThenHalvesAsync(spec, dir.Sub("halves"), 5, budget, model.Layers);
+        Assert.Equal(first.Rounds[^1].Eval!.Value, halves.Rounds[^1].Eval!.Value, 1e-9 * first.Rounds[^1].Eval!.Value);
         foreach (string file in Directory.GetFiles(dir.Sub("whole")).Where(f => !f.EndsWith("shears-report.json", StringComparison.Ordinal)))
             Assert.True(File.ReadAllBytes(file).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(dir.Sub("halves"), Path.GetFileName(file)))), Path.GetFileName(file));
     }
@@ -257,5 +225,32 @@ public class MemoryBudgetTests
         string path = Path.Combine(dir, "eval.json");
         File.WriteAllText(path, "[[1, 2, 3, 4, 5, 6, 7, 8], [9, 10, 11, 12, 13, 14, 15, 16]]");
         return path;
+    }
+
+    /// <summary>
+    /// The run on three silos with no budget (whole layers), then the same run into <paramref name="halvesOut"/> on
+    /// <paramref name="silos"/> silos of <paramref name="budget"/> bytes each, where every layer runs as two stages:
+    /// both completed, with the same dense baseline.
+    /// </summary>
+    private static async Task<(RunStatus Whole, RunStatus Halves)> WholeThenHalvesAsync(RunSpec spec, string halvesOut, short silos, long budget, int layers)
+    {
+        RunStatus whole, halves;
+        var roomy = ClusterFixture.Build(3);
+        await roomy.DeployAsync();
+        await using (roomy)
+        {
+            whole = await Runs.RunToEndAsync(roomy.Client, spec);
+            Assert.True(whole.State == RunState.Completed, whole.Error);
+        }
+        var tight = ClusterFixture.Build(silos, memoryBudget: _ => budget);
+        await tight.DeployAsync();
+        await using (tight)
+        {
+            halves = await Runs.RunToEndAsync(tight.Client, spec with { OutputPath = halvesOut });
+            Assert.True(halves.State == RunState.Completed, halves.Error);
+        }
+        Assert.Equal(2 + 2 * layers, halves.Shards);
+        Assert.Equal(whole.Baseline!.Value, halves.Baseline!.Value, 1e-9);
+        return (whole, halves);
     }
 }
