@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The fixed cost of a run, step by step, against Orleans' own floor: alternately, (a) a bare Orleans client that connects
 # to a running shears-silo's gateway, makes one grain call and disconnects, (b) `shears run` of the 7 MB checkpoint against
-# that silo, (c) a bare Orleans silo started in its own process with one grain call, (d) `shears run` on its embedded silo.
+# that silo, (b') the same run submitted to that silo's HTTP port (--cluster http://…, no Orleans client), (c) a bare
+# Orleans silo started in its own process with one grain call, (d) `shears run` on its embedded silo.
 # All four are published ReadyToRun; shears prints its steps with SHEARS_TIMES=1 (seconds since its process started).
 # Usage: bench/client-floor.sh [WORKDIR] [RUNS]   (default /tmp/shears-floor, 5)
 set -euo pipefail
@@ -16,7 +17,7 @@ dotnet build -c Release bench/Shears.Bench -nologo -v quiet >/dev/null
 [ -f "$work/tiny/config.json" ] || dotnet bench/Shears.Bench/bin/Release/net10.0/linux-x64/Shears.Bench.dll checkpoint "$work/tiny" --hidden 256 --layers 2 --intermediate 688 --vocab 4000 >/dev/null
 port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
 silo_port=$(port); gateway=$(port); http=$(port)
-"$work/silo-publish/shears-silo" --silo-port "$silo_port" --gateway-port "$gateway" --http-port "$http" > "$work/silo.log" 2>&1 &
+"$work/silo-publish/shears-silo" --silo-port "$silo_port" --gateway-port "$gateway" --http-port "$http" --http-bind 127.0.0.1 --http-runs > "$work/silo.log" 2>&1 &
 silo_pid=$!
 trap 'kill "$silo_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$http/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
@@ -37,6 +38,8 @@ for i in $(seq "$runs"); do
   echo "  orleans client:        $(timed "$floor" client "$gateway")"
   rm -rf "$work/pruned"
   echo "  shears --cluster:      $(SHEARS_TIMES=1 timed "$shears" run --model "$work/tiny" --out "$work/pruned" --sparsity 0.5 --scope global --cluster "127.0.0.1:$gateway")"
+  rm -rf "$work/pruned"
+  echo "  shears http:           $(SHEARS_TIMES=1 timed "$shears" run --model "$work/tiny" --out "$work/pruned" --sparsity 0.5 --scope global --cluster "http://127.0.0.1:$http")"
   echo "  orleans silo:          $(timed "$floor" silo)"
   rm -rf "$work/pruned"
   echo "  shears embedded:       $(SHEARS_TIMES=1 timed "$shears" run --model "$work/tiny" --out "$work/pruned" --sparsity 0.5 --scope global)"

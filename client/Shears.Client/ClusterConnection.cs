@@ -135,6 +135,15 @@ public sealed record ClusterTarget(string? Address, string? TlsCert = null, stri
 {
     public bool Embedded => Address is null;
 
+    /// <summary>A silo's HTTP port (http:// or https://), reached without an Orleans client.</summary>
+    public bool Http => Address is { } a && (a.StartsWith("http://", StringComparison.OrdinalIgnoreCase) || a.StartsWith("https://", StringComparison.OrdinalIgnoreCase));
+
+    /// <summary>The TLS files as given: the options, else the SHEARS_TLS_* environment variables.</summary>
+    public (string? Certificate, string? Key, string? Authority) TlsPaths() => (
+        TlsCert ?? Environment.GetEnvironmentVariable("SHEARS_TLS_CERT"),
+        TlsKey ?? Environment.GetEnvironmentVariable("SHEARS_TLS_KEY"),
+        TlsCa ?? Environment.GetEnvironmentVariable("SHEARS_TLS_CA"));
+
     /// <summary>The TLS files, checked: all or none, and only with --cluster (the embedded silo has no connection to secure).</summary>
     public ShearsTlsFiles? TlsFiles()
     {
@@ -144,9 +153,7 @@ public sealed record ClusterTarget(string? Address, string? TlsCert = null, stri
                 throw new ArgumentException($"{(TlsCert is not null ? "--tls-cert" : TlsKey is not null ? "--tls-key" : "--tls-ca")} needs --cluster: the silo in this process has no connection to secure");
             return null;
         }
-        string? cert = TlsCert ?? Environment.GetEnvironmentVariable("SHEARS_TLS_CERT");
-        string? key = TlsKey ?? Environment.GetEnvironmentVariable("SHEARS_TLS_KEY");
-        string? ca = TlsCa ?? Environment.GetEnvironmentVariable("SHEARS_TLS_CA");
+        var (cert, key, ca) = TlsPaths();
         if (cert is null)
         {
             if (key is not null || ca is not null)

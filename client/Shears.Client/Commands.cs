@@ -9,7 +9,7 @@ public static class Commands
 {
     public const int Ok = 0, RunFailed = 1, BadInput = 2;
 
-    private static readonly Option<string?> Cluster = new("--cluster") { Description = "HOST:PORT[,HOST:PORT…] of a cluster's gateways; without it a silo runs in this process" };
+    private static readonly Option<string?> Cluster = new("--cluster") { Description = "HOST:PORT[,HOST:PORT…] of a cluster's gateways, redis://HOST:PORT, or http(s)://HOST:PORT of a silo started with --http-runs; without it a silo runs in this process" };
 
     private static readonly Option<string?> TlsCert = new("--tls-cert") { Description = "this client's certificate (PEM, key in it or in --tls-key; or .pfx) for a cluster with mutual TLS (or SHEARS_TLS_CERT)" };
     private static readonly Option<string?> TlsKey = new("--tls-key") { Description = "the PEM private key of --tls-cert (or SHEARS_TLS_KEY)" };
@@ -172,9 +172,9 @@ public static class Commands
         var run = new Argument<string>("run") { Description = "run id" };
         var json = new Option<bool>("--json") { Description = "print the status as JSON" };
         var command = new Command("status", "show a run's status") { run, json, Cluster };
-        command.SetAction((parse, token) => WithCluster(Target(parse), "status", async client =>
+        command.SetAction((parse, token) => WithCluster(Target(parse), "status", async runs =>
         {
-            var status = await client.GetGrain<IRunGrain>(parse.GetValue(run)!).GetStatusAsync();
+            var status = await runs.GetStatusAsync(parse.GetValue(run)!);
             if (status.Spec is null) return Fail([$"no run '{parse.GetValue(run)}' on this cluster"]);
             if (parse.GetValue(json)) Console.WriteLine(RunView.Json(status));
             else RunView.PrintStatus(status);
@@ -187,13 +187,12 @@ public static class Commands
     {
         var run = new Argument<string>("run") { Description = "run id" };
         var command = new Command("watch", "follow a run started elsewhere to its end, with live progress") { run, Cluster };
-        command.SetAction((parse, token) => WithCluster(Target(parse), "watch", async client =>
+        command.SetAction((parse, token) => WithCluster(Target(parse), "watch", async runs =>
         {
-            var grain = client.GetGrain<IRunGrain>(parse.GetValue(run)!);
-            var status = await grain.GetStatusAsync();
+            var status = await runs.GetStatusAsync(parse.GetValue(run)!);
             if (status.Spec is null) return Fail([$"no run '{parse.GetValue(run)}' on this cluster"]);
             // Ctrl+C stops watching only: the run goes on (`shears cancel` cancels it).
-            return await RunFollower.FollowAsync(grain, status, token);
+            return await RunFollower.FollowAsync(runs, status, token);
         }, token));
         return command;
     }
@@ -201,13 +200,10 @@ public static class Commands
     private static Command List()
     {
         var command = new Command("list", "list the runs of a cluster") { Cluster };
-        command.SetAction((parse, token) => WithCluster(Target(parse), "list", async client =>
+        command.SetAction((parse, token) => WithCluster(Target(parse), "list", async runs =>
         {
-            foreach (string id in await client.GetGrain<IRunRegistryGrain>(0).ListAsync())
-            {
-                var status = await client.GetGrain<IRunGrain>(id).GetStatusAsync();
-                Console.WriteLine($"{id}\t{status.State.ToString().ToLowerInvariant()}\t{status.Phase}\t{status.Spec?.ModelPath}");
-            }
+            foreach (var line in await runs.ListAsync())
+                Console.WriteLine($"{line.RunId}\t{line.State}\t{line.Phase}\t{line.Model}");
             return Ok;
         }, token));
         return command;
@@ -217,9 +213,9 @@ public static class Commands
     {
         var run = new Argument<string>("run") { Description = "run id" };
         var command = new Command("cancel", "cancel a run; it leaves no output") { run, Cluster };
-        command.SetAction((parse, token) => WithCluster(Target(parse), "cancel", async client =>
+        command.SetAction((parse, token) => WithCluster(Target(parse), "cancel", async runs =>
         {
-            var status = await client.GetGrain<IRunGrain>(parse.GetValue(run)!).CancelAsync();
+            var status = await runs.CancelAsync(parse.GetValue(run)!);
             Console.WriteLine($"{status.RunId}\t{status.State.ToString().ToLowerInvariant()}");
             return status.State == RunState.Cancelled ? Ok : RunFailed;
         }, token));
@@ -230,9 +226,9 @@ public static class Commands
     {
         var run = new Argument<string>("run") { Description = "run id" };
         var command = new Command("report", "print a finished run's shears-report.json") { run, Cluster };
-        command.SetAction((parse, token) => WithCluster(Target(parse), "report", async client =>
+        command.SetAction((parse, token) => WithCluster(Target(parse), "report", async runs =>
         {
-            string? report = await client.GetGrain<IRunGrain>(parse.GetValue(run)!).GetReportJsonAsync();
+            string? report = await runs.GetReportJsonAsync(parse.GetValue(run)!);
             if (report is null) return Fail([$"run '{parse.GetValue(run)}' has no report (not finished, failed, or unknown)"]);
             Console.WriteLine(report);
             return Ok;
@@ -240,18 +236,23 @@ public static class Commands
         return command;
     }
 
-    private static async Task<int> WithCluster(ClusterTarget cluster, string verb, Func<IClusterClient, Task<int>> action, CancellationToken token)
+    private static async Task<int> WithCluster(ClusterTarget cluster, string verb, Func<IRunsClient, Task<int>> action, CancellationToken token)
     {
         if (cluster.Embedded)
             return Fail([$"'shears {verb}' needs --cluster HOST:PORT: runs on the embedded silo live only while 'shears run' runs"]);
+        IRunsClient? runs = null;
         try
         {
-            await using var connection = await ClusterConnection.OpenAsync(cluster, token);
-            return await action(connection.Client);
+            runs = await RunsClient.OpenAsync(cluster, token);
+            return await action(runs);
         }
-        catch (Exception e) when (e is ArgumentException or OrleansException or TimeoutException)
+        catch (Exception e) when (e is ArgumentException or ClusterUnavailableException or TimeoutException or RunRejectedException || runs?.IsClusterError(e) == true)
         {
             return Fail([e.Message]);
+        }
+        finally
+        {
+            if (runs is not null) await runs.DisposeAsync();
         }
     }
 

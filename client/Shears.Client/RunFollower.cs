@@ -10,19 +10,19 @@ public static class RunFollower
 {
     public static async Task<int> RunAsync(ClusterTarget cluster, RunSpec spec, string runId, bool detach, CancellationToken token)
     {
-        ClusterConnection connection;
+        IRunsClient runs;
         ClientTimes.Mark("parsed");
-        try { connection = await ClusterConnection.OpenAsync(cluster, token); }
-        catch (Exception e) when (e is ArgumentException or OrleansException or TimeoutException)
+        try { runs = await RunsClient.OpenAsync(cluster, token); }
+        catch (Exception e) when (e is ArgumentException or ClusterUnavailableException or TimeoutException)
         {
             return Commands.Fail([$"cannot reach the cluster: {e.Message}"]);
         }
         ClientTimes.Mark(cluster.Embedded ? "silo-started" : "connected");
-        await using var owned = connection;
-        var grain = connection.Client.GetGrain<IRunGrain>(runId);
+        await using var owned = runs;
         RunStatus status;
-        try { status = await grain.StartAsync(spec); }
+        try { status = await runs.StartAsync(runId, spec); }
         catch (RunRejectedException e) { return Commands.Fail([e.Message]); }
+        catch (ClusterUnavailableException e) { return Commands.Fail([$"cannot reach the cluster: {e.Message}"]); }
         if (detach)
         {
             Console.WriteLine(runId);
@@ -30,8 +30,8 @@ public static class RunFollower
         }
 
         ClientTimes.Mark("submitted");
-        using var cancelRegistration = token.Register(() => _ = RequestCancelAsync(grain, runId, Console.Error));
-        int code = await FollowAsync(grain, status, token);
+        using var cancelRegistration = token.Register(() => _ = RequestCancelAsync(() => runs.CancelAsync(runId), runId, Console.Error));
+        int code = await FollowAsync(runs, status, token);
         ClientTimes.Mark("finished");
         return code;
     }
@@ -40,14 +40,15 @@ public static class RunFollower
     /// Follows a run to its end, started here or elsewhere (<c>shears watch</c>): live bars in a terminal, plain lines
     /// otherwise, then the rounds table; the exit code is the run's outcome.
     /// </summary>
-    public static async Task<int> FollowAsync(IRunGrain grain, RunStatus status, CancellationToken token)
+    public static async Task<int> FollowAsync(IRunsClient runs, RunStatus status, CancellationToken token)
     {
         string runId = status.RunId, output = status.Spec?.OutputPath ?? "--out";
+        var statuses = Statuses(() => runs.WatchAsync(runId), runs.IsBrokenStream, status);
         try
         {
             status = Console.IsOutputRedirected || !AnsiConsole.Profile.Capabilities.Interactive
-                ? await FollowPlain(grain, status, token)
-                : await FollowLive(grain, status, token);
+                ? await FollowPlain(statuses, status, token)
+                : await FollowLive(statuses, status, token);
         }
         catch (Exception e) when (e is RunStateLostException or RunUnreachableException)
         {
@@ -74,9 +75,11 @@ public static class RunFollower
     /// Asks the coordinator to cancel the run, for Ctrl+C. It runs from the token's callback, so nothing may escape it
     /// (into the signal handler, or unobserved): a failure is reported and the following goes on to the run's outcome.
     /// </summary>
-    public static async Task RequestCancelAsync(IRunGrain grain, string runId, TextWriter errors)
+    public static Task RequestCancelAsync(IRunGrain grain, string runId, TextWriter errors) => RequestCancelAsync(grain.CancelAsync, runId, errors);
+
+    public static async Task RequestCancelAsync(Func<Task> cancel, string runId, TextWriter errors)
     {
-        try { await grain.CancelAsync(); }
+        try { await cancel(); }
         catch (Exception e)
         {
             errors.WriteLine($"shears: could not ask run {runId} to cancel ({e.GetType().Name}: {e.Message}); 'shears cancel {runId} --cluster …' will");
@@ -99,7 +102,11 @@ public static class RunFollower
     /// The run's statuses as the coordinator streams them. When the stream breaks or falls silent (the coordinator's
     /// silo was lost) it subscribes again, which re-activates the coordinator from its persisted state.
     /// </summary>
-    public static async IAsyncEnumerable<RunStatus> Statuses(IRunGrain grain, RunStatus first, FollowPatience? patience = null)
+    public static IAsyncEnumerable<RunStatus> Statuses(IRunGrain grain, RunStatus first, FollowPatience? patience = null) =>
+        Statuses(() => grain.WatchAsync(), IsBrokenStream, first, patience);
+
+    /// <summary>The statuses of <paramref name="subscribe"/>'s stream, subscribing again while <paramref name="isBroken"/> says a failure ends only the subscription.</summary>
+    public static async IAsyncEnumerable<RunStatus> Statuses(Func<IAsyncEnumerable<RunStatus>> subscribe, Func<Exception, bool> isBroken, RunStatus first, FollowPatience? patience = null)
     {
         patience ??= FollowPatience.Default;
         yield return first;
@@ -111,7 +118,7 @@ public static class RunFollower
             // (30 s by default), and the coordinator, which re-activates on the next call, waits as long. The
             // coordinator sends its status at least every few seconds, so a longer silence means a broken stream.
             using var silence = new CancellationTokenSource(patience.Silence);
-            var stream = grain.WatchAsync().GetAsyncEnumerator(silence.Token);
+            var stream = subscribe().GetAsyncEnumerator(silence.Token);
             try
             {
                 while (true)
@@ -124,7 +131,7 @@ public static class RunFollower
                         silence.CancelAfter(patience.Silence);
                         brokenSince = null;
                     }
-                    catch (Exception e) when (IsBrokenStream(e))
+                    catch (Exception e) when (isBroken(e))
                     {
                         brokenSince ??= DateTime.UtcNow;
                         if (DateTime.UtcNow - brokenSince > patience.GiveUp) throw new RunUnreachableException(first.RunId, patience.GiveUp, e);
@@ -143,17 +150,17 @@ public static class RunFollower
                 // Tells the coordinator to drop the subscription. A courtesy only: one that is gone has nothing to drop, and
                 // a call to a dead silo must not hold the following up for the response timeout.
                 try { await stream.DisposeAsync().AsTask().WaitAsync(patience.Silence); }
-                catch (Exception e) when (IsBrokenStream(e)) { }
+                catch (Exception e) when (isBroken(e)) { }
             }
         }
     }
 
-    private static async Task<RunStatus> FollowPlain(IRunGrain grain, RunStatus status, CancellationToken token)
+    private static async Task<RunStatus> FollowPlain(IAsyncEnumerable<RunStatus> statuses, RunStatus status, CancellationToken token)
     {
         string last = "";
         int printedRounds = 0, recoveries = 0;
         Console.WriteLine($"run {status.RunId}: {status.PrunableWeights:N0} prunable weights on {status.Shards} shards");
-        await foreach (var current in Statuses(grain, status))
+        await foreach (var current in statuses)
         {
             status = current;
             if (status.Phase != last)
@@ -172,7 +179,7 @@ public static class RunFollower
         return status;
     }
 
-    private static async Task<RunStatus> FollowLive(IRunGrain grain, RunStatus status, CancellationToken token)
+    private static async Task<RunStatus> FollowLive(IAsyncEnumerable<RunStatus> statuses, RunStatus status, CancellationToken token)
     {
         await AnsiConsole.Progress()
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
@@ -180,7 +187,7 @@ public static class RunFollower
             {
                 var rounds = context.AddTask("rounds", maxValue: Math.Max(1, status.TotalRounds));
                 var sparsity = context.AddTask("sparsity", maxValue: 1.0);
-                await foreach (var current in Statuses(grain, status))
+                await foreach (var current in statuses)
                 {
                     status = current;
                     rounds.Description = status.Recoveries > 0 ? $"{status.Phase} (recovered {status.Recoveries}×)" : status.Phase;

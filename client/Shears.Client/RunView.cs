@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Text.Json;
-using System.Text.Json.Serialization;
 using Shears.Contracts;
 using Spectre.Console;
 
@@ -9,14 +8,7 @@ namespace Shears.Client;
 /// <summary>How runs print: a table of rounds in a terminal, tab-separated lines when redirected, or JSON.</summary>
 public static class RunView
 {
-    private static readonly JsonSerializerOptions JsonOptions = new()
-    {
-        PropertyNamingPolicy = JsonNamingPolicy.CamelCase, WriteIndented = true,
-        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase) },
-        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
-    };
-
-    public static string Json(RunStatus status) => JsonSerializer.Serialize(status, JsonOptions);
+    public static string Json(RunStatus status) => JsonSerializer.Serialize(status, RunJson.Indented);
 
     public static string RoundLine(RoundResult r, int total) => string.Create(CultureInfo.InvariantCulture,
         $"round {r.Round}/{total}\ttarget {r.TargetSparsity:F4}\tmasked {r.MaskedWeights}\tachieved {r.AchievedSparsity:F4}\tthreshold {(r.Threshold is double t ? t.ToString("G6", CultureInfo.InvariantCulture) : "-")}{(r.FinetuneLoss is double l ? $"\tloss {l:F4}" : "")}{(r.Eval is { } e ? $"\t{e.Metric} {e.Value:F4}" : "")}\t{r.Seconds:F2}s");

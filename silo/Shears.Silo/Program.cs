@@ -15,7 +15,7 @@ CultureInfo.CurrentCulture = CultureInfo.CurrentUICulture = CultureInfo.Invarian
 
 // Options come from the command line (--redis HOST:PORT, --silo-port N, ...), the environment
 // (SHEARS_ prefix, e.g. SHEARS_REDIS) or appsettings.json.
-var builder = WebApplication.CreateBuilder(SiloSettings.Switch(SiloSettings.Switch(SiloSettings.IndexRepeated(args, "--data-root"), "--orleans-dashboard"), "--http-tls"));
+var builder = WebApplication.CreateBuilder(new[] { "--orleans-dashboard", "--http-tls", "--http-runs" }.Aggregate(SiloSettings.IndexRepeated(args, "--data-root"), SiloSettings.Switch));
 builder.Configuration.AddEnvironmentVariables("SHEARS_");
 SiloSettings settings;
 try
@@ -35,8 +35,18 @@ if (settings.HttpTls)
 {
     // The HTTP port (metrics, health, runs page) over HTTPS with the silo's own certificate; browsers and scrapers are
     // not asked for one.
-    var (certificate, _) = ShearsTls.Load(settings.Tls!, silo: true);
-    builder.WebHost.ConfigureKestrel(k => k.ConfigureHttpsDefaults(h => h.ServerCertificate = certificate));
+    var (certificate, authorities) = ShearsTls.Load(settings.Tls!, silo: true);
+    builder.WebHost.ConfigureKestrel(k => k.ConfigureHttpsDefaults(h =>
+    {
+        h.ServerCertificate = certificate;
+        // With --http-runs a client may present its certificate; only one the cluster's CA signed is accepted, and only a
+        // connection with one may start or cancel runs (RunsApi). Without it nobody is asked.
+        if (settings.HttpRuns)
+        {
+            h.ClientCertificateMode = Microsoft.AspNetCore.Server.Kestrel.Https.ClientCertificateMode.AllowCertificate;
+            h.ClientCertificateValidation = (remote, _, _) => ShearsTls.Trusted(remote, authorities, remoteIsServer: false);
+        }
+    }));
 }
 builder.UseOrleans(silo =>
 {
@@ -91,6 +101,7 @@ var app = builder.Build();
 app.MapPrometheusScrapingEndpoint("/metrics");
 app.MapGet("/healthz", () => Results.Text("ok"));
 app.MapRunsPages();
+if (settings.HttpRuns) app.MapRunsApi(requireCertificate: settings.HttpTls);
 if (settings.OrleansDashboard) app.MapOrleansDashboard("/orleans-dashboard");
 app.Run();
 return 0;

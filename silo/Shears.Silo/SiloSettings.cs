@@ -8,7 +8,7 @@ namespace Shears.Silo;
 public sealed record SiloSettings(
     string? Redis, int SiloPort, int GatewayPort, IPEndPoint? Primary, IPAddress Advertise, string HttpAddress, int HttpPort,
     string Device, string Role, IReadOnlyList<string> DataRoots, string StateDirectory, bool OrleansDashboard = false,
-    ShearsTlsFiles? Tls = null, bool HttpTls = false, long MemoryBudget = 0)
+    ShearsTlsFiles? Tls = null, bool HttpTls = false, long MemoryBudget = 0, bool HttpRuns = false)
 {
     public static SiloSettings From(IConfiguration configuration)
     {
@@ -33,9 +33,14 @@ public sealed record SiloSettings(
         string httpBind = configuration["http-bind"] ?? configuration["http-address"] ?? "0.0.0.0";
         if (!IPAddress.TryParse(httpBind, out _) && httpBind != "localhost")
             throw new ArgumentException($"--http-bind must be an IP address (or localhost), got '{httpBind}'");
+        // Runs submitted over HTTP read and write files on this machine: only from this machine (a loopback --http-bind),
+        // or over HTTPS from clients whose certificates the cluster's CA signed.
+        bool httpRuns = Flag(configuration, "http-runs");
+        if (httpRuns && !httpTls && !(httpBind == "localhost" || IPAddress.IsLoopback(IPAddress.Parse(httpBind))))
+            throw new ArgumentException($"--http-runs on --http-bind {httpBind} would let anyone who reaches the port start runs: give --http-tls (clients then need a certificate the cluster's CA signed) or bind the HTTP port to 127.0.0.1");
         return new SiloSettings(redis, siloPort, gatewayPort, primary, advertise, httpBind, httpPort,
             configuration["device"] ?? "auto", role, roots.Select(Path.GetFullPath).ToArray(), Path.GetFullPath(state), Flag(configuration, "orleans-dashboard"),
-            tls, httpTls, configuration["memory-budget"] is { } budget ? Budget(budget) : 0);
+            tls, httpTls, configuration["memory-budget"] is { } budget ? Budget(budget) : 0, httpRuns);
     }
 
     /// <summary>--memory-budget (<see cref="Shears.Grains.Placement.ShardBudgets.Parse"/>).</summary>

@@ -36,11 +36,17 @@ public static class ShearsTls
         foreach (string usage in silo ? new[] { ServerAuthentication, ClientAuthentication } : [ClientAuthentication])
             if (!AllowsUsage(certificate, usage))
                 throw new ArgumentException($"--tls-cert {files.Certificate}: its extended key usage lacks {(usage == ServerAuthentication ? "server" : "client")} authentication, which a {(silo ? "silo" : "client")} needs");
+        return (certificate, LoadAuthorities(files.Authority));
+    }
+
+    /// <summary>The certificate authorities of a PEM file (--tls-ca), a failure naming the file.</summary>
+    public static X509Certificate2Collection LoadAuthorities(string path)
+    {
         var authorities = new X509Certificate2Collection();
-        try { authorities.ImportFromPemFile(Exists(files.Authority, "--tls-ca")); }
-        catch (CryptographicException e) { throw new ArgumentException($"--tls-ca {files.Authority}: not a PEM certificate file ({e.Message})", e); }
-        if (authorities.Count == 0) throw new ArgumentException($"--tls-ca {files.Authority}: holds no certificate");
-        return (certificate, authorities);
+        try { authorities.ImportFromPemFile(Exists(path, "--tls-ca")); }
+        catch (CryptographicException e) { throw new ArgumentException($"--tls-ca {path}: not a PEM certificate file ({e.Message})", e); }
+        if (authorities.Count == 0) throw new ArgumentException($"--tls-ca {path}: holds no certificate");
+        return authorities;
     }
 
     private static X509Certificate2 LoadCertificate(ShearsTlsFiles files)

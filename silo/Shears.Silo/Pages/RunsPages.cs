@@ -1,6 +1,5 @@
 using System.Reflection;
 using System.Text.Json;
-using System.Text.Json.Serialization;
 using Shears.Contracts;
 
 namespace Shears.Silo.Pages;
@@ -12,12 +11,7 @@ namespace Shears.Silo.Pages;
 /// </summary>
 public static class RunsPages
 {
-    private static readonly JsonSerializerOptions Json = new()
-    {
-        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
-        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase) },
-        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
-    };
+    private static JsonSerializerOptions Json => RunJson.Options;
 
     /// <summary>One line of the runs list.</summary>
     public sealed record RunLine(string RunId, string State, string Phase, int Round, int TotalRounds, int FinishedRounds,
