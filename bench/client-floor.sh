@@ -2,7 +2,8 @@
 # The fixed cost of a run, step by step, against Orleans' own floor: alternately, (a) a bare Orleans client that connects
 # to a running shears-silo's gateway, makes one grain call and disconnects, (b) `shears run` of the 7 MB checkpoint against
 # that silo, (b') the same run submitted to that silo's HTTP port (--cluster http://…, no Orleans client), (c) a bare
-# Orleans silo started in its own process with one grain call, (d) `shears run` on its embedded silo.
+# Orleans silo started in its own process with one grain call, (d) `shears run` on its embedded silo, with the multi-core
+# JIT profile an earlier embedded run recorded (the default) and (d') without one (SHEARS_JIT_PROFILE_DIR=off).
 # All four are published ReadyToRun; shears prints its steps with SHEARS_TIMES=1 (seconds since its process started).
 # Usage: bench/client-floor.sh [WORKDIR] [RUNS]   (default /tmp/shears-floor, 5)
 set -euo pipefail
@@ -31,8 +32,10 @@ timed() {
   printf 'wall=%.3f%s\n' "$(echo "$e - $s" | bc)" "$(steps <<<"$out")"
 }
 echo "commit $(git rev-parse --short HEAD)$(git diff --quiet && echo "" || echo " + working tree"); $(nproc) cores, $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo); $(date -u)"
-# Warm-up (first starts after a publish read the binaries from disk).
+# Warm-up (first starts after a publish read the binaries from disk; the first embedded run records its JIT profile).
+export SHEARS_JIT_PROFILE_DIR="$work/jit-profiles"
 "$floor" client "$gateway" 2>/dev/null; "$floor" silo 2>/dev/null
+rm -rf "$work/pruned"; "$shears" run --model "$work/tiny" --out "$work/pruned" --sparsity 0.5 --scope global >/dev/null 2>&1
 for i in $(seq "$runs"); do
   echo "run $i"
   echo "  orleans client:        $(timed "$floor" client "$gateway")"
@@ -43,5 +46,7 @@ for i in $(seq "$runs"); do
   echo "  orleans silo:          $(timed "$floor" silo)"
   rm -rf "$work/pruned"
   echo "  shears embedded:       $(SHEARS_TIMES=1 timed "$shears" run --model "$work/tiny" --out "$work/pruned" --sparsity 0.5 --scope global)"
+  rm -rf "$work/pruned"
+  echo "  embedded, no profile:  $(SHEARS_JIT_PROFILE_DIR=off SHEARS_TIMES=1 timed "$shears" run --model "$work/tiny" --out "$work/pruned" --sparsity 0.5 --scope global)"
 done
 rm -rf "$work/pruned"

@@ -7,6 +7,7 @@ CultureInfo.DefaultThreadCurrentCulture = CultureInfo.DefaultThreadCurrentUICult
 CultureInfo.CurrentCulture = CultureInfo.CurrentUICulture = CultureInfo.InvariantCulture;
 
 Shears.Client.ClientTimes.Mark("main");
+JitProfile.Start(args);
 var root = new RootCommand("shears: prunes neural networks too large for one machine, on an Orleans cluster");
 foreach (var command in Commands.All()) root.Add(command);
 int exit = await root.Parse(args).InvokeAsync();

@@ -10,14 +10,6 @@ public class HttpRunsTests
 {
     private static readonly TimeSpan Limit = TimeSpan.FromMinutes(3);
 
-    private static void AssertSameFiles(string expected, string actual)
-    {
-        var names = Directory.GetFiles(expected).Select(f => Path.GetFileName(f)!).Where(f => f != "shears-report.json").Order().ToArray();
-        Assert.Equal(names, Directory.GetFiles(actual).Select(f => Path.GetFileName(f)!).Where(f => f != "shears-report.json").Order().ToArray());
-        foreach (string file in names)
-            Assert.True(File.ReadAllBytes(Path.Combine(expected, file)).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(actual, file))), $"{file} differs");
-    }
-
     private static bool Empty(string dir) => !Directory.Exists(dir) || !Directory.EnumerateFileSystemEntries(dir).Any();
 
     [Fact]
@@ -38,7 +30,7 @@ public class HttpRunsTests
             Assert.True(run.ExitCode == 0, run + "\n" + silo.Log);
             Assert.Contains("round 1/1", run.Stdout);
             Assert.Contains("wrote " + dir.Sub("over-http"), run.Stdout);
-            AssertSameFiles(dir.Sub("embedded"), dir.Sub("over-http"));
+            Outputs.AssertSameFiles(dir.Sub("embedded"), dir.Sub("over-http"));
             var manifest = CheckpointReader.ReadManifest(dir.Sub("in"));
             ReferencePruner.AssertOutput(dir.Sub("in"), dir.Sub("over-http"), ReferencePruner.Masks(manifest, 0.37, global: true));
 
@@ -67,7 +59,7 @@ public class HttpRunsTests
             var rowsEmbedded = await ShearsProcess.RunAsync(["run", "--model", dir.Sub("in"), "--out", dir.Sub("rows-embedded"), "--sparsity", "0.5",
                 "--pattern", "rows", "--norm", "inf", "--scope", "layer"]);
             Assert.True(rowsEmbedded.ExitCode == 0, rowsEmbedded.ToString());
-            AssertSameFiles(dir.Sub("rows-embedded"), dir.Sub("rows"));
+            Outputs.AssertSameFiles(dir.Sub("rows-embedded"), dir.Sub("rows"));
 
             // Refusals name what is at fault, exit 2 and write nothing.
             Directory.CreateDirectory(dir.Sub("taken"));
@@ -148,7 +140,7 @@ public class HttpRunsTests
             string cluster = $"https://127.0.0.1:{silo.HttpPort}";
             var run = await ShearsProcess.RunAsync(Limit, [.. Run("over-https"), "--cluster", cluster, "--tls-cert", client.Certificate, "--tls-key", client.Key, "--tls-ca", caPath]);
             Assert.True(run.ExitCode == 0, run + "\n" + silo.Log);
-            AssertSameFiles(dir.Sub("embedded"), dir.Sub("over-https"));
+            Outputs.AssertSameFiles(dir.Sub("embedded"), dir.Sub("over-https"));
 
             // The authority alone reads, but a run needs this client's certificate.
             var list = await ShearsProcess.RunAsync(Limit, "list", "--cluster", cluster, "--tls-ca", caPath);
