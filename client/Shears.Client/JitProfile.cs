@@ -5,7 +5,7 @@ namespace Shears.Client;
 /// <summary>
 /// Multi-core JIT for the start of a command that hosts its own silo (`run` and `demo` without --cluster): each such
 /// command records which methods it compiled into a small profile, and the next one compiles them on the other cores
-/// while its main thread starts the silo (bench/client-floor.sh: the 7 MB embedded run 1.0 s → 0.75 s). A command that
+/// while its main thread starts the silo (bench/client-floor.sh: the 7 MB embedded run 1.08 s → 0.95 s). A command that
 /// reaches a cluster starts too little to gain from it. The profiles live in
 /// SHEARS_JIT_PROFILE_DIR, else $XDG_CACHE_HOME/shears or ~/.cache/shears, named after this build so that another
 /// build never reads them; SHEARS_JIT_PROFILE_DIR=off turns this off. A folder that cannot be written costs nothing
