@@ -61,6 +61,17 @@ public class HttpRunsTests
             Assert.True(rowsEmbedded.ExitCode == 0, rowsEmbedded.ToString());
             Outputs.AssertSameFiles(dir.Sub("rows-embedded"), dir.Sub("rows"));
 
+            // A long run, detached and cancelled over HTTP, leaves nothing behind.
+            DemoCheckpoint.Write(dir.Sub("long-in"), new DemoCheckpointOptions(HiddenSize: 256, Layers: 4));
+            var longRun = await ShearsProcess.RunAsync(Limit, ["run", "--model", dir.Sub("long-in"), "--out", dir.Sub("long-out"), "--sparsity", "0.5",
+                "--schedule", "linear", "--rounds", "400", "--cluster", cluster, "--detach", "--run-id", "long-run"]);
+            Assert.True(longRun.ExitCode == 0, longRun.ToString());
+            var cancel = await ShearsProcess.RunAsync(Limit, "cancel", "long-run", "--cluster", cluster);
+            Assert.True(cancel.ExitCode == 0, cancel + "\n" + silo.Log);
+            Assert.Contains("long-run\tcancelled", cancel.Stdout);
+            Assert.False(Directory.Exists(dir.Sub("long-out")));
+            Assert.Empty(Directory.GetDirectories(dir.Path, ".long-out*"));
+
             // Refusals name what is at fault, exit 2 and write nothing.
             Directory.CreateDirectory(dir.Sub("taken"));
             File.WriteAllText(Path.Combine(dir.Sub("taken"), "keep.txt"), "mine");
