@@ -9,7 +9,7 @@ public static class Commands
 {
     public const int Ok = 0, RunFailed = 1, BadInput = 2;
 
-    private static readonly Option<string?> Cluster = new("--cluster") { Description = "HOST:PORT[,HOST:PORT…] of a cluster's gateways, redis://HOST:PORT, or http(s)://HOST:PORT of a silo started with --http-runs; without it a silo runs in this process" };
+    private static readonly Option<string?> Cluster = new("--cluster") { Description = "HOST:PORT[,HOST:PORT…] of a cluster's gateways, redis://HOST:PORT, or http(s)://HOST:PORT[,…] of silos started with --http-runs; without it a silo runs in this process" };
 
     private static readonly Option<string?> TlsCert = new("--tls-cert") { Description = "this client's certificate (PEM, key in it or in --tls-key; or .pfx) for a cluster with mutual TLS (or SHEARS_TLS_CERT)" };
     private static readonly Option<string?> TlsKey = new("--tls-key") { Description = "the PEM private key of --tls-cert (or SHEARS_TLS_KEY)" };

@@ -11,8 +11,10 @@ namespace Shears.Client;
 /// <summary>
 /// The commands' cluster over a silo's HTTP port (--cluster http://HOST:PORT or https://HOST:PORT of a silo started
 /// with --http-runs): a run's spec is posted as JSON, its statuses read as JSON lines. No Orleans client starts, so a
-/// command costs the HTTP requests and the run alone. Over HTTPS the silo's certificate must chain to --tls-ca (the
-/// machine's roots without it), and --tls-cert is this client's certificate, which starting and cancelling runs need.
+/// command costs the HTTP requests and the run alone. Several silos may be named (comma-separated): a request that
+/// cannot reach one goes to the next, so a follower whose silo was lost goes on through another (starting a run again
+/// under its id is answered with the run already started). Over HTTPS the silos' certificates must chain to --tls-ca
+/// (the machine's roots without it), and --tls-cert is this client's certificate, which starting and cancelling runs need.
 /// </summary>
 public sealed class HttpRuns : IRunsClient
 {
@@ -21,19 +23,32 @@ public sealed class HttpRuns : IRunsClient
 
     private readonly HttpClient _http;
     private readonly string _cluster;
+    private readonly Uri[] _silos;
+    // The silo the last request reached: the next one starts there.
+    private volatile int _current;
 
-    private HttpRuns(HttpClient http, string cluster)
+    private HttpRuns(HttpClient http, string cluster, Uri[] silos)
     {
         _http = http;
         _cluster = cluster;
+        _silos = silos;
     }
 
     public static IRunsClient Open(ClusterTarget target)
     {
         string cluster = target.Address!;
-        if (!Uri.TryCreate(cluster, UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https") || uri.Host.Length == 0
-            || uri.AbsolutePath != "/" || uri.Query.Length > 0)
-            throw new ArgumentException($"--cluster: '{cluster}' is not http://HOST:PORT or https://HOST:PORT");
+        var silos = new List<Uri>();
+        foreach (string part in cluster.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            if (!Uri.TryCreate(part, UriKind.Absolute, out var silo) || silo.Scheme is not ("http" or "https") || silo.Host.Length == 0
+                || silo.AbsolutePath != "/" || silo.Query.Length > 0)
+                throw new ArgumentException($"--cluster: '{part}' is not http://HOST:PORT or https://HOST:PORT");
+            silos.Add(silo);
+        }
+        if (silos.Count == 0) throw new ArgumentException("--cluster names no silo");
+        var uri = silos[0];
+        if (silos.Any(s => s.Scheme != uri.Scheme))
+            throw new ArgumentException($"--cluster {cluster}: every silo is reached the same way, all http:// or all https://");
         var handler = new SocketsHttpHandler { ConnectTimeout = RequestTimeout, PooledConnectionLifetime = Timeout.InfiniteTimeSpan };
         // Over HTTPS --tls-ca alone is enough to read (status, list, watch, report); starting and cancelling runs need
         // this client's certificate too.
@@ -55,13 +70,13 @@ public sealed class HttpRuns : IRunsClient
             handler.SslOptions.RemoteCertificateValidationCallback = (_, remote, _, _) =>
                 remote is not null && ShearsTls.Trusted(remote as X509Certificate2 ?? X509CertificateLoader.LoadCertificate(remote.GetRawCertData()), authorities, remoteIsServer: true);
         }
-        var http = new HttpClient(handler) { BaseAddress = uri, Timeout = Timeout.InfiniteTimeSpan };
-        var runs = new HttpRuns(http, cluster.TrimEnd('/'));
+        var http = new HttpClient(handler) { Timeout = Timeout.InfiniteTimeSpan };
+        var runs = new HttpRuns(http, cluster, silos.ToArray());
         // The connection (and the HTTP code's first run) is made on another thread while this one serializes the first
         // request: the first request then goes out on the open connection. Its outcome is the first request's to tell.
         runs._warm = Task.Run(async () =>
         {
-            try { using var _ = await http.GetAsync("healthz", HttpCompletionOption.ResponseHeadersRead); }
+            try { using var _ = await http.GetAsync(new Uri(uri, "healthz"), HttpCompletionOption.ResponseHeadersRead); }
             catch (Exception) { }
         });
         return runs;
@@ -71,23 +86,37 @@ public sealed class HttpRuns : IRunsClient
 
     private static string RunPath(string runId, string? tail = null) => $"api/runs/{Uri.EscapeDataString(runId)}{(tail is null ? "" : "/" + tail)}";
 
-    /// <summary>Sends a request, mapping a silo that cannot be reached to <see cref="ClusterUnavailableException"/>.</summary>
-    private async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, HttpCompletionOption completion, CancellationToken token)
+    /// <summary>
+    /// Sends a request to the silo the last one reached, else to the next that can be reached; a cluster none of whose
+    /// silos can be reached is a <see cref="ClusterUnavailableException"/>.
+    /// </summary>
+    private async Task<HttpResponseMessage> SendAsync(HttpMethod method, string path, Func<HttpContent>? content, HttpCompletionOption completion, CancellationToken token)
     {
-        try { return await _http.SendAsync(request, completion, token); }
-        catch (HttpRequestException e) { throw new ClusterUnavailableException($"--cluster {_cluster}: {e.Message}", e); }
-        catch (TaskCanceledException e) when (!token.IsCancellationRequested || e.InnerException is TimeoutException)
+        int first = _current;
+        for (int attempt = 0; ; attempt++)
         {
-            throw new ClusterUnavailableException($"--cluster {_cluster}: no answer within {RequestTimeout.TotalSeconds:0} s", e);
+            int index = (first + attempt) % _silos.Length;
+            using var request = new HttpRequestMessage(method, new Uri(_silos[index], path)) { Content = content?.Invoke() };
+            try
+            {
+                var response = await _http.SendAsync(request, completion, token);
+                _current = index;
+                return response;
+            }
+            catch (Exception e) when (e is HttpRequestException || (e is TaskCanceledException && (!token.IsCancellationRequested || e.InnerException is TimeoutException)))
+            {
+                if (attempt + 1 < _silos.Length) continue;
+                throw new ClusterUnavailableException(e is HttpRequestException
+                    ? $"--cluster {_cluster}: {e.Message}"
+                    : $"--cluster {_cluster}: no answer within {RequestTimeout.TotalSeconds:0} s", e);
+            }
         }
     }
 
-    private async Task<HttpResponseMessage> RequestAsync(HttpMethod method, string path, HttpContent? content = null)
+    private async Task<HttpResponseMessage> RequestAsync(HttpMethod method, string path, Func<HttpContent>? content = null)
     {
         using var timeout = new CancellationTokenSource(RequestTimeout);
-        using var request = new HttpRequestMessage(method, path) { Content = content };
-        var response = await SendAsync(request, HttpCompletionOption.ResponseContentRead, timeout.Token);
-        return response;
+        return await SendAsync(method, path, content, HttpCompletionOption.ResponseContentRead, timeout.Token);
     }
 
     /// <summary>The silo's {"error": …} for a refused request, else the status line.</summary>
@@ -115,7 +144,7 @@ public sealed class HttpRuns : IRunsClient
 
     public async Task<RunStatus> StartAsync(string runId, RunSpec spec)
     {
-        using var response = await RequestAsync(HttpMethod.Post, RunPath(runId), JsonContent.Create(spec, options: RunJson.Options));
+        using var response = await RequestAsync(HttpMethod.Post, RunPath(runId), () => JsonContent.Create(spec, options: RunJson.Options));
         switch (response.StatusCode)
         {
             case HttpStatusCode.OK: return await Read<RunStatus>(response, "the answer to the run's start");
@@ -140,25 +169,37 @@ public sealed class HttpRuns : IRunsClient
 
     public async IAsyncEnumerable<RunStatus> WatchAsync(string runId, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        using var request = new HttpRequestMessage(HttpMethod.Get, RunPath(runId, "statuses"));
-        using var response = await SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
-        if (response.StatusCode == HttpStatusCode.NotFound)
+        using var response = await SendAsync(HttpMethod.Get, RunPath(runId, "statuses"), null, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
+        int silo = _current;
+        bool ended = false;
+        try
         {
-            yield return new RunStatus { RunId = runId };
-            yield break;
+            if (response.StatusCode == HttpStatusCode.NotFound)
+            {
+                ended = true;
+                yield return new RunStatus { RunId = runId };
+                yield break;
+            }
+            if (!response.IsSuccessStatusCode) throw await Unexpected(response);
+            using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(cancellationToken));
+            while (await reader.ReadLineAsync(cancellationToken) is { } line)
+            {
+                if (line.Length == 0) continue;
+                var status = JsonSerializer.Deserialize<RunStatus>(line, RunJson.Options)
+                    ?? throw new JsonException($"--cluster {_cluster}: a null status in the run's stream");
+                if (status.IsFinished) ended = true;
+                yield return status;
+                if (status.IsFinished) yield break;
+            }
+            // The silo ended the response before the run finished (its coordinator was lost): a broken stream.
+            throw new IOException($"--cluster {_cluster}: the status stream of run {runId} ended before the run did");
         }
-        if (!response.IsSuccessStatusCode) throw await Unexpected(response);
-        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(cancellationToken));
-        while (await reader.ReadLineAsync(cancellationToken) is { } line)
+        finally
         {
-            if (line.Length == 0) continue;
-            var status = JsonSerializer.Deserialize<RunStatus>(line, RunJson.Options)
-                ?? throw new JsonException($"--cluster {_cluster}: a null status in the run's stream");
-            yield return status;
-            if (status.IsFinished) yield break;
+            // A stream that broke or fell silent: the next subscription asks the next silo first (a silo that went
+            // silent without closing its connections would otherwise hold every subscription until the silence ends).
+            if (!ended && _silos.Length > 1 && _current == silo) _current = (silo + 1) % _silos.Length;
         }
-        // The silo ended the response before the run finished (its coordinator was lost): a broken stream.
-        throw new IOException($"--cluster {_cluster}: the status stream of run {runId} ended before the run did");
     }
 
     public async Task<RunStatus> CancelAsync(string runId)

@@ -96,6 +96,63 @@ public class HttpRunsTests
             var malformed = await ShearsProcess.RunAsync(Limit, "list", "--cluster", $"http://127.0.0.1:{silo.HttpPort}/some/path");
             Assert.Equal(2, malformed.ExitCode);
             Assert.Contains("is not http://HOST:PORT", malformed.Stderr);
+            var mixed = await ShearsProcess.RunAsync(Limit, "list", "--cluster", $"http://127.0.0.1:{silo.HttpPort},https://127.0.0.1:{silo.HttpPort}");
+            Assert.Equal(2, mixed.ExitCode);
+            Assert.Contains("all http:// or all https://", mixed.Stderr);
+            // A silo named first that cannot be reached: the next one answers.
+            var second = await ShearsProcess.RunAsync(Limit, "list", "--cluster", $"http://127.0.0.1:{SiloProcess.FreePort()},http://127.0.0.1:{silo.HttpPort}");
+            Assert.True(second.ExitCode == 0, second.ToString());
+            Assert.Contains("over-http\tcompleted", second.Stdout);
+        }
+    }
+
+    /// <summary>
+    /// A follower over HTTP names two silos; the one it talks to is SIGKILLed mid-run. The follower goes on through the
+    /// other, and `shears run` ends with the run's own outcome and the undisturbed output.
+    /// </summary>
+    [RedisFact]
+    public async Task AFollowerOverHttpGoesOnThroughAnotherSiloWhenItsSiloIsKilled()
+    {
+        using var dir = new TempDir();
+        DemoCheckpoint.Write(dir.Sub("in"), new DemoCheckpointOptions(HiddenSize: 128, Layers: 4, Heads: 4, KvHeads: 2, IntermediateSize: 256, VocabSize: 256));
+        string[] Run(string output, params string[] extra) =>
+            ["run", "--model", dir.Sub("in"), "--out", dir.Sub(output), "--sparsity", "0.6", "--schedule", "linear", "--rounds", "24", "--shard-elements", "40000", .. extra];
+        var calm = await ShearsProcess.RunAsync(Run("calm"));
+        Assert.True(calm.ExitCode == 0, calm.ToString());
+
+        string redis = MultiProcessTests.FreshRedisDatabase();
+        var a = await SiloProcess.StartAsync("--redis", redis, "--silo-port", SiloProcess.FreePort().ToString(), "--gateway-port", SiloProcess.FreePort().ToString(), "--http-runs");
+        await using (a)
+        {
+            var b = await SiloProcess.StartAsync("--redis", redis, "--silo-port", SiloProcess.FreePort().ToString(), "--gateway-port", SiloProcess.FreePort().ToString(), "--http-runs");
+            await using (b)
+            {
+                var following = ShearsProcess.RunAsync(Limit, Run("disturbed", "--cluster", $"http://127.0.0.1:{a.HttpPort},http://127.0.0.1:{b.HttpPort}", "--run-id", "followed"));
+                using var http = new HttpClient();
+                var deadline = DateTime.UtcNow.AddMinutes(2);
+                bool killed = false;
+                while (!killed && !following.IsCompleted)
+                {
+                    Assert.True(DateTime.UtcNow < deadline, "the run reached no round 2\n" + a.Log + "\n" + b.Log);
+                    await Task.Delay(50);
+                    using var response = await http.GetAsync($"http://127.0.0.1:{b.HttpPort}/api/runs/followed");
+                    if (!response.IsSuccessStatusCode) continue;
+                    using var page = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+                    var status = page.RootElement.GetProperty("status");
+                    if (status.GetProperty("round").GetInt32() >= 2 && status.GetProperty("state").GetString() == "running")
+                    {
+                        // The silo the follower talks to (the first named), whichever holds the coordinator.
+                        a.Kill();
+                        killed = true;
+                    }
+                }
+                if (!killed) Assert.Fail($"the run ended before a silo could be killed\n{await following}");
+                var result = await following;
+                Assert.True(result.ExitCode == 0, result + "\n" + b.Log);
+                Assert.DoesNotContain("Exception", result.Stderr);
+                Assert.Contains("wrote " + dir.Sub("disturbed"), result.Stdout);
+                Outputs.AssertSameFiles(dir.Sub("calm"), dir.Sub("disturbed"));
+            }
         }
     }
 
