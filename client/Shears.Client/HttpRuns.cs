@@ -52,11 +52,15 @@ public sealed class HttpRuns : IRunsClient
         var handler = new SocketsHttpHandler { ConnectTimeout = RequestTimeout, PooledConnectionLifetime = Timeout.InfiniteTimeSpan };
         // Over HTTPS --tls-ca alone is enough to read (status, list, watch, report); starting and cancelling runs need
         // this client's certificate too.
-        var (cert, key, ca) = target.TlsPaths();
-        if (cert is not null || ca is not null || key is not null)
+        // The SHEARS_TLS_* variables are defaults for clusters with TLS; a plain http:// silo does without them, but TLS
+        // options given on the command line with one are a mistake.
+        if (uri.Scheme != "https")
         {
-            if (uri.Scheme != "https")
-                throw new ArgumentException($"{(cert is not null ? "--tls-cert" : ca is not null ? "--tls-ca" : "--tls-key")} needs an https:// --cluster: {cluster} is plain HTTP");
+            if (target.TlsCert is not null || target.TlsCa is not null || target.TlsKey is not null)
+                throw new ArgumentException($"{(target.TlsCert is not null ? "--tls-cert" : target.TlsCa is not null ? "--tls-ca" : "--tls-key")} needs an https:// --cluster: {cluster} is plain HTTP");
+        }
+        else if (target.TlsPaths() is var (cert, key, ca) && (cert is not null || ca is not null || key is not null))
+        {
             X509Certificate2Collection authorities;
             if (cert is not null)
             {

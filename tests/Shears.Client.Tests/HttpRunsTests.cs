@@ -37,6 +37,11 @@ public class HttpRunsTests
             var list = await ShearsProcess.RunAsync(Limit, "list", "--cluster", cluster);
             Assert.True(list.ExitCode == 0, list.ToString());
             Assert.Contains($"over-http\tcompleted\tcompleted\t{dir.Sub("in")}", list.Stdout);
+            // The SHEARS_TLS_* defaults of a TLS cluster do not stand in the way of a plain http:// silo.
+            var withTlsDefaults = await ShearsProcess.RunWithEnvironmentAsync(
+                new Dictionary<string, string> { ["SHEARS_TLS_CERT"] = dir.Sub("no-such.crt"), ["SHEARS_TLS_CA"] = dir.Sub("no-such-ca.crt") }, "list", "--cluster", cluster);
+            Assert.True(withTlsDefaults.ExitCode == 0, withTlsDefaults.ToString());
+            Assert.Contains("over-http\tcompleted", withTlsDefaults.Stdout);
             var status = await ShearsProcess.RunAsync(Limit, "status", "over-http", "--cluster", cluster, "--json");
             Assert.True(status.ExitCode == 0, status.ToString());
             using (var json = JsonDocument.Parse(status.Stdout))
